@@ -1,1 +1,20 @@
-//! placeholder
+//! Types shared by every runnel crate, and nothing else.
+//!
+//! What may live here: the [`Message`] that travels on every dataflow edge,
+//! event-time helpers ([`time`]), the `WITH (…)` option map ([`options`]), the
+//! connector description the planner hands to the connector registry
+//! ([`TableSpec`]), SQL type mapping ([`types`]) and run counters ([`metrics`]).
+//! Anything owned by one layer belongs in that layer's crate.
+#![warn(missing_docs)]
+
+pub mod message;
+pub mod metrics;
+pub mod options;
+pub mod table;
+pub mod time;
+pub mod types;
+
+pub use message::{Barrier, Message, Watermark};
+pub use options::{OptionError, Options};
+pub use table::{TableSpec, WatermarkSpec};
+pub use time::Timestamp;

@@ -1,1 +1,115 @@
-//! placeholder
+//! Sources and sinks: where rows enter and leave a pipeline.
+//!
+//! The planner describes each table as a [`TableSpec`]; [`registry`] turns it
+//! into one [`Source`] or [`Sink`] per parallel subtask, keyed by the table's
+//! `connector = '…'` option. Formats ([`format`]) convert bytes to Arrow
+//! `RecordBatch`es and back; records that cannot be converted become dead
+//! letters, they never stop the pipeline.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod format;
+pub mod registry;
+pub mod sink;
+pub mod source;
+
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+pub use error::ConnectorError;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+
+/// What one call to [`Source::poll`] produced.
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// Rows in the table's declared schema; never empty.
+    Batch(RecordBatch),
+    /// Nothing available right now; the engine calls again soon (after
+    /// injecting barriers or idle watermarks as needed).
+    Pending,
+    /// A bounded source has no more data.
+    End,
+}
+
+/// Where a source subtask is and what it shares with its siblings.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// Index of this subtask, `0..parallelism`.
+    pub subtask: usize,
+    /// Number of subtasks of this source.
+    pub parallelism: usize,
+    /// Rows read and dead-lettered, shared by all subtasks of the table.
+    pub metrics: ConnectorMetrics,
+    /// The pipeline's data directory (log, checkpoints, default dead letters).
+    pub data_dir: PathBuf,
+    /// Preferred number of rows per batch.
+    pub batch_size: usize,
+}
+
+/// A source subtask. The engine calls it from one task, never concurrently.
+///
+/// Sources never see watermarks or barriers: the engine computes watermarks
+/// from the event-time column and injects barriers between polls.
+#[async_trait]
+pub trait Source: Send {
+    /// The next rows. Must return within about 100 ms (with `Pending` if
+    /// nothing arrived) so the engine can emit idle watermarks and barriers.
+    ///
+    /// # Errors
+    /// Only when the source cannot continue (I/O error, lost broker); a bad
+    /// record is a dead letter, not an error.
+    async fn poll(&mut self) -> Result<SourcePoll, ConnectorError>;
+
+    /// The position to resume from after a restore (offsets, file positions);
+    /// recorded in checkpoints. Default: not resumable.
+    fn position(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Rewinds to a position returned earlier by [`Source::position`].
+    async fn seek(&mut self, _position: &serde_json::Value) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// Where a sink subtask is and what it shares with its siblings.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// Index of this subtask, `0..parallelism`.
+    pub subtask: usize,
+    /// Number of subtasks of this sink.
+    pub parallelism: usize,
+    /// Rows written, shared by all subtasks of the table.
+    pub metrics: ConnectorMetrics,
+    /// The pipeline's data directory.
+    pub data_dir: PathBuf,
+}
+
+/// A sink subtask. The engine calls it from one task, never concurrently,
+/// with batches in the sink's declared schema.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes rows. May buffer; everything must be durable after `finish`.
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError>;
+
+    /// Flushes buffered rows before checkpoint `checkpoint` is taken.
+    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Makes the rows of checkpoint `checkpoint` visible (two-phase commit).
+    async fn commit(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// The input ended: flush and close. Called once.
+    async fn finish(&mut self) -> Result<(), ConnectorError>;
+}
+
+/// A table's schema, name and options, as connectors see them.
+pub fn schema_of(spec: &TableSpec) -> SchemaRef {
+    spec.schema.clone()
+}

@@ -1,0 +1,34 @@
+//! What the planner tells the connector registry about one table.
+
+use arrow::datatypes::SchemaRef;
+
+use crate::options::Options;
+
+/// A declared table: its name, columns, event time and connector options.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Table name as declared.
+    pub name: String,
+    /// Declared columns (all nullable).
+    pub schema: SchemaRef,
+    /// The `WATERMARK FOR` clause, if any.
+    pub watermark: Option<WatermarkSpec>,
+    /// The `WITH (…)` options, including `connector`.
+    pub options: Options,
+}
+
+/// `WATERMARK FOR col AS col - INTERVAL 'n' unit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatermarkSpec {
+    /// Index of the event-time column in the table's schema.
+    pub column: usize,
+    /// Allowed out-of-orderness in milliseconds.
+    pub delay_ms: i64,
+}
+
+impl TableSpec {
+    /// The connector name (the planner guarantees the option is present).
+    pub fn connector(&self) -> &str {
+        self.options.connector().unwrap_or("")
+    }
+}

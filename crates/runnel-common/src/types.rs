@@ -1,0 +1,56 @@
+//! Flink SQL type names ↔ Arrow data types.
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+/// The Arrow type of a Flink SQL type name with its optional parameters,
+/// e.g. `("DECIMAL", [10, 2])`. `None` if runnel does not support the type.
+pub fn arrow_type(name: &str, params: &[u64]) -> Option<DataType> {
+    let name = name.to_ascii_uppercase();
+    Some(match name.as_str() {
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "TINYINT" => DataType::Int8,
+        "SMALLINT" => DataType::Int16,
+        "INT" | "INTEGER" => DataType::Int32,
+        "BIGINT" => DataType::Int64,
+        "FLOAT" | "REAL" => DataType::Float32,
+        "DOUBLE" => DataType::Float64,
+        "DECIMAL" | "NUMERIC" | "DEC" => {
+            let p = params.first().copied().unwrap_or(10);
+            let s = params.get(1).copied().unwrap_or(0);
+            if p == 0 || p > 38 || s > p {
+                return None;
+            }
+            DataType::Decimal128(p as u8, s as i8)
+        }
+        "VARCHAR" | "STRING" | "CHAR" | "TEXT" => DataType::Utf8,
+        "BYTES" | "VARBINARY" | "BINARY" | "BLOB" => DataType::Binary,
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Millisecond, None),
+        "TIMESTAMP_LTZ" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        "DATE" => DataType::Date32,
+        _ => return None,
+    })
+}
+
+/// The Flink SQL name of an Arrow type, for error messages.
+pub fn sql_name(dt: &DataType) -> String {
+    match dt {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP(3)".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP_LTZ(3)".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Null => "NULL".into(),
+        other => format!("{other}"),
+    }
+}
+
+/// Names of the supported types, for "unknown type" errors.
+pub const SUPPORTED: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), VARCHAR/STRING, BYTES/VARBINARY, DATE, TIMESTAMP(3), TIMESTAMP_LTZ(3)";

@@ -1,0 +1,5 @@
+//! Sinks, one per file.
+
+pub mod blackhole;
+pub mod file;
+pub mod print;

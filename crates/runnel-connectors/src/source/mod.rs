@@ -1,0 +1,4 @@
+//! Sources, one per file.
+
+pub mod file;
+pub mod nexmark;
