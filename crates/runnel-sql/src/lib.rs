@@ -1,1 +1,159 @@
-//! placeholder
+//! SQL text → [`PipelineGraph`].
+//!
+//! A script holds Flink SQL statements: `CREATE TABLE … WITH (…)`,
+//! `CREATE VIEW`, `INSERT INTO … SELECT` and `SET`. The [`Planner`] parses
+//! them with [`FlinkDialect`], plans each query with DataFusion's SQL planner
+//! and type coercion, and lowers the logical plan to streaming nodes whose
+//! expressions are vectorized DataFusion physical expressions.
+//!
+//! ```
+//! let graph = runnel_sql::Planner::new().plan(
+//!     "CREATE TABLE src (id BIGINT) WITH (connector = 'file', path = 'in.jsonl');
+//!      CREATE TABLE dst (id BIGINT) WITH (connector = 'blackhole');
+//!      INSERT INTO dst SELECT id + 1 FROM src WHERE id > 0;",
+//! ).unwrap();
+//! assert_eq!(graph.nodes.len(), 3);
+//! ```
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod ddl;
+pub mod dialect;
+pub mod error;
+pub mod graph;
+mod lower;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use datafusion_expr::{LogicalPlan, ScalarUDF};
+use datafusion_optimizer::Analyzer;
+use datafusion_sql::planner::{ParserOptions, SqlToRel};
+pub use dialect::FlinkDialect;
+pub use error::SqlError;
+pub use graph::{Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec};
+use runnel_common::{Options, TableSpec, WatermarkSpec};
+
+use crate::catalog::{Catalog, Relation};
+use crate::ddl::{Statement, TableDef};
+use crate::error::clean_datafusion_message;
+
+/// Plans runnel SQL scripts.
+#[derive(Debug, Default)]
+pub struct Planner {
+    catalog: Catalog,
+}
+
+impl Planner {
+    /// A planner with DataFusion's built-in functions.
+    pub fn new() -> Self {
+        Self { catalog: Catalog::new() }
+    }
+
+    /// Makes a scalar function (e.g. `classify`) callable from SQL.
+    pub fn register_udf(&mut self, udf: ScalarUDF) {
+        self.catalog.register_udf(Arc::new(udf));
+    }
+
+    /// Plans a whole script. Every `INSERT` becomes part of one graph.
+    ///
+    /// # Errors
+    /// Syntax errors (with line and column), unknown tables, columns,
+    /// functions and types, column count or type mismatches on INSERT, and
+    /// queries that cannot run on a stream.
+    pub fn plan(&mut self, sql: &str) -> Result<PipelineGraph, SqlError> {
+        let statements = ddl::parse_script(sql)?;
+        let mut lowerer = lower::Lowerer::new();
+        let mut inserts = 0;
+        for stmt in statements {
+            match stmt {
+                Statement::CreateTable(def) => {
+                    let line = def.line;
+                    let spec = table_spec(def)?;
+                    let schema = spec.schema.clone();
+                    let name = spec.name.clone();
+                    self.catalog
+                        .add(&name, Relation::Table(spec), schema)
+                        .map_err(|m| SqlError::at(line, format!("CREATE TABLE {m}")))?;
+                }
+                Statement::CreateView { name, query, line } => {
+                    let plan = self.plan_query(*query, line)?;
+                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    self.catalog
+                        .add(&name, Relation::View(Arc::new(plan)), schema)
+                        .map_err(|m| SqlError::at(line, format!("CREATE VIEW {m}")))?;
+                }
+                Statement::Insert { sink, columns, query, line } => {
+                    let spec = match self.catalog.get(&sink).map(|r| &r.relation) {
+                        Some(Relation::Table(spec)) => spec.clone(),
+                        Some(Relation::View(_)) => {
+                            return Err(SqlError::at(line, format!("INSERT INTO {sink}: '{sink}' is a view, not a table")));
+                        }
+                        None => {
+                            return Err(SqlError::at(
+                                line,
+                                format!(
+                                    "INSERT INTO {sink}: unknown table '{sink}'; declared tables: {}",
+                                    if self.catalog.names().is_empty() { "none".into() } else { self.catalog.names().join(", ") }
+                                ),
+                            ));
+                        }
+                    };
+                    let plan = self.plan_query(*query, line)?;
+                    lowerer.insert(&plan, &spec, columns.as_deref(), line)?;
+                    inserts += 1;
+                }
+                Statement::Set { key, value, .. } => {
+                    lowerer.graph.settings.insert(key, value);
+                }
+            }
+        }
+        if inserts == 0 {
+            return Err(SqlError::at(1, "the script has no INSERT INTO statement, so there is nothing to run"));
+        }
+        Ok(lowerer.graph)
+    }
+
+    fn plan_query(&self, query: sqlparser::ast::Query, line: u64) -> Result<LogicalPlan, SqlError> {
+        let options = ParserOptions::new().with_enable_ident_normalization(false);
+        let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);
+        let plan = sql_to_rel
+            .sql_statement_to_plan(sqlparser::ast::Statement::Query(Box::new(query)))
+            .map_err(|e| SqlError::Plan { line, message: clean_datafusion_message(&e) })?;
+        let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
+        Analyzer::new()
+            .execute_and_check(plan, config, |_, _| {})
+            .map_err(|e| SqlError::Plan { line, message: clean_datafusion_message(&e) })
+    }
+}
+
+fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
+    let fields: Vec<Field> = def.columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)).collect();
+    let schema = Arc::new(Schema::new(fields));
+    let watermark = match &def.watermark {
+        None => None,
+        Some((col, delay_ms)) => {
+            let column = schema
+                .index_of(col)
+                .map_err(|_| SqlError::at(def.line, format!("WATERMARK FOR {col}: no such column")))?;
+            if !matches!(schema.field(column).data_type(), arrow::datatypes::DataType::Timestamp(_, _)) {
+                return Err(SqlError::at(
+                    def.line,
+                    format!(
+                        "WATERMARK FOR {col}: the event-time column must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}",
+                        runnel_common::types::sql_name(schema.field(column).data_type())
+                    ),
+                ));
+            }
+            Some(WatermarkSpec { column, delay_ms: *delay_ms })
+        }
+    };
+    let options = Options::new(def.options.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
+    if options.connector().is_none() {
+        return Err(SqlError::at(
+            def.line,
+            format!("CREATE TABLE {}: WITH (…) needs a 'connector' option, e.g. connector = 'file'", def.name),
+        ));
+    }
+    Ok(TableSpec { name: def.name, schema, watermark, options })
+}

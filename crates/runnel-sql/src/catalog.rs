@@ -1,0 +1,182 @@
+//! Tables, views and functions known while planning: DataFusion's
+//! `ContextProvider`, backed by the script's DDL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::{Result as DfResult, TableReference, plan_err};
+use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use runnel_common::TableSpec;
+
+/// What a name in FROM refers to.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    /// A `CREATE TABLE` with a connector.
+    Table(TableSpec),
+    /// A `CREATE VIEW`, already planned.
+    View(Arc<LogicalPlan>),
+}
+
+/// The `TableSource` DataFusion sees for a runnel table or view; the lowering
+/// step downcasts to it to find what a scan reads.
+#[derive(Debug)]
+pub struct RelationSource {
+    /// The name as declared.
+    pub name: String,
+    /// What it is.
+    pub relation: Relation,
+    schema: SchemaRef,
+}
+
+impl TableSource for RelationSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// Everything a query can name.
+#[derive(Debug)]
+pub struct Catalog {
+    relations: HashMap<String, Arc<RelationSource>>,
+    order: Vec<String>,
+    scalars: HashMap<String, Arc<ScalarUDF>>,
+    aggregates: HashMap<String, Arc<AggregateUDF>>,
+    planners: Vec<Arc<dyn ExprPlanner>>,
+    options: ConfigOptions,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Catalog {
+    /// A catalog with DataFusion's built-in functions and no tables.
+    pub fn new() -> Self {
+        let mut scalars = HashMap::new();
+        for f in datafusion_functions::all_default_functions()
+            .into_iter()
+            .chain(datafusion_functions_nested::all_default_nested_functions())
+        {
+            for alias in f.aliases() {
+                scalars.insert(alias.to_ascii_lowercase(), f.clone());
+            }
+            scalars.insert(f.name().to_ascii_lowercase(), f);
+        }
+        let mut aggregates = HashMap::new();
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for alias in f.aliases() {
+                aggregates.insert(alias.to_ascii_lowercase(), f.clone());
+            }
+            aggregates.insert(f.name().to_ascii_lowercase(), f);
+        }
+        let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+            Arc::new(datafusion_functions_nested::planner::NestedFunctionPlanner),
+            Arc::new(datafusion_functions_nested::planner::FieldAccessPlanner),
+            Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
+        ];
+        let mut options = ConfigOptions::default();
+        // Flink identifiers are case-sensitive as written; functions are looked up case-insensitively.
+        options.sql_parser.enable_ident_normalization = false;
+        Self { relations: HashMap::new(), order: Vec::new(), scalars, aggregates, planners, options }
+    }
+
+    /// Adds a scalar function (e.g. `classify`), replacing one of the same name.
+    pub fn register_udf(&mut self, udf: Arc<ScalarUDF>) {
+        for alias in udf.aliases() {
+            self.scalars.insert(alias.to_ascii_lowercase(), udf.clone());
+        }
+        self.scalars.insert(udf.name().to_ascii_lowercase(), udf);
+    }
+
+    /// Declares a table or view; the name must be new.
+    pub fn add(&mut self, name: &str, relation: Relation, schema: SchemaRef) -> Result<(), String> {
+        if self.relations.contains_key(name) {
+            return Err(format!("'{name}' is already declared"));
+        }
+        self.order.push(name.to_string());
+        self.relations.insert(
+            name.to_string(),
+            Arc::new(RelationSource { name: name.to_string(), relation, schema }),
+        );
+        Ok(())
+    }
+
+    /// The table or view called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<RelationSource>> {
+        self.relations.get(name)
+    }
+
+    /// Declared names, in declaration order (for "did you mean" lists).
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+}
+
+impl ContextProvider for Catalog {
+    fn get_table_source(&self, name: TableReference) -> DfResult<Arc<dyn TableSource>> {
+        let table = name.table();
+        match self.relations.get(table) {
+            Some(r) if name.schema().is_none() => Ok(r.clone() as Arc<dyn TableSource>),
+            _ => {
+                let known = if self.order.is_empty() { "none".to_string() } else { self.order.join(", ") };
+                plan_err!("unknown table '{name}'; declared tables and views: {known}")
+            }
+        }
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.planners
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.scalars.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.aggregates.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
+        None
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn get_variable_field(&self, _variable_names: &[String]) -> Option<FieldRef> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        &self.options
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.scalars.keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.aggregates.keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

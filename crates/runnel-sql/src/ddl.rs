@@ -1,0 +1,458 @@
+//! The statements of a runnel script: `CREATE TABLE … WITH (…)` with
+//! `WATERMARK FOR`, `CREATE VIEW`, `INSERT INTO … SELECT`, and `SET`.
+//!
+//! sqlparser's own CREATE TABLE does not read Flink's quoted option keys or
+//! `WATERMARK FOR`, so these statements are parsed here with the same
+//! [`Parser`] and token stream: positions in errors stay exact.
+
+use arrow::datatypes::DataType;
+use runnel_common::types;
+use sqlparser::ast::{BinaryOperator, DateTimeField, Expr, Query, Value};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Token};
+
+use crate::dialect::FlinkDialect;
+use crate::error::SqlError;
+
+/// One statement of a script, with the line it starts on.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE TABLE`.
+    CreateTable(TableDef),
+    /// `CREATE VIEW name AS query`.
+    CreateView {
+        /// View name.
+        name: String,
+        /// The defining query.
+        query: Box<Query>,
+        /// Line of `CREATE`.
+        line: u64,
+    },
+    /// `INSERT INTO sink [(cols)] query`.
+    Insert {
+        /// Target table.
+        sink: String,
+        /// Explicit column list, if given.
+        columns: Option<Vec<String>>,
+        /// The query.
+        query: Box<Query>,
+        /// Line of `INSERT`.
+        line: u64,
+    },
+    /// `SET 'key' = 'value'`.
+    Set {
+        /// Option key.
+        key: String,
+        /// Option value.
+        value: String,
+        /// Line of `SET`.
+        line: u64,
+    },
+}
+
+/// A parsed `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    /// Table name.
+    pub name: String,
+    /// Columns in declaration order.
+    pub columns: Vec<ColumnDef>,
+    /// `WATERMARK FOR column AS column - INTERVAL …`: (column, delay ms).
+    pub watermark: Option<(String, i64)>,
+    /// `WITH (…)` options, keys as written (quotes removed).
+    pub options: Vec<(String, String)>,
+    /// Line of `CREATE`.
+    pub line: u64,
+}
+
+/// One declared column.
+#[derive(Debug, Clone)]
+pub struct ColumnDef {
+    /// Column name as written.
+    pub name: String,
+    /// Its Arrow type.
+    pub data_type: DataType,
+    /// `NOT NULL` was given.
+    pub not_null: bool,
+}
+
+/// Parses a whole script into statements.
+pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let dialect = FlinkDialect;
+    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let tok = parser.peek_token();
+        if tok.token == Token::EOF {
+            break;
+        }
+        let line = tok.span.start.line;
+        let stmt = if parser.parse_keyword(Keyword::CREATE) {
+            let _ = parser.parse_keyword(Keyword::TEMPORARY);
+            if parser.parse_keyword(Keyword::TABLE) {
+                Statement::CreateTable(parse_create_table(&mut parser, line)?)
+            } else if parser.parse_keyword(Keyword::VIEW) {
+                let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+                let name = object_name(&mut parser)?;
+                parser.expect_keyword_is(Keyword::AS)?;
+                let query = parser.parse_query()?;
+                Statement::CreateView { name, query, line }
+            } else {
+                let found = parser.peek_token();
+                return Err(SqlError::at(
+                    found.span.start.line,
+                    format!("expected TABLE or VIEW after CREATE, found {}", found.token),
+                ));
+            }
+        } else if parser.parse_keyword(Keyword::INSERT) {
+            if !parser.parse_keyword(Keyword::INTO) {
+                parser.expect_keyword_is(Keyword::OVERWRITE)?;
+            }
+            let _ = parser.parse_keyword(Keyword::TABLE);
+            let sink = object_name(&mut parser)?;
+            let columns = if parser.peek_token().token == Token::LParen
+                && !matches!(parser.peek_nth_token(1).token, Token::Word(ref w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH)
+            {
+                parser.expect_token(&Token::LParen)?;
+                let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
+                parser.expect_token(&Token::RParen)?;
+                Some(cols.into_iter().map(|i| i.value).collect())
+            } else {
+                None
+            };
+            let query = parser.parse_query()?;
+            Statement::Insert { sink, columns, query, line }
+        } else if parser.parse_keyword(Keyword::SET) {
+            let key = option_word(&mut parser)?;
+            parser.expect_token(&Token::Eq)?;
+            let value = option_word(&mut parser)?;
+            Statement::Set { key, value, line }
+        } else {
+            return Err(SqlError::at(
+                line,
+                format!(
+                    "expected CREATE TABLE, CREATE VIEW, INSERT INTO or SET, found {} at column {}",
+                    tok.token, tok.span.start.column
+                ),
+            ));
+        };
+        let next = parser.peek_token();
+        if next.token != Token::EOF && next.token != Token::SemiColon {
+            return Err(SqlError::Syntax(format!(
+                "expected ';' after the statement, found {} at Line: {}, Column: {}",
+                next.token, next.span.start.line, next.span.start.column
+            )));
+        }
+        out.push(stmt);
+    }
+    Ok(out)
+}
+
+fn object_name(parser: &mut Parser) -> Result<String, SqlError> {
+    let name = parser.parse_object_name(false)?;
+    Ok(name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| p.to_string()))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+/// An option key or value: `'quoted'`, an identifier path `a.b-c.d`, or a number.
+fn option_word(parser: &mut Parser) -> Result<String, SqlError> {
+    let tok = parser.next_token();
+    let mut text = match &tok.token {
+        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => return Ok(s.clone()),
+        Token::Word(w) => w.value.clone(),
+        Token::Number(n, _) => return Ok(n.clone()),
+        other => {
+            return Err(SqlError::Syntax(format!(
+                "expected an option key or value, found {other} at {}",
+                loc(tok.span.start)
+            )));
+        }
+    };
+    // Unquoted dotted/dashed keys: scan.startup.mode, dead-letter.path.
+    loop {
+        match parser.peek_token().token {
+            Token::Period => text.push('.'),
+            Token::Minus => text.push('-'),
+            _ => break,
+        }
+        parser.next_token();
+        match parser.next_token().token {
+            Token::Word(w) => text.push_str(&w.value),
+            Token::Number(n, _) => text.push_str(&n),
+            other => {
+                return Err(SqlError::Syntax(format!("unexpected {other} in option name '{text}'")));
+            }
+        }
+    }
+    Ok(text)
+}
+
+fn is_word(parser: &Parser, word: &str) -> bool {
+    matches!(&parser.peek_token().token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn loc(l: Location) -> String {
+    format!("Line: {}, Column: {}", l.line, l.column)
+}
+
+fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlError> {
+    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(parser)?;
+    parser.expect_token(&Token::LParen)?;
+    let mut columns: Vec<ColumnDef> = Vec::new();
+    let mut watermark = None;
+    loop {
+        let start = parser.peek_token();
+        if is_word(parser, "WATERMARK") {
+            parser.next_token();
+            parser.expect_keyword_is(Keyword::FOR)?;
+            let col = parser.parse_identifier()?.value;
+            parser.expect_keyword_is(Keyword::AS)?;
+            let expr = parser.parse_expr()?;
+            let delay = watermark_delay(&col, &expr).ok_or_else(|| {
+                SqlError::at(
+                    start.span.start.line,
+                    format!(
+                        "WATERMARK FOR {col} AS {expr}: expected `{col}` or `{col} - INTERVAL 'n' SECOND` (also MILLISECOND, MINUTE, HOUR)"
+                    ),
+                )
+            })?;
+            if !columns.iter().any(|c| c.name == col) {
+                return Err(SqlError::at(
+                    start.span.start.line,
+                    format!("WATERMARK FOR {col}: table '{name}' has no column '{col}'"),
+                ));
+            }
+            watermark = Some((col, delay));
+        } else if parser.parse_keyword(Keyword::PRIMARY) {
+            // PRIMARY KEY (…) NOT ENFORCED: accepted and ignored, as Flink does for append streams.
+            parser.expect_keyword_is(Keyword::KEY)?;
+            parser.expect_token(&Token::LParen)?;
+            parser.parse_comma_separated(|p| p.parse_identifier())?;
+            parser.expect_token(&Token::RParen)?;
+            let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+        } else {
+            let ident = parser.parse_identifier()?;
+            if columns.iter().any(|c| c.name == ident.value) {
+                return Err(SqlError::at(
+                    start.span.start.line,
+                    format!("table '{name}' declares column '{}' twice", ident.value),
+                ));
+            }
+            let data_type = parse_type(parser)?;
+            let mut not_null = false;
+            if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                not_null = true;
+            } else {
+                let _ = parser.parse_keyword(Keyword::NULL);
+            }
+            columns.push(ColumnDef { name: ident.value, data_type, not_null });
+        }
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    let mut options = Vec::new();
+    if parser.parse_keyword(Keyword::WITH) {
+        parser.expect_token(&Token::LParen)?;
+        if !parser.consume_token(&Token::RParen) {
+            loop {
+                let key = option_word(parser)?;
+                parser.expect_token(&Token::Eq)?;
+                let value = option_word(parser)?;
+                if options.iter().any(|(k, _)| *k == key) {
+                    return Err(SqlError::at(line, format!("table '{name}': option '{key}' given twice")));
+                }
+                options.push((key, value));
+                if !parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            parser.expect_token(&Token::RParen)?;
+        }
+    }
+    if columns.is_empty() {
+        return Err(SqlError::at(line, format!("table '{name}' declares no columns")));
+    }
+    Ok(TableDef { name, columns, watermark, options, line })
+}
+
+/// A column type: a type name with optional `(p[, s])`, plus Flink's
+/// `TIMESTAMP(3) WITH LOCAL TIME ZONE` and `TIMESTAMP WITHOUT TIME ZONE`.
+fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
+    let tok = parser.next_token();
+    let word = match &tok.token {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        other => {
+            return Err(SqlError::Syntax(format!(
+                "expected a column type, found {other} at {}",
+                loc(tok.span.start)
+            )));
+        }
+    };
+    let mut name = word;
+    if name == "DOUBLE" {
+        let _ = parser.parse_keyword(Keyword::PRECISION);
+    }
+    if name == "CHARACTER" && parser.parse_keyword(Keyword::VARYING) {
+        name = "VARCHAR".into();
+    }
+    let mut params = Vec::new();
+    if parser.consume_token(&Token::LParen) {
+        params = parser.parse_comma_separated(|p| p.parse_literal_uint())?;
+        parser.expect_token(&Token::RParen)?;
+    }
+    if name == "TIMESTAMP" {
+        if parser.parse_keywords(&[Keyword::WITH, Keyword::LOCAL, Keyword::TIME, Keyword::ZONE]) {
+            name = "TIMESTAMP_LTZ".into();
+        } else {
+            let _ = parser.parse_keywords(&[Keyword::WITHOUT, Keyword::TIME, Keyword::ZONE]);
+        }
+    }
+    if name.starts_with("TIMESTAMP") && params.first().is_some_and(|p| *p > 3) {
+        // Arrow millisecond precision is what runnel keeps; finer input is truncated.
+        params.clear();
+    }
+    types::arrow_type(&name, &params).ok_or_else(|| {
+        SqlError::at(
+            tok.span.start.line,
+            format!(
+                "unknown or unsupported type {name}{} at column {}; supported: {}",
+                if params.is_empty() {
+                    String::new()
+                } else {
+                    format!("({})", params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+                },
+                tok.span.start.column,
+                types::SUPPORTED
+            ),
+        )
+    })
+}
+
+/// Delay in ms of `col` or `col - INTERVAL …`.
+fn watermark_delay(col: &str, expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Identifier(i) if i.value == col => Some(0),
+        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } => match left.as_ref() {
+            Expr::Identifier(i) if i.value == col => interval_ms(right),
+            _ => None,
+        },
+        Expr::Nested(inner) => watermark_delay(col, inner),
+        _ => None,
+    }
+}
+
+/// Milliseconds of an `INTERVAL 'n' UNIT` literal (fractions allowed: `'0.5' SECOND`).
+pub fn interval_ms(expr: &Expr) -> Option<i64> {
+    let Expr::Interval(iv) = expr else { return None };
+    let text = match iv.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let factor: f64 = match &iv.leading_field {
+        None => return runnel_common::time::parse_duration_ms(&text),
+        Some(f) => match f {
+            DateTimeField::Millisecond | DateTimeField::Milliseconds => 1.0,
+            DateTimeField::Second | DateTimeField::Seconds => 1_000.0,
+            DateTimeField::Minute | DateTimeField::Minutes => 60_000.0,
+            DateTimeField::Hour | DateTimeField::Hours => 3_600_000.0,
+            DateTimeField::Day | DateTimeField::Days => 86_400_000.0,
+            _ => return None,
+        },
+    };
+    let n: f64 = text.trim().parse().ok()?;
+    let ms = n * factor;
+    (ms.is_finite() && ms >= 0.0).then_some(ms.round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut v = parse_script(sql).expect("parses");
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn create_table_with_watermark_and_quoted_options() {
+        let Statement::CreateTable(t) = one(
+            "CREATE TABLE bids (auction BIGINT, price DECIMAL(10, 2), ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'file', path = '/tmp/x', 'dead-letter.path' = 'd', scan.startup.mode = 'earliest');",
+        ) else {
+            panic!("not a table")
+        };
+        assert_eq!(t.name, "bids");
+        assert_eq!(t.columns.len(), 3);
+        assert_eq!(t.columns[1].data_type, DataType::Decimal128(10, 2));
+        assert_eq!(t.watermark, Some(("ts".into(), 5000)));
+        let keys: Vec<_> = t.options.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["connector", "path", "dead-letter.path", "scan.startup.mode"]);
+    }
+
+    #[test]
+    fn watermark_units() {
+        for (unit, ms) in [("MILLISECOND", 250), ("SECOND", 250_000), ("MINUTE", 15_000_000)] {
+            let sql = format!(
+                "CREATE TABLE t (ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '250' {unit}) WITH (connector='file')"
+            );
+            let Statement::CreateTable(t) = one(&sql) else { panic!() };
+            assert_eq!(t.watermark, Some(("ts".into(), ms)));
+        }
+    }
+
+    #[test]
+    fn all_types_map() {
+        let Statement::CreateTable(t) = one(
+            "CREATE TABLE t (a BOOLEAN, b INT, c BIGINT, d FLOAT, e DOUBLE, f DECIMAL(5,1), g VARCHAR, h STRING,
+             i BYTES, j VARBINARY, k TIMESTAMP(3), l TIMESTAMP_LTZ(3)) WITH (connector = 'file')",
+        ) else {
+            panic!()
+        };
+        let names: Vec<String> = t.columns.iter().map(|c| types::sql_name(&c.data_type)).collect();
+        assert_eq!(
+            names,
+            [
+                "BOOLEAN", "INT", "BIGINT", "FLOAT", "DOUBLE", "DECIMAL(5, 1)", "STRING", "STRING", "BYTES",
+                "BYTES", "TIMESTAMP(3)", "TIMESTAMP_LTZ(3)"
+            ]
+        );
+    }
+
+    #[test]
+    fn set_insert_view() {
+        let v = parse_script(
+            "SET 'pipeline.name' = 'x';\nSET parallelism = 4;\nCREATE VIEW v AS SELECT 1;\nINSERT INTO out SELECT * FROM v;",
+        )
+        .expect("parses");
+        assert!(matches!(&v[0], Statement::Set { key, value, .. } if key == "pipeline.name" && value == "x"));
+        assert!(matches!(&v[1], Statement::Set { key, value, .. } if key == "parallelism" && value == "4"));
+        assert!(matches!(&v[2], Statement::CreateView { name, line: 3, .. } if name == "v"));
+        assert!(matches!(&v[3], Statement::Insert { sink, line: 4, .. } if sink == "out"));
+    }
+
+    #[test]
+    fn errors_name_line_and_token() {
+        let err = parse_script("CREATE TABLE t (a INT)\nWITH (connector = 'file');\nSELEC 1").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert!(err.to_string().contains("SELEC"), "{err}");
+        let err = parse_script("CREATE TABLE t (a INTEGRAL) WITH (connector = 'file')").unwrap_err();
+        assert!(err.to_string().contains("unknown or unsupported type INTEGRAL"), "{err}");
+        let err = parse_script("CREATE TABLE t (a INT, WATERMARK FOR b AS b) WITH (connector = 'file')").unwrap_err();
+        assert!(err.to_string().contains("no column 'b'"), "{err}");
+    }
+}

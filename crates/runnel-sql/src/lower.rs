@@ -1,0 +1,335 @@
+//! DataFusion logical plan → [`PipelineGraph`] nodes, one function per
+//! streaming node kind. Expressions become vectorized physical expressions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion_common::DFSchema;
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::{Expr, LogicalPlan};
+use datafusion_physical_expr::expressions::{CastExpr, Column};
+use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
+use runnel_common::TableSpec;
+use runnel_common::types::sql_name;
+
+use crate::catalog::{Relation, RelationSource};
+use crate::error::{SqlError, clean_datafusion_message};
+use crate::graph::{Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec};
+
+/// Builds graph nodes for planned queries, sharing sources and views between
+/// statements.
+pub(crate) struct Lowerer {
+    pub graph: PipelineGraph,
+    sources: HashMap<String, usize>,
+    views: HashMap<String, Vec<usize>>,
+    sinks: HashMap<String, usize>,
+    props: ExecutionProps,
+    line: u64,
+}
+
+impl Lowerer {
+    pub fn new() -> Self {
+        Self {
+            graph: PipelineGraph::default(),
+            sources: HashMap::new(),
+            views: HashMap::new(),
+            sinks: HashMap::new(),
+            props: ExecutionProps::new(),
+            line: 0,
+        }
+    }
+
+    /// Lowers `plan` and connects it to `sink`, casting columns by position.
+    pub fn insert(&mut self, plan: &LogicalPlan, sink: &TableSpec, columns: Option<&[String]>, line: u64) -> Result<(), SqlError> {
+        self.line = line;
+        let outputs = self.lower(plan)?;
+        let query_schema = plan.schema().clone();
+        let sink_schema = sink.schema.clone();
+        let exprs = self.sink_mapping(&query_schema, &sink.name, &sink_schema, columns)?;
+        let feeds = match exprs {
+            None => outputs,
+            Some(exprs) => vec![self.push_project(outputs, None, exprs, sink_schema.clone())],
+        };
+        let sink_id = match self.sinks.get(&sink.name) {
+            Some(id) => *id,
+            None => {
+                let id = self.push(format!("sink {}", sink.name), NodeSpec::Sink(sink.clone()), sink_schema.clone(), vec![]);
+                self.sinks.insert(sink.name.clone(), id);
+                id
+            }
+        };
+        for f in feeds {
+            self.graph.nodes[sink_id].inputs.push(Input { node: f, partitioning: Partitioning::Forward });
+        }
+        // Sinks must come after their inputs: move it to the end if a later statement fed it.
+        self.reorder_sink(sink_id);
+        Ok(())
+    }
+
+    fn reorder_sink(&mut self, sink_id: usize) {
+        let max_input = self.graph.nodes[sink_id].inputs.iter().map(|i| i.node).max().unwrap_or(0);
+        if max_input < sink_id {
+            return;
+        }
+        // Rebuild ids so that every node's inputs precede it.
+        let node = self.graph.nodes.remove(sink_id);
+        self.graph.nodes.push(node);
+        let remap = |old: usize| if old == sink_id { usize::MAX } else if old > sink_id { old - 1 } else { old };
+        let last = self.graph.nodes.len() - 1;
+        for (i, n) in self.graph.nodes.iter_mut().enumerate() {
+            n.id = i;
+            for input in &mut n.inputs {
+                input.node = match remap(input.node) {
+                    usize::MAX => last,
+                    x => x,
+                };
+            }
+        }
+        for v in self.sources.values_mut().chain(self.sinks.values_mut()) {
+            *v = match remap(*v) {
+                usize::MAX => last,
+                x => x,
+            };
+        }
+        for ids in self.views.values_mut() {
+            for v in ids.iter_mut() {
+                *v = match remap(*v) {
+                    usize::MAX => last,
+                    x => x,
+                };
+            }
+        }
+    }
+
+    /// `None` if the query's columns already have the sink's types in order.
+    fn sink_mapping(
+        &self,
+        query: &DFSchema,
+        sink_name: &str,
+        sink: &SchemaRef,
+        columns: Option<&[String]>,
+    ) -> Result<Option<Vec<Arc<dyn PhysicalExpr>>>, SqlError> {
+        let qfields = query.fields();
+        // Which query column feeds each sink column (None = NULL).
+        let sources: Vec<Option<usize>> = match columns {
+            None => {
+                if qfields.len() != sink.fields().len() {
+                    return Err(SqlError::at(
+                        self.line,
+                        format!(
+                            "INSERT INTO {sink_name}: the query produces {} columns ({}) but '{sink_name}' has {} ({})",
+                            qfields.len(),
+                            describe_fields(qfields.iter().map(|f| (f.name().as_str(), f.data_type()))),
+                            sink.fields().len(),
+                            describe_fields(sink.fields().iter().map(|f| (f.name().as_str(), f.data_type()))),
+                        ),
+                    ));
+                }
+                (0..qfields.len()).map(Some).collect()
+            }
+            Some(cols) => {
+                if cols.len() != qfields.len() {
+                    return Err(SqlError::at(
+                        self.line,
+                        format!(
+                            "INSERT INTO {sink_name} ({}): {} columns listed but the query produces {}",
+                            cols.join(", "),
+                            cols.len(),
+                            qfields.len()
+                        ),
+                    ));
+                }
+                for c in cols {
+                    if sink.index_of(c).is_err() {
+                        return Err(SqlError::at(self.line, format!("INSERT INTO {sink_name}: '{sink_name}' has no column '{c}'")));
+                    }
+                }
+                sink.fields().iter().map(|f| cols.iter().position(|c| c == f.name())).collect()
+            }
+        };
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        let mut identity = sources.len() == qfields.len();
+        for (i, (target, src)) in sink.fields().iter().zip(&sources).enumerate() {
+            let Some(src) = *src else {
+                identity = false;
+                let null = datafusion_common::ScalarValue::try_from(target.data_type())
+                    .map_err(|e| SqlError::Internal(e.to_string()))?;
+                exprs.push(Arc::new(datafusion_physical_expr::expressions::Literal::new(null)));
+                continue;
+            };
+            if src != i {
+                identity = false;
+            }
+            let from = qfields[src].data_type();
+            let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(qfields[src].name(), src));
+            if from == target.data_type() {
+                exprs.push(col);
+            } else if insert_cast_allowed(from, target.data_type()) {
+                identity = false;
+                exprs.push(Arc::new(CastExpr::new(col, target.data_type().clone(), None)));
+            } else {
+                return Err(SqlError::at(
+                    self.line,
+                    format!(
+                        "INSERT INTO {sink_name}: query column {} '{}' of type {} cannot be written to column '{}' of type {}; add an explicit CAST",
+                        src + 1,
+                        qfields[src].name(),
+                        sql_name(from),
+                        target.name(),
+                        sql_name(target.data_type())
+                    ),
+                ));
+            }
+        }
+        Ok(if identity { None } else { Some(exprs) })
+    }
+
+    /// Node ids whose outputs, together, are the rows of `plan` (in its schema).
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<Vec<usize>, SqlError> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let Some(rel) = scan.source.downcast_ref::<RelationSource>() else {
+                    return Err(SqlError::Internal(format!("scan of foreign table source {}", scan.table_name)));
+                };
+                let ids = match &rel.relation {
+                    Relation::Table(spec) => vec![self.source(&spec.clone())],
+                    Relation::View(view_plan) => match self.views.get(&rel.name) {
+                        Some(ids) => ids.clone(),
+                        None => {
+                            let ids = self.lower(view_plan.as_ref())?;
+                            self.views.insert(rel.name.clone(), ids.clone());
+                            ids
+                        }
+                    },
+                };
+                match &scan.projection {
+                    None => Ok(ids),
+                    Some(cols) => {
+                        let full = datafusion_expr::TableSource::schema(rel);
+                        let exprs: Vec<Arc<dyn PhysicalExpr>> =
+                            cols.iter().map(|&i| Arc::new(Column::new(full.field(i).name(), i)) as _).collect();
+                        let schema = Arc::new(scan.projected_schema.as_arrow().clone());
+                        Ok(vec![self.push_project(ids, None, exprs, schema)])
+                    }
+                }
+            }
+            LogicalPlan::Projection(p) => {
+                let (inputs, filter, input_schema) = match p.input.as_ref() {
+                    LogicalPlan::Filter(f) => {
+                        let ids = self.lower(&f.input)?;
+                        let pred = self.physical(&f.predicate, f.input.schema())?;
+                        (ids, Some(pred), f.input.schema().clone())
+                    }
+                    other => (self.lower(other)?, None, other.schema().clone()),
+                };
+                let exprs = p.expr.iter().map(|e| self.physical(e, &input_schema)).collect::<Result<Vec<_>, _>>()?;
+                let schema = Arc::new(p.schema.as_arrow().clone());
+                Ok(vec![self.push_project(inputs, filter, exprs, schema)])
+            }
+            LogicalPlan::Filter(f) => {
+                let ids = self.lower(&f.input)?;
+                let pred = self.physical(&f.predicate, f.input.schema())?;
+                let schema: SchemaRef = Arc::new(f.input.schema().as_arrow().clone());
+                let exprs = identity(&schema);
+                Ok(vec![self.push_project(ids, Some(pred), exprs, schema)])
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::Union(u) => {
+                let mut ids = Vec::new();
+                for input in &u.inputs {
+                    ids.extend(self.lower(input)?);
+                }
+                Ok(ids)
+            }
+            LogicalPlan::Aggregate(_) => Err(self.unsupported(
+                "GROUP BY over an unbounded stream needs a window: aggregate over TABLE(TUMBLE(…)), HOP or SESSION and group by window_start, window_end",
+            )),
+            LogicalPlan::Sort(_) => Err(self.unsupported("ORDER BY is not supported on a stream")),
+            LogicalPlan::Limit(_) => Err(self.unsupported("LIMIT is not supported on a stream")),
+            LogicalPlan::Distinct(_) => Err(self.unsupported("SELECT DISTINCT over an unbounded stream is not supported")),
+            LogicalPlan::Join(_) => Err(self.unsupported("only window joins are supported (join on window_start, window_end and keys of two windowed relations)")),
+            LogicalPlan::Window(_) => Err(self.unsupported("OVER (…) window functions are not supported yet")),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
+                Err(self.unsupported("a query must read from a declared table (FROM …)"))
+            }
+            other => Err(self.unsupported(&format!("{} is not supported in a streaming query", other.display()))),
+        }
+    }
+
+    fn unsupported(&self, msg: &str) -> SqlError {
+        SqlError::at(self.line, msg)
+    }
+
+    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())
+            .map_err(|err| SqlError::Plan { line: self.line, message: clean_datafusion_message(&err) })
+    }
+
+    fn source(&mut self, spec: &TableSpec) -> usize {
+        if let Some(id) = self.sources.get(&spec.name) {
+            return *id;
+        }
+        let event_time = spec.watermark.as_ref().map(|w| w.column);
+        let id = self.push(format!("source {}", spec.name), NodeSpec::Source(spec.clone()), spec.schema.clone(), vec![]);
+        self.graph.nodes[id].event_time = event_time;
+        self.sources.insert(spec.name.clone(), id);
+        id
+    }
+
+    fn push_project(
+        &mut self,
+        inputs: Vec<usize>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> usize {
+        // The event-time column survives a projection that keeps it as a plain column.
+        let upstream = inputs.first().and_then(|i| self.graph.nodes[*i].event_time);
+        let event_time = upstream.and_then(|src| {
+            exprs.iter().position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == src))
+        });
+        let label = if filter.is_some() { "filter+project" } else { "project" };
+        let spec = NodeSpec::Project(ProjectSpec { filter, exprs });
+        let inputs = inputs.into_iter().map(|node| Input { node, partitioning: Partitioning::Forward }).collect();
+        let id = self.push(label.to_string(), spec, schema, inputs);
+        self.graph.nodes[id].event_time = event_time;
+        id
+    }
+
+    fn push(&mut self, label: String, spec: NodeSpec, schema: SchemaRef, inputs: Vec<Input>) -> usize {
+        let id = self.graph.nodes.len();
+        self.graph.nodes.push(Node { id, label, spec, schema, inputs, event_time: None });
+        id
+    }
+}
+
+fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
+    schema.fields().iter().enumerate().map(|(i, f)| Arc::new(Column::new(f.name(), i)) as _).collect()
+}
+
+fn describe_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a DataType)>) -> String {
+    fields.map(|(n, t)| format!("{n} {}", sql_name(t))).collect::<Vec<_>>().join(", ")
+}
+
+/// Flink's implicit casts on INSERT: widening between numbers, anything to
+/// STRING, timestamps to timestamps, NULL to anything.
+fn insert_cast_allowed(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let numeric = |t: &DataType| {
+        matches!(t, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32 | Float64 | Decimal128(_, _) | Decimal256(_, _))
+    };
+    match (from, to) {
+        (Null, _) => true,
+        (_, Utf8 | LargeUtf8) => !matches!(from, Binary | LargeBinary | BinaryView),
+        (Utf8 | LargeUtf8 | Utf8View, Binary) => true,
+        (Binary | LargeBinary | BinaryView, Binary) => true,
+        (a, b) if numeric(a) && numeric(b) => true,
+        (Timestamp(_, _) | Date32 | Date64, Timestamp(_, _)) => true,
+        (Timestamp(_, _), Date32) => true,
+        (Boolean, Boolean) => true,
+        (Struct(_), Struct(_)) | (List(_), List(_)) => arrow::compute::can_cast_types(from, to),
+        _ => false,
+    }
+}
