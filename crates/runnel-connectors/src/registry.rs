@@ -26,20 +26,43 @@ pub struct Entry {
 /// Every connector runnel knows, alphabetical.
 pub fn connectors() -> Vec<Entry> {
     vec![
-        Entry { name: "blackhole", source: None, sink: Some(sink::blackhole::build) },
-        Entry { name: "file", source: Some(source::file::build), sink: Some(sink::file::build) },
-        Entry { name: "nexmark", source: Some(source::nexmark::build), sink: None },
-        Entry { name: "print", source: None, sink: Some(sink::print::build) },
+        Entry {
+            name: "blackhole",
+            source: None,
+            sink: Some(sink::blackhole::build),
+        },
+        Entry {
+            name: "file",
+            source: Some(source::file::build),
+            sink: Some(sink::file::build),
+        },
+        Entry {
+            name: "nexmark",
+            source: Some(source::nexmark::build),
+            sink: None,
+        },
+        Entry {
+            name: "print",
+            source: None,
+            sink: Some(sink::print::build),
+        },
     ]
 }
 
 fn lookup(spec: &TableSpec) -> Result<Entry, ConnectorError> {
     let name = spec.connector();
-    connectors().into_iter().find(|e| e.name == name).ok_or_else(|| ConnectorError::UnknownConnector {
-        table: spec.name.clone(),
-        name: name.to_string(),
-        known: connectors().iter().map(|e| e.name).collect::<Vec<_>>().join(", "),
-    })
+    connectors()
+        .into_iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| ConnectorError::UnknownConnector {
+            table: spec.name.clone(),
+            name: name.to_string(),
+            known: connectors()
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// Builds one source instance per context for `spec`.

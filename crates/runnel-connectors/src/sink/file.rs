@@ -1,0 +1,155 @@
+//! `file` sink: JSON lines (or CSV) appended to one file shared by all subtasks.
+//!
+//! The file is created (truncated) when the pipeline is built. Each subtask
+//! encodes a batch outside the lock and appends the bytes under it, so rows of
+//! one batch stay together; `finish` flushes and fsyncs.
+
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+
+use crate::format::csv::CsvEncoder;
+use crate::format::json::JsonEncoder;
+use crate::{ConnectorError, Sink, SinkContext};
+
+/// Option keys of `connector = 'file'` as a sink.
+pub const OPTIONS: &[&str] = &["path", "format"];
+
+/// The output encodings of the file sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSinkFormat {
+    /// One JSON object per line.
+    Json,
+    /// A header row, then one CSV row per row.
+    Csv,
+}
+
+/// The writer shared by every subtask of one sink table.
+struct Shared {
+    path: PathBuf,
+    writer: Mutex<BufWriter<File>>,
+}
+
+/// A sink subtask appending to the shared output file.
+pub struct FileSink {
+    shared: Arc<Shared>,
+    format: FileSinkFormat,
+    metrics: ConnectorMetrics,
+    buf: Vec<u8>,
+}
+
+/// Validates options, creates (truncates) the output file and returns one subtask per context.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    let opt = |source| ConnectorError::Option {
+        table: spec.name.clone(),
+        source,
+    };
+    spec.options.check_known("file", OPTIONS).map_err(opt)?;
+    let path = PathBuf::from(spec.options.required("file", "path").map_err(opt)?);
+    let format = match spec
+        .options
+        .choice("file", "format", &["json", "csv"])
+        .map_err(opt)?
+    {
+        Some("csv") => FileSinkFormat::Csv,
+        _ => FileSinkFormat::Json,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': cannot create output file '{}': directory '{}' does not exist",
+            spec.name,
+            path.display(),
+            parent.display()
+        )));
+    }
+    let file = File::create(&path).map_err(|e| {
+        ConnectorError::io(
+            format!(
+                "table '{}': creating output file '{}'",
+                spec.name,
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    if format == FileSinkFormat::Csv {
+        let schema: SchemaRef = spec.schema.clone();
+        let mut header = Vec::new();
+        CsvEncoder.header(&schema, &mut header)?;
+        writer
+            .write_all(&header)
+            .map_err(|e| ConnectorError::io(format!("writing '{}'", path.display()), e))?;
+    }
+    let shared = Arc::new(Shared {
+        path,
+        writer: Mutex::new(writer),
+    });
+    Ok(contexts
+        .into_iter()
+        .map(|ctx| {
+            Box::new(FileSink {
+                shared: shared.clone(),
+                format,
+                metrics: ctx.metrics,
+                buf: Vec::new(),
+            }) as Box<dyn Sink>
+        })
+        .collect())
+}
+
+impl FileSink {
+    fn locked(&self) -> Result<std::sync::MutexGuard<'_, BufWriter<File>>, ConnectorError> {
+        self.shared.writer.lock().map_err(|_| {
+            ConnectorError::Other(format!(
+                "output file '{}': another subtask failed while writing",
+                self.shared.path.display()
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        self.buf.clear();
+        match self.format {
+            FileSinkFormat::Json => JsonEncoder.encode(&batch, &mut self.buf)?,
+            FileSinkFormat::Csv => CsvEncoder.encode(&batch, &mut self.buf)?,
+        }
+        self.locked()?.write_all(&self.buf).map_err(|e| {
+            ConnectorError::io(format!("writing '{}'", self.shared.path.display()), e)
+        })?;
+        self.metrics.rows.add(batch.num_rows() as u64);
+        self.metrics.bytes.add(self.buf.len() as u64);
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {
+        self.locked()?.flush().map_err(|e| {
+            ConnectorError::io(format!("flushing '{}'", self.shared.path.display()), e)
+        })
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        // Every subtask flushes and syncs: whichever finishes last leaves the file complete.
+        let mut w = self.locked()?;
+        let ctx = || format!("flushing '{}'", self.shared.path.display());
+        w.flush().map_err(|e| ConnectorError::io(ctx(), e))?;
+        w.get_ref()
+            .sync_all()
+            .map_err(|e| ConnectorError::io(ctx(), e))
+    }
+}

@@ -1,0 +1,64 @@
+//! `print` sink: one JSON object per row on stdout, for demos and debugging.
+
+use std::io::Write as _;
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+
+use crate::format::json::JsonEncoder;
+use crate::{ConnectorError, Sink, SinkContext};
+
+/// Option keys of `connector = 'print'` (none besides `connector`).
+pub const OPTIONS: &[&str] = &[];
+
+/// A sink subtask writing JSON lines to stdout.
+pub struct PrintSink {
+    metrics: ConnectorMetrics,
+    buf: Vec<u8>,
+}
+
+/// Builds one printer per subtask; any option other than `connector` is an error.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    spec.options
+        .check_known("print", OPTIONS)
+        .map_err(|source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        })?;
+    Ok(contexts
+        .into_iter()
+        .map(|ctx| {
+            Box::new(PrintSink {
+                metrics: ctx.metrics,
+                buf: Vec::new(),
+            }) as Box<dyn Sink>
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Sink for PrintSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        self.buf.clear();
+        JsonEncoder.encode(&batch, &mut self.buf)?;
+        // One lock per batch: lines of concurrent subtasks never interleave mid-line.
+        let mut out = std::io::stdout().lock();
+        out.write_all(&self.buf)
+            .map_err(|e| ConnectorError::io("writing to stdout", e))?;
+        self.metrics.rows.add(batch.num_rows() as u64);
+        self.metrics.bytes.add(self.buf.len() as u64);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        std::io::stdout()
+            .lock()
+            .flush()
+            .map_err(|e| ConnectorError::io("flushing stdout", e))
+    }
+}

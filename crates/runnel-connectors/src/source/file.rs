@@ -1,0 +1,555 @@
+//! `file` source: reads JSON lines or CSV from a file, or from every regular
+//! file of a directory in file-name order; bounded, so it ends.
+//!
+//! Subtask `i` of `P` reads the files whose index `n` has `n % P == i`.
+//! Records that do not convert go to a dead-letter file shared by all
+//! subtasks, and are counted; they never stop the pipeline.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use csv::ByteRecord;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+use serde_json::json;
+
+use crate::format::csv::{CsvDecoder, reader_builder};
+use crate::format::json::JsonDecoder;
+use crate::format::{Decoded, Reject, check_schema};
+use crate::{ConnectorError, Source, SourceContext, SourcePoll};
+
+/// Option keys of `connector = 'file'` as a source.
+pub const OPTIONS: &[&str] = &["path", "format", "dead-letter.path"];
+
+/// How long one poll may keep reading batches that were rejected entirely.
+const POLL_BUDGET: Duration = Duration::from_millis(50);
+
+/// The input encodings of the file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// One JSON object per line (the default).
+    Json,
+    /// A header row, then one record per row.
+    Csv,
+}
+
+/// Options of `CREATE TABLE … WITH (connector = 'file', …)` when read from.
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    /// A file, or a directory whose non-hidden regular files are read in name order.
+    pub path: PathBuf,
+    /// `json` (default) or `csv`.
+    pub format: FileFormat,
+    /// Where rejected records go; default `<path>.dead-letter.jsonl` beside the input.
+    pub dead_letter_path: PathBuf,
+}
+
+impl FileSourceConfig {
+    /// Reads and validates the table's options.
+    pub fn try_new(spec: &TableSpec) -> Result<Self, ConnectorError> {
+        let opt = |source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        };
+        spec.options.check_known("file", OPTIONS).map_err(opt)?;
+        let path_text = spec.options.required("file", "path").map_err(opt)?;
+        let format = match spec
+            .options
+            .choice("file", "format", &["json", "csv"])
+            .map_err(opt)?
+        {
+            Some("csv") => FileFormat::Csv,
+            _ => FileFormat::Json,
+        };
+        let dead_letter_path = match spec.options.get("dead-letter.path") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(format!(
+                "{}.dead-letter.jsonl",
+                path_text.trim_end_matches(['/', '\\'])
+            )),
+        };
+        Ok(Self {
+            path: PathBuf::from(path_text),
+            format,
+            dead_letter_path,
+        })
+    }
+}
+
+/// Validates options and schema, lists the input files and returns one subtask per context.
+///
+/// # Errors
+/// Unknown or missing options, unsupported column types, or an input path that does not exist.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    let config = FileSourceConfig::try_new(spec)?;
+    check_schema(&spec.name, &spec.schema)?;
+    let files = Arc::new(list_files(
+        &spec.name,
+        &config.path,
+        &config.dead_letter_path,
+    )?);
+    let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
+    let mut dead: Option<Arc<DeadLetters>> = None;
+    for ctx in contexts {
+        let dl = dead
+            .get_or_insert_with(|| {
+                Arc::new(DeadLetters {
+                    path: config.dead_letter_path.clone(),
+                    writer: Mutex::new(None),
+                    metrics: ctx.metrics.clone(),
+                })
+            })
+            .clone();
+        sources.push(Box::new(FileSource::new(
+            spec,
+            &config,
+            files.clone(),
+            ctx,
+            dl,
+        )));
+    }
+    Ok(sources)
+}
+
+/// The input files of `path` in read order.
+fn list_files(
+    table: &str,
+    path: &Path,
+    dead_letter: &Path,
+) -> Result<Vec<PathBuf>, ConnectorError> {
+    let ctx = || format!("table '{table}': input path '{}'", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| ConnectorError::io(ctx(), e))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| ConnectorError::io(ctx(), e))? {
+        let entry = entry.map_err(|e| ConnectorError::io(ctx(), e))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = entry.path();
+        // fs::metadata follows symlinks: a link to a file is read, to a directory skipped.
+        let is_file = std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false);
+        if is_file && p != dead_letter {
+            files.push(p);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+/// The dead-letter file of one table, created on the first reject.
+struct DeadLetters {
+    path: PathBuf,
+    writer: Mutex<Option<BufWriter<File>>>,
+    metrics: ConnectorMetrics,
+}
+
+impl DeadLetters {
+    /// Appends one JSON line per reject and counts them.
+    fn write(&self, input: &Path, rejects: &[Reject]) -> Result<(), ConnectorError> {
+        let mut text = Vec::new();
+        for r in rejects {
+            let line = json!({
+                "file": input.display().to_string(),
+                "line": r.line,
+                "reason": r.reason,
+                "raw": String::from_utf8_lossy(&r.raw),
+            });
+            text.extend_from_slice(line.to_string().as_bytes());
+            text.push(b'\n');
+        }
+        let ctx = || format!("writing dead letters to '{}'", self.path.display());
+        let mut guard = self.writer.lock().map_err(|_| {
+            ConnectorError::Other(format!("{}: another subtask failed while writing", ctx()))
+        })?;
+        if guard.is_none() {
+            let file = File::create(&self.path).map_err(|e| ConnectorError::io(ctx(), e))?;
+            *guard = Some(BufWriter::new(file));
+            if let Ok(mut p) = self.metrics.dead_letter_path.lock() {
+                *p = Some(self.path.display().to_string());
+            }
+        }
+        if let Some(w) = guard.as_mut() {
+            w.write_all(&text)
+                .map_err(|e| ConnectorError::io(ctx(), e))?;
+            // Flushed per batch: the file is complete whenever the source stops.
+            w.flush().map_err(|e| ConnectorError::io(ctx(), e))?;
+        }
+        self.metrics.dead_letters.add(rejects.len() as u64);
+        Ok(())
+    }
+}
+
+/// One subtask of the file source.
+pub struct FileSource {
+    table: String,
+    schema: SchemaRef,
+    format: FileFormat,
+    files: Arc<Vec<PathBuf>>,
+    parallelism: usize,
+    /// Index (into `files`) of the file being read, or the next one to open.
+    next_file: usize,
+    open: Option<OpenFile>,
+    batch_size: usize,
+    metrics: ConnectorMetrics,
+    dead: Arc<DeadLetters>,
+}
+
+/// The file being read, with the rejects seen in it for the one warning per file.
+struct OpenFile {
+    path: PathBuf,
+    reader: Reader,
+    rejects: u64,
+    first_reject: Option<String>,
+}
+
+enum Reader {
+    Json {
+        reader: BufReader<File>,
+        /// Byte offset of the next unread line.
+        offset: u64,
+        /// Line number of the next unread line (1-based).
+        line: usize,
+        decoder: JsonDecoder,
+        buf: Vec<u8>,
+        spans: Vec<(usize, usize, usize)>,
+    },
+    Csv {
+        reader: csv::Reader<File>,
+        decoder: CsvDecoder,
+        records: Vec<ByteRecord>,
+    },
+}
+
+impl FileSource {
+    fn new(
+        spec: &TableSpec,
+        config: &FileSourceConfig,
+        files: Arc<Vec<PathBuf>>,
+        ctx: SourceContext,
+        dead: Arc<DeadLetters>,
+    ) -> Self {
+        Self {
+            table: spec.name.clone(),
+            schema: spec.schema.clone(),
+            format: config.format,
+            files,
+            parallelism: ctx.parallelism.max(1),
+            next_file: ctx.subtask,
+            open: None,
+            batch_size: if ctx.batch_size == 0 {
+                1024
+            } else {
+                ctx.batch_size
+            },
+            metrics: ctx.metrics,
+            dead,
+        }
+    }
+
+    /// Opens file `index` at byte `offset` (0: the start, after the CSV header) and line `line`.
+    fn open_file(&mut self, index: usize, offset: u64, line: usize) -> Result<(), ConnectorError> {
+        let Some(path) = self.files.get(index).cloned() else {
+            return Ok(());
+        };
+        let ctx = || format!("table '{}': reading '{}'", self.table, path.display());
+        let mut file = File::open(&path).map_err(|e| ConnectorError::io(ctx(), e))?;
+        let reader = match self.format {
+            FileFormat::Json => {
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| ConnectorError::io(ctx(), e))?;
+                Reader::Json {
+                    reader: BufReader::with_capacity(1 << 16, file),
+                    offset,
+                    line: line.max(1),
+                    decoder: JsonDecoder::try_new(self.schema.clone())?,
+                    buf: Vec::new(),
+                    spans: Vec::new(),
+                }
+            }
+            FileFormat::Csv => {
+                let mut reader = reader_builder().from_reader(file);
+                let headers = reader
+                    .byte_headers()
+                    .map_err(|e| csv_error(ctx(), e))?
+                    .clone();
+                if offset > 0 {
+                    let mut pos = csv::Position::new();
+                    pos.set_byte(offset).set_line(line as u64);
+                    reader.seek(pos).map_err(|e| csv_error(ctx(), e))?;
+                }
+                Reader::Csv {
+                    reader,
+                    decoder: CsvDecoder::try_new(self.schema.clone(), &headers)?,
+                    records: Vec::new(),
+                }
+            }
+        };
+        self.open = Some(OpenFile {
+            path,
+            reader,
+            rejects: 0,
+            first_reject: None,
+        });
+        Ok(())
+    }
+
+    /// Reads up to one batch from the open file; `true` when the file is exhausted.
+    fn read_batch(&mut self) -> Result<(Decoded, bool), ConnectorError> {
+        let batch_size = self.batch_size;
+        let Some(open) = self.open.as_mut() else {
+            return Ok((Decoded::default(), true));
+        };
+        let ctx = || format!("table '{}': reading '{}'", self.table, open.path.display());
+        match &mut open.reader {
+            Reader::Json {
+                reader,
+                offset,
+                line,
+                decoder,
+                buf,
+                spans,
+            } => {
+                buf.clear();
+                spans.clear();
+                let mut eof = false;
+                while spans.len() < batch_size {
+                    let start = buf.len();
+                    let n = reader
+                        .read_until(b'\n', buf)
+                        .map_err(|e| ConnectorError::io(ctx(), e))?;
+                    if n == 0 {
+                        eof = true;
+                        break;
+                    }
+                    *offset += n as u64;
+                    spans.push((*line, start, buf.len()));
+                    *line += 1;
+                }
+                self.metrics.bytes.add(buf.len() as u64);
+                let d = decoder.decode_lines(spans.iter().map(|&(l, s, e)| (l, &buf[s..e])))?;
+                Ok((d, eof))
+            }
+            Reader::Csv {
+                reader,
+                decoder,
+                records,
+            } => {
+                let mut n = 0;
+                let mut eof = false;
+                let mut read_errors = Vec::new();
+                while n < batch_size {
+                    if records.len() <= n {
+                        records.push(ByteRecord::new());
+                    }
+                    match reader.read_byte_record(&mut records[n]) {
+                        Ok(true) => n += 1,
+                        Ok(false) => {
+                            eof = true;
+                            break;
+                        }
+                        Err(e) if e.is_io_error() => return Err(csv_error(ctx(), e)),
+                        Err(e) => read_errors.push(Reject {
+                            line: e.position().map_or(0, |p| p.line() as usize),
+                            reason: format!("invalid CSV: {e}"),
+                            raw: Vec::new(),
+                        }),
+                    }
+                }
+                let mut d = decoder.decode_records(records[..n].iter())?;
+                if !read_errors.is_empty() {
+                    d.rejects.extend(read_errors);
+                    d.rejects.sort_by_key(|r| r.line);
+                }
+                Ok((d, eof))
+            }
+        }
+    }
+
+    fn handle_rejects(&mut self, rejects: &[Reject]) -> Result<(), ConnectorError> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        if open.first_reject.is_none() {
+            open.first_reject = rejects
+                .first()
+                .map(|r| format!("{}:{}: {}", open.path.display(), r.line, r.reason));
+        }
+        open.rejects += rejects.len() as u64;
+        self.dead.write(&open.path, rejects)
+    }
+
+    /// Closes the current file (warning once about its rejects) and moves to this subtask's next one.
+    fn close_file(&mut self) {
+        if let Some(open) = self.open.take()
+            && open.rejects > 0
+        {
+            tracing::warn!(
+                table = %self.table,
+                file = %open.path.display(),
+                rejected = open.rejects,
+                dead_letters = %self.dead.path.display(),
+                "{} record(s) rejected; first: {}",
+                open.rejects,
+                open.first_reject.unwrap_or_default()
+            );
+        }
+        self.next_file += self.parallelism;
+    }
+}
+
+fn csv_error(context: String, e: csv::Error) -> ConnectorError {
+    ConnectorError::Other(format!("{context}: {e}"))
+}
+
+#[async_trait]
+impl Source for FileSource {
+    async fn poll(&mut self) -> Result<SourcePoll, ConnectorError> {
+        let started = Instant::now();
+        loop {
+            if self.open.is_none() {
+                if self.next_file >= self.files.len() {
+                    return Ok(SourcePoll::End);
+                }
+                self.open_file(self.next_file, 0, 1)?;
+            }
+            let (decoded, eof) = self.read_batch()?;
+            self.handle_rejects(&decoded.rejects)?;
+            if eof {
+                self.close_file();
+            }
+            if let Some(batch) = decoded.batch {
+                self.metrics.rows.add(batch.num_rows() as u64);
+                return Ok(SourcePoll::Batch(batch));
+            }
+            if started.elapsed() > POLL_BUDGET {
+                return Ok(SourcePoll::Pending);
+            }
+        }
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        let (offset, line) = match self.open.as_ref().map(|o| &o.reader) {
+            Some(Reader::Json { offset, line, .. }) => (*offset, *line as u64),
+            Some(Reader::Csv { reader, .. }) => {
+                (reader.position().byte(), reader.position().line())
+            }
+            None => (0, 1),
+        };
+        Some(json!({ "file": self.next_file, "offset": offset, "line": line }))
+    }
+
+    async fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+        let field = |k: &str| position.get(k).and_then(serde_json::Value::as_u64);
+        let (Some(file), Some(offset)) = (field("file"), field("offset")) else {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': cannot resume the file source from position {position}",
+                self.table
+            )));
+        };
+        let line = field("line").unwrap_or(1) as usize;
+        self.open = None;
+        self.next_file = file as usize;
+        if self.next_file < self.files.len() {
+            self.open_file(self.next_file, offset, line)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use runnel_common::Options;
+
+    use super::*;
+    use crate::format::json::encode_to_string;
+
+    fn spec(dir: &Path, extra: &[(&str, &str)]) -> TableSpec {
+        let mut opts = vec![("connector".to_string(), "file".to_string())];
+        opts.push(("path".into(), dir.display().to_string()));
+        opts.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        TableSpec {
+            name: "t".into(),
+            schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+            watermark: None,
+            options: Options::new(opts),
+        }
+    }
+
+    fn ctx(
+        subtask: usize,
+        parallelism: usize,
+        metrics: &ConnectorMetrics,
+        batch: usize,
+    ) -> SourceContext {
+        SourceContext {
+            subtask,
+            parallelism,
+            metrics: metrics.clone(),
+            data_dir: PathBuf::from("."),
+            batch_size: batch,
+        }
+    }
+
+    async fn drain(s: &mut Box<dyn Source>) -> String {
+        let mut out = String::new();
+        loop {
+            match s.poll().await.unwrap() {
+                SourcePoll::Batch(b) => out.push_str(&encode_to_string(&b).unwrap()),
+                SourcePoll::Pending => {}
+                SourcePoll::End => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in.jsonl");
+        std::fs::write(&f, "{\"k\":1}\n{\"k\":2}\n{\"k\":3}\n").unwrap();
+        let m = ConnectorMetrics::default();
+        let mut a = build(&spec(&f, &[]), vec![ctx(0, 1, &m, 1)])
+            .unwrap()
+            .remove(0);
+        assert!(matches!(a.poll().await.unwrap(), SourcePoll::Batch(_)));
+        let pos = a.position().unwrap();
+        assert_eq!(pos, json!({"file": 0, "offset": 8, "line": 2}));
+        let mut b = build(&spec(&f, &[]), vec![ctx(0, 1, &m, 10)])
+            .unwrap()
+            .remove(0);
+        b.seek(&pos).await.unwrap();
+        assert_eq!(drain(&mut b).await, "{\"k\":2}\n{\"k\":3}\n");
+    }
+
+    #[tokio::test]
+    async fn csv_resumes_from_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("in.csv");
+        std::fs::write(&f, "k\n1\n2\n3\n").unwrap();
+        let m = ConnectorMetrics::default();
+        let s = spec(&f, &[("format", "csv")]);
+        let mut a = build(&s, vec![ctx(0, 1, &m, 2)]).unwrap().remove(0);
+        assert!(matches!(a.poll().await.unwrap(), SourcePoll::Batch(_)));
+        let pos = a.position().unwrap();
+        let mut b = build(&s, vec![ctx(0, 1, &m, 10)]).unwrap().remove(0);
+        b.seek(&pos).await.unwrap();
+        assert_eq!(drain(&mut b).await, "{\"k\":3}\n");
+    }
+}
