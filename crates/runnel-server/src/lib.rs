@@ -1,1 +1,164 @@
-//! placeholder
+//! runnel's HTTP server: the ingest API in front of the embedded log (`ingest.rs`), topic
+//! and consumer-group administration (`topics.rs`), and `/healthz`.
+//!
+//! Data enters with `POST /v1/topics/{topic}/records` and is acknowledged only once the
+//! log has fsynced it; it leaves with `GET /v1/topics/{topic}/records` as NDJSON. Every
+//! error answer is JSON: `{"error": "<code>", "detail": "<text>"}`.
+//!
+//! Each group of routes is a `Router` with its state already applied, so more routes (an
+//! admin API, a dashboard) are added with `Router::merge`:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use runnel_log::{Log, LogOptions};
+//! use runnel_server::{ServerState, router, serve};
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let log = Arc::new(Log::open("runnel-data".as_ref(), LogOptions::default())?);
+//! let state = ServerState::new(log).with_auto_create(Some(1));
+//! let app = router(state); // .merge(other_routes)
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod client;
+mod error;
+mod ingest;
+mod topics;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::get;
+use runnel_log::{Log, LogError, Topic, TopicConfig};
+
+pub use error::{ApiError, ServerError};
+pub use ingest::ingest_routes;
+pub use topics::topic_routes;
+
+/// Default largest request body: 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Default number of records a read returns.
+pub const DEFAULT_READ_MAX: usize = 100;
+
+/// Most records one read returns.
+pub const READ_MAX_CAP: usize = 10_000;
+
+/// What every handler shares: the log and the server's settings. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    log: Arc<Log>,
+    auto_create: Option<u32>,
+    max_body_bytes: usize,
+    started: Instant,
+}
+
+impl ServerState {
+    /// State serving `log`: no auto-create, a 16 MiB body limit.
+    pub fn new(log: Arc<Log>) -> Self {
+        ServerState {
+            log,
+            auto_create: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            started: Instant::now(),
+        }
+    }
+
+    /// Creates unknown topics on first POST with this many partitions (`None`: answer 404).
+    pub fn with_auto_create(mut self, partitions: Option<u32>) -> Self {
+        self.auto_create = partitions;
+        self
+    }
+
+    /// Rejects request bodies larger than `bytes` with 413.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The log this server writes to.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Partitions of auto-created topics, if auto-create is on.
+    pub fn auto_create(&self) -> Option<u32> {
+        self.auto_create
+    }
+
+    /// Largest accepted request body in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// When this state was built (the server's start, for uptime).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The topic `name`; created when auto-create is on and `create` is true.
+    pub(crate) async fn resolve_topic(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Arc<Topic>, ApiError> {
+        if let Some(t) = self.log.topic(name) {
+            return Ok(t);
+        }
+        let (Some(partitions), true) = (self.auto_create, create) else {
+            return Err(LogError::UnknownTopic(name.to_owned()).into());
+        };
+        let log = self.log.clone();
+        let name = name.to_owned();
+        blocking(move || {
+            match log.create_topic(&name, TopicConfig::with_partitions(partitions)) {
+                Ok(t) => Ok(t),
+                // Another request created it first.
+                Err(LogError::TopicExists(_)) => log.topic(&name).ok_or_else(|| {
+                    ApiError::internal(format!("topic '{name}' exists but is not open"))
+                }),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+}
+
+/// Every route of this crate: ingest, topics and groups, and `GET /healthz`.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(ingest_routes(state.clone()))
+        .merge(topic_routes(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// # Errors
+/// `Serve` if accepting connections fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
+}
+
+/// Runs blocking log work off the async threads (the log API blocks on disk I/O).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
+}
