@@ -47,7 +47,9 @@ pub struct Options {
 impl Options {
     /// Builds from key/value pairs.
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { map: pairs.into_iter().collect() }
+        Self {
+            map: pairs.into_iter().collect(),
+        }
     }
 
     /// The value of `key`, if present.
@@ -132,7 +134,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_list_the_known_ones() {
-        let o = Options::new([("connector".into(), "file".into()), ("pth".into(), "x".into())]);
+        let o = Options::new([
+            ("connector".into(), "file".into()),
+            ("pth".into(), "x".into()),
+        ]);
         let err = o.check_known("file", &["path", "format"]).unwrap_err();
         assert_eq!(
             err.to_string(),

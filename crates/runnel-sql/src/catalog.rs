@@ -8,7 +8,9 @@ use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::{Result as DfResult, TableReference, plan_err};
 use datafusion_expr::planner::{ContextProvider, ExprPlanner};
-use datafusion_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion_expr::{
+    AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
+};
 use runnel_common::TableSpec;
 
 /// What a name in FROM refers to.
@@ -61,6 +63,7 @@ impl Catalog {
         for f in datafusion_functions::all_default_functions()
             .into_iter()
             .chain(datafusion_functions_nested::all_default_nested_functions())
+            .chain(crate::functions::all())
         {
             for alias in f.aliases() {
                 scalars.insert(alias.to_ascii_lowercase(), f.clone());
@@ -85,7 +88,14 @@ impl Catalog {
         let mut options = ConfigOptions::default();
         // Flink identifiers are case-sensitive as written; functions are looked up case-insensitively.
         options.sql_parser.enable_ident_normalization = false;
-        Self { relations: HashMap::new(), order: Vec::new(), scalars, aggregates, planners, options }
+        Self {
+            relations: HashMap::new(),
+            order: Vec::new(),
+            scalars,
+            aggregates,
+            planners,
+            options,
+        }
     }
 
     /// Adds a scalar function (e.g. `classify`), replacing one of the same name.
@@ -104,7 +114,11 @@ impl Catalog {
         self.order.push(name.to_string());
         self.relations.insert(
             name.to_string(),
-            Arc::new(RelationSource { name: name.to_string(), relation, schema }),
+            Arc::new(RelationSource {
+                name: name.to_string(),
+                relation,
+                schema,
+            }),
         );
         Ok(())
     }
@@ -126,7 +140,11 @@ impl ContextProvider for Catalog {
         match self.relations.get(table) {
             Some(r) if name.schema().is_none() => Ok(r.clone() as Arc<dyn TableSource>),
             _ => {
-                let known = if self.order.is_empty() { "none".to_string() } else { self.order.join(", ") };
+                let known = if self.order.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.order.join(", ")
+                };
                 plan_err!("unknown table '{name}'; declared tables and views: {known}")
             }
         }

@@ -123,7 +123,12 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
                 None
             };
             let query = parser.parse_query()?;
-            Statement::Insert { sink, columns, query, line }
+            Statement::Insert {
+                sink,
+                columns,
+                query,
+                line,
+            }
         } else if parser.parse_keyword(Keyword::SET) {
             let key = option_word(&mut parser)?;
             parser.expect_token(&Token::Eq)?;
@@ -141,8 +146,9 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
         let next = parser.peek_token();
         if next.token != Token::EOF && next.token != Token::SemiColon {
             return Err(SqlError::Syntax(format!(
-                "expected ';' after the statement, found {} at Line: {}, Column: {}",
-                next.token, next.span.start.line, next.span.start.column
+                "{}: expected ';' after the statement, found {}",
+                loc(next.span.start),
+                next.token
             )));
         }
         out.push(stmt);
@@ -155,7 +161,11 @@ fn object_name(parser: &mut Parser) -> Result<String, SqlError> {
     Ok(name
         .0
         .iter()
-        .map(|p| p.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| p.to_string()))
+        .map(|p| {
+            p.as_ident()
+                .map(|i| i.value.clone())
+                .unwrap_or_else(|| p.to_string())
+        })
         .collect::<Vec<_>>()
         .join("."))
 }
@@ -169,7 +179,7 @@ fn option_word(parser: &mut Parser) -> Result<String, SqlError> {
         Token::Number(n, _) => return Ok(n.clone()),
         other => {
             return Err(SqlError::Syntax(format!(
-                "expected an option key or value, found {other} at {}",
+                "{}: expected an option key or value, found {other}",
                 loc(tok.span.start)
             )));
         }
@@ -186,7 +196,11 @@ fn option_word(parser: &mut Parser) -> Result<String, SqlError> {
             Token::Word(w) => text.push_str(&w.value),
             Token::Number(n, _) => text.push_str(&n),
             other => {
-                return Err(SqlError::Syntax(format!("unexpected {other} in option name '{text}'")));
+                let at = parser.get_current_token().span.start;
+                return Err(SqlError::Syntax(format!(
+                    "{}: unexpected {other} in option name '{text}'",
+                    loc(at)
+                )));
             }
         }
     }
@@ -198,7 +212,7 @@ fn is_word(parser: &Parser, word: &str) -> bool {
 }
 
 fn loc(l: Location) -> String {
-    format!("Line: {}, Column: {}", l.line, l.column)
+    format!("line {}, column {}", l.line, l.column)
 }
 
 fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlError> {
@@ -252,7 +266,11 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
             } else {
                 let _ = parser.parse_keyword(Keyword::NULL);
             }
-            columns.push(ColumnDef { name: ident.value, data_type, not_null });
+            columns.push(ColumnDef {
+                name: ident.value,
+                data_type,
+                not_null,
+            });
         }
         if !parser.consume_token(&Token::Comma) {
             break;
@@ -268,7 +286,10 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
                 parser.expect_token(&Token::Eq)?;
                 let value = option_word(parser)?;
                 if options.iter().any(|(k, _)| *k == key) {
-                    return Err(SqlError::at(line, format!("table '{name}': option '{key}' given twice")));
+                    return Err(SqlError::at(
+                        line,
+                        format!("table '{name}': option '{key}' given twice"),
+                    ));
                 }
                 options.push((key, value));
                 if !parser.consume_token(&Token::Comma) {
@@ -279,9 +300,18 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         }
     }
     if columns.is_empty() {
-        return Err(SqlError::at(line, format!("table '{name}' declares no columns")));
+        return Err(SqlError::at(
+            line,
+            format!("table '{name}' declares no columns"),
+        ));
     }
-    Ok(TableDef { name, columns, watermark, options, line })
+    Ok(TableDef {
+        name,
+        columns,
+        watermark,
+        options,
+        line,
+    })
 }
 
 /// A column type: a type name with optional `(p[, s])`, plus Flink's
@@ -292,7 +322,7 @@ fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
         Token::Word(w) => w.value.to_ascii_uppercase(),
         other => {
             return Err(SqlError::Syntax(format!(
-                "expected a column type, found {other} at {}",
+                "{}: expected a column type, found {other}",
                 loc(tok.span.start)
             )));
         }
@@ -328,7 +358,14 @@ fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
                 if params.is_empty() {
                     String::new()
                 } else {
-                    format!("({})", params.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "({})",
+                        params
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 },
                 tok.span.start.column,
                 types::SUPPORTED
@@ -341,7 +378,11 @@ fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
 fn watermark_delay(col: &str, expr: &Expr) -> Option<i64> {
     match expr {
         Expr::Identifier(i) if i.value == col => Some(0),
-        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } => match left.as_ref() {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Minus,
+            right,
+        } => match left.as_ref() {
             Expr::Identifier(i) if i.value == col => interval_ms(right),
             _ => None,
         },
@@ -352,7 +393,9 @@ fn watermark_delay(col: &str, expr: &Expr) -> Option<i64> {
 
 /// Milliseconds of an `INTERVAL 'n' UNIT` literal (fractions allowed: `'0.5' SECOND`).
 pub fn interval_ms(expr: &Expr) -> Option<i64> {
-    let Expr::Interval(iv) = expr else { return None };
+    let Expr::Interval(iv) = expr else {
+        return None;
+    };
     let text = match iv.value.as_ref() {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
@@ -401,16 +444,25 @@ mod tests {
         assert_eq!(t.columns[1].data_type, DataType::Decimal128(10, 2));
         assert_eq!(t.watermark, Some(("ts".into(), 5000)));
         let keys: Vec<_> = t.options.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["connector", "path", "dead-letter.path", "scan.startup.mode"]);
+        assert_eq!(
+            keys,
+            ["connector", "path", "dead-letter.path", "scan.startup.mode"]
+        );
     }
 
     #[test]
     fn watermark_units() {
-        for (unit, ms) in [("MILLISECOND", 250), ("SECOND", 250_000), ("MINUTE", 15_000_000)] {
+        for (unit, ms) in [
+            ("MILLISECOND", 250),
+            ("SECOND", 250_000),
+            ("MINUTE", 15_000_000),
+        ] {
             let sql = format!(
                 "CREATE TABLE t (ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '250' {unit}) WITH (connector='file')"
             );
-            let Statement::CreateTable(t) = one(&sql) else { panic!() };
+            let Statement::CreateTable(t) = one(&sql) else {
+                panic!()
+            };
             assert_eq!(t.watermark, Some(("ts".into(), ms)));
         }
     }
@@ -423,12 +475,26 @@ mod tests {
         ) else {
             panic!()
         };
-        let names: Vec<String> = t.columns.iter().map(|c| types::sql_name(&c.data_type)).collect();
+        let names: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| types::sql_name(&c.data_type))
+            .collect();
         assert_eq!(
             names,
             [
-                "BOOLEAN", "INT", "BIGINT", "FLOAT", "DOUBLE", "DECIMAL(5, 1)", "STRING", "STRING", "BYTES",
-                "BYTES", "TIMESTAMP(3)", "TIMESTAMP_LTZ(3)"
+                "BOOLEAN",
+                "INT",
+                "BIGINT",
+                "FLOAT",
+                "DOUBLE",
+                "DECIMAL(5, 1)",
+                "STRING",
+                "STRING",
+                "BYTES",
+                "BYTES",
+                "TIMESTAMP(3)",
+                "TIMESTAMP_LTZ(3)"
             ]
         );
     }
@@ -439,20 +505,32 @@ mod tests {
             "SET 'pipeline.name' = 'x';\nSET parallelism = 4;\nCREATE VIEW v AS SELECT 1;\nINSERT INTO out SELECT * FROM v;",
         )
         .expect("parses");
-        assert!(matches!(&v[0], Statement::Set { key, value, .. } if key == "pipeline.name" && value == "x"));
-        assert!(matches!(&v[1], Statement::Set { key, value, .. } if key == "parallelism" && value == "4"));
+        assert!(
+            matches!(&v[0], Statement::Set { key, value, .. } if key == "pipeline.name" && value == "x")
+        );
+        assert!(
+            matches!(&v[1], Statement::Set { key, value, .. } if key == "parallelism" && value == "4")
+        );
         assert!(matches!(&v[2], Statement::CreateView { name, line: 3, .. } if name == "v"));
         assert!(matches!(&v[3], Statement::Insert { sink, line: 4, .. } if sink == "out"));
     }
 
     #[test]
     fn errors_name_line_and_token() {
-        let err = parse_script("CREATE TABLE t (a INT)\nWITH (connector = 'file');\nSELEC 1").unwrap_err();
+        let err = parse_script("CREATE TABLE t (a INT)\nWITH (connector = 'file');\nSELEC 1")
+            .unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
         assert!(err.to_string().contains("SELEC"), "{err}");
-        let err = parse_script("CREATE TABLE t (a INTEGRAL) WITH (connector = 'file')").unwrap_err();
-        assert!(err.to_string().contains("unknown or unsupported type INTEGRAL"), "{err}");
-        let err = parse_script("CREATE TABLE t (a INT, WATERMARK FOR b AS b) WITH (connector = 'file')").unwrap_err();
+        let err =
+            parse_script("CREATE TABLE t (a INTEGRAL) WITH (connector = 'file')").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown or unsupported type INTEGRAL"),
+            "{err}"
+        );
+        let err =
+            parse_script("CREATE TABLE t (a INT, WATERMARK FOR b AS b) WITH (connector = 'file')")
+                .unwrap_err();
         assert!(err.to_string().contains("no column 'b'"), "{err}");
     }
 }

@@ -38,7 +38,10 @@ impl Dialect for FlinkDialect {
     /// else are kept.
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
         let is_table_arg = parser.peek_keyword(Keyword::TABLE)
-            && matches!(parser.peek_nth_token(1).token, sqlparser::tokenizer::Token::Word(_));
+            && matches!(
+                parser.peek_nth_token(1).token,
+                sqlparser::tokenizer::Token::Word(_)
+            );
         if !is_table_arg {
             return None;
         }
@@ -49,7 +52,12 @@ impl Dialect for FlinkDialect {
 fn parse_table_arg(parser: &mut Parser) -> Result<Expr, ParserError> {
     parser.expect_keyword_is(Keyword::TABLE)?;
     let name = parser.parse_object_name(false)?;
-    let mut args = vec![Expr::CompoundIdentifier(name.0.iter().filter_map(|p| p.as_ident().cloned()).collect())];
+    let mut args = vec![Expr::CompoundIdentifier(
+        name.0
+            .iter()
+            .filter_map(|p| p.as_ident().cloned())
+            .collect(),
+    )];
     if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
         let keys = parser.parse_comma_separated(Parser::parse_expr)?;
         args.extend(keys);
@@ -62,7 +70,9 @@ fn parse_table_arg(parser: &mut Parser) -> Result<Expr, ParserError> {
             duplicate_treatment: None,
             args: args
                 .into_iter()
-                .map(|e| sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)))
+                .map(|e| {
+                    sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e))
+                })
                 .collect(),
             clauses: vec![],
         }),

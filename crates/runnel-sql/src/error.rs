@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     /// The text does not parse; the message carries line and column.
-    #[error("syntax error: {0}")]
+    #[error("syntax error at {0}")]
     Syntax(String),
     /// A statement parses but is not allowed or not supported.
     #[error("line {line}: {message}")]
@@ -30,7 +30,10 @@ pub enum SqlError {
 impl SqlError {
     /// A statement-level error at `line`.
     pub fn at(line: u64, message: impl Into<String>) -> Self {
-        Self::Statement { line, message: message.into() }
+        Self::Statement {
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -43,7 +46,16 @@ impl From<sqlparser::parser::ParserError> for SqlError {
                 "statement nested too deeply".to_string()
             }
         };
-        SqlError::Syntax(text)
+        // sqlparser ends messages with "at Line: L, Column: C"; lead with it instead.
+        match text.rsplit_once(" at Line: ") {
+            Some((msg, pos)) => match pos.split_once(", Column: ") {
+                Some((line, col)) => {
+                    SqlError::Syntax(format!("line {line}, column {}: {msg}", col.trim()))
+                }
+                None => SqlError::Syntax(text),
+            },
+            None => SqlError::Syntax(text),
+        }
     }
 }
 
@@ -51,7 +63,12 @@ impl From<sqlparser::parser::ParserError> for SqlError {
 /// planning:" prefixes and backtraces.
 pub(crate) fn clean_datafusion_message(e: &datafusion_common::DataFusionError) -> String {
     let mut s = e.strip_backtrace();
-    for prefix in ["Error during planning: ", "Schema error: ", "SQL error: ", "This feature is not implemented: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+    ] {
         if let Some(rest) = s.strip_prefix(prefix) {
             s = rest.to_string();
         }

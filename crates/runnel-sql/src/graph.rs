@@ -79,8 +79,15 @@ impl fmt::Debug for NodeSpec {
             NodeSpec::Project(p) => write!(
                 f,
                 "Project(filter: {}, exprs: [{}])",
-                p.filter.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                p.exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                p.filter
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                p.exprs
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             NodeSpec::Sink(t) => write!(f, "Sink({} via {})", t.name, t.connector()),
         }
@@ -124,7 +131,13 @@ impl PipelineGraph {
                     Partitioning::Hash(k) => format!("{} hash{k:?}", i.node),
                 })
                 .collect();
-            s.push_str(&format!("{}: {} <- [{}] {:?}\n", n.id, n.label, inputs.join(", "), n.spec));
+            s.push_str(&format!(
+                "{}: {} <- [{}] {:?}\n",
+                n.id,
+                n.label,
+                inputs.join(", "),
+                n.spec
+            ));
         }
         s
     }

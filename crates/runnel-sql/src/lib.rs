@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod ddl;
 pub mod dialect;
 pub mod error;
+pub mod functions;
 pub mod graph;
 mod lower;
 
@@ -47,7 +48,9 @@ pub struct Planner {
 impl Planner {
     /// A planner with DataFusion's built-in functions.
     pub fn new() -> Self {
-        Self { catalog: Catalog::new() }
+        Self {
+            catalog: Catalog::new(),
+        }
     }
 
     /// Makes a scalar function (e.g. `classify`) callable from SQL.
@@ -83,18 +86,30 @@ impl Planner {
                         .add(&name, Relation::View(Arc::new(plan)), schema)
                         .map_err(|m| SqlError::at(line, format!("CREATE VIEW {m}")))?;
                 }
-                Statement::Insert { sink, columns, query, line } => {
+                Statement::Insert {
+                    sink,
+                    columns,
+                    query,
+                    line,
+                } => {
                     let spec = match self.catalog.get(&sink).map(|r| &r.relation) {
                         Some(Relation::Table(spec)) => spec.clone(),
                         Some(Relation::View(_)) => {
-                            return Err(SqlError::at(line, format!("INSERT INTO {sink}: '{sink}' is a view, not a table")));
+                            return Err(SqlError::at(
+                                line,
+                                format!("INSERT INTO {sink}: '{sink}' is a view, not a table"),
+                            ));
                         }
                         None => {
                             return Err(SqlError::at(
                                 line,
                                 format!(
                                     "INSERT INTO {sink}: unknown table '{sink}'; declared tables: {}",
-                                    if self.catalog.names().is_empty() { "none".into() } else { self.catalog.names().join(", ") }
+                                    if self.catalog.names().is_empty() {
+                                        "none".into()
+                                    } else {
+                                        self.catalog.names().join(", ")
+                                    }
                                 ),
                             ));
                         }
@@ -109,7 +124,10 @@ impl Planner {
             }
         }
         if inserts == 0 {
-            return Err(SqlError::at(1, "the script has no INSERT INTO statement, so there is nothing to run"));
+            return Err(SqlError::at(
+                1,
+                "the script has no INSERT INTO statement, so there is nothing to run",
+            ));
         }
         Ok(lowerer.graph)
     }
@@ -119,24 +137,37 @@ impl Planner {
         let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);
         let plan = sql_to_rel
             .sql_statement_to_plan(sqlparser::ast::Statement::Query(Box::new(query)))
-            .map_err(|e| SqlError::Plan { line, message: clean_datafusion_message(&e) })?;
+            .map_err(|e| SqlError::Plan {
+                line,
+                message: clean_datafusion_message(&e),
+            })?;
         let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
         Analyzer::new()
             .execute_and_check(plan, config, |_, _| {})
-            .map_err(|e| SqlError::Plan { line, message: clean_datafusion_message(&e) })
+            .map_err(|e| SqlError::Plan {
+                line,
+                message: clean_datafusion_message(&e),
+            })
     }
 }
 
 fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
-    let fields: Vec<Field> = def.columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)).collect();
+    let fields: Vec<Field> = def
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+        .collect();
     let schema = Arc::new(Schema::new(fields));
     let watermark = match &def.watermark {
         None => None,
         Some((col, delay_ms)) => {
-            let column = schema
-                .index_of(col)
-                .map_err(|_| SqlError::at(def.line, format!("WATERMARK FOR {col}: no such column")))?;
-            if !matches!(schema.field(column).data_type(), arrow::datatypes::DataType::Timestamp(_, _)) {
+            let column = schema.index_of(col).map_err(|_| {
+                SqlError::at(def.line, format!("WATERMARK FOR {col}: no such column"))
+            })?;
+            if !matches!(
+                schema.field(column).data_type(),
+                arrow::datatypes::DataType::Timestamp(_, _)
+            ) {
                 return Err(SqlError::at(
                     def.line,
                     format!(
@@ -145,15 +176,30 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
                     ),
                 ));
             }
-            Some(WatermarkSpec { column, delay_ms: *delay_ms })
+            Some(WatermarkSpec {
+                column,
+                delay_ms: *delay_ms,
+            })
         }
     };
-    let options = Options::new(def.options.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
+    let options = Options::new(
+        def.options
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+    );
     if options.connector().is_none() {
         return Err(SqlError::at(
             def.line,
-            format!("CREATE TABLE {}: WITH (…) needs a 'connector' option, e.g. connector = 'file'", def.name),
+            format!(
+                "CREATE TABLE {}: WITH (…) needs a 'connector' option, e.g. connector = 'file'",
+                def.name
+            ),
         ));
     }
-    Ok(TableSpec { name: def.name, schema, watermark, options })
+    Ok(TableSpec {
+        name: def.name,
+        schema,
+        watermark,
+        options,
+    })
 }

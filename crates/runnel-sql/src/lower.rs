@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion_common::DFSchema;
+use datafusion_common::{DFSchema, DFSchemaRef};
 use datafusion_expr::execution_props::ExecutionProps;
 use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::simplify::SimplifyContext;
 use datafusion_expr::{Expr, LogicalPlan};
+use datafusion_optimizer::simplify_expressions::ExprSimplifier;
 use datafusion_physical_expr::expressions::{CastExpr, Column};
 use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
 use runnel_common::TableSpec;
@@ -42,7 +44,13 @@ impl Lowerer {
     }
 
     /// Lowers `plan` and connects it to `sink`, casting columns by position.
-    pub fn insert(&mut self, plan: &LogicalPlan, sink: &TableSpec, columns: Option<&[String]>, line: u64) -> Result<(), SqlError> {
+    pub fn insert(
+        &mut self,
+        plan: &LogicalPlan,
+        sink: &TableSpec,
+        columns: Option<&[String]>,
+        line: u64,
+    ) -> Result<(), SqlError> {
         self.line = line;
         let outputs = self.lower(plan)?;
         let query_schema = plan.schema().clone();
@@ -55,13 +63,21 @@ impl Lowerer {
         let sink_id = match self.sinks.get(&sink.name) {
             Some(id) => *id,
             None => {
-                let id = self.push(format!("sink {}", sink.name), NodeSpec::Sink(sink.clone()), sink_schema.clone(), vec![]);
+                let id = self.push(
+                    format!("sink {}", sink.name),
+                    NodeSpec::Sink(sink.clone()),
+                    sink_schema.clone(),
+                    vec![],
+                );
                 self.sinks.insert(sink.name.clone(), id);
                 id
             }
         };
         for f in feeds {
-            self.graph.nodes[sink_id].inputs.push(Input { node: f, partitioning: Partitioning::Forward });
+            self.graph.nodes[sink_id].inputs.push(Input {
+                node: f,
+                partitioning: Partitioning::Forward,
+            });
         }
         // Sinks must come after their inputs: move it to the end if a later statement fed it.
         self.reorder_sink(sink_id);
@@ -69,14 +85,27 @@ impl Lowerer {
     }
 
     fn reorder_sink(&mut self, sink_id: usize) {
-        let max_input = self.graph.nodes[sink_id].inputs.iter().map(|i| i.node).max().unwrap_or(0);
+        let max_input = self.graph.nodes[sink_id]
+            .inputs
+            .iter()
+            .map(|i| i.node)
+            .max()
+            .unwrap_or(0);
         if max_input < sink_id {
             return;
         }
         // Rebuild ids so that every node's inputs precede it.
         let node = self.graph.nodes.remove(sink_id);
         self.graph.nodes.push(node);
-        let remap = |old: usize| if old == sink_id { usize::MAX } else if old > sink_id { old - 1 } else { old };
+        let remap = |old: usize| {
+            if old == sink_id {
+                usize::MAX
+            } else if old > sink_id {
+                old - 1
+            } else {
+                old
+            }
+        };
         let last = self.graph.nodes.len() - 1;
         for (i, n) in self.graph.nodes.iter_mut().enumerate() {
             n.id = i;
@@ -121,9 +150,15 @@ impl Lowerer {
                         format!(
                             "INSERT INTO {sink_name}: the query produces {} columns ({}) but '{sink_name}' has {} ({})",
                             qfields.len(),
-                            describe_fields(qfields.iter().map(|f| (f.name().as_str(), f.data_type()))),
+                            describe_fields(
+                                qfields.iter().map(|f| (f.name().as_str(), f.data_type()))
+                            ),
                             sink.fields().len(),
-                            describe_fields(sink.fields().iter().map(|f| (f.name().as_str(), f.data_type()))),
+                            describe_fields(
+                                sink.fields()
+                                    .iter()
+                                    .map(|f| (f.name().as_str(), f.data_type()))
+                            ),
                         ),
                     ));
                 }
@@ -143,10 +178,16 @@ impl Lowerer {
                 }
                 for c in cols {
                     if sink.index_of(c).is_err() {
-                        return Err(SqlError::at(self.line, format!("INSERT INTO {sink_name}: '{sink_name}' has no column '{c}'")));
+                        return Err(SqlError::at(
+                            self.line,
+                            format!("INSERT INTO {sink_name}: '{sink_name}' has no column '{c}'"),
+                        ));
                     }
                 }
-                sink.fields().iter().map(|f| cols.iter().position(|c| c == f.name())).collect()
+                sink.fields()
+                    .iter()
+                    .map(|f| cols.iter().position(|c| c == f.name()))
+                    .collect()
             }
         };
         let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
@@ -156,7 +197,9 @@ impl Lowerer {
                 identity = false;
                 let null = datafusion_common::ScalarValue::try_from(target.data_type())
                     .map_err(|e| SqlError::Internal(e.to_string()))?;
-                exprs.push(Arc::new(datafusion_physical_expr::expressions::Literal::new(null)));
+                exprs.push(Arc::new(
+                    datafusion_physical_expr::expressions::Literal::new(null),
+                ));
                 continue;
             };
             if src != i {
@@ -168,7 +211,11 @@ impl Lowerer {
                 exprs.push(col);
             } else if insert_cast_allowed(from, target.data_type()) {
                 identity = false;
-                exprs.push(Arc::new(CastExpr::new(col, target.data_type().clone(), None)));
+                exprs.push(Arc::new(CastExpr::new(
+                    col,
+                    target.data_type().clone(),
+                    None,
+                )));
             } else {
                 return Err(SqlError::at(
                     self.line,
@@ -262,9 +309,27 @@ impl Lowerer {
         SqlError::at(self.line, msg)
     }
 
-    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
-        create_physical_expr(e, schema, &self.props, &PhysicalPlanningContext::default())
-            .map_err(|err| SqlError::Plan { line: self.line, message: clean_datafusion_message(&err) })
+    /// Simplifies (DataFusion needs e.g. COALESCE rewritten to CASE) and
+    /// compiles an expression to a vectorized physical expression.
+    fn physical(&self, e: &Expr, schema: &DFSchemaRef) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        let plan_err = |err: datafusion_common::DataFusionError| SqlError::Plan {
+            line: self.line,
+            message: clean_datafusion_message(&err),
+        };
+        let context = SimplifyContext::builder()
+            .with_schema(Arc::clone(schema))
+            .with_query_execution_start_time(Some(chrono::Utc::now()))
+            .build();
+        let simplified = ExprSimplifier::new(context)
+            .simplify(e.clone())
+            .map_err(plan_err)?;
+        create_physical_expr(
+            &simplified,
+            schema,
+            &self.props,
+            &PhysicalPlanningContext::default(),
+        )
+        .map_err(plan_err)
     }
 
     fn source(&mut self, spec: &TableSpec) -> usize {
@@ -272,7 +337,12 @@ impl Lowerer {
             return *id;
         }
         let event_time = spec.watermark.as_ref().map(|w| w.column);
-        let id = self.push(format!("source {}", spec.name), NodeSpec::Source(spec.clone()), spec.schema.clone(), vec![]);
+        let id = self.push(
+            format!("source {}", spec.name),
+            NodeSpec::Source(spec.clone()),
+            spec.schema.clone(),
+            vec![],
+        );
         self.graph.nodes[id].event_time = event_time;
         self.sources.insert(spec.name.clone(), id);
         id
@@ -288,29 +358,62 @@ impl Lowerer {
         // The event-time column survives a projection that keeps it as a plain column.
         let upstream = inputs.first().and_then(|i| self.graph.nodes[*i].event_time);
         let event_time = upstream.and_then(|src| {
-            exprs.iter().position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == src))
+            exprs
+                .iter()
+                .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == src))
         });
-        let label = if filter.is_some() { "filter+project" } else { "project" };
+        let label = if filter.is_some() {
+            "filter+project"
+        } else {
+            "project"
+        };
         let spec = NodeSpec::Project(ProjectSpec { filter, exprs });
-        let inputs = inputs.into_iter().map(|node| Input { node, partitioning: Partitioning::Forward }).collect();
+        let inputs = inputs
+            .into_iter()
+            .map(|node| Input {
+                node,
+                partitioning: Partitioning::Forward,
+            })
+            .collect();
         let id = self.push(label.to_string(), spec, schema, inputs);
         self.graph.nodes[id].event_time = event_time;
         id
     }
 
-    fn push(&mut self, label: String, spec: NodeSpec, schema: SchemaRef, inputs: Vec<Input>) -> usize {
+    fn push(
+        &mut self,
+        label: String,
+        spec: NodeSpec,
+        schema: SchemaRef,
+        inputs: Vec<Input>,
+    ) -> usize {
         let id = self.graph.nodes.len();
-        self.graph.nodes.push(Node { id, label, spec, schema, inputs, event_time: None });
+        self.graph.nodes.push(Node {
+            id,
+            label,
+            spec,
+            schema,
+            inputs,
+            event_time: None,
+        });
         id
     }
 }
 
 fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
-    schema.fields().iter().enumerate().map(|(i, f)| Arc::new(Column::new(f.name(), i)) as _).collect()
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as _)
+        .collect()
 }
 
 fn describe_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a DataType)>) -> String {
-    fields.map(|(n, t)| format!("{n} {}", sql_name(t))).collect::<Vec<_>>().join(", ")
+    fields
+        .map(|(n, t)| format!("{n} {}", sql_name(t)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Flink's implicit casts on INSERT: widening between numbers, anything to
@@ -318,7 +421,21 @@ fn describe_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a DataType)>) ->
 fn insert_cast_allowed(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     let numeric = |t: &DataType| {
-        matches!(t, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32 | Float64 | Decimal128(_, _) | Decimal256(_, _))
+        matches!(
+            t,
+            Int8 | Int16
+                | Int32
+                | Int64
+                | UInt8
+                | UInt16
+                | UInt32
+                | UInt64
+                | Float16
+                | Float32
+                | Float64
+                | Decimal128(_, _)
+                | Decimal256(_, _)
+        )
     };
     match (from, to) {
         (Null, _) => true,

@@ -336,6 +336,9 @@ impl<'a> Col<'a> {
                 let v = $a.value(i);
                 if $a.is_null(i) || !v.is_finite() {
                     out.extend_from_slice(b"null");
+                } else if v.fract() == 0.0 && v.abs() < 1e15 {
+                    // Keep DOUBLE recognisable as a float: 24.0, not 24 (as Flink writes it).
+                    let _ = write!(out, "{:.1}", v);
                 } else {
                     let _ = write!(out, "{}", v);
                 }

@@ -64,15 +64,17 @@ pub fn build(
         Some("csv") => FileSinkFormat::Csv,
         _ => FileSinkFormat::Json,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(ConnectorError::Other(format!(
-            "table '{}': cannot create output file '{}': directory '{}' does not exist",
-            spec.name,
-            path.display(),
-            parent.display()
-        )));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            ConnectorError::io(
+                format!(
+                    "table '{}': creating the directory of output file '{}'",
+                    spec.name,
+                    path.display()
+                ),
+                e,
+            )
+        })?;
     }
     let file = File::create(&path).map_err(|e| {
         ConnectorError::io(

@@ -174,6 +174,9 @@ impl DeadLetters {
             ConnectorError::Other(format!("{}: another subtask failed while writing", ctx()))
         })?;
         if guard.is_none() {
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| ConnectorError::io(ctx(), e))?;
+            }
             let file = File::create(&self.path).map_err(|e| ConnectorError::io(ctx(), e))?;
             *guard = Some(BufWriter::new(file));
             if let Ok(mut p) = self.metrics.dead_letter_path.lock() {

@@ -1,0 +1,86 @@
+//! runnel's own SQL functions, for Flink names DataFusion lacks. Other crates
+//! add theirs through `Planner::register_udf` (e.g. `classify` from runnel-vision).
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion_common::{Result, plan_err};
+use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    binary_expr,
+};
+
+/// Functions runnel adds to DataFusion's built-ins.
+pub fn all() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::new_from_impl(Mod::new()))]
+}
+
+/// Flink's `MOD(a, b)`: the remainder of a / b, with the sign of a.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 2 {
+            return plan_err!("MOD takes two arguments, got {}", arg_types.len());
+        }
+        let integer = |t: &DataType| t.is_integer() || t.is_null();
+        let numeric = |t: &DataType| t.is_numeric() || t.is_null();
+        if arg_types.iter().all(integer) {
+            Ok(vec![DataType::Int64, DataType::Int64])
+        } else if arg_types.iter().all(numeric) {
+            Ok(vec![DataType::Float64, DataType::Float64])
+        } else {
+            plan_err!(
+                "MOD needs numeric arguments, got {} and {}",
+                arg_types[0],
+                arg_types[1]
+            )
+        }
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Int64))
+    }
+
+    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        match <[Expr; 2]>::try_from(args) {
+            Ok([a, b]) => Ok(ExprSimplifyResult::Simplified(binary_expr(
+                a,
+                datafusion_expr::Operator::Modulo,
+                b,
+            ))),
+            Err(args) => Ok(ExprSimplifyResult::Original(args)),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a, b] = <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| {
+            datafusion_common::DataFusionError::Plan("MOD takes two arguments".into())
+        })?;
+        let rows = args.number_rows;
+        let (a, b) = (a.into_array(rows)?, b.into_array(rows)?);
+        Ok(ColumnarValue::Array(arrow::compute::kernels::numeric::rem(
+            &a, &b,
+        )?))
+    }
+}

@@ -1,0 +1,75 @@
+//! Command-line definitions: every subcommand with its one-line help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Real-time stream processing in one binary: SQL pipelines over Arrow.
+#[derive(Debug, Parser)]
+#[command(name = "runnel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUNNEL_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// runnel's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a SQL pipeline until its bounded sources end (or Ctrl-C)
+    Run(RunArgs),
+    /// Measure throughput on built-in workloads (Nexmark)
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `runnel run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The SQL script: CREATE TABLE / CREATE VIEW / INSERT INTO / SET statements
+    pub pipeline: PathBuf,
+    /// Subtasks per operator (default: SET 'parallelism.default', else the number of cores)
+    #[arg(short, long)]
+    pub parallelism: Option<usize>,
+    /// Directory for runnel's files (log, checkpoints)
+    #[arg(long, default_value = "runnel-data")]
+    pub data_dir: PathBuf,
+    /// Print the planned dataflow graph and exit without running it
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// `runnel bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Nexmark queries on the built-in generator; prints events_per_s= last
+    Nexmark(NexmarkArgs),
+}
+
+/// Nexmark queries `runnel bench nexmark` can run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NexmarkQuery {
+    /// Passthrough of bids to a blackhole sink
+    Q0,
+    /// Bid price converted to euros
+    Q1,
+    /// Bids whose auction id is a multiple of 123
+    Q2,
+}
+
+/// `runnel bench nexmark`.
+#[derive(Debug, Args)]
+pub struct NexmarkArgs {
+    /// Which query
+    #[arg(long, value_enum)]
+    pub query: NexmarkQuery,
+    /// Generator events (person, auction and bid together, 1:3:46)
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
+    /// Subtasks per operator
+    #[arg(short, long, default_value_t = 2)]
+    pub parallelism: usize,
+}

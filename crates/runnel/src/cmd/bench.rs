@@ -1,0 +1,62 @@
+//! `runnel bench nexmark`: Nexmark queries on the built-in generator.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use runnel_engine::RunConfig;
+
+use crate::cli::{NexmarkArgs, NexmarkQuery};
+use crate::cmd::run::plan;
+
+const BID_TABLE: &str = "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING,
+  date_time TIMESTAMP(3), extra STRING, WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)";
+
+/// The SQL of a Nexmark query over the generator, into a blackhole sink.
+pub fn nexmark_sql(query: NexmarkQuery, events: u64) -> String {
+    let (sink, select) = match query {
+        NexmarkQuery::Q0 => (
+            "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
+            "SELECT auction, bidder, price, date_time, extra FROM bid",
+        ),
+        NexmarkQuery::Q1 => (
+            "auction BIGINT, bidder BIGINT, price DOUBLE, date_time TIMESTAMP(3), extra STRING",
+            "SELECT auction, bidder, CAST(0.908 * price AS DOUBLE), date_time, extra FROM bid",
+        ),
+        NexmarkQuery::Q2 => (
+            "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
+            "SELECT auction, bidder, price, date_time, extra FROM bid WHERE MOD(auction, 123) = 0",
+        ),
+    };
+    format!(
+        "{BID_TABLE} WITH (connector = 'nexmark', stream = 'bid', events = '{events}');\n\
+         CREATE TABLE sink_out ({sink}) WITH (connector = 'blackhole');\n\
+         INSERT INTO sink_out {select};\n"
+    )
+}
+
+/// Runs one Nexmark query and prints its throughput.
+pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
+    let sql = nexmark_sql(args.query, args.events);
+    let graph = plan(&sql).context("planning the Nexmark query")?;
+    let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
+    let config = RunConfig {
+        parallelism: args.parallelism,
+        data_dir,
+        ..RunConfig::default()
+    };
+    let started = Instant::now();
+    let pipeline = runnel_engine::start(&graph, &config)?;
+    let metrics = pipeline.metrics();
+    pipeline.wait().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let bids = metrics.nodes.first().map(|m| m.rows_out.get()).unwrap_or(0);
+    let written = metrics.nodes.last().map(|m| m.rows_in.get()).unwrap_or(0);
+    println!(
+        "query={:?} parallelism={} events={} bids={bids} rows_out={written}",
+        args.query, args.parallelism, args.events
+    );
+    println!("seconds={secs:.3}");
+    println!("bids_per_s={:.0}", bids as f64 / secs);
+    println!("events_per_s={:.0}", args.events as f64 / secs);
+    Ok(())
+}

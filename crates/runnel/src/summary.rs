@@ -1,0 +1,78 @@
+//! The one-screen run summary printed on stderr when a pipeline ends.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use runnel_engine::PipelineMetrics;
+use runnel_sql::{NodeSpec, PipelineGraph};
+
+/// Rows read per source, written per sink, dead letters, late rows, elapsed time.
+pub fn render(
+    name: &str,
+    graph: &PipelineGraph,
+    metrics: &PipelineMetrics,
+    elapsed: Duration,
+    ok: bool,
+) -> String {
+    let mut s = String::new();
+    let secs = elapsed.as_secs_f64();
+    let status = if ok { "finished" } else { "failed" };
+    let _ = writeln!(s, "runnel: {name} {status} in {secs:.2} s");
+    for node in &graph.nodes {
+        let Some(m) = metrics.nodes.get(node.id) else {
+            continue;
+        };
+        match &node.spec {
+            NodeSpec::Source(t) => {
+                let rows = m.connector.rows.get().max(m.rows_out.get());
+                let _ = write!(s, "  source {:<20} {:>12} rows read", t.name, group(rows));
+                let dead = m.connector.dead_letters.get();
+                if dead > 0 {
+                    let path = m
+                        .connector
+                        .dead_letter_path
+                        .lock()
+                        .ok()
+                        .and_then(|p| p.clone())
+                        .unwrap_or_default();
+                    let _ = write!(s, ", {} dead-lettered -> {path}", group(dead));
+                }
+                s.push('\n');
+            }
+            NodeSpec::Sink(t) => {
+                let rows = m.connector.rows.get().max(m.rows_in.get());
+                let _ = writeln!(
+                    s,
+                    "  sink   {:<20} {:>12} rows written",
+                    t.name,
+                    group(rows)
+                );
+            }
+            _ => {
+                let late = m.late_rows.get();
+                if late > 0 {
+                    let _ = writeln!(
+                        s,
+                        "  {:<27} {:>12} late rows dropped",
+                        node.label,
+                        group(late)
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! Data-driven pipeline cases: `cases/<name>/pipeline.sql` plus inputs, and
+//! either `expected.jsonl` (the rows the sink `output.jsonl` must hold, in any
+//! order) or `expected_error.txt` (a line that stderr must contain). Each case
+//! runs at parallelism 1 and 4 and must give the same rows. Adding a case
+//! needs no Rust.
+
+use std::path::Path;
+
+use crate::harness::{TestDir, sorted_lines};
+
+#[test]
+fn pipeline_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/cases");
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .expect("cases dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    let mut failures = Vec::new();
+    for name in &names {
+        let case = root.join(name);
+        for parallelism in ["1", "4"] {
+            if let Err(msg) = run_case(&case, parallelism) {
+                failures.push(format!("case {name} at parallelism {parallelism}: {msg}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn run_case(case: &Path, parallelism: &str) -> Result<(), String> {
+    let dir = TestDir::new();
+    dir.copy_from(case);
+    let run = dir.runnel(&["run", "pipeline.sql", "--parallelism", parallelism]);
+    if let Ok(expected_err) = std::fs::read_to_string(case.join("expected_error.txt")) {
+        for needle in expected_err.lines().filter(|l| !l.trim().is_empty()) {
+            if run.success || !run.stderr.contains(needle) {
+                return Err(format!(
+                    "expected failure containing {needle:?}; success={} stderr:\n{}",
+                    run.success, run.stderr
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if !run.success {
+        return Err(format!("runnel failed:\n{}", run.stderr));
+    }
+    let expected = std::fs::read_to_string(case.join("expected.jsonl"))
+        .map_err(|e| format!("expected.jsonl: {e}"))?;
+    let got = dir.read("output.jsonl");
+    if sorted_lines(&got) != sorted_lines(&expected) {
+        return Err(format!(
+            "output differs\n--- expected\n{expected}\n--- got\n{got}\n--- stderr\n{}",
+            run.stderr
+        ));
+    }
+    if let Ok(expected_dl) = std::fs::read_to_string(case.join("expected_stderr.txt")) {
+        for needle in expected_dl.lines().filter(|l| !l.trim().is_empty()) {
+            if !run.stderr.contains(needle) {
+                return Err(format!("stderr lacks {needle:?}:\n{}", run.stderr));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: drive the real `runnel` binary.
+
+mod cases;
+mod cli;
+mod harness;
