@@ -2,8 +2,8 @@
 //! `classify(image)` → `Struct{label, score}` (top-1) and
 //! `classify_topk(image, k)` → `List<Struct{label, score}>` (best first).
 //!
-//! A whole RecordBatch column is one call of [`Classifier::classify_batch`], so the
-//! batch is the inference batch. A NULL image gives NULL; an empty or undecodable one
+//! A whole RecordBatch column is one call of [`Classifier::classify_batch`], whose
+//! images run in parallel on its pool. A NULL image gives NULL; an empty or undecodable one
 //! gives NULL too and a [`DeadLetter`] through the callback given at construction.
 //! Evaluation blocks (decode + inference): the engine calls it off the async runtime.
 

@@ -305,3 +305,67 @@ fn measure_latency_one_thread() {
         );
     }
 }
+
+/// Symbolic-batch plan vs a plan fixed at batch 1 (what Classifier uses), inference
+/// only, one thread; plus decode+preprocess alone. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_symbolic_vs_concrete_plan() {
+    use std::time::Instant;
+    use tract_onnx::prelude::*;
+
+    let spec = runnel_vision::ModelSpec::parse(
+        &std::fs::read_to_string(assets().join("models/efficientnet-lite0/model.json")).unwrap(),
+        "model.json",
+    )
+    .unwrap();
+    let photos: Vec<Vec<u8>> = EXPECTED.iter().map(|(f, _)| photo(f)).collect();
+    let mut slot = vec![0f32; 3 * 224 * 224];
+    let t = Instant::now();
+    for p in &photos {
+        runnel_vision::preprocess::preprocess_into(p, &spec.preprocess, &mut slot).unwrap();
+    }
+    println!(
+        "decode+preprocess: {:.1} ms per image",
+        t.elapsed().as_secs_f64() * 1e3 / photos.len() as f64
+    );
+
+    let time = |plan: &TypedRunnableModel<TypedModel>, n: usize, runs: usize| {
+        let input: Tensor = tract_ndarray::Array4::<f32>::zeros((n, 3, 224, 224)).into();
+        plan.run(tvec!(input.clone().into())).unwrap();
+        let t = Instant::now();
+        for _ in 0..runs {
+            plan.run(tvec!(input.clone().into())).unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e3 / (runs * n) as f64
+    };
+    let load = || tract_onnx::onnx().model_for_path(model_path()).unwrap();
+    let mut symbolic = load();
+    let n = symbolic.symbols.sym("N");
+    symbolic
+        .set_input_fact(
+            0,
+            f32::fact([n.to_dim(), 3.to_dim(), 224.to_dim(), 224.to_dim()]).into(),
+        )
+        .unwrap();
+    let symbolic = symbolic.into_optimized().unwrap().into_runnable().unwrap();
+    let concrete = load()
+        .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    println!(
+        "symbolic plan, batch 1: {:.1} ms per image",
+        time(&symbolic, 1, 10)
+    );
+    println!(
+        "symbolic plan, batch 8: {:.1} ms per image",
+        time(&symbolic, 8, 2)
+    );
+    println!(
+        "concrete plan, batch 1: {:.1} ms per image",
+        time(&concrete, 1, 10)
+    );
+}
