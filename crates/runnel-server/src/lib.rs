@@ -27,6 +27,7 @@
 pub mod client;
 mod error;
 mod ingest;
+pub mod loadgen;
 mod topics;
 pub mod wire;
 

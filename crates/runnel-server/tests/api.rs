@@ -590,3 +590,29 @@ async fn group_offsets_commit_and_read_back() {
         "unknown_topic",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_generator_posts_at_the_offered_rate() {
+    use runnel_server::loadgen::{IngestBench, run_ingest_bench};
+    let s = TestServer::with_topic("load", 2).await;
+    let bench = IngestBench {
+        topic: "load".into(),
+        rate: 400,
+        batch: 2,
+        record_size: 50,
+        duration: std::time::Duration::from_millis(250),
+        connections: 4,
+    };
+    let report = run_ingest_bench(&s.client, &bench).await.expect("bench");
+    assert_eq!(report.failed_requests, 0, "{report}");
+    assert_eq!(report.acked, 100, "{report}");
+    let stored: u64 = s
+        .log
+        .topic("load")
+        .expect("topic")
+        .partitions()
+        .iter()
+        .map(|p| p.end_offset())
+        .sum();
+    assert_eq!(stored, 100);
+}
