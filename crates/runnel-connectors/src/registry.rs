@@ -37,6 +37,11 @@ pub fn connectors() -> Vec<Entry> {
             sink: Some(sink::file::build),
         },
         Entry {
+            name: "log",
+            source: Some(source::log::build),
+            sink: Some(sink::log::build),
+        },
+        Entry {
             name: "nexmark",
             source: Some(source::nexmark::build),
             sink: None,

@@ -2,4 +2,5 @@
 
 pub mod blackhole;
 pub mod file;
+pub mod log;
 pub mod print;

@@ -1,4 +1,5 @@
 //! Sources, one per file.
 
 pub mod file;
+pub mod log;
 pub mod nexmark;

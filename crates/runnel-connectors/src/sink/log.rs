@@ -1,0 +1,344 @@
+//! `log` sink: appends rows to a topic of runnel's embedded durable log.
+//!
+//! `format = 'json'` (default): one record per row whose value is the row as a JSON object
+//! (header `content-type: application/json`). A column named `key` becomes the record key
+//! (the record goes to the key's partition, as Kafka would place it); without one, rows are
+//! spread round robin. A column named `event_time` (TIMESTAMP(3) or BIGINT ms) becomes the
+//! record's event time.
+//!
+//! `format = 'raw'`: the table declares `value` (BYTES or STRING, required) and optionally
+//! `key`, `headers` (STRING holding a JSON object) and `event_time`; the record is built
+//! from them as they are.
+//!
+//! The topic is created with `partitions` partitions (default 1) if it does not exist.
+//! Each `write` makes one durable (fsynced) append per partition, on blocking threads, so
+//! `finish` has nothing left to do. The options are those of the `log` source
+//! ([`crate::source::log::OPTIONS`]); the reading ones are ignored here.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use async_trait::async_trait;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+use runnel_common::types::sql_name;
+use runnel_log::{Record, Topic};
+
+use crate::format::json::JsonEncoder;
+use crate::source::log::{
+    LogConfig, LogFormat, blocking, embedded_log, log_error, open_or_create_topic,
+};
+use crate::{ConnectorError, Sink, SinkContext};
+
+/// Appends to one partition are split beyond about this many bytes (frames are capped).
+const MAX_APPEND_BYTES: usize = 64 << 20;
+
+/// Validates options and columns, opens (or creates) the topic and returns one subtask per context.
+///
+/// # Errors
+/// Unknown or invalid options, raw columns of the wrong name or type, no embedded log,
+/// or a log error while creating the topic.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    let config = LogConfig::try_new(spec)?;
+    let Some(first) = contexts.first() else {
+        return Ok(Vec::new());
+    };
+    let log = embedded_log(&spec.name, first.log.as_ref())?;
+    let find = |name: &str| {
+        spec.schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+    };
+    let is_time = |i: usize| {
+        matches!(
+            spec.schema.field(i).data_type(),
+            DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64
+        )
+    };
+    let bad = |i: usize, reason: &str| ConnectorError::Type {
+        table: spec.name.clone(),
+        column: spec.schema.field(i).name().clone(),
+        data_type: sql_name(spec.schema.field(i).data_type()),
+        reason: reason.to_string(),
+    };
+    let mut columns = Columns {
+        key: find("key"),
+        event_time: find("event_time"),
+        value: None,
+        headers: None,
+    };
+    match config.format {
+        LogFormat::Json => {
+            if let Some(i) = columns.event_time.filter(|&i| !is_time(i)) {
+                tracing::warn!(table = %spec.name, "column event_time has type {}, not TIMESTAMP(3) or BIGINT; records get no event time",
+                    sql_name(spec.schema.field(i).data_type()));
+                columns.event_time = None;
+            }
+        }
+        LogFormat::Raw => {
+            for (i, f) in spec.schema.fields().iter().enumerate() {
+                let dt = f.data_type();
+                match f.name().to_ascii_lowercase().as_str() {
+                    "key" | "value" if matches!(dt, DataType::Utf8 | DataType::Binary) => {}
+                    "headers" if matches!(dt, DataType::Utf8) => {}
+                    "event_time" if is_time(i) => {}
+                    "key" | "value" | "headers" | "event_time" => {
+                        return Err(bad(
+                            i,
+                            "cannot be written by a format = 'raw' log sink; use key STRING|BYTES, \
+                             value BYTES|STRING, headers STRING, event_time TIMESTAMP(3)|BIGINT",
+                        ));
+                    }
+                    _ => {
+                        return Err(bad(
+                            i,
+                            "is not a column of a format = 'raw' log sink; its columns can be: \
+                             key, value, headers, event_time",
+                        ));
+                    }
+                }
+            }
+            columns.value = find("value");
+            columns.headers = find("headers");
+            if columns.value.is_none() {
+                return Err(ConnectorError::Other(format!(
+                    "table '{}': a format = 'raw' log sink needs a column `value` (BYTES or STRING)",
+                    spec.name
+                )));
+            }
+        }
+    }
+    let topic = open_or_create_topic(&log, &spec.name, &config.topic, config.partitions)?;
+    Ok(contexts
+        .into_iter()
+        .map(|ctx| {
+            Box::new(LogSink {
+                table: spec.name.clone(),
+                topic: topic.clone(),
+                format: config.format,
+                columns: columns.clone(),
+                metrics: ctx.metrics,
+                buf: Vec::new(),
+            }) as Box<dyn Sink>
+        })
+        .collect())
+}
+
+/// Indices of the columns the record is built from.
+#[derive(Debug, Clone)]
+struct Columns {
+    key: Option<usize>,
+    event_time: Option<usize>,
+    value: Option<usize>,
+    headers: Option<usize>,
+}
+
+/// A sink subtask appending to the topic.
+pub struct LogSink {
+    table: String,
+    topic: Arc<Topic>,
+    format: LogFormat,
+    columns: Columns,
+    metrics: ConnectorMetrics,
+    buf: Vec<u8>,
+}
+
+/// Bytes of row `i` of a key or value column (`None` for null).
+fn bytes_at(col: &dyn Array, fmt: Option<&ArrayFormatter<'_>>, i: usize) -> Option<Vec<u8>> {
+    if col.is_null(i) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Some(col.as_string::<i32>().value(i).as_bytes().to_vec()),
+        DataType::Binary => Some(col.as_binary::<i32>().value(i).to_vec()),
+        _ => fmt.map(|f| f.value(i).to_string().into_bytes()),
+    }
+}
+
+/// Milliseconds of row `i` of a TIMESTAMP(3) or BIGINT column.
+fn time_at(col: &dyn Array, i: usize) -> Option<i64> {
+    if col.is_null(i) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Some(col.as_primitive::<TimestampMillisecondType>().value(i))
+        }
+        DataType::Int64 => Some(col.as_primitive::<Int64Type>().value(i)),
+        _ => None,
+    }
+}
+
+impl LogSink {
+    /// One record per row of `batch`.
+    fn records(&mut self, batch: &RecordBatch) -> Result<Vec<Record>, ConnectorError> {
+        let rows = batch.num_rows();
+        let key_col = self.columns.key.map(|i| batch.column(i).as_ref());
+        let key_fmt = key_col
+            .map(|c| ArrayFormatter::try_new(c, &FormatOptions::default()))
+            .transpose()?;
+        let time_col = self.columns.event_time.map(|i| batch.column(i).as_ref());
+        let mut out = Vec::with_capacity(rows);
+        match self.format {
+            LogFormat::Json => {
+                self.buf.clear();
+                JsonEncoder.encode(batch, &mut self.buf)?;
+                // The encoder escapes newlines inside strings: each line is one row.
+                let lines = self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+                for (i, line) in lines.enumerate() {
+                    out.push(Record {
+                        key: key_col.and_then(|c| bytes_at(c, key_fmt.as_ref(), i)),
+                        value: line.to_vec(),
+                        headers: vec![("content-type".into(), b"application/json".to_vec())],
+                        event_time: time_col.and_then(|c| time_at(c, i)),
+                    });
+                }
+                if out.len() != rows {
+                    return Err(ConnectorError::Other(format!(
+                        "runnel bug (please report): the JSON encoder wrote {} lines for {rows} rows",
+                        out.len()
+                    )));
+                }
+            }
+            LogFormat::Raw => {
+                let value_col = self.columns.value.map(|i| batch.column(i).as_ref());
+                let headers_col = self.columns.headers.map(|i| batch.column(i).as_ref());
+                for i in 0..rows {
+                    let headers = match headers_col.and_then(|c| bytes_at(c, None, i)) {
+                        Some(text) => parse_headers(&self.table, &text)?,
+                        None => Vec::new(),
+                    };
+                    out.push(Record {
+                        key: key_col.and_then(|c| bytes_at(c, key_fmt.as_ref(), i)),
+                        value: value_col
+                            .and_then(|c| bytes_at(c, None, i))
+                            .unwrap_or_default(),
+                        headers,
+                        event_time: time_col.and_then(|c| time_at(c, i)),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Headers from a JSON object's text: string values as they are, others as JSON text.
+fn parse_headers(table: &str, text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ConnectorError> {
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let bytes = match v {
+                    serde_json::Value::String(s) => s.into_bytes(),
+                    other => other.to_string().into_bytes(),
+                };
+                (k, bytes)
+            })
+            .collect()),
+        _ => Err(ConnectorError::Other(format!(
+            "table '{table}': column headers must hold a JSON object, got {}",
+            String::from_utf8_lossy(text)
+        ))),
+    }
+}
+
+/// Appends each partition's records (split when very large); blocking and durable.
+fn append_all(topic: &Topic, per_partition: Vec<Vec<Record>>) -> Result<(), ConnectorError> {
+    let append = |p: usize, records: Vec<Record>| -> Result<(), ConnectorError> {
+        let part = topic.partition(p as u32).ok_or_else(|| {
+            ConnectorError::Other(format!(
+                "runnel bug (please report): partition {p} of topic '{}' is missing",
+                topic.name()
+            ))
+        })?;
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        for r in records {
+            size += r.data_len();
+            chunk.push(r);
+            if size >= MAX_APPEND_BYTES {
+                part.append(std::mem::take(&mut chunk))
+                    .map_err(|e| log_error(format!("appending to {}/{p}", topic.name()), e))?;
+                size = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            part.append(chunk)
+                .map_err(|e| log_error(format!("appending to {}/{p}", topic.name()), e))?;
+        }
+        Ok(())
+    };
+    let mut jobs: Vec<(usize, Vec<Record>)> = per_partition
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+        .collect();
+    if jobs.len() <= 1 {
+        return match jobs.pop() {
+            Some((p, records)) => append(p, records),
+            None => Ok(()),
+        };
+    }
+    // Partitions fsync separate files: append to them in parallel.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(p, records)| s.spawn(move || append(p, records)))
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(ConnectorError::Other(
+                    "runnel bug (please report): a log append thread panicked".into(),
+                ))
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+#[async_trait]
+impl Sink for LogSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let records = self.records(&batch)?;
+        let bytes: u64 = records.iter().map(|r| r.data_len() as u64).sum();
+        let n = self.topic.partition_count().max(1) as usize;
+        let mut per_partition: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
+        for r in records {
+            let p = self.topic.partition_for(r.key.as_deref()) as usize;
+            if let Some(v) = per_partition.get_mut(p) {
+                v.push(r);
+            }
+        }
+        let topic = self.topic.clone();
+        let table = self.table.clone();
+        blocking("appending to the log", move || {
+            append_all(&topic, per_partition)
+                .map_err(|e| ConnectorError::Other(format!("table '{table}': {e}")))
+        })
+        .await?;
+        self.metrics.rows.add(rows as u64);
+        self.metrics.bytes.add(bytes);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        // Every write was appended durably already.
+        Ok(())
+    }
+}
