@@ -24,6 +24,15 @@ pub enum Command {
     /// Measure throughput on built-in workloads (Nexmark)
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print records of a topic as NDJSON (from --data-dir or a server's --url)
+    Consume(crate::cmd::consume::ConsumeArgs),
+    /// Append records (JSON lines by default) from stdin or a file to a topic
+    Produce(crate::cmd::produce::ProduceArgs),
+    /// Serve the HTTP ingest API over the log in --data-dir (no pipeline)
+    Serve(crate::cmd::serve::ServeArgs),
+    /// Create, list and describe topics of the log (in --data-dir or on a server's --url)
+    #[command(subcommand)]
+    Topics(crate::cmd::topics::TopicsCommand),
 }
 
 /// `runnel run`.
@@ -47,6 +56,10 @@ pub struct RunArgs {
 pub enum BenchCommand {
     /// Nexmark queries on the built-in generator; prints events_per_s= last
     Nexmark(NexmarkArgs),
+    /// Embedded log append (fsync group commit) and read throughput; prints records_per_s= last
+    Log(crate::cmd::bench_log::BenchLogArgs),
+    /// HTTP ingest ack latency at a fixed rate (default 10 000 records/s); prints p99_us= last
+    Ingest(crate::cmd::bench_log::BenchIngestArgs),
 }
 
 /// Nexmark queries `runnel bench nexmark` can run.

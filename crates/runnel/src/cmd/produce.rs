@@ -63,16 +63,24 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(args: &ProduceArgs, backend: &Backend, handle: &tokio::runtime::Handle) -> anyhow::Result<u64> {
+fn run(
+    args: &ProduceArgs,
+    backend: &Backend,
+    handle: &tokio::runtime::Handle,
+) -> anyhow::Result<u64> {
     let meta = meta(args)?;
     let input: Box<dyn Read> = match &args.file {
-        Some(f) => Box::new(std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?),
+        Some(f) => {
+            Box::new(std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?)
+        }
         None => Box::new(std::io::stdin().lock()),
     };
     let mut sink = Sink::new(args, backend, &meta, handle)?;
     if wire::mime_essence(&args.content_type) != wire::NDJSON {
         let mut body = Vec::new();
-        BufReader::new(input).read_to_end(&mut body).context("reading the input")?;
+        BufReader::new(input)
+            .read_to_end(&mut body)
+            .context("reading the input")?;
         sink.send(&body)?;
         return Ok(sink.produced);
     }
@@ -120,7 +128,11 @@ fn meta(args: &ProduceArgs) -> anyhow::Result<RecordMeta> {
         };
         headers.push((name.trim().to_ascii_lowercase(), value.as_bytes().to_vec()));
     }
-    Ok(RecordMeta { key: args.key.as_ref().map(|k| k.as_bytes().to_vec()), event_time, headers })
+    Ok(RecordMeta {
+        key: args.key.as_ref().map(|k| k.as_bytes().to_vec()),
+        event_time,
+        headers,
+    })
 }
 
 /// Where batches go: the log (append) or the server (POST).
@@ -147,14 +159,20 @@ impl<'a> Sink<'a> {
             Backend::Dir(log) => SinkTarget::Dir(dir_topic(log, &args.topic)?),
             Backend::Url(client) => SinkTarget::Url(client, handle),
         };
-        Ok(Sink { args, meta, target, produced: 0 })
+        Ok(Sink {
+            args,
+            meta,
+            target,
+            produced: 0,
+        })
     }
 
     fn send(&mut self, body: &[u8]) -> anyhow::Result<()> {
         match &self.target {
             SinkTarget::Dir(topic) => {
-                let records: Vec<Record> = wire::parse_records(Some(&self.args.content_type), body, self.meta)
-                    .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+                let records: Vec<Record> =
+                    wire::parse_records(Some(&self.args.content_type), body, self.meta)
+                        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
                 let p = topic.partition_for(self.meta.key.as_deref());
                 let partition = topic
                     .partition(p)
@@ -181,7 +199,12 @@ impl<'a> Sink<'a> {
                     .collect();
                 headers.extend(meta_names.iter().map(|(n, v)| (n.as_str(), *v)));
                 let path = format!("/v1/topics/{}/records", self.args.topic);
-                let response = handle.block_on(client.request(Method::POST, &path, &headers, body.to_vec()))?;
+                let response = handle.block_on(client.request(
+                    Method::POST,
+                    &path,
+                    &headers,
+                    body.to_vec(),
+                ))?;
                 let response = check(response, &format!("producing to {}", self.args.topic))?;
                 let n = response.json()["offsets"].as_array().map_or(0, Vec::len);
                 self.produced += n as u64;

@@ -234,22 +234,22 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
 }
 
 fn describe_dir(log: &Log, name: &str) -> anyhow::Result<Value> {
-                let t = dir_topic(log, name)?;
-                let health = log.health();
-                Ok(json!({
-                    "name": t.name(),
-                    "config": serde_json::to_value(t.config())?,
-                    "partitions": t.partitions().iter().map(|p| json!({
-                        "partition": p.id(), "start_offset": p.start_offset(),
-                        "end_offset": p.end_offset(), "size_bytes": p.size_bytes(),
-                        "segments": p.segment_count(), "unavailable": p.unavailable_reason(),
-                    })).collect::<Vec<_>>(),
-                    "corruption": health.corruption.iter().filter(|c| c.topic == t.name()).map(|c| json!({
-                        "partition": c.partition, "file": c.file.display().to_string(),
-                        "position": c.position, "first_offset": c.first_offset,
-                        "resume_offset": c.resume_offset, "reason": c.reason,
-                    })).collect::<Vec<_>>(),
-                }))
+    let t = dir_topic(log, name)?;
+    let health = log.health();
+    Ok(json!({
+        "name": t.name(),
+        "config": serde_json::to_value(t.config())?,
+        "partitions": t.partitions().iter().map(|p| json!({
+            "partition": p.id(), "start_offset": p.start_offset(),
+            "end_offset": p.end_offset(), "size_bytes": p.size_bytes(),
+            "segments": p.segment_count(), "unavailable": p.unavailable_reason(),
+        })).collect::<Vec<_>>(),
+        "corruption": health.corruption.iter().filter(|c| c.topic == t.name()).map(|c| json!({
+            "partition": c.partition, "file": c.file.display().to_string(),
+            "position": c.position, "first_offset": c.first_offset,
+            "resume_offset": c.resume_offset, "reason": c.reason,
+        })).collect::<Vec<_>>(),
+    }))
 }
 
 fn print_description(d: &Value) {

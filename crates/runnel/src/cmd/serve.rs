@@ -1,0 +1,93 @@
+//! `runnel serve`: the HTTP ingest API over the log in `--data-dir`, with no pipeline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use runnel_log::{Log, LogOptions};
+use runnel_server::{DEFAULT_MAX_BODY_BYTES, ServerState};
+
+/// `runnel serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Directory of the embedded log
+    #[arg(long, default_value = "runnel-data")]
+    pub data_dir: PathBuf,
+    /// Create unknown topics on their first POST instead of answering 404
+    #[arg(long)]
+    pub auto_create: bool,
+    /// Partitions of auto-created topics
+    #[arg(long, default_value_t = 1)]
+    pub auto_create_partitions: u32,
+    /// Largest accepted request body in bytes (larger ones get 413)
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+}
+
+/// Runs `runnel serve` until Ctrl-C (or SIGTERM), then closes the log cleanly.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(&dir, LogOptions::default()))
+        .await
+        .context("opening the log failed")?
+        .with_context(|| format!("opening the log in {}", args.data_dir.display()))?;
+    let log = Arc::new(log);
+    let state = ServerState::new(log.clone())
+        .with_auto_create(args.auto_create.then_some(args.auto_create_partitions))
+        .with_max_body_bytes(args.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    println!(
+        "runnel serving http://{addr} (log in {})",
+        args.data_dir.display()
+    );
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
+    let served =
+        runnel_server::serve(listener, runnel_server::router(state), shutdown_signal()).await;
+    // Once serve returns, its connections are closed and the log should be ours alone;
+    // if a handler still holds it, dropping the last reference closes it just the same.
+    tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
+        Ok(log) => log.close().context("closing the log"),
+        Err(shared) => {
+            tracing::warn!("the log is still referenced at shutdown; it closes when released");
+            drop(shared);
+            Ok(())
+        }
+    })
+    .await
+    .context("closing the log failed")??;
+    served?;
+    eprintln!("runnel: stopped; log closed");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,520 @@
+//! The log from the command line: `runnel topics|produce|consume` on a data dir and
+//! against `runnel serve`, and the SIGKILL crash test of the ingest API.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::TestDir;
+
+/// A port that was free a moment ago (the CLI cannot bind port 0 and report it back).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+    let (Some(status), Some((_, body))) = (status, text.split_once("\r\n\r\n")) else {
+        return Err(std::io::Error::other(format!(
+            "not an HTTP answer: {text:?}"
+        )));
+    };
+    Ok((status, body.to_owned()))
+}
+
+/// `runnel serve` running in the background; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["serve", "--listen", &listen, "--data-dir", "data"];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(&args)
+            .current_dir(cwd)
+            .env("RUNNEL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting runnel serve");
+        let mut server = Server { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if matches!(http(port, "GET", "/healthz", &[], b""), Ok((200, _))) {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("runnel serve exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runnel serve did not answer /healthz within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("consume prints JSON lines"))
+        .collect()
+}
+
+#[test]
+fn log_cli_topics_produce_consume_on_data_dir() {
+    let dir = TestDir::new();
+    dir.runnel(&["topics", "create", "orders", "--partitions", "2"])
+        .assert_ok();
+    dir.runnel(&["topics", "create", "orders", "--partitions", "2"])
+        .assert_err("already exists");
+    dir.runnel(&["topics", "create", "bad/name"])
+        .assert_err("invalid topic name");
+    let input: String = (0..50)
+        .map(|i| format!("{{\"id\":{i},\"item\":\"thing {i}\"}}\n"))
+        .collect();
+    dir.write("orders.jsonl", &input);
+    let run = dir.runnel(&[
+        "produce",
+        "orders",
+        "--file",
+        "orders.jsonl",
+        "--key",
+        "cust-1",
+        "--batch",
+        "7",
+    ]);
+    assert!(
+        run.assert_ok().stdout.contains("produced 50 record(s)"),
+        "{}",
+        run.stdout
+    );
+
+    let list = dir.runnel(&["topics", "list"]);
+    let row = list
+        .assert_ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("orders"))
+        .map(str::to_owned);
+    let cols: Vec<String> = row
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        cols.get(1..3),
+        Some(&["2".to_owned(), "50".to_owned()][..]),
+        "{}",
+        list.stdout
+    );
+    let describe = dir.runnel(&["topics", "describe", "orders"]);
+    assert!(
+        describe.assert_ok().stdout.contains("partitions=2"),
+        "{}",
+        describe.stdout
+    );
+    dir.runnel(&["topics", "describe", "nope"])
+        .assert_err("unknown topic 'nope'");
+
+    // Everything comes back, in order (one key: one partition).
+    let all = json_lines(
+        &dir.runnel(&["consume", "orders", "--from-beginning"])
+            .assert_ok()
+            .stdout,
+    );
+    let ids: Vec<i64> = all
+        .iter()
+        .map(|r| r["value"]["id"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    assert_eq!(all[0]["key"], "cust-1");
+    assert_eq!(all[0]["offset"], 0);
+    assert_eq!(all[49]["offset"], 49);
+    // Without --from-beginning and without a group there is nothing new.
+    assert_eq!(dir.runnel(&["consume", "orders"]).assert_ok().stdout, "");
+    let first = json_lines(
+        &dir.runnel(&["consume", "orders", "--from-beginning", "--max", "5"])
+            .assert_ok()
+            .stdout,
+    );
+    assert_eq!(first.len(), 5);
+
+    // A group resumes where it stopped and never repeats.
+    let g1 = json_lines(
+        &dir.runnel(&[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "--max",
+            "30",
+        ])
+        .assert_ok()
+        .stdout,
+    );
+    let g2 = json_lines(
+        &dir.runnel(&[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+        ])
+        .assert_ok()
+        .stdout,
+    );
+    let g3 = json_lines(
+        &dir.runnel(&[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+        ])
+        .assert_ok()
+        .stdout,
+    );
+    assert_eq!((g1.len(), g2.len(), g3.len()), (30, 20, 0));
+    assert_eq!(g2[0]["value"]["id"], 30);
+    dir.write("more.jsonl", "{\"id\":50}\n\n{\"id\":51}\n");
+    dir.runnel(&[
+        "produce",
+        "orders",
+        "--file",
+        "more.jsonl",
+        "--key",
+        "cust-1",
+    ])
+    .assert_ok();
+    let g4 = json_lines(
+        &dir.runnel(&["consume", "orders", "--group", "billing"])
+            .assert_ok()
+            .stdout,
+    );
+    assert_eq!(
+        g4.iter()
+            .map(|r| r["value"]["id"].clone())
+            .collect::<Vec<_>>(),
+        vec![Value::from(50), Value::from(51)]
+    );
+
+    // A malformed line is named; lines before it were produced, none after it.
+    dir.write("bad.jsonl", "{\"id\":52}\n{\"id\":\n{\"id\":54}\n");
+    dir.runnel(&["produce", "orders", "--file", "bad.jsonl", "--batch", "1"])
+        .assert_err("line 2 is not JSON");
+    dir.runnel(&["produce", "nope", "--file", "more.jsonl"])
+        .assert_err("unknown topic 'nope'");
+}
+
+#[test]
+fn log_cli_serve_ingest_and_cli_over_url() {
+    let dir = TestDir::new();
+    let port = free_port();
+    let server = Server::start(
+        dir.path(),
+        port,
+        &["--auto-create", "--auto-create-partitions", "3"],
+    );
+    let url = format!("http://127.0.0.1:{port}");
+
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/topics/sensors/records",
+        &[("Content-Type", "application/x-ndjson"), ("X-Key", "s1")],
+        b"{\"t\":1}\n{\"t\":2}\n",
+    )
+    .expect("POST");
+    assert_eq!(status, 200, "{body}");
+    let ack: Value = serde_json::from_str(&body).expect("JSON answer");
+    assert_eq!(ack["offsets"], serde_json::json!([0, 1]));
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/topics/sensors/records",
+        &[("Content-Type", "application/json")],
+        b"{\"t\":",
+    )
+    .expect("POST");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed_json"), "{body}");
+
+    // The CLI goes through the server (the data dir is locked by it).
+    dir.runnel(&["topics", "list", "--data-dir", "data"])
+        .assert_err("--url");
+    dir.runnel(&[
+        "topics",
+        "create",
+        "orders",
+        "--partitions",
+        "2",
+        "--url",
+        &url,
+    ])
+    .assert_ok();
+    dir.runnel(&["topics", "create", "orders", "--url", &url])
+        .assert_err("409");
+    let list = dir.runnel(&["topics", "list", "--url", &url]);
+    assert!(
+        list.assert_ok()
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("sensors") && l.contains(" 3 ")),
+        "{}",
+        list.stdout
+    );
+    dir.write("in.jsonl", "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    dir.runnel(&[
+        "produce",
+        "orders",
+        "--file",
+        "in.jsonl",
+        "--key",
+        "k",
+        "--header",
+        "source=cli",
+        "--url",
+        &url,
+    ])
+    .assert_ok();
+    let describe = dir.runnel(&["topics", "describe", "orders", "--url", &url]);
+    assert!(
+        describe.assert_ok().stdout.contains("partitions=2"),
+        "{}",
+        describe.stdout
+    );
+    let got = json_lines(
+        &dir.runnel(&[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--group",
+            "g",
+            "--url",
+            &url,
+        ])
+        .assert_ok()
+        .stdout,
+    );
+    assert_eq!(
+        got.iter()
+            .map(|r| r["value"]["n"].clone())
+            .collect::<Vec<_>>(),
+        vec![Value::from(1), Value::from(2), Value::from(3)]
+    );
+    assert_eq!(got[0]["headers"]["source"], "cli");
+    assert_eq!(
+        dir.runnel(&["consume", "orders", "--group", "g", "--url", &url])
+            .assert_ok()
+            .stdout,
+        ""
+    );
+    let sensors = json_lines(
+        &dir.runnel(&["consume", "sensors", "--from-beginning", "--url", &url])
+            .assert_ok()
+            .stdout,
+    );
+    assert_eq!(sensors.len(), 2);
+    drop(server);
+
+    // After the server is gone the data dir is usable directly.
+    let again = json_lines(
+        &dir.runnel(&[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--data-dir",
+            "data",
+        ])
+        .assert_ok()
+        .stdout,
+    );
+    assert_eq!(again.len(), 3);
+}
+
+/// What a producer thread saw acknowledged: (producer, seq) → (partition, offset).
+type Acked = HashMap<(u64, u64), (u64, u64)>;
+
+#[test]
+fn log_cli_crash_sigkill_loses_no_acknowledged_record() {
+    const PRODUCERS: u64 = 4;
+    const KILLS: usize = 20;
+    let dir = TestDir::new();
+    dir.runnel(&[
+        "topics",
+        "create",
+        "crash",
+        "--partitions",
+        "4",
+        "--data-dir",
+        "data",
+    ])
+    .assert_ok();
+    let port = free_port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let mut server = Server::start(dir.path(), port, &[]);
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|producer| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (producer + 1);
+                let key = format!("producer-{producer}");
+                while !stop.load(Ordering::Relaxed) {
+                    let n = 1 + next_random(&mut rng) % 5;
+                    let body: String = (seq..seq + n)
+                        .map(|s| format!("{{\"producer\":{producer},\"seq\":{s}}}\n"))
+                        .collect();
+                    // Fresh sequence numbers for every request: an unacknowledged request may or
+                    // may not be stored, and is never retried under the same numbers.
+                    let first = seq;
+                    seq += n;
+                    match http(
+                        port,
+                        "POST",
+                        "/v1/topics/crash/records",
+                        &[("Content-Type", "application/x-ndjson"), ("X-Key", &key)],
+                        body.as_bytes(),
+                    ) {
+                        Ok((200, answer)) => {
+                            let v: Value = serde_json::from_str(&answer).expect("200 carries JSON");
+                            let partition = v["partition"].as_u64().expect("partition");
+                            let offsets: Vec<u64> = v["offsets"]
+                                .as_array()
+                                .expect("offsets")
+                                .iter()
+                                .filter_map(Value::as_u64)
+                                .collect();
+                            assert_eq!(offsets.len() as u64, n, "{answer}");
+                            let mut a = acked.lock().expect("acked lock");
+                            for (i, off) in offsets.into_iter().enumerate() {
+                                a.insert((producer, first + i as u64), (partition, off));
+                            }
+                        }
+                        Ok((status, answer)) => {
+                            assert!(status == 503, "unexpected {status}: {answer}")
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(port);
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(50 + next_random(&mut rng) % 250));
+        server.kill();
+        server = Server::start(dir.path(), port, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.join().expect("producer thread");
+    }
+    server.kill();
+    drop(server);
+
+    let acked = acked.lock().expect("acked lock").clone();
+    assert!(
+        acked.len() > 100,
+        "too few acknowledged records to mean anything: {}",
+        acked.len()
+    );
+    let mut seen: HashMap<(u64, u64), Vec<(u64, u64)>> = HashMap::new();
+    for partition in 0..4u64 {
+        let run = dir.runnel(&[
+            "consume",
+            "crash",
+            "--from-beginning",
+            "--partition",
+            &partition.to_string(),
+            "--data-dir",
+            "data",
+        ]);
+        let mut last_seq: HashMap<u64, u64> = HashMap::new();
+        for (i, r) in json_lines(&run.assert_ok().stdout).iter().enumerate() {
+            assert_eq!(r["offset"].as_u64(), Some(i as u64), "offsets are dense");
+            let (producer, seq) = (
+                r["value"]["producer"].as_u64().expect("producer"),
+                r["value"]["seq"].as_u64().expect("seq"),
+            );
+            if let Some(prev) = last_seq.insert(producer, seq) {
+                assert!(
+                    seq > prev,
+                    "partition {partition}: producer {producer} seq {seq} after {prev}"
+                );
+            }
+            seen.entry((producer, seq))
+                .or_default()
+                .push((partition, i as u64));
+        }
+    }
+    for (record, at) in &acked {
+        assert_eq!(
+            seen.get(record),
+            Some(&vec![*at]),
+            "acknowledged record {record:?} must be stored exactly once at {at:?}"
+        );
+    }
+    eprintln!(
+        "crash test: {KILLS} kills, {} acknowledged records, {} stored",
+        acked.len(),
+        seen.len()
+    );
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
