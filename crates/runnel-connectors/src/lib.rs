@@ -47,6 +47,8 @@ pub struct SourceContext {
     pub data_dir: PathBuf,
     /// Preferred number of rows per batch.
     pub batch_size: usize,
+    /// The embedded durable log, when the pipeline runs with one (`log` connector).
+    pub log: Option<std::sync::Arc<runnel_log::Log>>,
 }
 
 /// A source subtask. The engine calls it from one task, never concurrently.
@@ -86,6 +88,8 @@ pub struct SinkContext {
     pub metrics: ConnectorMetrics,
     /// The pipeline's data directory.
     pub data_dir: PathBuf,
+    /// The embedded durable log, when the pipeline runs with one (`log` connector).
+    pub log: Option<std::sync::Arc<runnel_log::Log>>,
 }
 
 /// A sink subtask. The engine calls it from one task, never concurrently,

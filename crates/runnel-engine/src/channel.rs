@@ -119,8 +119,11 @@ pub fn partition(
     n: usize,
     state: &RandomState,
 ) -> Result<Vec<Option<RecordBatch>>, EngineError> {
-    if n == 1 {
-        return Ok(vec![Some(batch.clone())]);
+    if n == 1 || keys.is_empty() {
+        // No keys: everything meets in subtask 0 (e.g. a global session).
+        let mut parts = vec![None; n];
+        parts[0] = Some(batch.clone());
+        return Ok(parts);
     }
     let arrays: Vec<ArrayRef> = keys.iter().map(|&k| Arc::clone(batch.column(k))).collect();
     let mut hashes = vec![0u64; batch.num_rows()];

@@ -45,6 +45,8 @@ pub struct RunConfig {
     pub idle_timeout: Duration,
     /// Messages each subtask queue holds before senders wait.
     pub channel_capacity: usize,
+    /// The embedded durable log for `log` tables (opened by the caller).
+    pub log: Option<std::sync::Arc<runnel_log::Log>>,
 }
 
 impl Default for RunConfig {
@@ -57,6 +59,7 @@ impl Default for RunConfig {
             batch_size: 8192,
             idle_timeout: Duration::from_secs(5),
             channel_capacity: 16,
+            log: None,
         }
     }
 }
@@ -174,6 +177,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         metrics: m.connector.clone(),
                         data_dir: config.data_dir.clone(),
                         batch_size: config.batch_size,
+                        log: config.log.clone(),
                     })
                     .collect();
                 let sources = registry::build_sources(spec, contexts).map_err(|e| {
@@ -204,6 +208,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         parallelism: p,
                         metrics: m.connector.clone(),
                         data_dir: config.data_dir.clone(),
+                        log: config.log.clone(),
                     })
                     .collect();
                 let sinks =
@@ -229,13 +234,13 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                 }
             }
             _ => {
-                let input_schema = node
+                let input_schemas: Vec<_> = node
                     .inputs
-                    .first()
+                    .iter()
                     .map(|i| nodes[i.node].schema.clone())
-                    .ok_or_else(|| EngineError::Invalid(format!("{} has no input", node.label)))?;
+                    .collect();
                 for (s, queue) in rxs[node.id].iter_mut().enumerate() {
-                    let op = operators::build(node, &input_schema)?;
+                    let op = operators::build(node, &input_schemas, &m)?;
                     let rx = queue
                         .take()
                         .ok_or_else(|| EngineError::Internal("queue taken twice".into()))?;

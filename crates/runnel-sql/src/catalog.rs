@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::{Result as DfResult, TableReference, plan_err};
-use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::planner::{ContextProvider, ExprPlanner, RelationPlanner};
 use datafusion_expr::{
     AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF,
 };
@@ -16,6 +16,8 @@ use runnel_common::TableSpec;
 /// What a name in FROM refers to.
 #[derive(Debug, Clone)]
 pub enum Relation {
+    /// A window table function over a table or view.
+    Window(Box<crate::window::WindowTvf>),
     /// A `CREATE TABLE` with a connector.
     Table(TableSpec),
     /// A `CREATE VIEW`, already planned.
@@ -24,13 +26,29 @@ pub enum Relation {
 
 /// The `TableSource` DataFusion sees for a runnel table or view; the lowering
 /// step downcasts to it to find what a scan reads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RelationSource {
     /// The name as declared.
     pub name: String,
     /// What it is.
     pub relation: Relation,
     schema: SchemaRef,
+}
+
+impl RelationSource {
+    /// A relation called `name` with `schema`.
+    pub fn new(name: &str, relation: Relation, schema: SchemaRef) -> Self {
+        Self {
+            name: name.to_string(),
+            relation,
+            schema,
+        }
+    }
+
+    /// A copy (relations are small: specs and shared plans).
+    pub fn clone_of(other: &RelationSource) -> Self {
+        other.clone()
+    }
 }
 
 impl TableSource for RelationSource {
@@ -47,6 +65,7 @@ pub struct Catalog {
     scalars: HashMap<String, Arc<ScalarUDF>>,
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
+    relation_planners: Vec<Arc<dyn RelationPlanner>>,
     options: ConfigOptions,
 }
 
@@ -88,12 +107,15 @@ impl Catalog {
         let mut options = ConfigOptions::default();
         // Flink identifiers are case-sensitive as written; functions are looked up case-insensitively.
         options.sql_parser.enable_ident_normalization = false;
+        let relation_planners: Vec<Arc<dyn RelationPlanner>> =
+            vec![Arc::new(crate::window::WindowTvfPlanner)];
         Self {
             relations: HashMap::new(),
             order: Vec::new(),
             scalars,
             aggregates,
             planners,
+            relation_planners,
             options,
         }
     }
@@ -152,6 +174,10 @@ impl ContextProvider for Catalog {
 
     fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
         &self.planners
+    }
+
+    fn get_relation_planners(&self) -> &[Arc<dyn RelationPlanner>] {
+        &self.relation_planners
     }
 
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {

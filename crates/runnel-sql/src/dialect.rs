@@ -59,8 +59,17 @@ fn parse_table_arg(parser: &mut Parser) -> Result<Expr, ParserError> {
             .collect(),
     )];
     if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
-        let keys = parser.parse_comma_separated(Parser::parse_expr)?;
-        args.extend(keys);
+        // `PARTITION BY k1, k2, DESCRIPTOR(ts), …`: keys run until DESCRIPTOR.
+        loop {
+            args.push(parser.parse_expr()?);
+            let next_is_key = parser.peek_token().token == sqlparser::tokenizer::Token::Comma
+                && !matches!(&parser.peek_nth_token(1).token,
+                    sqlparser::tokenizer::Token::Word(w) if w.value.eq_ignore_ascii_case("DESCRIPTOR"));
+            if !next_is_key {
+                break;
+            }
+            parser.next_token();
+        }
     }
     Ok(Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(TABLE_ARG_FN)]),

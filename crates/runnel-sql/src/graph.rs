@@ -32,6 +32,41 @@ pub struct Node {
     pub inputs: Vec<Input>,
     /// Index of the event-time column in `schema`, if the rows carry one.
     pub event_time: Option<usize>,
+    /// Where `window_start` / `window_end` are, if the rows carry windows.
+    pub window: Option<WindowCols>,
+}
+
+/// The window columns of a node's rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowCols {
+    /// Index of `window_start`.
+    pub start: usize,
+    /// Index of `window_end`.
+    pub end: usize,
+    /// Set while rows carry unmerged session windows (`window_end` = row time + gap).
+    pub session_gap_ms: Option<i64>,
+}
+
+/// A window table-valued function.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WindowKind {
+    /// `TUMBLE(…, size)`.
+    Tumble {
+        /// Window length.
+        size_ms: i64,
+    },
+    /// `HOP(…, slide, size)`.
+    Hop {
+        /// Distance between window starts.
+        slide_ms: i64,
+        /// Window length (a multiple of the slide).
+        size_ms: i64,
+    },
+    /// `SESSION(… PARTITION BY …, gap)`.
+    Session {
+        /// Inactivity that closes a session.
+        gap_ms: i64,
+    },
 }
 
 /// An edge into a node.
@@ -61,6 +96,64 @@ pub enum NodeSpec {
     Project(ProjectSpec),
     /// Writes to a declared table through its connector.
     Sink(TableSpec),
+    /// Adds `window_start`, `window_end`, `window_time` (HOP repeats rows).
+    WindowAssign(WindowAssignSpec),
+    /// GROUP BY window (and keys): fires each window once, when the watermark passes its end.
+    WindowAggregate(WindowAggSpec),
+    /// Joins two windowed inputs on window and keys once the window is complete.
+    WindowJoin(WindowJoinSpec),
+}
+
+/// Window assignment over the event-time column.
+#[derive(Debug, Clone)]
+pub struct WindowAssignSpec {
+    /// Which windows.
+    pub kind: WindowKind,
+    /// Index of the event-time column in the input.
+    pub time_col: usize,
+}
+
+/// A windowed GROUP BY.
+#[derive(Clone, Debug)]
+pub struct WindowAggSpec {
+    /// Index of `window_end` in the input.
+    pub end_col: usize,
+    /// Index of `window_start` in the input.
+    pub start_col: usize,
+    /// Group columns other than the window's, as input indices, in GROUP BY order.
+    pub key_cols: Vec<usize>,
+    /// Output layout of the group columns: where window_start / window_end go among the keys.
+    pub group_layout: Vec<GroupCol>,
+    /// The aggregate functions, compiled against the input schema.
+    pub aggs: Vec<Arc<datafusion_physical_expr::aggregate::AggregateFunctionExpr>>,
+    /// Session windows: rows are merged into sessions by this gap.
+    pub session_gap_ms: Option<i64>,
+}
+
+/// One group column of a window aggregate's output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GroupCol {
+    /// `key_cols[i]`.
+    Key(usize),
+    /// The window's start.
+    Start,
+    /// The window's end.
+    End,
+}
+
+/// A window join: equal window and keys, plus an optional residual filter.
+#[derive(Clone, Debug)]
+pub struct WindowJoinSpec {
+    /// Equi-join columns of the left input (window_start, window_end first).
+    pub left_keys: Vec<usize>,
+    /// Equi-join columns of the right input, pairwise with `left_keys`.
+    pub right_keys: Vec<usize>,
+    /// `window_end` in the left input.
+    pub left_end: usize,
+    /// Non-equi condition over the joined row (left columns then right).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Inputs `0..left_inputs` are the left side, the rest the right side.
+    pub left_inputs: usize,
 }
 
 /// `WHERE filter` then `SELECT exprs` over each input batch.
@@ -90,6 +183,27 @@ impl fmt::Debug for NodeSpec {
                     .join(", ")
             ),
             NodeSpec::Sink(t) => write!(f, "Sink({} via {})", t.name, t.connector()),
+            NodeSpec::WindowAssign(w) => {
+                write!(f, "WindowAssign({:?} on column {})", w.kind, w.time_col)
+            }
+            NodeSpec::WindowAggregate(a) => write!(
+                f,
+                "WindowAggregate(keys {:?}, aggs [{}]{})",
+                a.key_cols,
+                a.aggs
+                    .iter()
+                    .map(|x| x.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.session_gap_ms
+                    .map(|g| format!(", session gap {g} ms"))
+                    .unwrap_or_default()
+            ),
+            NodeSpec::WindowJoin(j) => write!(
+                f,
+                "WindowJoin(left {:?} = right {:?})",
+                j.left_keys, j.right_keys
+            ),
         }
     }
 }
@@ -101,6 +215,9 @@ impl NodeSpec {
             NodeSpec::Source(_) => "source",
             NodeSpec::Project(_) => "project",
             NodeSpec::Sink(_) => "sink",
+            NodeSpec::WindowAssign(_) => "window",
+            NodeSpec::WindowAggregate(_) => "window-aggregate",
+            NodeSpec::WindowJoin(_) => "window-join",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod functions;
 pub mod graph;
 mod lower;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -32,7 +33,10 @@ use datafusion_optimizer::Analyzer;
 use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
-pub use graph::{Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec};
+pub use graph::{
+    GroupCol, Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec, WindowAggSpec,
+    WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+};
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
 use crate::catalog::{Catalog, Relation};
@@ -94,7 +98,7 @@ impl Planner {
                 } => {
                     let spec = match self.catalog.get(&sink).map(|r| &r.relation) {
                         Some(Relation::Table(spec)) => spec.clone(),
-                        Some(Relation::View(_)) => {
+                        Some(Relation::View(_) | Relation::Window(_)) => {
                             return Err(SqlError::at(
                                 line,
                                 format!("INSERT INTO {sink}: '{sink}' is a view, not a table"),

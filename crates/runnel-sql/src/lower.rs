@@ -18,7 +18,10 @@ use runnel_common::types::sql_name;
 
 use crate::catalog::{Relation, RelationSource};
 use crate::error::{SqlError, clean_datafusion_message};
-use crate::graph::{Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec};
+use crate::graph::{
+    GroupCol, Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec, WindowAggSpec,
+    WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+};
 
 /// Builds graph nodes for planned queries, sharing sources and views between
 /// statements.
@@ -238,25 +241,20 @@ impl Lowerer {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let Some(rel) = scan.source.downcast_ref::<RelationSource>() else {
-                    return Err(SqlError::Internal(format!("scan of foreign table source {}", scan.table_name)));
+                    return Err(SqlError::Internal(format!(
+                        "scan of foreign table source {}",
+                        scan.table_name
+                    )));
                 };
-                let ids = match &rel.relation {
-                    Relation::Table(spec) => vec![self.source(&spec.clone())],
-                    Relation::View(view_plan) => match self.views.get(&rel.name) {
-                        Some(ids) => ids.clone(),
-                        None => {
-                            let ids = self.lower(view_plan.as_ref())?;
-                            self.views.insert(rel.name.clone(), ids.clone());
-                            ids
-                        }
-                    },
-                };
+                let ids = self.lower_relation(rel)?;
                 match &scan.projection {
                     None => Ok(ids),
                     Some(cols) => {
                         let full = datafusion_expr::TableSource::schema(rel);
-                        let exprs: Vec<Arc<dyn PhysicalExpr>> =
-                            cols.iter().map(|&i| Arc::new(Column::new(full.field(i).name(), i)) as _).collect();
+                        let exprs: Vec<Arc<dyn PhysicalExpr>> = cols
+                            .iter()
+                            .map(|&i| Arc::new(Column::new(full.field(i).name(), i)) as _)
+                            .collect();
                         let schema = Arc::new(scan.projected_schema.as_arrow().clone());
                         Ok(vec![self.push_project(ids, None, exprs, schema)])
                     }
@@ -271,7 +269,11 @@ impl Lowerer {
                     }
                     other => (self.lower(other)?, None, other.schema().clone()),
                 };
-                let exprs = p.expr.iter().map(|e| self.physical(e, &input_schema)).collect::<Result<Vec<_>, _>>()?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, &input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let schema = Arc::new(p.schema.as_arrow().clone());
                 Ok(vec![self.push_project(inputs, filter, exprs, schema)])
             }
@@ -290,19 +292,353 @@ impl Lowerer {
                 }
                 Ok(ids)
             }
-            LogicalPlan::Aggregate(_) => Err(self.unsupported(
-                "GROUP BY over an unbounded stream needs a window: aggregate over TABLE(TUMBLE(…)), HOP or SESSION and group by window_start, window_end",
-            )),
+            LogicalPlan::Aggregate(agg) => self.lower_aggregate(agg),
             LogicalPlan::Sort(_) => Err(self.unsupported("ORDER BY is not supported on a stream")),
             LogicalPlan::Limit(_) => Err(self.unsupported("LIMIT is not supported on a stream")),
-            LogicalPlan::Distinct(_) => Err(self.unsupported("SELECT DISTINCT over an unbounded stream is not supported")),
-            LogicalPlan::Join(_) => Err(self.unsupported("only window joins are supported (join on window_start, window_end and keys of two windowed relations)")),
-            LogicalPlan::Window(_) => Err(self.unsupported("OVER (…) window functions are not supported yet")),
+            LogicalPlan::Distinct(_) => {
+                Err(self.unsupported("SELECT DISTINCT over an unbounded stream is not supported"))
+            }
+            LogicalPlan::Join(join) => self.lower_join(join),
+            LogicalPlan::Window(_) => {
+                Err(self.unsupported("OVER (…) window functions are not supported yet"))
+            }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(self.unsupported("a query must read from a declared table (FROM …)"))
             }
-            other => Err(self.unsupported(&format!("{} is not supported in a streaming query", other.display()))),
+            other => Err(self.unsupported(&format!(
+                "{} is not supported in a streaming query",
+                other.display()
+            ))),
         }
+    }
+
+    /// Node ids producing the rows of a table, view or window TVF.
+    fn lower_relation(&mut self, rel: &RelationSource) -> Result<Vec<usize>, SqlError> {
+        match &rel.relation {
+            Relation::Table(spec) => Ok(vec![self.source(&spec.clone())]),
+            Relation::View(view_plan) => {
+                if let Some(ids) = self.views.get(&rel.name) {
+                    return Ok(ids.clone());
+                }
+                let ids = self.lower(view_plan.as_ref())?;
+                self.views.insert(rel.name.clone(), ids.clone());
+                Ok(ids)
+            }
+            Relation::Window(tvf) => {
+                let inputs = self.lower_relation(&tvf.input)?;
+                let n = datafusion_expr::TableSource::schema(tvf.input.as_ref())
+                    .fields()
+                    .len();
+                let schema = datafusion_expr::TableSource::schema(rel);
+                let spec = WindowAssignSpec {
+                    kind: tvf.kind,
+                    time_col: tvf.time_col,
+                };
+                let inputs = inputs
+                    .into_iter()
+                    .map(|node| Input {
+                        node,
+                        partitioning: Partitioning::Forward,
+                    })
+                    .collect();
+                let id = self.push(
+                    rel.name.clone(),
+                    NodeSpec::WindowAssign(spec),
+                    schema,
+                    inputs,
+                );
+                let session_gap_ms = match tvf.kind {
+                    WindowKind::Session { gap_ms } => Some(gap_ms),
+                    _ => None,
+                };
+                self.graph.nodes[id].window = Some(WindowCols {
+                    start: n,
+                    end: n + 1,
+                    session_gap_ms,
+                });
+                self.graph.nodes[id].event_time = Some(tvf.time_col);
+                Ok(vec![id])
+            }
+        }
+    }
+
+    /// GROUP BY window_start, window_end[, keys] over windowed rows.
+    fn lower_aggregate(
+        &mut self,
+        agg: &datafusion_expr::logical_plan::Aggregate,
+    ) -> Result<Vec<usize>, SqlError> {
+        let inputs = self.lower(&agg.input)?;
+        let first = &self.graph.nodes[inputs[0]];
+        let Some(win) = first.window else {
+            return Err(self.unsupported(
+                "GROUP BY over an unbounded stream needs a window: aggregate over TABLE(TUMBLE(…)), HOP or SESSION and group by window_start, window_end",
+            ));
+        };
+        let event_time = first.event_time;
+        let input_schema = agg.input.schema();
+        let mut key_cols = Vec::new();
+        let mut layout = Vec::new();
+        for g in &agg.group_expr {
+            let col = match g {
+                Expr::Column(c) => input_schema.index_of_column(c).ok(),
+                _ => None,
+            };
+            let Some(col) = col else {
+                return Err(self.unsupported(&format!(
+                    "GROUP BY {g}: group by columns only (compute the expression in a view first)"
+                )));
+            };
+            if col == win.start {
+                layout.push(GroupCol::Start);
+            } else if col == win.end {
+                layout.push(GroupCol::End);
+            } else {
+                layout.push(GroupCol::Key(key_cols.len()));
+                key_cols.push(col);
+            }
+        }
+        if !layout.contains(&GroupCol::Start) || !layout.contains(&GroupCol::End) {
+            return Err(self
+                .unsupported("a windowed GROUP BY must include both window_start and window_end"));
+        }
+        let arrow_input: SchemaRef = Arc::new(input_schema.as_arrow().clone());
+        let n_groups = agg.group_expr.len();
+        let mut aggs = Vec::new();
+        for (i, e) in agg.aggr_expr.iter().enumerate() {
+            let name = agg.schema.field(n_groups + i).name().clone();
+            aggs.push(Arc::new(self.aggregate_expr(
+                e,
+                input_schema,
+                &arrow_input,
+                &name,
+                event_time,
+            )?));
+        }
+        // Route every window of a key to one subtask; with no keys, spread windows by start.
+        let hash: Vec<usize> = match (key_cols.is_empty(), win.session_gap_ms) {
+            (false, _) => key_cols.clone(),
+            (true, None) => vec![win.start],
+            (true, Some(_)) => Vec::new(), // one global session stream: a single subtask
+        };
+        let spec = WindowAggSpec {
+            end_col: win.end,
+            start_col: win.start,
+            key_cols,
+            group_layout: layout.clone(),
+            aggs,
+            session_gap_ms: win.session_gap_ms,
+        };
+        let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
+        let inputs = inputs
+            .into_iter()
+            .map(|node| Input {
+                node,
+                partitioning: Partitioning::Hash(hash.clone()),
+            })
+            .collect();
+        let label = if win.session_gap_ms.is_some() {
+            "session aggregate"
+        } else {
+            "window aggregate"
+        };
+        let id = self.push(
+            label.to_string(),
+            NodeSpec::WindowAggregate(spec),
+            schema,
+            inputs,
+        );
+        let start = layout.iter().position(|g| *g == GroupCol::Start);
+        let end = layout.iter().position(|g| *g == GroupCol::End);
+        if let (Some(start), Some(end)) = (start, end) {
+            self.graph.nodes[id].window = Some(WindowCols {
+                start,
+                end,
+                session_gap_ms: None,
+            });
+        }
+        Ok(vec![id])
+    }
+
+    fn aggregate_expr(
+        &self,
+        e: &Expr,
+        input: &DFSchemaRef,
+        arrow_input: &SchemaRef,
+        name: &str,
+        event_time: Option<usize>,
+    ) -> Result<datafusion_physical_expr::aggregate::AggregateFunctionExpr, SqlError> {
+        use datafusion_expr::expr::{AggregateFunction, AggregateFunctionParams, NullTreatment};
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+            return Err(self.unsupported(&format!("{e} is not an aggregate function")));
+        };
+        let AggregateFunctionParams {
+            args,
+            distinct,
+            filter,
+            order_by,
+            null_treatment,
+        } = params;
+        if filter.is_some() {
+            return Err(self.unsupported("FILTER (WHERE …) in aggregates is not supported yet"));
+        }
+        let phys_args = args
+            .iter()
+            .map(|a| self.physical(a, input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sorts = Vec::new();
+        for s in order_by {
+            sorts.push(datafusion_physical_expr::PhysicalSortExpr {
+                expr: self.physical(&s.expr, input)?,
+                options: arrow::compute::SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                },
+            });
+        }
+        // Flink's FIRST_VALUE / LAST_VALUE follow event time.
+        let fname = func.name().to_ascii_lowercase();
+        if sorts.is_empty()
+            && (fname == "first_value" || fname == "last_value")
+            && let Some(et) = event_time
+        {
+            sorts.push(datafusion_physical_expr::PhysicalSortExpr {
+                expr: Arc::new(Column::new(arrow_input.field(et).name(), et)),
+                options: arrow::compute::SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            });
+        }
+        let mut builder = datafusion_physical_expr::aggregate::AggregateExprBuilder::new(
+            Arc::clone(func),
+            phys_args,
+        )
+        .schema(Arc::clone(arrow_input))
+        .alias(name)
+        .order_by(sorts)
+        .with_ignore_nulls(matches!(null_treatment, Some(NullTreatment::IgnoreNulls)));
+        if *distinct {
+            builder = builder.distinct();
+        }
+        builder.build().map_err(|err| SqlError::Plan {
+            line: self.line,
+            message: clean_datafusion_message(&err),
+        })
+    }
+
+    /// Flink's window join: both sides windowed, equal window_start and window_end (and keys).
+    fn lower_join(
+        &mut self,
+        join: &datafusion_expr::logical_plan::Join,
+    ) -> Result<Vec<usize>, SqlError> {
+        use datafusion_expr::JoinType;
+        if join.join_type != JoinType::Inner {
+            return Err(self.unsupported("only INNER window joins are supported"));
+        }
+        let left = self.lower(&join.left)?;
+        let right = self.lower(&join.right)?;
+        let (Some(lw), Some(rw)) = (
+            self.graph.nodes[left[0]].window,
+            self.graph.nodes[right[0]].window,
+        ) else {
+            return Err(self.unsupported(
+                "only window joins are supported: join two windowed relations ON equal window_start and window_end (and keys)",
+            ));
+        };
+        let ls = join.left.schema();
+        let rs = join.right.schema();
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        for (l, r) in &join.on {
+            let (Expr::Column(lc), Expr::Column(rc)) = (l, r) else {
+                return Err(
+                    self.unsupported(&format!("join condition {l} = {r}: compare columns only"))
+                );
+            };
+            let (Ok(li), Ok(ri)) = (ls.index_of_column(lc), rs.index_of_column(rc)) else {
+                return Err(SqlError::Internal(format!(
+                    "join columns {lc} / {rc} not found"
+                )));
+            };
+            left_keys.push(li);
+            right_keys.push(ri);
+        }
+        // Without DataFusion's optimizer, `a = b AND …` stays in the filter: take the
+        // column equalities between the two sides out as join keys.
+        let mut rest = Vec::new();
+        if let Some(f) = &join.filter {
+            for conjunct in datafusion_expr::utils::split_conjunction(f) {
+                if let Expr::BinaryExpr(b) = conjunct
+                    && b.op == datafusion_expr::Operator::Eq
+                    && let (Expr::Column(a), Expr::Column(c)) = (b.left.as_ref(), b.right.as_ref())
+                {
+                    let pair = match (ls.index_of_column(a), rs.index_of_column(c)) {
+                        (Ok(li), Ok(ri)) => Some((li, ri)),
+                        _ => match (ls.index_of_column(c), rs.index_of_column(a)) {
+                            (Ok(li), Ok(ri)) => Some((li, ri)),
+                            _ => None,
+                        },
+                    };
+                    if let Some((li, ri)) = pair {
+                        left_keys.push(li);
+                        right_keys.push(ri);
+                        continue;
+                    }
+                }
+                rest.push(conjunct.clone());
+            }
+        }
+        let residual = datafusion_expr::utils::conjunction(rest);
+        let has = |keys: &[usize], rk: &[usize], a: usize, b: usize| {
+            keys.iter().zip(rk).any(|(x, y)| *x == a && *y == b)
+        };
+        if !has(&left_keys, &right_keys, lw.start, rw.start)
+            || !has(&left_keys, &right_keys, lw.end, rw.end)
+        {
+            return Err(self.unsupported(
+                "a window join needs ON l.window_start = r.window_start AND l.window_end = r.window_end",
+            ));
+        }
+        let filter = match residual {
+            None => None,
+            Some(f) => Some(self.physical(&f, &join.schema)?),
+        };
+        let n_left = left.len();
+        let spec = WindowJoinSpec {
+            left_keys: left_keys.clone(),
+            right_keys: right_keys.clone(),
+            left_end: lw.end,
+            filter,
+            left_inputs: n_left,
+        };
+        let mut inputs: Vec<Input> = left
+            .into_iter()
+            .map(|node| Input {
+                node,
+                partitioning: Partitioning::Hash(left_keys.clone()),
+            })
+            .collect();
+        inputs.extend(right.into_iter().map(|node| Input {
+            node,
+            partitioning: Partitioning::Hash(right_keys.clone()),
+        }));
+        let schema: SchemaRef = Arc::new(join.schema.as_arrow().clone());
+        let id = self.push(
+            "window join".into(),
+            NodeSpec::WindowJoin(spec),
+            schema,
+            inputs,
+        );
+        self.graph.nodes[id].window = Some(WindowCols {
+            start: lw.start,
+            end: lw.end,
+            session_gap_ms: None,
+        });
+        Ok(vec![id])
     }
 
     fn unsupported(&self, msg: &str) -> SqlError {
@@ -362,6 +698,21 @@ impl Lowerer {
                 .iter()
                 .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == src))
         });
+        let window = inputs
+            .first()
+            .and_then(|i| self.graph.nodes[*i].window)
+            .and_then(|w| {
+                let pos = |src: usize| {
+                    exprs
+                        .iter()
+                        .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == src))
+                };
+                Some(WindowCols {
+                    start: pos(w.start)?,
+                    end: pos(w.end)?,
+                    session_gap_ms: w.session_gap_ms,
+                })
+            });
         let label = if filter.is_some() {
             "filter+project"
         } else {
@@ -377,6 +728,7 @@ impl Lowerer {
             .collect();
         let id = self.push(label.to_string(), spec, schema, inputs);
         self.graph.nodes[id].event_time = event_time;
+        self.graph.nodes[id].window = window;
         id
     }
 
@@ -395,6 +747,7 @@ impl Lowerer {
             schema,
             inputs,
             event_time: None,
+            window: None,
         });
         id
     }

@@ -71,6 +71,12 @@ pub enum NexmarkQuery {
     Q1,
     /// Bids whose auction id is a multiple of 123
     Q2,
+    /// Hot items: bids per auction per HOP 10 s / 2 s window, keep each window's maximum
+    Q5,
+    /// Highest bid per 10 s tumbling window
+    Q7,
+    /// Count, sum and max of bids per auction per 10 s tumbling window
+    Tumble,
 }
 
 /// `runnel bench nexmark`.

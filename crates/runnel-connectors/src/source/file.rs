@@ -508,6 +508,7 @@ mod tests {
             metrics: metrics.clone(),
             data_dir: PathBuf::from("."),
             batch_size: batch,
+            log: None,
         }
     }
 

@@ -863,6 +863,7 @@ mod tests {
             metrics: ConnectorMetrics::default(),
             data_dir: PathBuf::from("."),
             batch_size: 1000,
+            log: None,
         }
     }
 

@@ -1,15 +1,29 @@
 //! NodeSpec → operator. One match arm per operator.
 
+pub mod aggregate;
 pub mod project;
+pub mod session;
+pub mod window_aggregate;
+pub mod window_assign;
+pub mod window_join;
 
 use arrow::datatypes::SchemaRef;
 use runnel_sql::{Node, NodeSpec};
 
 use crate::error::EngineError;
+use crate::metrics::NodeMetrics;
 use crate::operator::Operator;
 
-/// Builds one subtask's operator for `node`, whose first input has schema `input`.
-pub fn build(node: &Node, input: &SchemaRef) -> Result<Box<dyn Operator>, EngineError> {
+/// Builds one subtask's operator for `node`; `inputs` are the schemas of its inputs.
+pub fn build(
+    node: &Node,
+    inputs: &[SchemaRef],
+    metrics: &NodeMetrics,
+) -> Result<Box<dyn Operator>, EngineError> {
+    let input = inputs
+        .first()
+        .ok_or_else(|| EngineError::Invalid(format!("{} has no input", node.label)))?;
+    let late = metrics.late_rows.clone();
     Ok(match &node.spec {
         NodeSpec::Project(spec) => Box::new(project::Project::try_new(
             &node.label,
@@ -17,6 +31,40 @@ pub fn build(node: &Node, input: &SchemaRef) -> Result<Box<dyn Operator>, Engine
             input,
             &node.schema,
         )?),
+        NodeSpec::WindowAssign(spec) => Box::new(window_assign::WindowAssign::try_new(
+            &node.label,
+            spec,
+            input,
+            &node.schema,
+            late,
+        )?),
+        NodeSpec::WindowAggregate(spec) => match spec.session_gap_ms {
+            Some(gap) => Box::new(session::SessionAggregate::try_new(
+                spec,
+                gap,
+                input,
+                &node.schema,
+                late,
+            )?),
+            None => Box::new(window_aggregate::WindowAggregate::try_new(
+                spec,
+                input,
+                &node.schema,
+                late,
+            )?),
+        },
+        NodeSpec::WindowJoin(spec) => {
+            let right = inputs.get(spec.left_inputs).ok_or_else(|| {
+                EngineError::Invalid(format!("{} has no right input", node.label))
+            })?;
+            Box::new(window_join::WindowJoin::try_new(
+                spec,
+                input,
+                right,
+                &node.schema,
+                late,
+            )?)
+        }
         NodeSpec::Source(_) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",

@@ -26,6 +26,32 @@ pub fn nexmark_sql(query: NexmarkQuery, events: u64) -> String {
             "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
             "SELECT auction, bidder, price, date_time, extra FROM bid WHERE MOD(auction, 123) = 0",
         ),
+        NexmarkQuery::Q5 => (
+            "auction BIGINT, window_start TIMESTAMP(3), num BIGINT",
+            "SELECT h.auction, h.window_start, h.num FROM (
+               SELECT auction, window_start, window_end, COUNT(*) AS num
+               FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+               GROUP BY auction, window_start, window_end) h
+             JOIN (
+               SELECT window_start, window_end, MAX(num) AS maxn FROM (
+                 SELECT auction, window_start, window_end, COUNT(*) AS num
+                 FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+                 GROUP BY auction, window_start, window_end)
+               GROUP BY window_start, window_end) m
+             ON h.window_start = m.window_start AND h.window_end = m.window_end AND h.num >= m.maxn",
+        ),
+        NexmarkQuery::Q7 => (
+            "window_start TIMESTAMP(3), window_end TIMESTAMP(3), top BIGINT",
+            "SELECT window_start, window_end, MAX(price)
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end",
+        ),
+        NexmarkQuery::Tumble => (
+            "auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), num BIGINT, total BIGINT, top BIGINT",
+            "SELECT auction, window_start, window_end, COUNT(*), SUM(price), MAX(price)
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+             GROUP BY auction, window_start, window_end",
+        ),
     };
     format!(
         "{BID_TABLE} WITH (connector = 'nexmark', stream = 'bid', events = '{events}');\n\
