@@ -30,6 +30,7 @@ pub(crate) struct Lowerer {
     sources: HashMap<String, usize>,
     views: HashMap<String, Vec<usize>>,
     sinks: HashMap<String, usize>,
+    memo: HashMap<LogicalPlan, Vec<usize>>,
     props: ExecutionProps,
     line: u64,
 }
@@ -41,6 +42,7 @@ impl Lowerer {
             sources: HashMap::new(),
             views: HashMap::new(),
             sinks: HashMap::new(),
+            memo: HashMap::new(),
             props: ExecutionProps::new(),
             line: 0,
         }
@@ -125,7 +127,7 @@ impl Lowerer {
                 x => x,
             };
         }
-        for ids in self.views.values_mut() {
+        for ids in self.views.values_mut().chain(self.memo.values_mut()) {
             for v in ids.iter_mut() {
                 *v = match remap(*v) {
                     usize::MAX => last,
@@ -292,7 +294,15 @@ impl Lowerer {
                 }
                 Ok(ids)
             }
-            LogicalPlan::Aggregate(agg) => self.lower_aggregate(agg),
+            LogicalPlan::Aggregate(agg) => {
+                // The same windowed aggregate written twice (Nexmark q5 does) runs once.
+                if let Some(ids) = self.memo.get(plan) {
+                    return Ok(ids.clone());
+                }
+                let ids = self.lower_aggregate(agg)?;
+                self.memo.insert(plan.clone(), ids.clone());
+                Ok(ids)
+            }
             LogicalPlan::Sort(_) => Err(self.unsupported("ORDER BY is not supported on a stream")),
             LogicalPlan::Limit(_) => Err(self.unsupported("LIMIT is not supported on a stream")),
             LogicalPlan::Distinct(_) => {

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// Print the planned dataflow graph and exit without running it
     #[arg(long)]
     pub explain: bool,
+    /// Also serve the HTTP ingest API on this address (e.g. 127.0.0.1:8080), so clients
+    /// can POST records into the log topics the pipeline reads
+    #[arg(long)]
+    pub listen: Option<String>,
 }
 
 /// `runnel bench …`.

@@ -2,8 +2,12 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use runnel_engine::RunConfig;
+use runnel_log::{Log, LogOptions};
+use runnel_server::ServerState;
 use runnel_sql::{PipelineGraph, Planner};
 
 use crate::cli::RunArgs;
@@ -19,8 +23,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         print!("{}", graph.explain());
         return Ok(());
     }
-    let config = run_config(&graph, args.parallelism, args.data_dir)?;
-    run_graph(&name, &graph, &config).await
+    let mut config = run_config(&graph, args.parallelism, args.data_dir.clone())?;
+    let uses_log = graph.nodes.iter().any(|n| match &n.spec {
+        runnel_sql::NodeSpec::Source(t) | runnel_sql::NodeSpec::Sink(t) => t.connector() == "log",
+        _ => false,
+    });
+    if !uses_log && args.listen.is_none() {
+        return run_graph(&name, &graph, &config).await;
+    }
+    let dir = args.data_dir.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(&dir, LogOptions::default()))
+        .await
+        .context("opening the log failed")?
+        .with_context(|| format!("opening the log in {}", args.data_dir.display()))?;
+    let log = Arc::new(log);
+    config.log = Some(log.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = match &args.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            let local = listener
+                .local_addr()
+                .context("reading the listening address")?;
+            eprintln!(
+                "runnel: ingest API on http://{local} (log in {})",
+                args.data_dir.display()
+            );
+            let state = ServerState::new(log.clone()).with_auto_create(Some(1));
+            let router = runnel_server::router(state);
+            Some(tokio::spawn(async move {
+                runnel_server::serve(listener, router, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            }))
+        }
+    };
+    let result = run_graph(&name, &graph, &config).await;
+    let _ = stop_tx.send(());
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    drop(config);
+    let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
+        Ok(log) => log
+            .close()
+            .map_err(|e| tracing::warn!("closing the log: {e}"))
+            .ok(),
+        Err(_) => None,
+    })
+    .await;
+    result
 }
 
 /// Plans SQL text with every function runnel offers.

@@ -518,3 +518,102 @@ fn next_random(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+/// `runnel run … --listen`: clients POST into a `log` topic while the pipeline
+/// runs; its results land in another `log` topic, bad records in the dead-letter topic.
+#[test]
+fn run_with_listen_consumes_posted_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE TABLE readings (sensor STRING, temp DOUBLE) WITH (connector = 'log', topic = 'readings', format = 'json');
+         CREATE TABLE alerts (sensor STRING, fahrenheit DOUBLE) WITH (connector = 'log', topic = 'alerts');
+         INSERT INTO alerts SELECT UPPER(sensor), temp * 9 / 5 + 32 FROM readings WHERE temp > 30;",
+    )
+    .expect("writing pipeline");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "run",
+            "p.sql",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "-p",
+            "2",
+        ])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting runnel run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(http(port, "GET", "/healthz", &[], b""), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "no /healthz within 20 s");
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "runnel run exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = b"{\"sensor\": \"s1\", \"temp\": 35}\n{\"sensor\": \"s2\", \"temp\": 20}\n{\"sensor\": \"s3\", \"temp\": 40}\n";
+    let (status, answer) = http(
+        port,
+        "POST",
+        "/v1/topics/readings/records",
+        &[("Content-Type", "application/x-ndjson")],
+        body,
+    )
+    .expect("posting");
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = http(
+        port,
+        "POST",
+        "/v1/topics/readings/records",
+        &[("Content-Type", "text/plain")],
+        b"not json",
+    )
+    .expect("posting raw");
+    assert_eq!(status, 200);
+    let mut got = Vec::new();
+    while Instant::now() < deadline + Duration::from_secs(10) {
+        if let Ok((200, text)) = http(
+            port,
+            "GET",
+            "/v1/topics/alerts/records?partition=0&offset=0&max=10",
+            &[],
+            b"",
+        ) {
+            got = json_lines(&text);
+            if got.len() >= 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut values: Vec<String> = got.iter().map(|r| r["value"].to_string()).collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            "{\"fahrenheit\":104.0,\"sensor\":\"S3\"}",
+            "{\"fahrenheit\":95.0,\"sensor\":\"S1\"}"
+        ]
+    );
+    let (status, dead) = http(
+        port,
+        "GET",
+        "/v1/topics/readings.dead-letter/records?partition=0&offset=0&max=10",
+        &[],
+        b"",
+    )
+    .expect("reading dead letters");
+    assert_eq!(status, 200, "{dead}");
+    assert!(dead.contains("not json"), "{dead}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
