@@ -93,7 +93,11 @@ mod tests {
             None,
             "a channel coming back does not move time backwards"
         );
-        assert_eq!(t.update(0, Watermark::At(20)), None, "held at 10 by channel 1 (at 7)");
+        assert_eq!(
+            t.update(0, Watermark::At(20)),
+            None,
+            "held at 10 by channel 1 (at 7)"
+        );
         assert_eq!(t.end(1), Some(20));
         assert_eq!(t.end(0), Some(TS_MAX));
     }

@@ -143,7 +143,72 @@ impl Operator for WindowAssign {
 
 #[cfg(test)]
 mod tests {
+    use arrow::datatypes::{Field, Schema};
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Runs the assigner over `times` and returns (input row, start, end) per output row.
+    fn assign(kind: WindowKind, times: &[i64]) -> Vec<(i64, i64, i64)> {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let input = Arc::new(Schema::new(vec![Field::new("ts", ts.clone(), true)]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("ts", ts.clone(), true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts.clone(), false),
+            Field::new("window_time", ts, false),
+        ]));
+        let spec = WindowAssignSpec { kind, time_col: 0 };
+        let mut op =
+            WindowAssign::try_new("t", &spec, &input, &output, Counter::default()).expect("valid");
+        let batch = RecordBatch::try_new(
+            input,
+            vec![Arc::new(TimestampMillisecondArray::from(times.to_vec()))],
+        )
+        .expect("batch");
+        let mut out = Output::default();
+        op.process_batch(0, batch, &mut out).expect("assign");
+        let mut rows = Vec::new();
+        for b in out.drain() {
+            let col = |i| millis(&b, i).expect("timestamps");
+            let (t, s, e) = (col(0), col(1), col(2));
+            for r in 0..b.num_rows() {
+                rows.push((t.value(r), s.value(r), e.value(r)));
+            }
+        }
+        rows
+    }
+
+    proptest! {
+        /// Every event lands in exactly the windows that contain it: one tumble
+        /// window, and size / slide distinct hop windows, all aligned.
+        #[test]
+        fn windows_contain_their_events(
+            times in proptest::collection::vec(-1_000_000i64..1_000_000, 1..50),
+            slide in 1i64..500,
+            factor in 1i64..6,
+        ) {
+            let size = slide * factor;
+            let tumble = assign(WindowKind::Tumble { size_ms: size }, &times);
+            prop_assert_eq!(tumble.len(), times.len());
+            for (t, s, e) in tumble {
+                prop_assert!(s <= t && t < e && e - s == size && s.rem_euclid(size) == 0);
+            }
+            let hop = assign(WindowKind::Hop { slide_ms: slide, size_ms: size }, &times);
+            prop_assert_eq!(hop.len(), times.len() * factor as usize);
+            for &t in &times {
+                let mut starts: Vec<i64> = hop.iter().filter(|r| r.0 == t).map(|r| r.1).collect();
+                starts.sort();
+                starts.dedup();
+                // All aligned windows [s, s + size) with s <= t < s + size, each once.
+                let expected: Vec<i64> = (0..factor).map(|k| t - t.rem_euclid(slide) - k * slide).rev().collect();
+                prop_assert_eq!(&starts, &expected);
+                for (_, s, e) in hop.iter().filter(|r| r.0 == t) {
+                    prop_assert!(*s <= t && t < *e && e - s == size);
+                }
+            }
+        }
+    }
 
     #[test]
     fn window_start_handles_negative_times() {

@@ -617,3 +617,101 @@ fn run_with_listen_consumes_posted_records() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// An idle source subtask must not hold the watermark back forever: with two
+/// partitions and data only in one, windows still fire after the idle timeout.
+#[test]
+fn idle_partition_does_not_stall_windows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let created = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "topics",
+            "create",
+            "ev",
+            "--partitions",
+            "2",
+            "--data-dir",
+            "data",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("creating topic");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "SET 'source.idle-timeout' = '500 ms';
+         CREATE TABLE ev (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH (connector = 'log', topic = 'ev');
+         CREATE TABLE out (k STRING, window_start TIMESTAMP(3), n BIGINT) WITH (connector = 'log', topic = 'out');
+         INSERT INTO out SELECT k, window_start, COUNT(*)
+         FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;",
+    )
+    .expect("writing pipeline");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "run",
+            "p.sql",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "-p",
+            "2",
+        ])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting runnel run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(http(port, "GET", "/healthz", &[], b""), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "no /healthz within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One key: every record lands in the same partition; the other stays empty.
+    let body = b"{\"k\":\"a\",\"ts\":\"2026-01-01T00:00:01Z\"}\n{\"k\":\"a\",\"ts\":\"2026-01-01T00:00:05Z\"}\n{\"k\":\"a\",\"ts\":\"2026-01-01T00:00:12Z\"}\n{\"k\":\"a\",\"ts\":\"2026-01-01T00:00:25Z\"}\n";
+    let (status, answer) = http(
+        port,
+        "POST",
+        "/v1/topics/ev/records",
+        &[("Content-Type", "application/x-ndjson"), ("X-Key", "a")],
+        body,
+    )
+    .expect("posting");
+    assert_eq!(status, 200, "{answer}");
+    let mut got = Vec::new();
+    while Instant::now() < deadline + Duration::from_secs(10) {
+        if let Ok((200, text)) = http(
+            port,
+            "GET",
+            "/v1/topics/out/records?partition=0&offset=0&max=10",
+            &[],
+            b"",
+        ) {
+            got = json_lines(&text);
+            if got.len() >= 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut values: Vec<String> = got.iter().map(|r| r["value"].to_string()).collect();
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            "{\"k\":\"a\",\"n\":1,\"window_start\":\"2026-01-01T00:00:10.000Z\"}",
+            "{\"k\":\"a\",\"n\":2,\"window_start\":\"2026-01-01T00:00:00.000Z\"}",
+        ]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
