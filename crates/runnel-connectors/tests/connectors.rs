@@ -271,10 +271,7 @@ async fn file_sink_collects_every_subtask() {
     let err = build_sinks(&bad, sink_ctxs(1, &metrics))
         .err()
         .expect("error");
-    assert!(
-        err.to_string().contains("/dev/null/sub/out.jsonl"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/dev/null/sub/out.jsonl"), "{err}");
 }
 
 #[tokio::test]
