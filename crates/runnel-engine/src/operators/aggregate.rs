@@ -74,6 +74,14 @@ impl AggFns {
             .collect()
     }
 
+    /// Number of intermediate-state columns of each aggregate (for snapshots).
+    pub fn state_widths(&self) -> Result<Vec<usize>, EngineError> {
+        self.aggs
+            .iter()
+            .map(|a| a.state_fields().map(|f| f.len()).map_err(internal))
+            .collect()
+    }
+
     /// Output fields of the aggregates.
     pub fn fields(&self) -> Vec<Field> {
         self.aggs
@@ -107,6 +115,57 @@ pub fn update(
             .map_err(internal)?;
     }
     Ok(())
+}
+
+/// Takes the intermediate state of every group out of `accs` (for a
+/// snapshot) and puts it back into fresh accumulators, so the operator keeps
+/// running; returns the state columns, aggregate after aggregate.
+pub fn snapshot_state(
+    fns: &AggFns,
+    accs: &mut Vec<Box<dyn GroupsAccumulator>>,
+    num_groups: usize,
+) -> Result<Vec<ArrayRef>, EngineError> {
+    let gids: Vec<usize> = (0..num_groups).collect();
+    let mut fresh = fns.accumulators()?;
+    let mut cols = Vec::new();
+    for (acc, new) in accs.iter_mut().zip(fresh.iter_mut()) {
+        let state = acc.state(EmitTo::All).map_err(internal)?;
+        new.merge_batch(&state, &gids, num_groups)
+            .map_err(internal)?;
+        cols.extend(state);
+    }
+    *accs = fresh;
+    Ok(cols)
+}
+
+/// Fresh accumulators holding the state columns written by [`snapshot_state`].
+pub fn restore_state(
+    fns: &AggFns,
+    cols: &[ArrayRef],
+    num_groups: usize,
+) -> Result<Vec<Box<dyn GroupsAccumulator>>, EngineError> {
+    let gids: Vec<usize> = (0..num_groups).collect();
+    let mut accs = fns.accumulators()?;
+    let mut at = 0;
+    for (acc, width) in accs.iter_mut().zip(fns.state_widths()?) {
+        let state = cols.get(at..at + width).ok_or_else(|| {
+            EngineError::Internal("snapshot has fewer state columns than the aggregates".into())
+        })?;
+        acc.merge_batch(state, &gids, num_groups)
+            .map_err(internal)?;
+        at += width;
+    }
+    Ok(accs)
+}
+
+/// A batch of `cols` with positional names, as snapshots store them.
+pub fn state_batch(cols: Vec<ArrayRef>) -> Result<RecordBatch, EngineError> {
+    let fields: Vec<Field> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(internal)
 }
 
 /// Final values of every group, in group-index order.

@@ -18,7 +18,7 @@ use runnel_sql::{GroupCol, WindowAggSpec};
 use super::aggregate::{AggFns, assemble, evaluate, key_converter, output_schema, update};
 use super::window_assign::millis;
 use crate::error::EngineError;
-use crate::operator::{Operator, Output};
+use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// GROUP BY window_start, window_end, keys over SESSION windows.
 pub struct SessionAggregate {
@@ -105,6 +105,25 @@ impl Operator for SessionAggregate {
             self.oldest = self.oldest.min(min);
         }
         self.buffer.push(batch);
+        Ok(())
+    }
+
+    /// Open sessions are their buffered rows.
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
+        for b in &self.buffer {
+            state.put("buffer", b.clone());
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<(), EngineError> {
+        for b in state.get("buffer") {
+            let ts = millis(b, self.time_col)?;
+            if let Some(min) = arrow::compute::min(&ts) {
+                self.oldest = self.oldest.min(min);
+            }
+            self.buffer.push(b.clone());
+        }
         Ok(())
     }
 

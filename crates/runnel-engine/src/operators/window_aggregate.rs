@@ -16,11 +16,12 @@ use runnel_common::time::TS_MIN;
 use runnel_sql::{GroupCol, WindowAggSpec};
 
 use super::aggregate::{
-    AggFns, GroupKeys, assemble, evaluate, key_converter, output_schema, update,
+    AggFns, GroupKeys, assemble, evaluate, key_converter, output_schema, restore_state,
+    snapshot_state, state_batch, update,
 };
 use super::window_assign::millis;
 use crate::error::EngineError;
-use crate::operator::{Operator, Output};
+use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// GROUP BY window_start, window_end[, keys] for fixed windows.
 pub struct WindowAggregate {
@@ -202,6 +203,49 @@ impl Operator for WindowAggregate {
         Ok(())
     }
 
+    /// One batch per open window: end, start, key columns, then every
+    /// aggregate's intermediate state (DataFusion's state/merge contract).
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
+        let keyed = !self.key_cols.is_empty();
+        for (end, st) in self.open.iter_mut() {
+            let n = if keyed { st.keys.len() } else { 1 };
+            let mut cols: Vec<arrow::array::ArrayRef> = vec![
+                std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(vec![*end; n])),
+                std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(vec![
+                    st.start;
+                    n
+                ])),
+            ];
+            if keyed {
+                cols.extend(st.keys.columns(&self.converter)?);
+            }
+            cols.extend(snapshot_state(&self.fns, &mut st.accs, n)?);
+            state.put("window", state_batch(cols)?);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<(), EngineError> {
+        let k = self.key_cols.len();
+        for b in state.get("window") {
+            let n = b.num_rows();
+            if n == 0 {
+                continue;
+            }
+            let (end, start) = (millis(b, 0)?.value(0), millis(b, 1)?.value(0));
+            let mut keys = GroupKeys::new(&self.converter);
+            if k > 0 {
+                let rows = self.converter.convert_columns(&b.columns()[2..2 + k])?;
+                for i in 0..n {
+                    keys.intern(rows.row(i));
+                }
+            }
+            let accs = restore_state(&self.fns, &b.columns()[2 + k..], n)?;
+            self.open.insert(end, WindowState { start, keys, accs });
+        }
+        Ok(())
+    }
+
     fn process_watermark(
         &mut self,
         watermark: Timestamp,
@@ -217,5 +261,106 @@ impl Operator for WindowAggregate {
             self.fire(end, state, out)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+    use runnel_sql::{NodeSpec, Planner};
+
+    use super::*;
+
+    fn operator() -> (WindowAggregate, SchemaRef) {
+        let graph = Planner::new()
+            .plan(
+                "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH (connector = 'blackhole');
+                 CREATE TABLE o (k STRING, s TIMESTAMP(3), n BIGINT, total BIGINT, d BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT k, window_start, COUNT(*), SUM(v), COUNT(DISTINCT v)
+                 FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;",
+            )
+            .expect("plans");
+        let node = graph
+            .nodes
+            .iter()
+            .find(|n| matches!(n.spec, NodeSpec::WindowAggregate(_)))
+            .expect("a window aggregate");
+        let NodeSpec::WindowAggregate(spec) = &node.spec else {
+            unreachable!("matched above")
+        };
+        let input = graph.nodes[node.inputs[0].node].schema.clone();
+        let op = WindowAggregate::try_new(spec, &input, &node.schema, Counter::default())
+            .expect("builds");
+        (op, input)
+    }
+
+    /// Rows `(k, v, ts)` already assigned to 10 s tumbling windows.
+    fn rows(input: &SchemaRef, rows: &[(&str, i64, i64)]) -> RecordBatch {
+        let ts = |f: &dyn Fn(i64) -> i64| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(
+                rows.iter().map(|r| f(r.2)).collect::<Vec<_>>(),
+            ))
+        };
+        RecordBatch::try_new(
+            input.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                ts(&|t| t),
+                ts(&|t| t - t.rem_euclid(10_000)),
+                ts(&|t| t - t.rem_euclid(10_000) + 10_000),
+                ts(&|t| t - t.rem_euclid(10_000) + 9_999),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn snapshot_restore_round_trip_gives_identical_results() {
+        let (mut plain, input) = operator();
+        let first = rows(
+            &input,
+            &[("a", 1, 1_000), ("b", 2, 2_000), ("a", 1, 12_000)],
+        );
+        let second = rows(
+            &input,
+            &[("a", 5, 3_000), ("c", 7, 15_000), ("b", 2, 9_000)],
+        );
+        let mut expected = Output::default();
+        plain
+            .process_batch(0, first.clone(), &mut expected)
+            .expect("batch");
+        plain
+            .process_batch(0, second.clone(), &mut expected)
+            .expect("batch");
+        plain
+            .process_watermark(Timestamp::MAX, &mut expected)
+            .expect("fires");
+        let expected: Vec<RecordBatch> = expected.drain().collect();
+        assert_eq!(expected.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+
+        let (mut before, _) = operator();
+        let mut out = Output::default();
+        before.process_batch(0, first, &mut out).expect("batch");
+        let mut writer = StateWriter::default();
+        before.snapshot(&mut writer).expect("snapshot");
+        let (mut after, _) = operator();
+        after
+            .restore(&StateReader {
+                entries: writer.entries,
+            })
+            .expect("restore");
+        after.process_batch(0, second, &mut out).expect("batch");
+        after
+            .process_watermark(Timestamp::MAX, &mut out)
+            .expect("fires");
+        let got: Vec<RecordBatch> = out.drain().collect();
+        assert_eq!(got, expected);
     }
 }

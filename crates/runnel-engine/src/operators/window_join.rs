@@ -19,7 +19,7 @@ use runnel_sql::WindowJoinSpec;
 
 use super::window_assign::millis;
 use crate::error::EngineError;
-use crate::operator::{Operator, Output};
+use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// Inner join of two windowed inputs on window and keys.
 pub struct WindowJoin {
@@ -211,6 +211,37 @@ impl Operator for WindowJoin {
                 arrow::compute::take_record_batch(&batch, &UInt32Array::from(idx))?
             };
             side.entry(end).or_default().push(part);
+        }
+        Ok(())
+    }
+
+    /// Both sides' buffered rows, by side.
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
+        for (name, side) in [("left", &self.left), ("right", &self.right)] {
+            for b in side.values().flatten() {
+                state.put(name, b.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<(), EngineError> {
+        for (name, end_col) in [("left", self.left_end), ("right", self.right_end)] {
+            for b in state.get(name) {
+                let ends = millis(b, end_col)?;
+                let Some(end) = (0..ends.len())
+                    .find(|&i| !ends.is_null(i))
+                    .map(|i| ends.value(i))
+                else {
+                    continue;
+                };
+                let side = if name == "left" {
+                    &mut self.left
+                } else {
+                    &mut self.right
+                };
+                side.entry(end).or_default().push(b.clone());
+            }
         }
         Ok(())
     }
