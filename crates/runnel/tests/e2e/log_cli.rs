@@ -62,15 +62,20 @@ impl Server {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["serve", "--listen", &listen, "--data-dir", "data"];
         args.extend_from_slice(extra);
+        Server::spawn(cwd, port, &args)
+    }
+
+    /// `runnel ARGS` (which must serve HTTP on `port`), once /healthz answers.
+    fn spawn(cwd: &Path, port: u16, args: &[&str]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .args(&args)
+            .args(args)
             .current_dir(cwd)
             .env("RUNNEL_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("starting runnel serve");
+            .expect("starting runnel");
         let mut server = Server { child };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -78,11 +83,12 @@ impl Server {
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("runnel serve exited early: {status}");
+                panic!("runnel {} exited early: {status}", args[0]);
             }
             assert!(
                 Instant::now() < deadline,
-                "runnel serve did not answer /healthz within 20 s"
+                "runnel {} did not answer /healthz within 20 s",
+                args[0]
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -522,35 +528,17 @@ fn next_random(state: &mut u64) -> u64 {
 /// `runnel run p.sql --listen …` in `dir`, once /healthz answers; killed with the returned guard.
 fn run_listening(dir: &Path, port: u16) -> Server {
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args([
-            "run",
-            "p.sql",
-            "--listen",
-            &listen,
-            "--data-dir",
-            "data",
-            "-p",
-            "2",
-        ])
-        .current_dir(dir)
-        .env("RUNNEL_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting runnel run");
-    let mut server = Server { child };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(http(port, "GET", "/healthz", &[], b""), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "no /healthz within 20 s");
-        assert!(
-            server.child.try_wait().ok().flatten().is_none(),
-            "runnel run exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
+    let args = [
+        "run",
+        "p.sql",
+        "--listen",
+        &listen,
+        "--data-dir",
+        "data",
+        "-p",
+        "2",
+    ];
+    Server::spawn(dir, port, &args)
 }
 
 /// The values of partition 0 of `topic`, once at least `n` are there (or after 30 s), sorted.
