@@ -207,3 +207,69 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
         options,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+        WITH (connector = 'file', path = 'in.jsonl');";
+
+    fn kinds(sql: &str) -> Vec<&'static str> {
+        let graph = Planner::new()
+            .plan(&format!("{SRC}\n{sql}"))
+            .expect("plans");
+        graph.nodes.iter().map(|n| n.spec.kind()).collect()
+    }
+
+    #[test]
+    fn stateless_query_is_source_project_sink() {
+        let sql = "CREATE TABLE o (k STRING, v2 DOUBLE) WITH (connector = 'blackhole');
+                   INSERT INTO o SELECT k, v * 1.5 FROM t WHERE v > 0;";
+        assert_eq!(kinds(sql), ["source", "project", "sink"]);
+    }
+
+    #[test]
+    fn window_aggregate_is_hash_partitioned_by_its_keys() {
+        let sql = "CREATE TABLE o (k STRING, s TIMESTAMP(3), n BIGINT) WITH (connector = 'blackhole');
+                   INSERT INTO o SELECT k, window_start, COUNT(*)
+                   FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;";
+        let graph = Planner::new()
+            .plan(&format!("{SRC}\n{sql}"))
+            .expect("plans");
+        let agg = graph
+            .nodes
+            .iter()
+            .find(|n| n.spec.kind() == "window-aggregate")
+            .expect("aggregate");
+        assert_eq!(
+            agg.inputs[0].partitioning,
+            Partitioning::Hash(vec![0]),
+            "{}",
+            graph.explain()
+        );
+        assert!(graph.nodes.iter().any(|n| n.spec.kind() == "window"));
+    }
+
+    #[test]
+    fn group_by_without_window_is_refused() {
+        let err = Planner::new()
+            .plan(&format!(
+                "{SRC}\nCREATE TABLE o (k STRING, n BIGINT) WITH (connector = 'blackhole');\nINSERT INTO o SELECT k, COUNT(*) FROM t GROUP BY k;"
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains("needs a window"), "{err}");
+    }
+
+    #[test]
+    fn hop_size_must_be_a_multiple_of_the_slide() {
+        let err = Planner::new()
+            .plan(&format!(
+                "{SRC}\nCREATE TABLE o (n BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT COUNT(*) FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND))
+                 GROUP BY window_start, window_end;"
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains("multiple of the slide"), "{err}");
+    }
+}
