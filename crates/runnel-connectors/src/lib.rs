@@ -15,11 +15,9 @@ pub mod source;
 
 use std::path::PathBuf;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 pub use error::ConnectorError;
-use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 
 /// What one call to [`Source::poll`] produced.
@@ -111,9 +109,4 @@ pub trait Sink: Send {
 
     /// The input ended: flush and close. Called once.
     async fn finish(&mut self) -> Result<(), ConnectorError>;
-}
-
-/// A table's schema, name and options, as connectors see them.
-pub fn schema_of(spec: &TableSpec) -> SchemaRef {
-    spec.schema.clone()
 }

@@ -44,11 +44,6 @@ impl RelationSource {
             schema,
         }
     }
-
-    /// A copy (relations are small: specs and shared plans).
-    pub fn clone_of(other: &RelationSource) -> Self {
-        other.clone()
-    }
 }
 
 impl TableSource for RelationSource {

@@ -138,7 +138,7 @@ fn plan_tvf(
     let Some(input) = source.downcast_ref::<RelationSource>() else {
         return plan_err!("{fname}: '{table_name}' is not a runnel table or view");
     };
-    let input = Arc::new(RelationSource::clone_of(input));
+    let input = Arc::new(input.clone());
     let schema = input.schema();
     let col_index = |name: &str| -> Result<usize> {
         schema.index_of(name).map_err(|_| {
@@ -242,6 +242,5 @@ fn plan_tvf(
         out_schema,
     ));
     let plan = LogicalPlanBuilder::scan(TableReference::bare(label), rel, None)?.build()?;
-    let _ = ctx;
     Ok(PlannedRelation::new(plan, alias))
 }
