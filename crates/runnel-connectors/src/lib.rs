@@ -88,6 +88,8 @@ pub struct SinkContext {
     pub data_dir: PathBuf,
     /// The embedded durable log, when the pipeline runs with one (`log` connector).
     pub log: Option<std::sync::Arc<runnel_log::Log>>,
+    /// The pipeline's dashboard panels (`dashboard` connector), served by the web page.
+    pub dashboards: std::sync::Arc<sink::dashboard::Dashboards>,
 }
 
 /// A sink subtask. The engine calls it from one task, never concurrently,

@@ -32,6 +32,11 @@ pub fn connectors() -> Vec<Entry> {
             sink: Some(sink::blackhole::build),
         },
         Entry {
+            name: "dashboard",
+            source: None,
+            sink: Some(sink::dashboard::build),
+        },
+        Entry {
             name: "file",
             source: Some(source::file::build),
             sink: Some(sink::file::build),

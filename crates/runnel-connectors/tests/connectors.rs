@@ -40,6 +40,7 @@ fn sink_ctxs(n: usize, metrics: &ConnectorMetrics) -> Vec<SinkContext> {
             metrics: metrics.clone(),
             data_dir: PathBuf::from("."),
             log: None,
+            dashboards: Default::default(),
         })
         .collect()
 }

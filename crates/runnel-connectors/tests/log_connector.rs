@@ -56,6 +56,7 @@ fn sink_ctxs(n: usize, log: &Arc<Log>, metrics: &ConnectorMetrics) -> Vec<SinkCo
             metrics: metrics.clone(),
             data_dir: PathBuf::from("."),
             log: Some(log.clone()),
+            dashboards: Default::default(),
         })
         .collect()
 }

@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub channel_capacity: usize,
     /// The embedded durable log for `log` tables (opened by the caller).
     pub log: Option<std::sync::Arc<runnel_log::Log>>,
+    /// Where `dashboard` tables put their rows for the web page.
+    pub dashboards: std::sync::Arc<runnel_connectors::sink::dashboard::Dashboards>,
 }
 
 impl Default for RunConfig {
@@ -60,6 +62,7 @@ impl Default for RunConfig {
             idle_timeout: Duration::from_secs(5),
             channel_capacity: 16,
             log: None,
+            dashboards: Default::default(),
         }
     }
 }
@@ -78,6 +81,12 @@ impl RunningPipeline {
 
     /// Waits until every subtask finished; the first error stops all others.
     pub async fn wait(mut self) -> Result<(), EngineError> {
+        self.join().await
+    }
+
+    /// Like [`RunningPipeline::wait`] without giving up the handle, so a caller can
+    /// `select!` it against a shutdown signal and then [`RunningPipeline::abort`].
+    pub async fn join(&mut self) -> Result<(), EngineError> {
         while let Some(res) = self.tasks.join_next().await {
             match res {
                 Ok(Ok(())) => {}
@@ -107,7 +116,15 @@ impl RunningPipeline {
 pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipeline, EngineError> {
     let p = config.parallelism.max(1);
     let nodes = &graph.nodes;
-    let node_metrics: Vec<NodeMetrics> = nodes.iter().map(|_| NodeMetrics::default()).collect();
+    let node_metrics: Vec<NodeMetrics> = nodes
+        .iter()
+        .map(|_| {
+            let m = NodeMetrics::default();
+            // No watermark until one arrives (the admin API shows none, not 1970).
+            m.watermark.set(i64::MIN);
+            m
+        })
+        .collect();
 
     // One queue per subtask; channel numbers per input edge.
     let mut txs: Vec<Vec<Tx>> = Vec::new();
@@ -209,6 +226,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         metrics: m.connector.clone(),
                         data_dir: config.data_dir.clone(),
                         log: config.log.clone(),
+                        dashboards: config.dashboards.clone(),
                     })
                     .collect();
                 let sinks =
@@ -249,11 +267,17 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         channel_input: channel_input[node.id].clone(),
                     };
                     let outputs = outputs_for(node.id, s, &m);
+                    let batch_latency = ::metrics::histogram!(
+                        "runnel_operator_batch_duration_seconds",
+                        "node" => node.id.to_string(),
+                        "operator" => node.label.clone(),
+                    );
                     pending.push(Box::pin(subtask::run_operator(
                         op,
                         inputs,
                         outputs,
                         m.clone(),
+                        batch_latency,
                     )));
                 }
             }

@@ -66,6 +66,12 @@ impl StateReader {
 /// `Timestamp::MAX` once when every input has ended; `snapshot` is called
 /// when checkpoint barriers from all inputs have arrived.
 pub trait Operator: Send {
+    /// Whether `process_batch` may block for long (model inference): the engine then
+    /// runs it where it cannot stall other subtasks.
+    fn blocking(&self) -> bool {
+        false
+    }
+
     /// Rows arrived on input `input` (index into the node's inputs).
     ///
     /// # Errors

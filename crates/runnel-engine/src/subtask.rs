@@ -120,8 +120,10 @@ pub async fn run_operator(
     mut inputs: Inputs,
     outputs: Outputs,
     metrics: NodeMetrics,
+    batch_latency: ::metrics::Histogram,
 ) -> Result<(), EngineError> {
     let n = inputs.channel_input.len();
+    let blocking = op.blocking();
     let mut tracker = WatermarkTracker::new(n);
     let mut ended = vec![false; n];
     let mut barriers = BarrierAligner::new(n);
@@ -131,7 +133,15 @@ pub async fn run_operator(
         match env.msg {
             Message::Data(batch) => {
                 metrics.rows_in.add(batch.num_rows() as u64);
-                op.process_batch(inputs.channel_input[env.channel], batch, &mut out)?;
+                let input = inputs.channel_input[env.channel];
+                let started = std::time::Instant::now();
+                if blocking {
+                    // Seconds of inference must not stall the runtime's other tasks.
+                    tokio::task::block_in_place(|| op.process_batch(input, batch, &mut out))?;
+                } else {
+                    op.process_batch(input, batch, &mut out)?;
+                }
+                batch_latency.record(started.elapsed().as_secs_f64());
                 flush(&mut out, &outputs, &metrics).await?;
             }
             Message::Watermark(wm) => {

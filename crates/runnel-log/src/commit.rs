@@ -159,7 +159,10 @@ impl GroupCommit {
         s.flushing = true;
         let target = s.written;
         drop(s);
+        let started = Instant::now();
         let result = sync(target);
+        metrics::histogram!("runnel_log_fsync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             if self.ack_on_write {
                 // Acknowledged data must not be cut: remember the failure, retry next tick.

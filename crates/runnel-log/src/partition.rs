@@ -175,6 +175,14 @@ impl Partition {
     /// visible; acknowledged data is intact; retry later), `InvalidAppend` for an empty or
     /// oversized batch, `Closed` after the log was closed.
     pub fn append(&self, records: Vec<Record>) -> Result<AppendResult> {
+        let started = std::time::Instant::now();
+        let result = self.append_inner(records);
+        metrics::histogram!("runnel_log_append_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn append_inner(&self, records: Vec<Record>) -> Result<AppendResult> {
         if records.is_empty() {
             return Err(LogError::InvalidAppend("no records to append".into()));
         }

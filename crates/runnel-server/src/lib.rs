@@ -24,10 +24,13 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod auth;
 pub mod client;
 mod error;
 mod ingest;
 pub mod loadgen;
+pub mod prometheus;
 mod topics;
 pub mod wire;
 
@@ -39,6 +42,7 @@ use axum::Router;
 use axum::routing::get;
 use runnel_log::{Log, LogError, Topic, TopicConfig};
 
+pub use admin::{AdminState, EdgeStatus, NodeStatus, PipelineHandle, PipelineStatus, admin_routes};
 pub use error::{ApiError, ServerError};
 pub use ingest::ingest_routes;
 pub use topics::topic_routes;
@@ -138,6 +142,25 @@ pub fn router(state: ServerState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(ingest_routes(state.clone()))
         .merge(topic_routes(state))
+}
+
+/// The whole HTTP surface: ingest and topics, the admin API and page, `/metrics`, with
+/// request metrics and, when `token` is set, bearer-token authentication on every route
+/// but the static page.
+pub fn app(state: ServerState, admin: AdminState, token: Option<String>) -> Router {
+    prometheus::install();
+    let mut app = router(state).merge(admin_routes(admin.clone())).merge(
+        Router::new()
+            .route("/metrics", get(prometheus::metrics_handler))
+            .with_state(admin),
+    );
+    if let Some(token) = token {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            auth::require_token,
+        ));
+    }
+    app.layer(axum::middleware::from_fn(prometheus::track_http))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -13,7 +13,79 @@ use datafusion_expr::{
 
 /// Functions runnel adds to DataFusion's built-ins.
 pub fn all() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::new_from_impl(Mod::new()))]
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(Mod::new())),
+        Arc::new(ScalarUDF::new_from_impl(MsSince::new())),
+    ]
+}
+
+/// `ms_since(ts)`: milliseconds from `ts` to the moment the row is evaluated (BIGINT).
+///
+/// Volatile, so it is computed per batch at run time, never folded at planning. Used to
+/// measure end-to-end latency, e.g. `ms_since(ingest_time)` of a log record right after
+/// classifying it; every value is also recorded in the
+/// `runnel_end_to_end_latency_seconds` histogram of `/metrics`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MsSince {
+    signature: Signature,
+}
+
+impl MsSince {
+    fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for MsSince {
+    fn name(&self) -> &str {
+        "ms_since"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [t] if matches!(t, DataType::Timestamp(..) | DataType::Null) || t.is_integer() => {
+                Ok(vec![DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Millisecond,
+                    None,
+                )])
+            }
+            [t] => plan_err!("ms_since(ts) needs a TIMESTAMP (or epoch ms), got {t}"),
+            _ => plan_err!("ms_since(ts) takes one argument, got {}", arg_types.len()),
+        }
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use arrow::array::{Array, AsArray, Int64Builder};
+        use arrow::datatypes::TimestampMillisecondType;
+        let [ts] = <[ColumnarValue; 1]>::try_from(args.args).map_err(|_| {
+            datafusion_common::DataFusionError::Plan("ms_since takes one argument".into())
+        })?;
+        let ts = ts.into_array(args.number_rows)?;
+        let ts = ts.as_primitive::<TimestampMillisecondType>();
+        let now = runnel_common::time::now_ms();
+        let histogram = metrics::histogram!("runnel_end_to_end_latency_seconds");
+        let mut out = Int64Builder::with_capacity(ts.len());
+        for i in 0..ts.len() {
+            if ts.is_null(i) {
+                out.append_null();
+            } else {
+                let ms = now.saturating_sub(ts.value(i));
+                histogram.record(ms.max(0) as f64 / 1000.0);
+                out.append_value(ms);
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// Flink's `MOD(a, b)`: the remainder of a / b, with the sign of a.

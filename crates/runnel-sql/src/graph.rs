@@ -163,6 +163,27 @@ pub struct ProjectSpec {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     /// One expression per output column.
     pub exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Calls a function that blocks for long (image classification): run it off the
+    /// async threads.
+    pub blocking: bool,
+}
+
+impl ProjectSpec {
+    /// Whether any expression (or the filter) calls one of the functions `names`.
+    pub fn calls_any(&self, names: &std::collections::HashSet<String>) -> bool {
+        fn walk(e: &Arc<dyn PhysicalExpr>, names: &std::collections::HashSet<String>) -> bool {
+            if let Some(f) = e.downcast_ref::<datafusion_physical_expr::ScalarFunctionExpr>()
+                && names.contains(f.name())
+            {
+                return true;
+            }
+            e.children().into_iter().any(|c| walk(c, names))
+        }
+        self.exprs
+            .iter()
+            .chain(self.filter.iter())
+            .any(|e| walk(e, names))
+    }
 }
 
 impl fmt::Debug for NodeSpec {

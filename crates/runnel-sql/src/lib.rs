@@ -43,10 +43,26 @@ use crate::catalog::{Catalog, Relation};
 use crate::ddl::{Statement, TableDef};
 use crate::error::clean_datafusion_message;
 
+/// The `SET 'key' = 'value'` settings of a script, without planning it (some settings,
+/// such as the model of `classify`, decide which functions the planner gets).
+///
+/// # Errors
+/// Syntax errors, as [`Planner::plan`] reports them.
+pub fn script_settings(sql: &str) -> Result<std::collections::BTreeMap<String, String>, SqlError> {
+    Ok(ddl::parse_script(sql)?
+        .into_iter()
+        .filter_map(|s| match s {
+            Statement::Set { key, value, .. } => Some((key, value)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Plans runnel SQL scripts.
 #[derive(Debug, Default)]
 pub struct Planner {
     catalog: Catalog,
+    blocking: std::collections::HashSet<String>,
 }
 
 impl Planner {
@@ -54,7 +70,15 @@ impl Planner {
     pub fn new() -> Self {
         Self {
             catalog: Catalog::new(),
+            blocking: Default::default(),
         }
+    }
+
+    /// Like [`Planner::register_udf`] for a function that blocks for long (image
+    /// classification): projections calling it run off the async threads.
+    pub fn register_blocking_udf(&mut self, udf: ScalarUDF) {
+        self.blocking.insert(udf.name().to_string());
+        self.register_udf(udf);
     }
 
     /// Makes a scalar function (e.g. `classify`) callable from SQL.
@@ -133,7 +157,13 @@ impl Planner {
                 "the script has no INSERT INTO statement, so there is nothing to run",
             ));
         }
-        Ok(lowerer.graph)
+        let mut graph = lowerer.graph;
+        for node in &mut graph.nodes {
+            if let NodeSpec::Project(p) = &mut node.spec {
+                p.blocking = p.calls_any(&self.blocking);
+            }
+        }
+        Ok(graph)
     }
 
     fn plan_query(&self, query: sqlparser::ast::Query, line: u64) -> Result<LogicalPlan, SqlError> {

@@ -728,7 +728,11 @@ impl Lowerer {
         } else {
             "project"
         };
-        let spec = NodeSpec::Project(ProjectSpec { filter, exprs });
+        let spec = NodeSpec::Project(ProjectSpec {
+            filter,
+            exprs,
+            blocking: false,
+        });
         let inputs = inputs
             .into_iter()
             .map(|node| Input {

@@ -191,18 +191,26 @@ impl Classifier {
         k: usize,
     ) -> Vec<Result<Prediction, String>> {
         let side = self.spec.input.height as usize;
-        let pre = &self.spec.preprocess;
         self.pool.install(|| {
             images
                 .par_iter()
                 .map(|image| {
+                    let started = std::time::Instant::now();
                     let bytes = image.ok_or_else(|| "no image (NULL)".to_string())?;
-                    let mut input = vec![0f32; 3 * side * side];
-                    preprocess::preprocess_into(bytes, pre, &mut input)?;
-                    self.infer(input, side, k).map_err(|e| e.to_string())
+                    let result = self.classify_one(bytes, side, k);
+                    metrics::histogram!("runnel_classify_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    result
                 })
                 .collect()
         })
+    }
+
+    /// Decode, resize, normalize and infer one image.
+    fn classify_one(&self, bytes: &[u8], side: usize, k: usize) -> Result<Prediction, String> {
+        let mut input = vec![0f32; 3 * side * side];
+        preprocess::preprocess_into(bytes, &self.spec.preprocess, &mut input)?;
+        self.infer(input, side, k).map_err(|e| e.to_string())
     }
 
     fn infer(&self, input: Vec<f32>, side: usize, k: usize) -> Result<Prediction, VisionError> {

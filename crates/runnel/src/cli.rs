@@ -19,8 +19,13 @@ pub struct Cli {
 /// runnel's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The camera demo in one process: log, server, dashboard, 4 simulated cameras,
+    /// classification (open the printed URL; Ctrl-C to stop)
+    Demo(crate::cmd::demo::DemoArgs),
     /// Run a SQL pipeline until its bounded sources end (or Ctrl-C)
     Run(RunArgs),
+    /// Simulate cameras that POST a JPEG every 1/F seconds to a runnel server
+    CameraSim(crate::cmd::camera_sim::CameraSimArgs),
     /// Measure throughput on built-in workloads (Nexmark)
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -53,6 +58,10 @@ pub struct RunArgs {
     /// can POST records into the log topics the pipeline reads
     #[arg(long)]
     pub listen: Option<String>,
+    /// Require this bearer token on every API, ingest and dashboard request (needed to
+    /// listen on a non-loopback address)
+    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// `runnel bench …`.
@@ -64,6 +73,8 @@ pub enum BenchCommand {
     Log(crate::cmd::bench_log::BenchLogArgs),
     /// HTTP ingest ack latency at a fixed rate (default 10 000 records/s); prints p99_us= last
     Ingest(crate::cmd::bench_log::BenchIngestArgs),
+    /// Image classification (decode + resize + inference): images/s and latency
+    Vision(crate::cmd::bench_vision::BenchVisionArgs),
 }
 
 /// Nexmark queries `runnel bench nexmark` can run.

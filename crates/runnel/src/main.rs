@@ -3,6 +3,8 @@
 
 mod cli;
 mod cmd;
+mod functions;
+mod status;
 mod summary;
 
 use clap::Parser;

@@ -1,6 +1,7 @@
 //! Sinks, one per file.
 
 pub mod blackhole;
+pub mod dashboard;
 pub mod file;
 pub mod log;
 pub mod print;

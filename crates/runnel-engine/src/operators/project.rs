@@ -20,6 +20,7 @@ pub struct Project {
     filter: Option<Arc<dyn PhysicalExpr>>,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    blocking: bool,
 }
 
 impl Project {
@@ -44,6 +45,7 @@ impl Project {
             filter: spec.filter.clone(),
             exprs: spec.exprs.clone(),
             schema: Arc::new(Schema::new(fields)),
+            blocking: spec.blocking,
         })
     }
 
@@ -56,6 +58,10 @@ impl Project {
 }
 
 impl Operator for Project {
+    fn blocking(&self) -> bool {
+        self.blocking
+    }
+
     fn process_batch(
         &mut self,
         _input: usize,

@@ -6,7 +6,6 @@ use anyhow::Context;
 use runnel_engine::RunConfig;
 
 use crate::cli::{NexmarkArgs, NexmarkQuery};
-use crate::cmd::run::plan;
 
 const BID_TABLE: &str = "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING,
   date_time TIMESTAMP(3), extra STRING, WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)";
@@ -63,7 +62,9 @@ pub fn nexmark_sql(query: NexmarkQuery, events: u64) -> String {
 /// Runs one Nexmark query and prints its throughput.
 pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
     let sql = nexmark_sql(args.query, args.events);
-    let graph = plan(&sql).context("planning the Nexmark query")?;
+    let graph = crate::functions::plan(&sql, std::path::Path::new("runnel-data"))
+        .context("planning the Nexmark query")?
+        .graph;
     let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
     let config = RunConfig {
         parallelism: args.parallelism,

@@ -2,7 +2,10 @@
 
 pub mod bench;
 pub mod bench_log;
+pub mod bench_vision;
+pub mod camera_sim;
 pub mod consume;
+pub mod demo;
 pub mod produce;
 pub mod run;
 pub mod serve;
@@ -13,7 +16,10 @@ use crate::cli::{BenchCommand, Command};
 /// Runs the chosen subcommand.
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Demo(args) => demo::demo(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::CameraSim(args) => camera_sim::camera_sim(args).await,
+        Command::Bench(BenchCommand::Vision(args)) => bench_vision::bench_vision(args).await,
         Command::Bench(BenchCommand::Nexmark(args)) => bench::nexmark(args).await,
         Command::Bench(BenchCommand::Log(args)) => bench_log::bench_log(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => bench_log::bench_ingest(args).await,

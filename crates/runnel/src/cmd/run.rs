@@ -1,73 +1,99 @@
 //! `runnel run PIPELINE.sql`: plan the script, run it, print the summary.
+//!
+//! The pieces here (open the log, serve the HTTP API, run a graph with its admin handle)
+//! are shared with `runnel demo`, which runs the same things in one process.
 
-use std::time::Instant;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use runnel_engine::RunConfig;
 use runnel_log::{Log, LogOptions};
-use runnel_server::ServerState;
-use runnel_sql::{PipelineGraph, Planner};
+use runnel_server::{AdminState, ServerState};
+use runnel_sql::{NodeSpec, PipelineGraph};
 
 use crate::cli::RunArgs;
+use crate::functions::{self, Rejects};
+use crate::status::{self, RunState};
 use crate::summary;
 
 /// Plans and runs a pipeline file.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sql = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read pipeline file {}", args.pipeline.display()))?;
-    let name = args.pipeline.display().to_string();
-    let graph = plan(&sql).with_context(|| name.clone())?;
+    let file = args.pipeline.display().to_string();
+    let planned = functions::plan(&sql, &args.data_dir).with_context(|| file.clone())?;
+    let graph = planned.graph;
     if args.explain {
         print!("{}", graph.explain());
         return Ok(());
     }
+    let name = status::pipeline_name(&graph, &args.pipeline);
     let mut config = run_config(&graph, args.parallelism, args.data_dir.clone())?;
-    let uses_log = graph.nodes.iter().any(|n| match &n.spec {
-        runnel_sql::NodeSpec::Source(t) | runnel_sql::NodeSpec::Sink(t) => t.connector() == "log",
-        _ => false,
-    });
-    if !uses_log && args.listen.is_none() {
-        return run_graph(&name, &graph, &config).await;
+    let admin = AdminState::new(config.dashboards.clone());
+    let uses = |connector: &str| {
+        graph.nodes.iter().any(|n| match &n.spec {
+            NodeSpec::Source(t) | NodeSpec::Sink(t) => t.connector() == connector,
+            _ => false,
+        })
+    };
+    if uses("dashboard") && args.listen.is_none() {
+        eprintln!(
+            "runnel: note: dashboard tables are shown on the web page only with --listen \
+             127.0.0.1:8080"
+        );
     }
-    let dir = args.data_dir.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(&dir, LogOptions::default()))
-        .await
-        .context("opening the log failed")?
-        .with_context(|| format!("opening the log in {}", args.data_dir.display()))?;
-    let log = Arc::new(log);
+    if !uses("log") && args.listen.is_none() {
+        let stop = crate::cmd::serve::shutdown_signal();
+        return run_graph(&file, &name, &graph, &config, None, planned.rejects, stop).await;
+    }
+    let log = open_log(&args.data_dir).await?;
     config.log = Some(log.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = match &args.listen {
         None => None,
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            let local = listener
-                .local_addr()
-                .context("reading the listening address")?;
+            let server =
+                Server::start(addr, args.auth_token.clone(), log.clone(), admin.clone()).await?;
             eprintln!(
-                "runnel: ingest API on http://{local} (log in {})",
+                "runnel: dashboard and API on http://{} (log in {})",
+                server.addr,
                 args.data_dir.display()
             );
-            let state = ServerState::new(log.clone()).with_auto_create(Some(1));
-            let router = runnel_server::router(state);
-            Some(tokio::spawn(async move {
-                runnel_server::serve(listener, router, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            }))
+            Some(server)
         }
     };
-    let result = run_graph(&name, &graph, &config).await;
-    let _ = stop_tx.send(());
+    let stop = crate::cmd::serve::shutdown_signal();
+    let result = run_graph(
+        &file,
+        &name,
+        &graph,
+        &config,
+        Some(&admin),
+        planned.rejects,
+        stop,
+    )
+    .await;
     if let Some(server) = server {
-        let _ = server.await;
+        server.stop().await;
     }
     drop(config);
+    close_log(log).await;
+    result
+}
+
+/// Opens (or creates) the embedded log in `dir`.
+pub async fn open_log(dir: &std::path::Path) -> anyhow::Result<Arc<Log>> {
+    let owned = dir.to_path_buf();
+    let log = tokio::task::spawn_blocking(move || Log::open(&owned, LogOptions::default()))
+        .await
+        .context("opening the log failed")?
+        .with_context(|| format!("opening the log in {}", dir.display()))?;
+    Ok(Arc::new(log))
+}
+
+/// Closes the log once nothing else holds it (dropping the last handle closes it too).
+pub async fn close_log(log: Arc<Log>) {
     let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
         Ok(log) => log
             .close()
@@ -76,13 +102,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(_) => None,
     })
     .await;
-    result
 }
 
-/// Plans SQL text with every function runnel offers.
-pub fn plan(sql: &str) -> Result<PipelineGraph, runnel_sql::SqlError> {
-    let mut planner = Planner::new();
-    planner.plan(sql)
+/// The HTTP server of a run: ingest, admin API, dashboard, metrics.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), runnel_server::ServerError>>,
+}
+
+impl Server {
+    /// Binds `listen` (refusing a non-loopback address without a token) and serves.
+    pub async fn start(
+        listen: &str,
+        token: Option<String>,
+        log: Arc<Log>,
+        admin: AdminState,
+    ) -> anyhow::Result<Server> {
+        let listener = runnel_server::auth::bind(listen, token.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        let state = ServerState::new(log).with_auto_create(Some(1));
+        let app = runnel_server::app(state, admin, token);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runnel_server::serve(listener, app, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        Ok(Server { addr, stop, task })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (event streams are cut).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        // Event streams never end by themselves; do not wait on them for long.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
 }
 
 /// Settles the run configuration from flags and `SET` options.
@@ -120,18 +181,58 @@ pub fn run_config(
     Ok(config)
 }
 
-/// Runs a planned graph to completion and prints the summary on stderr.
+/// Runs a planned graph until it ends (or `stop`, e.g. Ctrl-C / SIGTERM) and prints the summary on
+/// stderr. With `admin`, the pipeline is shown by the admin API and the page.
 pub async fn run_graph(
+    file: &str,
     name: &str,
     graph: &PipelineGraph,
     config: &RunConfig,
+    admin: Option<&AdminState>,
+    rejects: Option<Rejects>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let pipeline =
-        runnel_engine::start(graph, config).with_context(|| format!("starting {name}"))?;
+    let mut pipeline =
+        runnel_engine::start(graph, config).with_context(|| format!("starting {file}"))?;
     let metrics = pipeline.metrics();
-    let result = pipeline.wait().await;
-    let report = summary::render(name, graph, &metrics, started.elapsed(), result.is_ok());
+    let state = RunState::default();
+    state.set("running");
+    if let Some(admin) = admin {
+        admin.add_pipeline(status::handle(
+            name,
+            graph,
+            metrics.clone(),
+            config.parallelism,
+            state.clone(),
+            rejects.as_ref().map(|r| r.count.clone()),
+        ));
+        admin.set_ready(true);
+    }
+    let mut interrupted = false;
+    let result = tokio::select! {
+        r = pipeline.join() => r,
+        () = stop => {
+            pipeline.abort();
+            interrupted = true;
+            Ok(())
+        }
+    };
+    state.set(if result.is_ok() { "finished" } else { "failed" });
+    let mut report = summary::render(file, graph, &metrics, started.elapsed(), result.is_ok());
+    if interrupted {
+        report = report.replacen(" finished in ", " stopped (interrupted) after ", 1);
+    }
+    if let Some(r) = &rejects {
+        let n = r.count.get();
+        if n > 0 {
+            report.push_str(&format!(
+                "  classify: {} images rejected -> {}\n",
+                summary::group(n),
+                r.path.display()
+            ));
+        }
+    }
     eprint!("{report}");
-    result.with_context(|| format!("running {name}"))
+    result.with_context(|| format!("running {file}"))
 }

@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::harness::TestDir;
 
 /// A port that was free a moment ago (the CLI cannot bind port 0 and report it back).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     l.local_addr().expect("local addr").port()
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -53,7 +53,7 @@ fn http(
 }
 
 /// `runnel serve` running in the background; killed (SIGKILL) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
 }
 
@@ -66,7 +66,7 @@ impl Server {
     }
 
     /// `runnel ARGS` (which must serve HTTP on `port`), once /healthz answers.
-    fn spawn(cwd: &Path, port: u16, args: &[&str]) -> Server {
+    pub(crate) fn spawn(cwd: &Path, port: u16, args: &[&str]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(args)
             .current_dir(cwd)
@@ -106,7 +106,7 @@ impl Drop for Server {
     }
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
+pub(crate) fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("consume prints JSON lines"))

@@ -4,3 +4,4 @@ mod cases;
 mod cli;
 mod harness;
 mod log_cli;
+mod web;

@@ -1,0 +1,651 @@
+//! `dashboard` sink: keeps the latest rows of a table in memory for the live web page.
+//!
+//! Each dashboard table is one [`Panel`] in the pipeline's [`Dashboards`]. The sink turns
+//! every batch into JSON rows, folds them into the panel's bounded state (the latest
+//! `max-rows` rows, upserted by `key` when one is given) and broadcasts them to the
+//! server's Server-Sent-Events streams. Nothing here is durable: a dashboard shows what
+//! is happening now, it is not a record of what happened.
+//!
+//! ```sql
+//! CREATE TABLE live (camera STRING, label STRING, score DOUBLE, image BYTES)
+//! WITH (connector = 'dashboard', title = 'Latest frames', view = 'gallery', key = 'camera');
+//! ```
+//!
+//! Views: `table` (latest rows), `timeseries` (`y` over `x`, default `window_end`, one
+//! line per `series`), `gallery` (the latest image per `key`: a BYTES column, or the
+//! record at `partition`/`offset` of `image.topic` in the log).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::format::json::JsonEncoder;
+use crate::{ConnectorError, Sink, SinkContext};
+
+/// Option keys of `connector = 'dashboard'`.
+pub const OPTIONS: &[&str] = &[
+    "title",
+    "view",
+    "key",
+    "max-rows",
+    "x",
+    "y",
+    "series",
+    "image",
+    "image.topic",
+];
+
+/// Most keys a gallery keeps images for (older keys are evicted first).
+const MAX_GALLERY_KEYS: usize = 256;
+
+/// How a panel is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The latest rows as a table.
+    Table,
+    /// A numeric column plotted over time, one line per series.
+    Timeseries,
+    /// The latest image per key, with its label and score.
+    Gallery,
+}
+
+impl View {
+    /// The option value naming this view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::Table => "table",
+            View::Timeseries => "timeseries",
+            View::Gallery => "gallery",
+        }
+    }
+}
+
+/// A panel's settings, from the table's columns and `WITH (…)` options.
+#[derive(Debug, Clone)]
+pub struct PanelConfig {
+    /// The table name; also the stream name in `/api/streams/{name}`.
+    pub name: String,
+    /// Heading shown on the page.
+    pub title: String,
+    /// How rows are drawn.
+    pub view: View,
+    /// Rows with the same value in this column replace each other.
+    pub key: Option<String>,
+    /// Most rows kept.
+    pub max_rows: usize,
+    /// Timeseries x axis column.
+    pub x: Option<String>,
+    /// Timeseries y axis column.
+    pub y: Option<String>,
+    /// Timeseries: one line per value of this column.
+    pub series: Option<String>,
+    /// Gallery: the BYTES column holding the image.
+    pub image: Option<String>,
+    /// Gallery: look the image up in this log topic by `partition` and `offset` columns.
+    pub image_topic: Option<String>,
+    /// Columns shown (name, SQL type), without the image column.
+    pub columns: Vec<(String, String)>,
+}
+
+/// An image kept for a gallery key.
+#[derive(Debug, Clone)]
+pub struct PanelImage {
+    /// The encoded bytes as written.
+    pub bytes: Arc<Vec<u8>>,
+    /// `image/jpeg`, `image/png`, `image/webp` or `application/octet-stream`.
+    pub content_type: &'static str,
+    /// Bumped on every new image, so URLs change and browsers refetch.
+    pub version: u64,
+}
+
+#[derive(Debug, Default)]
+struct PanelState {
+    /// (key, row), oldest first.
+    rows: VecDeque<(Option<String>, Value)>,
+    images: HashMap<String, PanelImage>,
+    versions: u64,
+}
+
+/// One dashboard table: its latest rows and a broadcast of new ones.
+#[derive(Debug)]
+pub struct Panel {
+    config: PanelConfig,
+    state: Mutex<PanelState>,
+    tx: broadcast::Sender<Arc<Vec<Value>>>,
+}
+
+impl Panel {
+    fn new(config: PanelConfig) -> Self {
+        let (tx, _) = broadcast::channel(256);
+        Panel {
+            config,
+            state: Mutex::new(PanelState::default()),
+            tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PanelState> {
+        // Only plain collections are behind the lock; a panicked writer leaves them usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &PanelConfig {
+        &self.config
+    }
+
+    /// The current rows, oldest first.
+    pub fn rows(&self) -> Vec<Value> {
+        self.lock().rows.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// The current rows and a receiver of every later batch of rows, taken atomically so
+    /// no row is missed or seen twice.
+    pub fn subscribe(&self) -> (Vec<Value>, broadcast::Receiver<Arc<Vec<Value>>>) {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        (state.rows.iter().map(|(_, r)| r.clone()).collect(), rx)
+    }
+
+    /// The latest image of a gallery key.
+    pub fn image(&self, key: &str) -> Option<PanelImage> {
+        self.lock().images.get(key).cloned()
+    }
+
+    /// Folds rows (with the images of gallery rows) into the state and broadcasts them.
+    fn push(&self, mut rows: Vec<Value>, images: Vec<Option<Vec<u8>>>) {
+        let mut state = self.lock();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let key = self
+                .config
+                .key
+                .as_ref()
+                .and_then(|k| row.get(k))
+                .map(key_string);
+            if let (Some(key), Some(Some(bytes))) = (&key, images.get(i)) {
+                state.versions += 1;
+                let version = state.versions;
+                let image = PanelImage {
+                    content_type: sniff(bytes),
+                    bytes: Arc::new(bytes.clone()),
+                    version,
+                };
+                if !state.images.contains_key(key) && state.images.len() >= MAX_GALLERY_KEYS {
+                    let oldest = state
+                        .images
+                        .iter()
+                        .min_by_key(|(_, img)| img.version)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        state.images.remove(&oldest);
+                    }
+                }
+                state.images.insert(key.clone(), image);
+                if let Value::Object(map) = row {
+                    map.insert(
+                        "_image".into(),
+                        Value::String(format!(
+                            "/api/streams/{}/images/{}?v={version}",
+                            url_escape(&self.config.name),
+                            url_escape(key)
+                        )),
+                    );
+                }
+            }
+            if let Some(k) = &key
+                && let Some(pos) = state.rows.iter().position(|(rk, _)| rk.as_ref() == Some(k))
+            {
+                state.rows.remove(pos);
+            }
+            state.rows.push_back((key, row.clone()));
+            while state.rows.len() > self.config.max_rows {
+                state.rows.pop_front();
+            }
+        }
+        // No subscriber is fine: the page may not be open.
+        let _ = self.tx.send(Arc::new(rows));
+    }
+}
+
+/// Every dashboard panel of a pipeline, in the order the tables were declared.
+#[derive(Debug, Default)]
+pub struct Dashboards {
+    panels: Mutex<Vec<Arc<Panel>>>,
+}
+
+impl Dashboards {
+    /// All panels.
+    pub fn panels(&self) -> Vec<Arc<Panel>> {
+        self.panels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The panel of table `name`.
+    pub fn panel(&self, name: &str) -> Option<Arc<Panel>> {
+        self.panels().into_iter().find(|p| p.config.name == name)
+    }
+
+    /// The panel for `config`, created on first use (subtasks of one sink share it).
+    pub fn register(&self, config: PanelConfig) -> Arc<Panel> {
+        let mut panels = self.panels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = panels.iter().find(|p| p.config.name == config.name) {
+            return p.clone();
+        }
+        let panel = Arc::new(Panel::new(config));
+        panels.push(panel.clone());
+        panel
+    }
+}
+
+/// A sink subtask feeding one panel.
+pub struct DashboardSink {
+    panel: Arc<Panel>,
+    /// Index of the image column in the input, if the view shows BYTES images.
+    image_col: Option<usize>,
+    /// (topic, partition column, offset column) for images looked up in the log.
+    image_lookup: Option<(Arc<runnel_log::Topic>, usize, usize)>,
+    metrics: ConnectorMetrics,
+    buf: Vec<u8>,
+}
+
+fn option_err(spec: &TableSpec, source: runnel_common::OptionError) -> ConnectorError {
+    ConnectorError::Option {
+        table: spec.name.clone(),
+        source,
+    }
+}
+
+/// Builds the panel of `spec` and one sink per subtask feeding it.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    let o = &spec.options;
+    o.check_known("dashboard", OPTIONS)
+        .map_err(|e| option_err(spec, e))?;
+    let view = match o
+        .choice("dashboard", "view", &["table", "timeseries", "gallery"])
+        .map_err(|e| option_err(spec, e))?
+    {
+        Some("timeseries") => View::Timeseries,
+        Some("gallery") => View::Gallery,
+        _ => View::Table,
+    };
+    let default_rows = match view {
+        View::Table => 50,
+        View::Timeseries => 2000,
+        View::Gallery => MAX_GALLERY_KEYS,
+    };
+    let max_rows = o
+        .parsed("dashboard", "max-rows", "expected a positive number", |v| {
+            v.parse::<usize>().ok().filter(|n| *n > 0)
+        })
+        .map_err(|e| option_err(spec, e))?
+        .unwrap_or(default_rows);
+    let schema = &spec.schema;
+    let column = |key: &str| -> Result<Option<String>, ConnectorError> {
+        match o.get(key) {
+            None => Ok(None),
+            Some(c) if schema.field_with_name(c).is_ok() => Ok(Some(c.to_string())),
+            Some(c) => Err(ConnectorError::Other(format!(
+                "table '{}': option '{key}' = '{c}' is not a column; columns: {}",
+                spec.name,
+                column_names(spec)
+            ))),
+        }
+    };
+    let mut key = column("key")?;
+    let x = column("x")?;
+    let y = column("y")?;
+    let series = column("series")?;
+    let mut image = column("image")?;
+    let image_topic = o.get("image.topic").map(str::to_string);
+    let is_bytes = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        )
+    };
+    if let Some(img) = &image {
+        let t = schema
+            .field_with_name(img)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
+        if !is_bytes(&t) {
+            return Err(ConnectorError::Type {
+                table: spec.name.clone(),
+                column: img.clone(),
+                data_type: runnel_common::types::sql_name(&t),
+                reason: "cannot be shown as an image (it must be BYTES)".into(),
+            });
+        }
+    }
+    if view == View::Gallery {
+        if image.is_none() && image_topic.is_none() {
+            image = schema
+                .fields()
+                .iter()
+                .find(|f| is_bytes(f.data_type()))
+                .map(|f| f.name().clone());
+        }
+        if image.is_none() && image_topic.is_none() {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': a gallery needs an image: a BYTES column, or \
+                 'image.topic' with 'partition' and 'offset' columns",
+                spec.name
+            )));
+        }
+        if key.is_none() {
+            key = schema
+                .fields()
+                .iter()
+                .find(|f| matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8))
+                .map(|f| f.name().clone());
+        }
+        if key.is_none() {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': a gallery shows one image per key: set key = '<column>'",
+                spec.name
+            )));
+        }
+    }
+    let y = match (view, y) {
+        (View::Timeseries, None) => schema
+            .fields()
+            .iter()
+            .find(|f| f.data_type().is_numeric() && Some(f.name()) != x.as_ref())
+            .map(|f| f.name().clone()),
+        (_, y) => y,
+    };
+    if view == View::Timeseries && y.is_none() {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': a timeseries plots a numeric column: set y = '<column>'",
+            spec.name
+        )));
+    }
+    let image_col = image.as_ref().and_then(|c| schema.index_of(c).ok());
+    let image_lookup_cols = match &image_topic {
+        None => None,
+        Some(topic) => {
+            let p = schema.index_of("partition");
+            let off = schema.index_of("offset");
+            match (p, off) {
+                (Ok(p), Ok(off)) => Some((topic.clone(), p, off)),
+                _ => {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' = '{topic}' needs columns 'partition' and \
+                         'offset' to find each frame",
+                        spec.name
+                    )));
+                }
+            }
+        }
+    };
+    let columns = schema
+        .fields()
+        .iter()
+        .filter(|f| Some(f.name()) != image.as_ref())
+        .map(|f| {
+            (
+                f.name().clone(),
+                runnel_common::types::sql_name(f.data_type()),
+            )
+        })
+        .collect();
+    let config = PanelConfig {
+        name: spec.name.clone(),
+        title: o.get("title").unwrap_or(&spec.name).to_string(),
+        view,
+        key,
+        max_rows,
+        x: x.or_else(|| (view == View::Timeseries).then(|| "window_end".to_string())),
+        y,
+        series,
+        image,
+        image_topic,
+        columns,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        let panel = ctx.dashboards.register(config.clone());
+        let image_lookup = match &image_lookup_cols {
+            None => None,
+            Some((topic, p, off)) => {
+                let log = ctx.log.as_ref().ok_or_else(|| {
+                    ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' needs the embedded log (run with --listen or \
+                         read a log table)",
+                        spec.name
+                    ))
+                })?;
+                let t = log.topic(topic).ok_or_else(|| {
+                    ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' = '{topic}' is not a topic of the log",
+                        spec.name
+                    ))
+                })?;
+                Some((t, *p, *off))
+            }
+        };
+        sinks.push(Box::new(DashboardSink {
+            panel,
+            image_col,
+            image_lookup,
+            metrics: ctx.metrics,
+            buf: Vec::new(),
+        }));
+    }
+    Ok(sinks)
+}
+
+fn column_names(spec: &TableSpec) -> String {
+    spec.schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl Sink for DashboardSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        let n = batch.num_rows();
+        let mut images: Vec<Option<Vec<u8>>> = vec![None; n];
+        let shown = match self.image_col {
+            Some(i) => {
+                let col = arrow::compute::cast(batch.column(i), &DataType::LargeBinary)?;
+                let bytes = col.as_binary::<i64>();
+                for (row, img) in images.iter_mut().enumerate() {
+                    if bytes.is_valid(row) && !bytes.value(row).is_empty() {
+                        *img = Some(bytes.value(row).to_vec());
+                    }
+                }
+                let mut b = batch.clone();
+                b.remove_column(i);
+                b
+            }
+            None => batch.clone(),
+        };
+        if let Some((topic, p, off)) = &self.image_lookup {
+            let parts = arrow::compute::cast(batch.column(*p), &DataType::Int64)?;
+            let offs = arrow::compute::cast(batch.column(*off), &DataType::Int64)?;
+            let (parts, offs) = (
+                parts.as_primitive::<arrow::datatypes::Int64Type>(),
+                offs.as_primitive::<arrow::datatypes::Int64Type>(),
+            );
+            for (row, img) in images.iter_mut().enumerate() {
+                if parts.is_null(row) || offs.is_null(row) {
+                    continue;
+                }
+                let (Ok(pn), Ok(o)) = (
+                    u32::try_from(parts.value(row)),
+                    u64::try_from(offs.value(row)),
+                ) else {
+                    continue;
+                };
+                // A frame that retention already removed simply has no picture.
+                if let Some(part) = topic.partition(pn)
+                    && let Ok(recs) = part.read(o, 1, 64 << 20)
+                    && let Some(r) = recs.into_iter().next()
+                    && r.offset == o
+                {
+                    *img = Some(r.value);
+                }
+            }
+        }
+        self.buf.clear();
+        JsonEncoder.encode(&shown, &mut self.buf)?;
+        let mut rows = Vec::with_capacity(n);
+        for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let row: Value = serde_json::from_slice(line)
+                .map_err(|e| ConnectorError::Other(format!("dashboard row encoding: {e}")))?;
+            rows.push(row);
+        }
+        self.metrics.rows.add(n as u64);
+        self.metrics.bytes.add(self.buf.len() as u64);
+        self.panel.push(rows, images);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A key value as the string used to upsert and to name images.
+fn key_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes everything but unreserved URL characters.
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The content type of common image encodings, from their magic bytes.
+fn sniff(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "image/jpeg"
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "image/webp"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryArray, Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use runnel_common::Options;
+
+    fn spec(opts: &[(&str, &str)]) -> TableSpec {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("camera", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("image", DataType::Binary, true),
+        ]));
+        let mut pairs = vec![("connector".to_string(), "dashboard".to_string())];
+        pairs.extend(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        TableSpec {
+            name: "live".into(),
+            schema,
+            watermark: None,
+            options: Options::new(pairs),
+        }
+    }
+
+    fn ctx(d: &Arc<Dashboards>) -> SinkContext {
+        SinkContext {
+            subtask: 0,
+            parallelism: 1,
+            metrics: ConnectorMetrics::default(),
+            data_dir: std::env::temp_dir(),
+            log: None,
+            dashboards: d.clone(),
+        }
+    }
+
+    fn batch(spec: &TableSpec, cams: &[&str]) -> RecordBatch {
+        let n = cams.len();
+        RecordBatch::try_new(
+            spec.schema.clone(),
+            vec![
+                Arc::new(StringArray::from(cams.to_vec())),
+                Arc::new(Float64Array::from(vec![0.5; n])),
+                Arc::new(BinaryArray::from(vec![&b"\x89PNG\r\n\x1a\nxx"[..]; n])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn gallery_upserts_by_key_and_keeps_images() {
+        let d = Arc::new(Dashboards::default());
+        let s = spec(&[("view", "gallery"), ("key", "camera")]);
+        let mut sinks = build(&s, vec![ctx(&d)]).unwrap();
+        let panel = d.panel("live").unwrap();
+        let (_, mut rx) = panel.subscribe();
+        sinks[0].write(batch(&s, &["a", "b", "a"])).await.unwrap();
+        let rows = panel.rows();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().all(|r| r.get("image").is_none()));
+        assert!(
+            rows[1]["_image"]
+                .as_str()
+                .unwrap()
+                .starts_with("/api/streams/live/images/a?v=")
+        );
+        assert_eq!(panel.image("a").unwrap().content_type, "image/png");
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn table_keeps_the_latest_rows() {
+        let d = Arc::new(Dashboards::default());
+        let s = spec(&[("max-rows", "2")]);
+        let mut sinks = build(&s, vec![ctx(&d)]).unwrap();
+        sinks[0].write(batch(&s, &["a", "b", "c"])).await.unwrap();
+        let rows = d.panel("live").unwrap().rows();
+        let cams: Vec<_> = rows.iter().map(|r| r["camera"].as_str().unwrap()).collect();
+        assert_eq!(cams, ["b", "c"]);
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let d = Arc::new(Dashboards::default());
+        let e = build(&spec(&[("view", "pie")]), vec![ctx(&d)])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("view"), "{e}");
+        let e = build(&spec(&[("key", "nope")]), vec![ctx(&d)])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("'nope' is not a column"), "{e}");
+    }
+}

@@ -1,0 +1,431 @@
+//! The admin API and the live dashboard: what a running pipeline is doing and what its
+//! `dashboard` tables produce.
+//!
+//! `GET /api/pipelines[/{name}]` answer JSON snapshots; `/api/pipelines/{name}/events`
+//! and `/api/streams/{sink}` push updates as Server-Sent Events, coalesced to a few
+//! per second so a busy pipeline cannot flood a browser. The page itself (`/`) is
+//! embedded in the binary.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use runnel_connectors::sink::dashboard::{Dashboards, Panel};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use crate::error::ApiError;
+
+/// Shortest time between two SSE events of one stream.
+const MIN_EVENT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often pipeline status is pushed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One node of a running pipeline, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Index in the graph.
+    pub id: usize,
+    /// `source`, `project`, `window_aggregate`, …, `sink`.
+    pub kind: String,
+    /// Human-readable name.
+    pub label: String,
+    /// Subtasks.
+    pub parallelism: usize,
+    /// Rows received.
+    pub rows_in: u64,
+    /// Rows emitted (sources: read; sinks: written).
+    pub rows_out: u64,
+    /// Rows received per second, over the last interval.
+    pub rows_in_per_s: f64,
+    /// Rows emitted per second, over the last interval.
+    pub rows_out_per_s: f64,
+    /// Current event-time watermark (ms since the epoch), if any.
+    pub watermark_ms: Option<i64>,
+    /// Wall clock minus the watermark, in ms.
+    pub watermark_lag_ms: Option<i64>,
+    /// Time spent waiting on full output channels (backpressure), in ms.
+    pub blocked_ms: u64,
+    /// Rows dropped as late.
+    pub late_rows: u64,
+    /// Records sent to a dead-letter output.
+    pub dead_letters: u64,
+}
+
+/// An edge of the pipeline graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeStatus {
+    /// Upstream node id.
+    pub from: usize,
+    /// Downstream node id.
+    pub to: usize,
+    /// `forward` or `hash`.
+    pub partitioning: String,
+}
+
+/// A running pipeline as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    /// `SET 'pipeline.name'` or the file name.
+    pub name: String,
+    /// `starting`, `running`, `finished` or `failed`.
+    pub state: String,
+    /// `ok`, or what is wrong.
+    pub health: String,
+    /// Start time, ms since the epoch.
+    pub started_ms: i64,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    /// Every node with its counters.
+    pub nodes: Vec<NodeStatus>,
+    /// Every edge.
+    pub edges: Vec<EdgeStatus>,
+    /// The last completed checkpoint, if checkpointing runs.
+    pub checkpoint: Option<Value>,
+}
+
+/// Produces a pipeline's current status on demand.
+pub type StatusFn = Arc<dyn Fn() -> PipelineStatus + Send + Sync>;
+
+/// A pipeline the server reports on.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    /// Its name in URLs.
+    pub name: String,
+    /// Its live status.
+    pub status: StatusFn,
+}
+
+/// What the admin routes share: the pipelines, their dashboards and readiness.
+#[derive(Clone, Default)]
+pub struct AdminState {
+    pipelines: Arc<RwLock<Vec<PipelineHandle>>>,
+    dashboards: Arc<Dashboards>,
+    ready: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    /// State over the dashboards `dashboards` (shared with the pipeline's sinks).
+    pub fn new(dashboards: Arc<Dashboards>) -> Self {
+        AdminState {
+            dashboards,
+            ..AdminState::default()
+        }
+    }
+
+    /// Adds a running pipeline.
+    pub fn add_pipeline(&self, handle: PipelineHandle) {
+        self.pipelines
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    /// Marks the server ready (`/readyz` answers 200).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The statuses of every pipeline.
+    pub fn statuses(&self) -> Vec<PipelineStatus> {
+        self.handles().iter().map(|h| (h.status)()).collect()
+    }
+
+    fn handles(&self) -> Vec<PipelineHandle> {
+        self.pipelines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn handle(&self, name: &str) -> Result<PipelineHandle, ApiError> {
+        self.handles()
+            .into_iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_pipeline",
+                    format!(
+                        "no pipeline named '{name}'; running: {}",
+                        names(&self.handles())
+                    ),
+                )
+            })
+    }
+
+    fn panel(&self, name: &str) -> Result<Arc<Panel>, ApiError> {
+        self.dashboards.panel(name).ok_or_else(|| {
+            let known: Vec<_> = self
+                .dashboards
+                .panels()
+                .iter()
+                .map(|p| p.config().name.clone())
+                .collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_stream",
+                format!(
+                    "no dashboard table named '{name}'; dashboard tables: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+
+    /// A pipeline's status with its dashboard panels, as JSON.
+    fn status_json(&self, handle: &PipelineHandle) -> Value {
+        let mut v = serde_json::to_value((handle.status)()).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut v {
+            map.insert("panels".into(), self.panels_json());
+        }
+        v
+    }
+
+    fn panels_json(&self) -> Value {
+        Value::Array(
+            self.dashboards
+                .panels()
+                .iter()
+                .map(|p| {
+                    let c = p.config();
+                    json!({
+                        "name": c.name,
+                        "title": c.title,
+                        "view": c.view.as_str(),
+                        "key": c.key,
+                        "max_rows": c.max_rows,
+                        "x": c.x,
+                        "y": c.y,
+                        "series": c.series,
+                        "columns": c.columns.iter()
+                            .map(|(n, t)| json!({"name": n, "type": t}))
+                            .collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+fn names(handles: &[PipelineHandle]) -> String {
+    if handles.is_empty() {
+        return "none".into();
+    }
+    handles
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `/api/…`, `/readyz` and the embedded page.
+pub fn admin_routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/pipelines", get(list_pipelines))
+        .route("/api/pipelines/{name}", get(get_pipeline))
+        .route("/api/pipelines/{name}/events", get(pipeline_events))
+        .route("/api/streams/{sink}", get(stream_rows))
+        .route("/api/streams/{sink}/images/{key}", get(stream_image))
+        .route("/api/openapi.json", get(openapi))
+        .route("/readyz", get(readyz))
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/assets/{file}", get(asset))
+        .with_state(state)
+}
+
+async fn list_pipelines(State(s): State<AdminState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .statuses()
+        .into_iter()
+        .map(|p| json!({"name": p.name, "state": p.state, "health": p.health, "uptime_s": p.uptime_s}))
+        .collect();
+    Json(json!({ "pipelines": list }))
+}
+
+async fn get_pipeline(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let h = s.handle(&name)?;
+    Ok(Json(s.status_json(&h)))
+}
+
+async fn pipeline_events(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let h = s.handle(&name)?;
+    let stream = futures::stream::unfold(true, move |first| {
+        let (s, h) = (s.clone(), h.clone());
+        async move {
+            if !first {
+                tokio::time::sleep(STATUS_INTERVAL).await;
+            }
+            let data = s.status_json(&h).to_string();
+            Some((Ok(Event::default().event("status").data(data)), false))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// What the rows stream does next.
+enum RowsState {
+    Start(Arc<Panel>),
+    Live(
+        Arc<Panel>,
+        tokio::sync::broadcast::Receiver<Arc<Vec<Value>>>,
+    ),
+}
+
+async fn stream_rows(
+    State(s): State<AdminState>,
+    Path(sink): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let panel = s.panel(&sink)?;
+    let stream = futures::stream::unfold(RowsState::Start(panel), |state| async move {
+        match state {
+            RowsState::Start(panel) => {
+                let (rows, rx) = panel.subscribe();
+                let event = rows_event(true, rows);
+                Some((Ok(event), RowsState::Live(panel, rx)))
+            }
+            RowsState::Live(panel, mut rx) => {
+                // Wait for rows, then gather whatever else arrives in the next moment,
+                // so a busy sink costs the browser one event per interval.
+                let mut rows: Vec<Value> = match rx.recv().await {
+                    Ok(r) => r.as_ref().clone(),
+                    Err(RecvError::Lagged(_)) => {
+                        return Some((
+                            Ok(rows_event(true, panel.rows())),
+                            RowsState::Live(panel, rx),
+                        ));
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                tokio::time::sleep(MIN_EVENT_INTERVAL).await;
+                loop {
+                    match rx.try_recv() {
+                        Ok(more) => rows.extend(more.iter().cloned()),
+                        Err(TryRecvError::Lagged(_)) => {
+                            return Some((
+                                Ok(rows_event(true, panel.rows())),
+                                RowsState::Live(panel, rx),
+                            ));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let max = panel.config().max_rows;
+                if rows.len() > max {
+                    rows.drain(..rows.len() - max);
+                }
+                Some((Ok(rows_event(false, rows)), RowsState::Live(panel, rx)))
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn rows_event(reset: bool, rows: Vec<Value>) -> Event {
+    Event::default()
+        .event("rows")
+        .data(json!({"reset": reset, "rows": rows}).to_string())
+}
+
+async fn stream_image(
+    State(s): State<AdminState>,
+    Path((sink, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let panel = s.panel(&sink)?;
+    let image = panel.image(&key).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_image",
+            format!("dashboard table '{sink}' has no image for key '{key}'"),
+        )
+    })?;
+    let mut resp = image.bytes.as_ref().clone().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(image.content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    Ok(resp)
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the pipeline is still starting",
+        )
+        .into_response()
+    }
+}
+
+/// The OpenAPI description of every route.
+pub const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
+const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
+const APP_JS: &str = include_str!("../assets/dashboard/app.js");
+const STYLE_CSS: &str = include_str!("../assets/dashboard/style.css");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, ty) = match file.as_str() {
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
+        _ => {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no asset '{file}'"),
+            )
+            .into_response();
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, ty),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

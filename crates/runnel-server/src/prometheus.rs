@@ -1,0 +1,163 @@
+//! `GET /metrics` in Prometheus text format, and the HTTP request metrics.
+//!
+//! Libraries record with the `metrics` crate (log append and fsync latency, operator
+//! batch latency, classification latency); this module installs the recorder that
+//! renders them. Per-operator counters live in the engine's own atomics and are rendered
+//! here from the pipelines' status, so the hot path pays nothing extra for them.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::admin::AdminState;
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same handle.
+/// `None` if another recorder was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            // Histograms buffer samples until upkeep folds them in.
+            let h = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        h.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Axum middleware counting requests and timing them per route.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("runnel_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("runnel_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn metrics_handler(State(admin): State<AdminState>) -> Response {
+    let mut out = String::new();
+    render_pipelines(&admin, &mut out);
+    if let Some(handle) = install() {
+        out.push_str(&handle.render());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+fn render_pipelines(admin: &AdminState, out: &mut String) {
+    let statuses = admin.statuses();
+    let families: [(&str, &str, &str); 7] = [
+        (
+            "runnel_operator_records_in_total",
+            "counter",
+            "Rows received by an operator",
+        ),
+        (
+            "runnel_operator_records_out_total",
+            "counter",
+            "Rows emitted by an operator (sources: read, sinks: written)",
+        ),
+        (
+            "runnel_operator_late_records_total",
+            "counter",
+            "Rows dropped because they arrived behind the watermark",
+        ),
+        (
+            "runnel_operator_dead_letters_total",
+            "counter",
+            "Records sent to a dead-letter output",
+        ),
+        (
+            "runnel_operator_backpressure_seconds_total",
+            "counter",
+            "Time spent waiting on full output channels",
+        ),
+        (
+            "runnel_operator_watermark_lag_seconds",
+            "gauge",
+            "Wall clock minus the operator's event-time watermark",
+        ),
+        (
+            "runnel_pipeline_uptime_seconds",
+            "gauge",
+            "Seconds since the pipeline started",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &statuses {
+            let pipeline = escape(&p.name);
+            if i == 6 {
+                let _ = writeln!(out, "{name}{{pipeline=\"{pipeline}\"}} {}", p.uptime_s);
+                continue;
+            }
+            for n in &p.nodes {
+                let value = match i {
+                    0 => n.rows_in as f64,
+                    1 => n.rows_out as f64,
+                    2 => n.late_rows as f64,
+                    3 => n.dead_letters as f64,
+                    4 => n.blocked_ms as f64 / 1000.0,
+                    _ => match n.watermark_lag_ms {
+                        Some(lag) => lag as f64 / 1000.0,
+                        None => continue,
+                    },
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{pipeline}\",node=\"{}\",operator=\"{}\",kind=\"{}\"}} {value}",
+                    n.id,
+                    escape(&n.label),
+                    n.kind
+                );
+            }
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+// Drives the runnel dashboard in headless Chromium and checks that it shows live data.
+//
+//   node dashboard.mjs --url http://127.0.0.1:PORT/ --screenshot out.png \
+//     [--token T] [--expect-gallery] [--expect-rows N] [--timeout-ms 20000]
+//
+// Prints one JSON line on stdout; exits 0 when everything expected appeared, 1 otherwise.
+import { chromium } from 'playwright-core';
+
+function usage(msg) {
+  process.stderr.write(`dashboard.mjs: ${msg}\n` +
+    'usage: node dashboard.mjs --url URL --screenshot PATH [--token T] [--expect-gallery] ' +
+    '[--expect-rows N] [--timeout-ms MS]\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectRows: 0, timeoutMs: 20000 };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) usage(`${arg} needs a value`);
+      return argv[++i];
+    };
+    switch (arg) {
+      case '--url': opts.url = value(); break;
+      case '--screenshot': opts.screenshot = value(); break;
+      case '--token': opts.token = value(); break;
+      case '--expect-gallery': opts.expectGallery = true; break;
+      case '--expect-rows':
+        // The count is optional: a bare --expect-rows means at least one row.
+        opts.expectRows = /^\d+$/.test(argv[i + 1] || '') ? Number(argv[++i]) : 1;
+        break;
+      case '--timeout-ms': opts.timeoutMs = Number(value()); break;
+      default: usage(`unknown argument ${arg}`);
+    }
+  }
+  if (!opts.url) usage('--url is required');
+  if (!opts.screenshot) usage('--screenshot is required');
+  if (!(opts.timeoutMs > 0)) usage('--timeout-ms must be a positive number');
+  return opts;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+
+// Console lines and URLs may carry the token (SSE and image URLs take it as a query
+// parameter); none of it may reach CI logs.
+function redact(text) {
+  let out = String(text).replace(/access_token=[^&\s"']*/g, 'access_token=REDACTED');
+  if (opts.token) out = out.split(opts.token).join('REDACTED');
+  return out;
+}
+
+// Never outlive the caller's budget, even if the browser hangs.
+const watchdog = setTimeout(() => {
+  process.stderr.write('dashboard.mjs: hard timeout, browser did not respond\n');
+  process.exit(1);
+}, opts.timeoutMs + 30000);
+watchdog.unref();
+
+const consoleErrors = [];
+const failedRequests = [];
+const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0 };
+
+function missing() {
+  const out = [];
+  if (counts.graph_nodes < 1) out.push('no .graph-node in the pipeline graph');
+  if (opts.expectRows > 0 && counts.rows < opts.expectRows) {
+    out.push(`fewer than ${opts.expectRows} tr.row in any panel (most in one panel: ${counts.rows})`);
+  }
+  if (opts.expectGallery && counts.gallery_images < 1) out.push('no loaded img.gallery-img (naturalWidth > 0)');
+  return out;
+}
+
+function measure() {
+  const panelRows = [...document.querySelectorAll('section.panel')]
+    .map((p) => p.querySelectorAll('tr.row').length);
+  return {
+    graph_nodes: document.querySelectorAll('.graph-node').length,
+    rows: Math.max(0, ...panelRows),
+    rows_total: document.querySelectorAll('tr.row').length,
+    gallery_images: [...document.querySelectorAll('img.gallery-img')]
+      .filter((img) => img.complete && img.naturalWidth > 0).length,
+  };
+}
+
+async function run() {
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    });
+  } catch (err) {
+    return { problems: [`cannot launch Chromium: ${err.message.split('\n')[0]}`], shot: false };
+  }
+
+  const problems = [];
+  let shot = false;
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') consoleErrors.push(redact(msg.text()));
+    });
+    page.on('pageerror', (err) => consoleErrors.push(redact(`uncaught: ${err.message}`)));
+    page.on('requestfailed', (req) => {
+      const why = req.failure()?.errorText || 'failed';
+      // Superseded image frames and SSE streams cut at page close are aborted on purpose.
+      if (why.includes('ERR_ABORTED')) return;
+      failedRequests.push(redact(`${req.method()} ${req.url()}: ${why}`));
+    });
+    page.on('response', (res) => {
+      if (res.status() >= 400) failedRequests.push(redact(`${res.request().method()} ${res.url()}: HTTP ${res.status()}`));
+    });
+
+    if (opts.token) {
+      await page.addInitScript((t) => {
+        try { sessionStorage.setItem('runnel-token', t); } catch { /* opaque origin */ }
+      }, opts.token);
+    }
+
+    const deadline = Date.now() + opts.timeoutMs;
+    try {
+      await page.goto(opts.url, { waitUntil: 'domcontentloaded', timeout: opts.timeoutMs });
+    } catch (err) {
+      problems.push(`cannot open ${redact(opts.url)}: ${redact(err.message.split('\n')[0])}`);
+    }
+
+    if (!problems.length) {
+      for (;;) {
+        try {
+          Object.assign(counts, await page.evaluate(measure));
+        } catch (err) {
+          // A navigation in progress destroys the context; measure again next round.
+          if (!/context was destroyed|navigat/i.test(err.message)) throw err;
+        }
+        if (!missing().length || Date.now() >= deadline) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      problems.push(...missing());
+    }
+
+    try {
+      await page.screenshot({ path: opts.screenshot, fullPage: true, timeout: 15000 });
+      shot = true;
+    } catch (err) {
+      problems.push(`screenshot failed: ${err.message.split('\n')[0]}`);
+    }
+  } catch (err) {
+    problems.push(`browser error: ${redact(err.message.split('\n')[0])}`);
+  } finally {
+    await browser.close().catch(() => {});
+  }
+  return { problems, shot };
+}
+
+const { problems, shot } = await run();
+const ok = problems.length === 0;
+process.stdout.write(`${JSON.stringify({
+  ok,
+  ...counts,
+  console_errors: consoleErrors,
+  failed_requests: failedRequests,
+  ...(ok ? {} : { missing: problems }),
+})}\n`);
+if (!ok) {
+  process.stderr.write(`dashboard.mjs: FAILED at ${redact(opts.url)} (timeout ${opts.timeoutMs} ms):\n` +
+    problems.map((p) => `  - ${p}\n`).join('') +
+    (shot ? `  (screenshot: ${opts.screenshot})\n` : '  (no screenshot taken)\n'));
+}
+process.exit(ok ? 0 : 1);

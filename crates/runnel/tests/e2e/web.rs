@@ -1,0 +1,636 @@
+//! The web surface of a running pipeline: admin API, event streams, `/metrics`, the
+//! embedded page, authentication, and the page itself in headless Chromium.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::log_cli::{Server, free_port, http};
+
+const PIPELINE: &str = "
+SET 'pipeline.name' = 'web-test';
+CREATE TABLE readings (sensor STRING, temp DOUBLE)
+  WITH (connector = 'log', topic = 'readings', format = 'json');
+CREATE TABLE frames (key STRING, `value` BYTES)
+  WITH (connector = 'log', topic = 'frames', format = 'raw');
+CREATE TABLE live (sensor STRING, temp DOUBLE)
+  WITH (connector = 'dashboard', title = 'Latest readings', view = 'table', key = 'sensor');
+CREATE TABLE gallery (camera STRING, image BYTES, note STRING)
+  WITH (connector = 'dashboard', title = 'Latest frames', view = 'gallery', key = 'camera');
+INSERT INTO live SELECT sensor, temp FROM readings;
+INSERT INTO gallery SELECT key, `value`, CONCAT(key, ' frame') FROM frames;
+";
+
+fn start_pipeline(dir: &Path, port: u16) -> Server {
+    std::fs::write(dir.join("p.sql"), PIPELINE).expect("writing pipeline");
+    let listen = format!("127.0.0.1:{port}");
+    Server::spawn(
+        dir,
+        port,
+        &[
+            "run",
+            "p.sql",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "-p",
+            "2",
+        ],
+    )
+}
+
+fn get_json(port: u16, path: &str) -> (u16, Value) {
+    let (status, body) = http(port, "GET", path, &[], b"").expect("GET");
+    let v =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+    (status, v)
+}
+
+fn post(port: u16, topic: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let (status, answer) = http(
+        port,
+        "POST",
+        &format!("/v1/topics/{topic}/records"),
+        headers,
+        body,
+    )
+    .expect("POST");
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Reads an SSE stream until `want` appears in the data (or 20 s pass); returns what came.
+fn read_sse(port: u16, path: &str, want: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&got).contains(want) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A real PNG photo (one of the bundled test photos).
+fn photo() -> Vec<u8> {
+    std::fs::read(repo().join("assets/images/coffee.png")).expect("bundled photo")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn admin_api_streams_metrics_and_page() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _server = start_pipeline(dir.path(), port);
+
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").unwrap().0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(port, "GET", "/readyz", &[], b"").unwrap().0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz never became 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    post(
+        port,
+        "readings",
+        &[("Content-Type", "application/x-ndjson")],
+        b"{\"sensor\":\"s1\",\"temp\":21.5}\n{\"sensor\":\"s2\",\"temp\":30}\n{\"sensor\":\"s1\",\"temp\":22.5}\n",
+    );
+    post(
+        port,
+        "frames",
+        &[("Content-Type", "image/png"), ("X-Key", "cam-1")],
+        &photo(),
+    );
+
+    // The list and one pipeline.
+    let (status, list) = get_json(port, "/api/pipelines");
+    assert_eq!(status, 200);
+    assert_eq!(list["pipelines"][0]["name"], "web-test", "{list}");
+    let (status, p) = get_json(port, "/api/pipelines/web-test");
+    assert_eq!(status, 200);
+    let nodes = p["nodes"].as_array().expect("nodes");
+    assert!(nodes.iter().any(|n| n["kind"] == "source"), "{p}");
+    assert!(nodes.iter().any(|n| n["kind"] == "sink"), "{p}");
+    assert!(!p["edges"].as_array().expect("edges").is_empty());
+    let panels: Vec<&str> = p["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .map(|x| x["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(panels, ["live", "gallery"], "{p}");
+    assert_eq!(p["panels"][1]["view"], "gallery");
+    assert!(p.get("checkpoint").is_some());
+
+    // Unknown names are JSON 404s.
+    let (status, e) = get_json(port, "/api/pipelines/nope");
+    assert_eq!(status, 404);
+    assert_eq!(e["error"], "unknown_pipeline", "{e}");
+    let (status, e) = get_json(port, "/api/streams/nope");
+    assert_eq!(status, 404);
+    assert!(
+        e["detail"].as_str().unwrap().contains("live, gallery"),
+        "{e}"
+    );
+
+    // Event streams: the table's rows (upserted by key), then the gallery's image.
+    let sse = read_sse(port, "/api/streams/live", "22.5");
+    assert!(sse.contains("event: rows"), "{sse}");
+    assert!(sse.contains("\"reset\":true"), "{sse}");
+    assert!(
+        sse.contains("22.5") && !sse.contains("21.5"),
+        "upserted by sensor: {sse}"
+    );
+    let sse = read_sse(port, "/api/streams/gallery", "_image");
+    let url = sse
+        .split("\"_image\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no image URL in {sse}"))
+        .to_string();
+    let (status, body) = http(port, "GET", &url, &[], b"").expect("image");
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
+    let (status, _) = http(port, "GET", "/api/streams/gallery/images/cam-9", &[], b"").unwrap();
+    assert_eq!(status, 404);
+    let sse = read_sse(port, "/api/pipelines/web-test/events", "\"nodes\"");
+    assert!(sse.contains("event: status"), "{sse}");
+
+    // Prometheus.
+    let (status, metrics) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    for family in [
+        "runnel_operator_records_in_total",
+        "runnel_operator_records_out_total",
+        "runnel_operator_late_records_total",
+        "runnel_operator_dead_letters_total",
+        "runnel_operator_batch_duration_seconds_bucket",
+        "runnel_log_append_duration_seconds_bucket",
+        "runnel_log_fsync_duration_seconds_bucket",
+        "runnel_http_requests_total",
+        "runnel_http_request_duration_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+
+    // OpenAPI documents every route the server has.
+    let (status, api) = get_json(port, "/api/openapi.json");
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/topics",
+        "/v1/topics/{topic}",
+        "/v1/topics/{topic}/records",
+        "/api/pipelines",
+        "/api/pipelines/{name}",
+        "/api/pipelines/{name}/events",
+        "/api/streams/{sink}",
+        "/api/streams/{sink}/images/{key}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            api["paths"].get(path).is_some(),
+            "openapi.json lacks {path}"
+        );
+    }
+
+    // The page and its assets are embedded.
+    let (status, html) = http(port, "GET", "/", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<html") && html.contains("/assets/app.js"),
+        "{html}"
+    );
+    assert_eq!(
+        http(port, "GET", "/assets/app.js", &[], b"").unwrap().0,
+        200
+    );
+    assert_eq!(
+        http(port, "GET", "/assets/style.css", &[], b"").unwrap().0,
+        200
+    );
+    assert_eq!(
+        http(port, "GET", "/assets/nope.js", &[], b"").unwrap().0,
+        404
+    );
+}
+
+#[test]
+fn non_loopback_needs_a_token_and_requests_need_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["serve", "--listen", &listen, "--data-dir", "data"])
+        .current_dir(dir.path())
+        .env_remove("RUNNEL_AUTH_TOKEN")
+        .output()
+        .expect("running runnel");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--auth-token"), "{err}");
+
+    let token = "s3cret-token-value";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "--auto-create",
+        ])
+        .current_dir(dir.path())
+        .env("RUNNEL_AUTH_TOKEN", token)
+        .env("RUNNEL_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting runnel serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((status, _)) = http(port, "GET", "/healthz", &[], b"") {
+            assert_eq!(status, 401, "healthz without the token");
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http(port, "GET", "/api/pipelines", &[], b"").unwrap();
+    assert_eq!(status, 401);
+    assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
+    let (status, _) = http(
+        port,
+        "GET",
+        "/api/pipelines",
+        &[("Authorization", "Bearer wrong")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        port,
+        "GET",
+        "/api/pipelines",
+        &[("Authorization", &bearer)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = http(
+        port,
+        "GET",
+        &format!("/metrics?access_token={token}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = http(port, "POST", "/v1/topics/t/records", &[], b"{}").unwrap();
+    assert_eq!(status, 401, "ingest without the token");
+    let (status, _) = http(
+        port,
+        "POST",
+        "/v1/topics/t/records",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "ingest with the token");
+    // The page itself loads without a token, so that it can ask for one.
+    assert_eq!(http(port, "GET", "/", &[], b"").unwrap().0, 200);
+
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("serve output");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(token), "the token was logged:\n{all}");
+}
+
+/// Makes Debian's Chromium and playwright-core available, installing them when
+/// missing (apt-get as root; npm into the shared cache). Returns (chromium, node_modules dir).
+fn browser_tools() -> (PathBuf, PathBuf) {
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if !chromium.exists() {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        assert!(
+            is_root,
+            "the browser test needs Debian's chromium ({}); install it with apt-get install chromium",
+            chromium.display()
+        );
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "(apt-get install -y --no-install-recommends chromium || \
+                 (apt-get update && apt-get install -y --no-install-recommends chromium)) >/dev/null",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("running apt-get");
+        assert!(status.success(), "apt-get install chromium failed");
+    }
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/runnel/browser-test");
+    let package = repo().join("crates/runnel/tests/browser/package.json");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let wanted = std::fs::read_to_string(&package).expect("package.json");
+    let installed = std::fs::read_to_string(cache.join("package.json")).unwrap_or_default();
+    if installed != wanted || !cache.join("node_modules/playwright-core").exists() {
+        std::fs::write(cache.join("package.json"), &wanted).expect("writing package.json");
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&cache)
+            .status()
+            .expect("running npm (Node.js is needed for the browser test)");
+        assert!(status.success(), "npm install playwright-core failed");
+    }
+    (chromium, cache.join("node_modules"))
+}
+
+#[test]
+fn dashboard_page_in_headless_chromium() {
+    let (chromium, node_modules) = browser_tools();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _server = start_pipeline(dir.path(), port);
+    post(
+        port,
+        "readings",
+        &[("Content-Type", "application/json")],
+        b"[{\"sensor\":\"s1\",\"temp\":21.5},{\"sensor\":\"s2\",\"temp\":19}]",
+    );
+    for cam in ["cam-0", "cam-1"] {
+        post(
+            port,
+            "frames",
+            &[("Content-Type", "image/png"), ("X-Key", cam)],
+            &photo(),
+        );
+    }
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join("dashboard.png");
+    // ES modules resolve packages next to the script, not through NODE_PATH.
+    let cache = node_modules
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let script = cache.join("dashboard.mjs");
+    std::fs::copy(
+        repo().join("crates/runnel/tests/browser/dashboard.mjs"),
+        &script,
+    )
+    .expect("copying the browser driver");
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--url", &format!("http://127.0.0.1:{port}/")])
+        .args(["--screenshot", &shot.display().to_string()])
+        .args([
+            "--expect-gallery",
+            "--expect-rows",
+            "2",
+            "--timeout-ms",
+            "30000",
+        ])
+        .env("CHROMIUM", &chromium)
+        .current_dir(&cache)
+        .output()
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed (screenshot: {}):\n{stdout}\n{stderr}",
+        shot.display()
+    );
+    assert!(shot.exists(), "no screenshot at {}", shot.display());
+    eprintln!("dashboard screenshot: {}", shot.display());
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(summary["ok"], true, "{stdout}");
+}
+
+/// `runnel demo`: frames posted over HTTP are classified into the `labels` topic; a
+/// corrupt JPEG and an empty body are dead-lettered and the pipeline goes on.
+#[test]
+fn demo_classifies_posted_frames() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "demo",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "--cameras",
+            "1",
+        ])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting runnel demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/readyz", &[], b"")
+        .map(|r| r.0)
+        .unwrap_or(0)
+        != 200
+    {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("runnel demo exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "demo not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(&format!("dashboard: http://127.0.0.1:{port}"))),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
+    let images = repo().join("assets/images");
+    let send = |key: &str, ty: &str, body: &[u8]| {
+        let t = now();
+        post(
+            port,
+            "frames",
+            &[("Content-Type", ty), ("X-Key", key), ("X-Event-Time", &t)],
+            body,
+        );
+    };
+    send(
+        "test-coffee",
+        "image/png",
+        &std::fs::read(images.join("coffee.png")).unwrap(),
+    );
+    send(
+        "test-corrupt",
+        "image/jpeg",
+        b"\xFF\xD8\xFF\xE0 this is not really a jpeg",
+    );
+    send("test-empty", "image/jpeg", b"");
+    send(
+        "test-rocket",
+        "image/jpeg",
+        &std::fs::read(images.join("rocket.jpg")).unwrap(),
+    );
+    send(
+        "test-flower",
+        "image/jpeg",
+        &std::fs::read(images.join("flower.jpg")).unwrap(),
+    );
+
+    let mut found = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while found.len() < 3 && Instant::now() < deadline {
+        if let Ok((200, text)) = http(
+            port,
+            "GET",
+            "/v1/topics/labels/records?partition=0&offset=0&max=10000",
+            &[],
+            b"",
+        ) {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let r: Value = serde_json::from_str(line).expect("NDJSON");
+                let v = &r["value"];
+                if let Some(cam) = v["camera"].as_str().filter(|c| c.starts_with("test-")) {
+                    found.insert(cam.to_string(), v.clone());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(found["test-coffee"]["label"], "espresso", "{found:?}");
+    assert_eq!(found["test-rocket"]["label"], "missile", "{found:?}");
+    assert_eq!(found["test-flower"]["label"], "daisy", "{found:?}");
+    for v in found.values() {
+        assert!(v["latency_ms"].as_i64().is_some_and(|l| l >= 0), "{v}");
+        assert!(
+            v["score"].as_f64().is_some_and(|s| s > 0.0 && s <= 1.0),
+            "{v}"
+        );
+    }
+    assert!(!found.contains_key("test-corrupt") && !found.contains_key("test-empty"));
+    let dead = std::fs::read_to_string(dir.path().join("data/dead-letters/classify.jsonl"))
+        .unwrap_or_default();
+    assert_eq!(dead.lines().count(), 2, "{dead}");
+    assert!(dead.contains("empty"), "{dead}");
+
+    // The simulated camera's frames are counted per 10-second window on stdout.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("window ending"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no window line: {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, metrics) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("runnel_classify_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runnel_end_to_end_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    // SIGTERM stops it cleanly.
+    sigterm(child.0.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            assert!(status.success(), "demo exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = reader.join();
+}
+
+fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
