@@ -224,7 +224,8 @@ impl Classifier {
                 "model produced no output".to_string(),
             ));
         };
-        let logits = logits.as_slice::<f32>().map_err(err)?;
+        let view = logits.try_as_plain_ram().map_err(err)?;
+        let logits = view.as_slice::<f32>().map_err(err)?;
         if logits.len() != self.labels.len() {
             return Err(VisionError::Inference(format!(
                 "model produced {} scores for {} labels",

@@ -179,7 +179,7 @@ impl Default for ClassifierOptions {
 }
 
 /// The optimized tract plan with its thread pool.
-pub(crate) type Plan = TypedRunnableModel<TypedModel>;
+pub(crate) type Plan = Arc<TypedRunnableModel>;
 
 /// Everything [`crate::Classifier`] holds once loaded.
 pub(crate) struct Loaded {
@@ -371,9 +371,9 @@ fn build(
         Some(Executor::SingleThread)
     };
     let plan = typed
-        .into_runnable_with_options(&PlanOptions {
+        .into_runnable_with_options(&RunOptions {
             executor,
-            ..PlanOptions::default()
+            ..RunOptions::default()
         })
         .map_err(|e| model_err(format!("{e:#}")))?;
     Ok(Loaded {

@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use image::imageops::FilterType;
-use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use image::{GenericImageView, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::model::PreprocessSpec;
 
@@ -31,7 +31,7 @@ pub fn filter_for(interpolation: &str) -> Option<FilterType> {
 pub fn preprocess_into(bytes: &[u8], spec: &PreprocessSpec, out: &mut [f32]) -> Result<(), String> {
     let rgb = decode_rgb(bytes)?;
     let crop = spec.center_crop;
-    let resized = resize_shorter_side(&rgb, spec)?;
+    let resized = resize_and_crop(&rgb, spec)?;
     let plane = (crop * crop) as usize;
     if out.len() != 3 * plane {
         return Err(format!(
@@ -148,7 +148,8 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-fn resize_shorter_side(img: &RgbImage, spec: &PreprocessSpec) -> Result<RgbImage, String> {
+/// Resizes so the shorter side is `resize_shorter_side` and takes the `center_crop` square.
+fn resize_and_crop(img: &RgbImage, spec: &PreprocessSpec) -> Result<RgbImage, String> {
     let (w, h) = img.dimensions();
     let (short, long) = (w.min(h), w.max(h));
     if long / short > MAX_ASPECT {
@@ -167,10 +168,25 @@ fn resize_shorter_side(img: &RgbImage, spec: &PreprocessSpec) -> Result<RgbImage
         (scaled_long, target)
     };
     let filter = filter_for(&spec.interpolation).unwrap_or(FilterType::Triangle);
-    if (nw, nh) == (w, h) {
-        return Ok(img.clone());
+    let crop = spec.center_crop;
+    if nw < crop || nh < crop {
+        return Err(format!(
+            "model.json: center_crop {crop} is larger than the resized image {nw}×{nh}"
+        ));
     }
-    Ok(image::imageops::resize(img, nw, nh, filter))
+    // Only the center crop is kept, so resample just the source region it comes from:
+    // half the output pixels of resizing the whole image, for the same crop.
+    let (left, top) = ((nw - crop) / 2, (nh - crop) / 2);
+    let to_src = |v: u32, src: u32, dst: u32| {
+        ((f64::from(v) * f64::from(src) / f64::from(dst)).round() as u32).min(src)
+    };
+    let (x0, x1) = (to_src(left, w, nw), to_src(left + crop, w, nw));
+    let (y0, y1) = (to_src(top, h, nh), to_src(top + crop, h, nh));
+    let region = image::imageops::crop_imm(img, x0, y0, (x1 - x0).max(1), (y1 - y0).max(1));
+    if region.width() == crop && region.height() == crop {
+        return Ok(region.to_image());
+    }
+    Ok(image::imageops::resize(&*region, crop, crop, filter))
 }
 
 #[cfg(test)]

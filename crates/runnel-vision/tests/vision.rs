@@ -330,7 +330,7 @@ fn measure_symbolic_vs_concrete_plan() {
         t.elapsed().as_secs_f64() * 1e3 / photos.len() as f64
     );
 
-    let time = |plan: &TypedRunnableModel<TypedModel>, n: usize, runs: usize| {
+    let time = |plan: &Arc<TypedRunnableModel>, n: usize, runs: usize| {
         let input: Tensor = tract_ndarray::Array4::<f32>::zeros((n, 3, 224, 224)).into();
         plan.run(tvec!(input.clone().into())).unwrap();
         let t = Instant::now();
