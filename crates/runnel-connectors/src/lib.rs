@@ -47,6 +47,9 @@ pub struct SourceContext {
     pub batch_size: usize,
     /// The embedded durable log, when the pipeline runs with one (`log` connector).
     pub log: Option<std::sync::Arc<runnel_log::Log>>,
+    /// The pipeline checkpoints: positions come from checkpoints, so a source must not
+    /// commit its own (e.g. consumer-group offsets).
+    pub checkpointing: bool,
 }
 
 /// A source subtask. The engine calls it from one task, never concurrently.
@@ -90,6 +93,15 @@ pub struct SinkContext {
     pub log: Option<std::sync::Arc<runnel_log::Log>>,
     /// The pipeline's dashboard panels (`dashboard` connector), served by the web page.
     pub dashboards: std::sync::Arc<sink::dashboard::Dashboards>,
+    /// Set when the pipeline checkpoints: sinks that can, commit exactly once.
+    pub checkpoint: Option<CheckpointMode>,
+}
+
+/// How a sink takes part in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointMode {
+    /// The checkpoint the run resumes from (`None`: a fresh start).
+    pub restored: Option<u64>,
 }
 
 /// A sink subtask. The engine calls it from one task, never concurrently,

@@ -28,6 +28,7 @@ fn source_ctxs(n: usize, metrics: &ConnectorMetrics, batch_size: usize) -> Vec<S
             data_dir: PathBuf::from("."),
             batch_size,
             log: None,
+            checkpointing: false,
         })
         .collect()
 }
@@ -40,6 +41,7 @@ fn sink_ctxs(n: usize, metrics: &ConnectorMetrics) -> Vec<SinkContext> {
             metrics: metrics.clone(),
             data_dir: PathBuf::from("."),
             log: None,
+            checkpoint: None,
             dashboards: Default::default(),
         })
         .collect()

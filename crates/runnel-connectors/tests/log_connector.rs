@@ -44,6 +44,7 @@ fn source_ctxs(
             data_dir: PathBuf::from("."),
             batch_size,
             log: Some(log.clone()),
+            checkpointing: false,
         })
         .collect()
 }
@@ -56,6 +57,7 @@ fn sink_ctxs(n: usize, log: &Arc<Log>, metrics: &ConnectorMetrics) -> Vec<SinkCo
             metrics: metrics.clone(),
             data_dir: PathBuf::from("."),
             log: Some(log.clone()),
+            checkpoint: None,
             dashboards: Default::default(),
         })
         .collect()

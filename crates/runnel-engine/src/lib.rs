@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod checkpoint;
 pub mod error;
 pub mod metrics;
 pub mod operator;
@@ -49,6 +50,8 @@ pub struct RunConfig {
     pub log: Option<std::sync::Arc<runnel_log::Log>>,
     /// Where `dashboard` tables put their rows for the web page.
     pub dashboards: std::sync::Arc<runnel_connectors::sink::dashboard::Dashboards>,
+    /// Checkpointing, if on.
+    pub checkpoint: Option<checkpoint::CheckpointConfig>,
 }
 
 impl Default for RunConfig {
@@ -63,6 +66,7 @@ impl Default for RunConfig {
             channel_capacity: 16,
             log: None,
             dashboards: Default::default(),
+            checkpoint: None,
         }
     }
 }
@@ -71,12 +75,18 @@ impl Default for RunConfig {
 pub struct RunningPipeline {
     tasks: JoinSet<Result<(), EngineError>>,
     metrics: PipelineMetrics,
+    checkpoints: checkpoint::SharedStats,
 }
 
 impl RunningPipeline {
     /// Live counters, indexed like the graph's nodes.
     pub fn metrics(&self) -> PipelineMetrics {
         self.metrics.clone()
+    }
+
+    /// The last completed and the failed checkpoints.
+    pub fn checkpoints(&self) -> checkpoint::SharedStats {
+        self.checkpoints.clone()
     }
 
     /// Waits until every subtask finished; the first error stops all others.
@@ -178,6 +188,48 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
         Outputs::new(routes, metrics.blocked_ns.clone())
     };
 
+    let stats: checkpoint::SharedStats = Default::default();
+    let mut coordinator = None;
+    let (mut source_part, mut sink_part) = (None, None);
+    if let Some(cc) = &config.checkpoint {
+        if let Ok(mut st) = stats.lock() {
+            st.restored_from = cc.restore.as_ref().map(|r| r.manifest.id);
+        }
+        let expected = nodes
+            .iter()
+            .flat_map(|n| (0..p).map(move |s| (n.id, s)))
+            .collect();
+        let of = |pred: fn(&NodeSpec) -> bool| -> Vec<(usize, usize)> {
+            nodes
+                .iter()
+                .filter(|n| pred(&n.spec))
+                .flat_map(|n| (0..p).map(move |s| (n.id, s)))
+                .collect()
+        };
+        let sources = of(|s| matches!(s, NodeSpec::Source(_)));
+        let sinks = of(|s| matches!(s, NodeSpec::Sink(_)));
+        let (c, src, snk) =
+            checkpoint::Coordinator::new(cc.clone(), expected, sources, sinks, stats.clone());
+        coordinator = Some(c);
+        source_part = Some(src);
+        sink_part = Some(snk);
+    }
+    let restored = config.checkpoint.as_ref().and_then(|c| c.restore.clone());
+    let handle = |node: usize, subtask: usize, part: &Option<checkpoint::Participant>| {
+        part.as_ref().map(|participant| subtask::CheckpointHandle {
+            node,
+            subtask,
+            participant: participant.clone(),
+            restored: restored.clone(),
+        })
+    };
+    let sink_mode = config
+        .checkpoint
+        .as_ref()
+        .map(|c| runnel_connectors::CheckpointMode {
+            restored: c.restore.as_ref().map(|r| r.manifest.id),
+        });
+
     // Build every connector and operator before spawning anything: a bad
     // option or missing file must fail the start, not a half-running pipeline.
     type Task =
@@ -195,6 +247,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         data_dir: config.data_dir.clone(),
                         batch_size: config.batch_size,
                         log: config.log.clone(),
+                        checkpointing: config.checkpoint.is_some(),
                     })
                     .collect();
                 let sources = registry::build_sources(spec, contexts).map_err(|e| {
@@ -215,6 +268,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         timing.clone(),
                         outputs,
                         m.clone(),
+                        handle(node.id, s, &source_part),
                     )));
                 }
             }
@@ -227,6 +281,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         data_dir: config.data_dir.clone(),
                         log: config.log.clone(),
                         dashboards: config.dashboards.clone(),
+                        checkpoint: sink_mode,
                     })
                     .collect();
                 let sinks =
@@ -248,6 +303,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         spec.schema.clone(),
                         inputs,
                         m.clone(),
+                        handle(node.id, s, &sink_part),
                     )));
                 }
             }
@@ -278,6 +334,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                         outputs,
                         m.clone(),
                         batch_latency,
+                        handle(node.id, s, &source_part),
                     )));
                 }
             }
@@ -288,10 +345,16 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
     for task in pending {
         tasks.spawn(task);
     }
+    // The subtasks hold the only report senders: when they are all done, so is it.
+    drop((source_part, sink_part));
+    if let Some(c) = coordinator {
+        tasks.spawn(c.run());
+    }
     Ok(RunningPipeline {
         tasks,
         metrics: PipelineMetrics {
             nodes: std::sync::Arc::new(node_metrics),
         },
+        checkpoints: stats,
     })
 }

@@ -12,13 +12,15 @@ use arrow::compute::max;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use runnel_common::time::{TS_MAX, TS_MIN};
-use runnel_common::{Message, Timestamp, Watermark, WatermarkSpec};
+use runnel_common::{Barrier, Message, Timestamp, Watermark, WatermarkSpec};
 use runnel_connectors::{Sink, Source, SourcePoll};
+use tokio::sync::broadcast::error::TryRecvError;
 
-use crate::channel::{Outputs, Rx};
+use crate::channel::{Envelope, Outputs, Rx};
+use crate::checkpoint::{Participant, Report, Restored};
 use crate::error::EngineError;
 use crate::metrics::NodeMetrics;
-use crate::operator::{Operator, Output};
+use crate::operator::{Operator, Output, StateWriter};
 use crate::watermark::WatermarkTracker;
 
 /// How a source subtask derives watermarks.
@@ -30,6 +32,55 @@ pub struct SourceTiming {
     pub idle_timeout: Duration,
 }
 
+/// A subtask's part in checkpoints: who it is, whom to tell, what to resume from.
+#[derive(Clone)]
+pub struct CheckpointHandle {
+    /// Graph node.
+    pub node: usize,
+    /// Subtask index.
+    pub subtask: usize,
+    /// The coordinator's channels (sources: triggers; sinks: commits).
+    pub participant: Participant,
+    /// The checkpoint this run resumes from.
+    pub restored: Option<Arc<Restored>>,
+}
+
+impl CheckpointHandle {
+    fn report(&self, report: Report) {
+        // The coordinator only goes away when the pipeline is being torn down.
+        let _ = self.participant.reports.send(report);
+    }
+
+    fn done(
+        &self,
+        id: u64,
+        position: Option<serde_json::Value>,
+        watermark: Timestamp,
+        state: StateWriter,
+    ) {
+        self.report(Report::Done {
+            id,
+            node: self.node,
+            subtask: self.subtask,
+            position,
+            watermark,
+            state: state.entries,
+        });
+    }
+
+    fn ended(&self, position: Option<serde_json::Value>) {
+        self.report(Report::Ended {
+            node: self.node,
+            subtask: self.subtask,
+            position,
+        });
+    }
+
+    fn restored_entry(&self) -> Option<&crate::checkpoint::SubtaskEntry> {
+        self.restored.as_ref()?.entry(self.node, self.subtask)
+    }
+}
+
 /// Runs one source subtask until its source ends.
 pub async fn run_source(
     table: String,
@@ -37,12 +88,42 @@ pub async fn run_source(
     timing: SourceTiming,
     outputs: Outputs,
     metrics: NodeMetrics,
+    ckpt: Option<CheckpointHandle>,
 ) -> Result<(), EngineError> {
     let mut max_seen = TS_MIN;
     let mut emitted = TS_MIN;
     let mut last_data = Instant::now();
     let mut idle = false;
+    let mut triggers = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
+    if let Some(entry) = ckpt.as_ref().and_then(CheckpointHandle::restored_entry) {
+        if let Some(pos) = &entry.position {
+            source.seek(pos).await.map_err(|e| EngineError::Connector {
+                table: table.clone(),
+                error: Box::new(e),
+            })?;
+        }
+        if entry.watermark > TS_MIN && entry.watermark < TS_MAX {
+            // Watermarks never go back, not even across a restart.
+            emitted = entry.watermark;
+            metrics.watermark.set(emitted);
+        }
+    }
     loop {
+        if let (Some(rx), Some(c)) = (triggers.as_mut(), ckpt.as_ref()) {
+            loop {
+                match rx.try_recv() {
+                    Ok(id) => {
+                        // Position first, then the barrier: everything before it is in `id`.
+                        c.done(id, source.position(), emitted, StateWriter::default());
+                        outputs
+                            .broadcast(Message::Barrier(Barrier { checkpoint: id }))
+                            .await?;
+                    }
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
         let poll = source.poll().await.map_err(|e| EngineError::Connector {
             table: table.clone(),
             error: Box::new(e),
@@ -82,6 +163,9 @@ pub async fn run_source(
                 tokio::task::yield_now().await;
             }
             SourcePoll::End => {
+                if let Some(c) = &ckpt {
+                    c.ended(source.position());
+                }
                 metrics.watermark.set(TS_MAX);
                 outputs.broadcast(Message::End).await?;
                 return Ok(());
@@ -121,15 +205,36 @@ pub async fn run_operator(
     outputs: Outputs,
     metrics: NodeMetrics,
     batch_latency: ::metrics::Histogram,
+    ckpt: Option<CheckpointHandle>,
 ) -> Result<(), EngineError> {
     let n = inputs.channel_input.len();
     let blocking = op.blocking();
     let mut tracker = WatermarkTracker::new(n);
     let mut ended = vec![false; n];
-    let mut barriers = BarrierAligner::new(n);
+    let mut aligner = Aligner::new(n);
     let mut out = Output::default();
     let mut idle_forwarded = false;
-    while let Some(env) = inputs.rx.recv().await {
+    // The operator's watermark: never lower than the restored one.
+    let mut current = TS_MIN;
+    if let Some(c) = &ckpt
+        && let Some(restored) = &c.restored
+    {
+        op.restore(&restored.state(c.node, c.subtask))?;
+        if let Some(entry) = c.restored_entry()
+            && entry.watermark > TS_MIN
+            && entry.watermark < TS_MAX
+        {
+            current = entry.watermark;
+            metrics.watermark.set(current);
+            // Sets the operator's notion of time; restored windows are all still open.
+            op.process_watermark(current, &mut out)?;
+            flush(&mut out, &outputs, &metrics).await?;
+        }
+    }
+    while let Some(env) = aligner.next(&mut inputs.rx).await {
+        let Some(env) = aligner.hold(env) else {
+            continue;
+        };
         match env.msg {
             Message::Data(batch) => {
                 metrics.rows_in.add(batch.num_rows() as u64);
@@ -147,7 +252,10 @@ pub async fn run_operator(
             Message::Watermark(wm) => {
                 if let Some(new) = tracker.update(env.channel, wm) {
                     idle_forwarded = false;
-                    advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
+                    if new > current {
+                        current = new;
+                        advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
+                    }
                 } else if tracker.all_idle() && !idle_forwarded {
                     idle_forwarded = true;
                     outputs
@@ -156,22 +264,33 @@ pub async fn run_operator(
                 }
             }
             Message::Barrier(b) => {
-                if barriers.arrive(env.channel, b.checkpoint) {
-                    // TODO(#5): snapshot operator state into the checkpoint.
+                if aligner.barrier(env.channel, &ended) {
+                    snapshot(op.as_mut(), ckpt.as_ref(), b.checkpoint, current)?;
                     outputs.broadcast(Message::Barrier(b)).await?;
                 }
             }
             Message::End => {
                 ended[env.channel] = true;
+                if let Some(id) = aligner.input_ended(&ended) {
+                    snapshot(op.as_mut(), ckpt.as_ref(), id, current)?;
+                    outputs
+                        .broadcast(Message::Barrier(Barrier { checkpoint: id }))
+                        .await?;
+                }
                 if let Some(new) = tracker.end(env.channel)
                     && new < TS_MAX
+                    && new > current
                 {
+                    current = new;
                     advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
                 }
                 if ended.iter().all(|e| *e) {
                     metrics.watermark.set(TS_MAX);
                     op.process_watermark(TS_MAX, &mut out)?;
                     flush(&mut out, &outputs, &metrics).await?;
+                    if let Some(c) = &ckpt {
+                        c.ended(None);
+                    }
                     outputs.broadcast(Message::End).await?;
                     return Ok(());
                 }
@@ -181,6 +300,20 @@ pub async fn run_operator(
     Err(EngineError::Internal(
         "an input closed without sending End".into(),
     ))
+}
+
+fn snapshot(
+    op: &mut dyn Operator,
+    ckpt: Option<&CheckpointHandle>,
+    id: u64,
+    watermark: Timestamp,
+) -> Result<(), EngineError> {
+    if let Some(c) = ckpt {
+        let mut state = StateWriter::default();
+        op.snapshot(&mut state)?;
+        c.done(id, None, watermark, state);
+    }
+    Ok(())
 }
 
 async fn advance(
@@ -210,32 +343,81 @@ async fn flush(
     Ok(())
 }
 
-/// Counts barriers per checkpoint; reports when all channels delivered one.
-struct BarrierAligner {
-    n: usize,
-    pending: std::collections::BTreeMap<u64, Vec<bool>>,
+/// Barrier alignment. Once a channel delivered the barrier of the checkpoint being
+/// aligned, its later messages wait here until every other live channel delivered it
+/// too, so the snapshot holds exactly what came before the barrier on every input.
+/// All channels share one queue, so waiting messages are set aside and replayed.
+struct Aligner {
+    blocked: Vec<bool>,
+    /// The checkpoint being aligned.
+    current: Option<u64>,
+    /// Messages of blocked channels, in arrival order.
+    held: std::collections::VecDeque<Envelope>,
+    /// Messages released by the last alignment, taken before the queue.
+    replay: std::collections::VecDeque<Envelope>,
 }
 
-impl BarrierAligner {
+impl Aligner {
     fn new(n: usize) -> Self {
-        Self {
-            n,
-            pending: Default::default(),
+        Aligner {
+            blocked: vec![false; n],
+            current: None,
+            held: Default::default(),
+            replay: Default::default(),
         }
     }
 
-    fn arrive(&mut self, channel: usize, checkpoint: u64) -> bool {
-        let seen = self
-            .pending
-            .entry(checkpoint)
-            .or_insert_with(|| vec![false; self.n]);
-        seen[channel] = true;
-        if seen.iter().all(|s| *s) {
-            self.pending.remove(&checkpoint);
-            true
-        } else {
-            false
+    async fn next(&mut self, rx: &mut Rx) -> Option<Envelope> {
+        match self.replay.pop_front() {
+            Some(env) => Some(env),
+            None => rx.recv().await,
         }
+    }
+
+    /// The message if it can be handled now; `None` if its channel is blocked.
+    fn hold(&mut self, env: Envelope) -> Option<Envelope> {
+        if self.blocked.get(env.channel).copied().unwrap_or(false) {
+            self.held.push_back(env);
+            return None;
+        }
+        if let Message::Barrier(b) = &env.msg {
+            self.current = Some(b.checkpoint);
+        }
+        Some(env)
+    }
+
+    /// A barrier arrived on `channel`: true once every live channel delivered it.
+    fn barrier(&mut self, channel: usize, ended: &[bool]) -> bool {
+        if let Some(b) = self.blocked.get_mut(channel) {
+            *b = true;
+        }
+        self.try_release(ended)
+    }
+
+    /// An input ended; returns the checkpoint whose alignment that completed.
+    fn input_ended(&mut self, ended: &[bool]) -> Option<u64> {
+        let id = self.current?;
+        if self.blocked.iter().any(|b| *b) && self.try_release(ended) {
+            return Some(id);
+        }
+        None
+    }
+
+    fn try_release(&mut self, ended: &[bool]) -> bool {
+        let aligned = self
+            .blocked
+            .iter()
+            .zip(ended)
+            .all(|(blocked, ended)| *blocked || *ended);
+        if aligned {
+            self.blocked.iter_mut().for_each(|b| *b = false);
+            self.current = None;
+            // Held messages came before anything still waiting in `replay` on their channel.
+            let mut released = std::mem::take(&mut self.held);
+            released.extend(self.replay.drain(..));
+            self.replay = released;
+        }
+        aligned
     }
 }
 
@@ -246,19 +428,46 @@ pub async fn run_sink(
     schema: SchemaRef,
     mut inputs: Inputs,
     metrics: NodeMetrics,
+    ckpt: Option<CheckpointHandle>,
 ) -> Result<(), EngineError> {
     let n = inputs.channel_input.len();
     let mut ended = vec![false; n];
-    let mut barriers = BarrierAligner::new(n);
+    let mut aligner = Aligner::new(n);
     let mut tracker = WatermarkTracker::new(n);
     let conn = |e: runnel_connectors::ConnectorError| EngineError::Connector {
         table: table.clone(),
         error: Box::new(e),
     };
+    let mut commits = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
     if n == 0 {
+        if let Some(c) = &ckpt {
+            c.ended(None);
+        }
         return sink.finish().await.map_err(conn);
     }
-    while let Some(env) = inputs.rx.recv().await {
+    loop {
+        let env = tokio::select! {
+            biased;
+            id = async {
+                match commits.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match id {
+                    Ok(id) => sink.commit(id).await.map_err(conn)?,
+                    // Commits are cumulative: the next one covers a skipped one.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => commits = None,
+                }
+                continue;
+            }
+            env = aligner.next(&mut inputs.rx) => env,
+        };
+        let Some(env) = env else { break };
+        let Some(env) = aligner.hold(env) else {
+            continue;
+        };
         match env.msg {
             Message::Data(batch) => {
                 metrics.rows_in.add(batch.num_rows() as u64);
@@ -275,15 +484,28 @@ pub async fn run_sink(
                 }
             }
             Message::Barrier(b) => {
-                if barriers.arrive(env.channel, b.checkpoint) {
+                if aligner.barrier(env.channel, &ended) {
                     sink.pre_commit(b.checkpoint).await.map_err(conn)?;
+                    if let Some(c) = &ckpt {
+                        c.done(b.checkpoint, None, TS_MIN, StateWriter::default());
+                    }
                 }
             }
             Message::End => {
                 ended[env.channel] = true;
+                if let Some(id) = aligner.input_ended(&ended) {
+                    sink.pre_commit(id).await.map_err(conn)?;
+                    if let Some(c) = &ckpt {
+                        c.done(id, None, TS_MIN, StateWriter::default());
+                    }
+                }
                 if ended.iter().all(|e| *e) {
                     metrics.watermark.set(TS_MAX);
-                    return sink.finish().await.map_err(conn);
+                    sink.finish().await.map_err(conn)?;
+                    if let Some(c) = &ckpt {
+                        c.ended(None);
+                    }
+                    return Ok(());
                 }
             }
         }

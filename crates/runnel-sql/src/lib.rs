@@ -160,7 +160,18 @@ impl Planner {
         let mut graph = lowerer.graph;
         for node in &mut graph.nodes {
             if let NodeSpec::Project(p) = &mut node.spec {
-                p.blocking = p.calls_any(&self.blocking);
+                let mut called: Vec<&String> = self
+                    .blocking
+                    .iter()
+                    .filter(|f| p.calls_any(&std::iter::once((*f).clone()).collect()))
+                    .collect();
+                p.blocking = !called.is_empty();
+                if p.blocking {
+                    // Name the expensive step in the summary, the page and the metrics.
+                    called.sort();
+                    let names: Vec<&str> = called.iter().map(|s| s.as_str()).collect();
+                    node.label = format!("{} ({})", node.label, names.join(", "));
+                }
             }
         }
         Ok(graph)

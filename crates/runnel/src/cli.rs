@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// listen on a non-loopback address)
     #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Ignore earlier checkpoints of this pipeline and start over
+    #[arg(long)]
+    pub from_scratch: bool,
 }
 
 /// `runnel bench …`.

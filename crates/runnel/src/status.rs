@@ -39,6 +39,7 @@ pub fn handle(
     parallelism: usize,
     state: RunState,
     classify_rejects: Option<Counter>,
+    checkpoints: Option<runnel_engine::checkpoint::SharedStats>,
 ) -> PipelineHandle {
     let started = Instant::now();
     let started_ms = runnel_common::time::now_ms();
@@ -153,7 +154,11 @@ pub fn handle(
             parallelism,
             nodes: node_status,
             edges: edges.clone(),
-            checkpoint: None,
+            checkpoint: checkpoints.as_ref().and_then(|c| {
+                c.lock()
+                    .ok()
+                    .map(|c| serde_json::to_value(&*c).unwrap_or_default())
+            }),
         }
     };
     PipelineHandle {

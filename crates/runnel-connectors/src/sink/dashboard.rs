@@ -587,6 +587,7 @@ mod tests {
             metrics: ConnectorMetrics::default(),
             data_dir: std::env::temp_dir(),
             log: None,
+            checkpoint: None,
             dashboards: d.clone(),
         }
     }

@@ -1,4 +1,5 @@
 //! `file` sink: JSON lines (or CSV) appended to one file shared by all subtasks.
+//! In a checkpointed pipeline, exactly-once part files instead (see `file_parts`).
 //!
 //! The file is created (truncated) when the pipeline is built. Each subtask
 //! encodes a batch outside the lock and appends the bytes under it, so rows of
@@ -64,6 +65,28 @@ pub fn build(
         Some("csv") => FileSinkFormat::Csv,
         _ => FileSinkFormat::Json,
     };
+    if let Some(mode) = contexts.first().and_then(|c| c.checkpoint) {
+        // Exactly once: `path` is a directory of part files committed with checkpoints.
+        let ext = if format == FileSinkFormat::Csv {
+            "csv"
+        } else {
+            "jsonl"
+        };
+        crate::sink::file_parts::recover(&path, ext, mode.restored)
+            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
+        return Ok(contexts
+            .into_iter()
+            .map(|ctx| {
+                Box::new(crate::sink::file_parts::PartFileSink::new(
+                    path.clone(),
+                    ctx.subtask,
+                    format,
+                    spec.schema.clone(),
+                    ctx.metrics,
+                )) as Box<dyn Sink>
+            })
+            .collect());
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             ConnectorError::io(

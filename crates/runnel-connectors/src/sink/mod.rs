@@ -3,5 +3,6 @@
 pub mod blackhole;
 pub mod dashboard;
 pub mod file;
+pub mod file_parts;
 pub mod log;
 pub mod print;

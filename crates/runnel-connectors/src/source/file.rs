@@ -509,6 +509,7 @@ mod tests {
             data_dir: PathBuf::from("."),
             batch_size: batch,
             log: None,
+            checkpointing: false,
         }
     }
 

@@ -492,6 +492,7 @@ pub fn build(
             dead: dead.clone(),
             last_commit: Instant::now(),
             warned_reject: false,
+            checkpointing: ctx.checkpointing,
         }));
     }
     Ok(sources)
@@ -579,6 +580,9 @@ pub struct LogSource {
     dead: Arc<DeadLetters>,
     last_commit: Instant,
     warned_reject: bool,
+    /// Positions live in checkpoints; committing group offsets ahead of them could skip
+    /// records after a crash.
+    checkpointing: bool,
 }
 
 /// What one blocking fetch asks for: (index into owned, partition, next, max records).
@@ -660,6 +664,9 @@ fn fetch(
 impl LogSource {
     /// Commits every partition whose position moved since the last commit (blocking, durable).
     async fn commit(&mut self) -> Result<(), ConnectorError> {
+        if self.checkpointing {
+            return Ok(());
+        }
         let dirty: Vec<(usize, u32, u64)> = self
             .owned
             .iter()

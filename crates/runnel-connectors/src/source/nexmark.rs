@@ -864,6 +864,7 @@ mod tests {
             data_dir: PathBuf::from("."),
             batch_size: 1000,
             log: None,
+            checkpointing: false,
         }
     }
 

@@ -9,7 +9,7 @@ const DEFAULT_MAX_ROWS = 100;
 const DISCOVERY_RETRY_MS = 2000;
 const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed',
   '#0891b2', '#db2777', '#65a30d', '#475569', '#ea580c'];
-const KNOWN_KINDS = ['source', 'project', 'window_assign', 'window_aggregate',
+const KNOWN_KINDS = ['window', 'window-aggregate', 'window-join', 'source', 'project', 'window_assign', 'window_aggregate',
   'session', 'window_join', 'sink'];
 
 const $ = (id) => document.getElementById(id);

@@ -31,6 +31,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let name = status::pipeline_name(&graph, &args.pipeline);
     let mut config = run_config(&graph, args.parallelism, args.data_dir.clone())?;
+    config.checkpoint = checkpoint_config(&graph, &name, &config, args.from_scratch)?;
     let admin = AdminState::new(config.dashboards.clone());
     let uses = |connector: &str| {
         graph.nodes.iter().any(|n| match &n.spec {
@@ -181,6 +182,84 @@ pub fn run_config(
     Ok(config)
 }
 
+/// Checkpointing from `SET 'execution.checkpointing.interval'` (off when not set), with
+/// the checkpoint to resume from unless `from_scratch`.
+pub fn checkpoint_config(
+    graph: &PipelineGraph,
+    name: &str,
+    config: &RunConfig,
+    from_scratch: bool,
+) -> anyhow::Result<Option<runnel_engine::checkpoint::CheckpointConfig>> {
+    let set = |k: &str| graph.settings.get(k).map(String::as_str);
+    let Some(v) = set("execution.checkpointing.interval") else {
+        return Ok(None);
+    };
+    let ms = runnel_common::time::parse_duration_ms(v)
+        .filter(|ms| *ms > 0)
+        .with_context(|| {
+            format!(
+                "SET 'execution.checkpointing.interval' = '{v}': expected a duration such as '10 s'"
+            )
+        })?;
+    let retain = match set("execution.checkpointing.retained") {
+        None => 3,
+        Some(v) => v.parse().ok().filter(|n: &usize| *n > 0).with_context(|| {
+            format!("SET 'execution.checkpointing.retained' = '{v}': expected a number >= 1")
+        })?,
+    };
+    let base = match set("state.checkpoints.dir") {
+        None => config.data_dir.join("checkpoints"),
+        Some(d) if d.contains("://") && !d.starts_with("file://") => bail!(
+            "SET 'state.checkpoints.dir' = '{d}': only local directories (or file://) are \
+             supported so far"
+        ),
+        Some(d) => std::path::PathBuf::from(d.trim_start_matches("file://")),
+    };
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = base.join(safe);
+    let fingerprint = fingerprint(graph, config.parallelism);
+    let restore = if from_scratch {
+        None
+    } else {
+        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)?.map(Arc::new)
+    };
+    if let Some(r) = &restore {
+        eprintln!(
+            "runnel: resuming {name} from checkpoint {} ({})",
+            r.manifest.id,
+            dir.display()
+        );
+    }
+    Ok(Some(runnel_engine::checkpoint::CheckpointConfig {
+        interval: std::time::Duration::from_millis(ms as u64),
+        dir,
+        retain,
+        pipeline: name.to_string(),
+        fingerprint,
+        restore,
+    }))
+}
+
+/// FNV-1a over the planned dataflow and the parallelism: stable across runs and builds.
+fn fingerprint(graph: &PipelineGraph, parallelism: usize) -> String {
+    let text = format!("{}\nparallelism={parallelism}", graph.explain());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// Runs a planned graph until it ends (or `stop`, e.g. Ctrl-C / SIGTERM) and prints the summary on
 /// stderr. With `admin`, the pipeline is shown by the admin API and the page.
 pub async fn run_graph(
@@ -196,6 +275,7 @@ pub async fn run_graph(
     let mut pipeline =
         runnel_engine::start(graph, config).with_context(|| format!("starting {file}"))?;
     let metrics = pipeline.metrics();
+    let checkpoints = pipeline.checkpoints();
     let state = RunState::default();
     state.set("running");
     if let Some(admin) = admin {
@@ -206,6 +286,7 @@ pub async fn run_graph(
             config.parallelism,
             state.clone(),
             rejects.as_ref().map(|r| r.count.clone()),
+            config.checkpoint.as_ref().map(|_| checkpoints.clone()),
         ));
         admin.set_ready(true);
     }
@@ -222,6 +303,25 @@ pub async fn run_graph(
     let mut report = summary::render(file, graph, &metrics, started.elapsed(), result.is_ok());
     if interrupted {
         report = report.replacen(" finished in ", " stopped (interrupted) after ", 1);
+    }
+    if config.checkpoint.is_some()
+        && let Ok(c) = checkpoints.lock()
+    {
+        match &c.last {
+            Some(l) => report.push_str(&format!(
+                "  checkpoint {} complete ({} ms, {} bytes of state){}\n",
+                l.id,
+                l.duration_ms,
+                summary::group(l.size_bytes),
+                c.restored_from
+                    .map(|r| format!("; resumed from checkpoint {r}"))
+                    .unwrap_or_default()
+            )),
+            None => report.push_str("  no checkpoint completed\n"),
+        }
+        for f in &c.failed {
+            report.push_str(&format!("  checkpoint failed: {f}\n"));
+        }
     }
     if let Some(r) = &rejects {
         let n = r.count.get();

@@ -1,6 +1,7 @@
 //! End-to-end tests: drive the real `runnel` binary.
 
 mod cases;
+mod checkpoints;
 mod cli;
 mod harness;
 mod log_cli;

@@ -1,0 +1,656 @@
+//! Checkpoints: aligned barriers (Chandy–Lamport, as Flink does), one coordinator per
+//! pipeline, state files written through `object_store`, an atomically written manifest.
+//!
+//! Every interval the coordinator asks each source subtask for checkpoint `n`; the source
+//! records its position and sends barrier `n` downstream. An operator that has barrier `n`
+//! from all its inputs snapshots its state and forwards the barrier; a sink pre-commits.
+//! Each reports to the coordinator, which, once every subtask reported, writes the state
+//! files, then the manifest (write, fsync, rename, fsync the directory): only then is `n`
+//! complete, and only then are sinks told to commit `n`. A crash at any point before the
+//! rename leaves `n` invisible; restart resumes from the newest complete manifest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use object_store::ObjectStoreExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use runnel_common::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::error::EngineError;
+use crate::operator::StateReader;
+
+/// An operator subtask's saved state: named batches.
+pub type NamedBatches = Vec<(String, RecordBatch)>;
+
+/// Version of the manifest and state-file format; a newer runnel reads older versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MANIFEST_PREFIX: &str = "chk-";
+
+/// How and where a pipeline checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints (`execution.checkpointing.interval`).
+    pub interval: Duration,
+    /// Directory of this pipeline's checkpoints (`<state dir>/<pipeline name>`).
+    pub dir: PathBuf,
+    /// Complete checkpoints kept (`execution.checkpointing.retained`, default 3).
+    pub retain: usize,
+    /// The pipeline's identity.
+    pub pipeline: String,
+    /// Identifies the dataflow's shape; a checkpoint of another shape cannot be restored.
+    pub fingerprint: String,
+    /// The checkpoint to resume from, if any.
+    pub restore: Option<Arc<Restored>>,
+}
+
+/// One subtask's part of a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubtaskEntry {
+    /// Graph node.
+    pub node: usize,
+    /// Subtask index.
+    pub subtask: usize,
+    /// Source position (offsets, file position, generator sequence).
+    pub position: Option<serde_json::Value>,
+    /// The subtask's watermark when it took the snapshot.
+    pub watermark: Timestamp,
+    /// State file name, relative to the checkpoint directory.
+    pub file: Option<String>,
+    /// The subtask had already finished (its input ended).
+    pub ended: bool,
+}
+
+/// A complete checkpoint's description, written last and atomically.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Dataflow fingerprint.
+    pub fingerprint: String,
+    /// Checkpoint id, increasing.
+    pub id: u64,
+    /// When the barrier was injected (ms since the epoch).
+    pub started_ms: i64,
+    /// How long until the manifest was written.
+    pub duration_ms: u64,
+    /// Bytes of state files.
+    pub size_bytes: u64,
+    /// Every subtask.
+    pub subtasks: Vec<SubtaskEntry>,
+}
+
+/// A checkpoint loaded for restore.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its manifest.
+    pub manifest: Manifest,
+    states: HashMap<(usize, usize), NamedBatches>,
+}
+
+impl Restored {
+    /// The manifest entry of a subtask.
+    pub fn entry(&self, node: usize, subtask: usize) -> Option<&SubtaskEntry> {
+        self.manifest
+            .subtasks
+            .iter()
+            .find(|e| e.node == node && e.subtask == subtask)
+    }
+
+    /// The saved operator state of a subtask.
+    pub fn state(&self, node: usize, subtask: usize) -> StateReader {
+        StateReader {
+            entries: self
+                .states
+                .get(&(node, subtask))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What subtasks tell the coordinator.
+#[derive(Debug)]
+pub enum Report {
+    /// A subtask finished its part of checkpoint `id`.
+    Done {
+        /// Checkpoint.
+        id: u64,
+        /// Node.
+        node: usize,
+        /// Subtask.
+        subtask: usize,
+        /// Source position.
+        position: Option<serde_json::Value>,
+        /// Watermark at the snapshot.
+        watermark: Timestamp,
+        /// Operator state.
+        state: Vec<(String, RecordBatch)>,
+    },
+    /// A subtask ended; it counts as done for every later checkpoint.
+    Ended {
+        /// Node.
+        node: usize,
+        /// Subtask.
+        subtask: usize,
+        /// Last source position.
+        position: Option<serde_json::Value>,
+    },
+}
+
+/// The handles a subtask uses to take part in checkpoints.
+#[derive(Clone)]
+pub struct Participant {
+    /// Where to report.
+    pub reports: mpsc::UnboundedSender<Report>,
+    /// Sources: checkpoint ids to inject. Sinks: ids to commit.
+    pub signals: broadcast::Sender<u64>,
+}
+
+/// Status of the last checkpoints, for the run summary and the admin API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointStats {
+    /// The last complete checkpoint.
+    pub last: Option<CheckpointInfo>,
+    /// Checkpoints that failed, with the reason.
+    pub failed: Vec<String>,
+    /// The checkpoint restored at start.
+    pub restored_from: Option<u64>,
+}
+
+/// One complete checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// Id.
+    pub id: u64,
+    /// When it completed (ms since the epoch).
+    pub time_ms: i64,
+    /// Barrier injection to manifest written.
+    pub duration_ms: u64,
+    /// Bytes of state.
+    pub size_bytes: u64,
+}
+
+/// Shared, updated by the coordinator.
+pub type SharedStats = Arc<std::sync::Mutex<CheckpointStats>>;
+
+/// The coordinator task: triggers checkpoints, collects reports, writes them.
+pub struct Coordinator {
+    config: CheckpointConfig,
+    expected: Vec<(usize, usize)>,
+    sources: Vec<(usize, usize)>,
+    sinks: Vec<(usize, usize)>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    triggers: broadcast::Sender<u64>,
+    commits: broadcast::Sender<u64>,
+    stats: SharedStats,
+}
+
+struct InFlight {
+    started: Instant,
+    started_ms: i64,
+    done: BTreeMap<(usize, usize), SubtaskEntry>,
+    states: Vec<((usize, usize), NamedBatches)>,
+}
+
+impl Coordinator {
+    /// A coordinator expecting a report from every `(node, subtask)` in `expected`, of which
+    /// `sources` inject barriers and `sinks` commit.
+    pub fn new(
+        config: CheckpointConfig,
+        expected: Vec<(usize, usize)>,
+        sources: Vec<(usize, usize)>,
+        sinks: Vec<(usize, usize)>,
+        stats: SharedStats,
+    ) -> (Coordinator, Participant, Participant) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (triggers, _) = broadcast::channel(16);
+        let (commits, _) = broadcast::channel(16);
+        let source_part = Participant {
+            reports: tx.clone(),
+            signals: triggers.clone(),
+        };
+        let sink_part = Participant {
+            reports: tx,
+            signals: commits.clone(),
+        };
+        (
+            Coordinator {
+                config,
+                expected,
+                sources,
+                sinks,
+                reports: rx,
+                triggers,
+                commits,
+                stats,
+            },
+            source_part,
+            sink_part,
+        )
+    }
+
+    /// Runs until every subtask ended (or the pipeline is dropped).
+    pub async fn run(mut self) -> Result<(), EngineError> {
+        std::fs::create_dir_all(&self.config.dir).map_err(|e| {
+            EngineError::Internal(format!(
+                "creating checkpoint directory {}: {e}",
+                self.config.dir.display()
+            ))
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&self.config.dir).map_err(|e| {
+            EngineError::Internal(format!(
+                "checkpoint directory {}: {e}",
+                self.config.dir.display()
+            ))
+        })?;
+        let mut next_id = self
+            .config
+            .restore
+            .as_ref()
+            .map_or(1, |r| r.manifest.id + 1);
+        let mut ended: HashMap<(usize, usize), Option<serde_json::Value>> = HashMap::new();
+        let mut inflight: BTreeMap<u64, InFlight> = BTreeMap::new();
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if ended.len() == self.expected.len() {
+                        return Ok(());
+                    }
+                    // One checkpoint at a time: a slow one delays the next, never overlaps it.
+                    // Barriers start at live sources; with none left there is nothing to do.
+                    if !inflight.is_empty() || self.sources.iter().all(|k| ended.contains_key(k)) {
+                        continue;
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    inflight.insert(id, InFlight {
+                        started: Instant::now(),
+                        started_ms: runnel_common::time::now_ms(),
+                        done: BTreeMap::new(),
+                        states: Vec::new(),
+                    });
+                    let _ = self.triggers.send(id);
+                }
+                report = self.reports.recv() => {
+                    let Some(report) = report else { return Ok(()) };
+                    match report {
+                        Report::Ended { node, subtask, position } => {
+                            ended.insert((node, subtask), position);
+                        }
+                        Report::Done { id, node, subtask, position, watermark, state } => {
+                            if let Some(f) = inflight.get_mut(&id) {
+                                let file = (!state.is_empty()).then(|| format!("{id}/op-{node}-{subtask}.arrows"));
+                                f.done.insert((node, subtask), SubtaskEntry {
+                                    node, subtask, position, watermark, file, ended: false,
+                                });
+                                if !state.is_empty() {
+                                    f.states.push(((node, subtask), state));
+                                }
+                            }
+                        }
+                    }
+                    // Complete what every live subtask has reported.
+                    let ready: Vec<u64> = inflight
+                        .iter()
+                        .filter(|(_, f)| self.expected.iter().all(|k| f.done.contains_key(k) || ended.contains_key(k)))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ready {
+                        let Some(f) = inflight.remove(&id) else { continue };
+                        // A sink that finished has committed its last rows outside any
+                        // checkpoint; restoring this one would drop them. The run is
+                        // ending anyway: skip it.
+                        if self.sinks.iter().any(|k| ended.contains_key(k) && !f.done.contains_key(k)) {
+                            continue;
+                        }
+                        match self.complete(&store, id, f, &ended).await {
+                            Ok(info) => {
+                                if let Ok(mut s) = self.stats.lock() {
+                                    s.last = Some(info);
+                                }
+                                let _ = self.commits.send(id);
+                                self.retain().await;
+                            }
+                            Err(e) => {
+                                tracing::warn!("checkpoint {id} failed: {e}");
+                                if let Ok(mut s) = self.stats.lock() {
+                                    s.failed.push(format!("{id}: {e}"));
+                                    let n = s.failed.len();
+                                    if n > 10 {
+                                        s.failed.drain(..n - 10);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        store: &LocalFileSystem,
+        id: u64,
+        f: InFlight,
+        ended: &HashMap<(usize, usize), Option<serde_json::Value>>,
+    ) -> Result<CheckpointInfo, String> {
+        let mut size = 0u64;
+        for ((node, subtask), state) in &f.states {
+            let bytes = encode_state(state)?;
+            size += bytes.len() as u64;
+            let path = ObjectPath::from(format!("{id}/op-{node}-{subtask}.arrows"));
+            store
+                .put(&path, bytes.into())
+                .await
+                .map_err(|e| format!("writing state {path}: {e}"))?;
+        }
+        let mut subtasks: Vec<SubtaskEntry> = f.done.into_values().collect();
+        for ((node, subtask), position) in ended {
+            if !subtasks
+                .iter()
+                .any(|e| e.node == *node && e.subtask == *subtask)
+            {
+                subtasks.push(SubtaskEntry {
+                    node: *node,
+                    subtask: *subtask,
+                    position: position.clone(),
+                    watermark: runnel_common::time::TS_MAX,
+                    file: None,
+                    ended: true,
+                });
+            }
+        }
+        subtasks.sort_by_key(|e| (e.node, e.subtask));
+        let manifest = Manifest {
+            version: FORMAT_VERSION,
+            pipeline: self.config.pipeline.clone(),
+            fingerprint: self.config.fingerprint.clone(),
+            id,
+            started_ms: f.started_ms,
+            duration_ms: f.started.elapsed().as_millis() as u64,
+            size_bytes: size,
+            subtasks,
+        };
+        let dir = self.config.dir.clone();
+        let state_dir = dir.join(id.to_string());
+        let m = manifest.clone();
+        tokio::task::spawn_blocking(move || {
+            // object_store's local writes are not fsynced: make the state durable first.
+            if state_dir.exists() {
+                sync_dir_files(&state_dir)?;
+            }
+            write_manifest(&dir, &m)
+        })
+        .await
+        .map_err(|e| format!("manifest task: {e}"))??;
+        Ok(CheckpointInfo {
+            id,
+            time_ms: runnel_common::time::now_ms(),
+            duration_ms: manifest.duration_ms,
+            size_bytes: size,
+        })
+    }
+
+    /// Deletes checkpoints older than the newest `retain` complete ones.
+    async fn retain(&self) {
+        let dir = self.config.dir.clone();
+        let keep = self.config.retain.max(1);
+        let _ = tokio::task::spawn_blocking(move || {
+            let ids = complete_ids(&dir);
+            if ids.len() <= keep {
+                return;
+            }
+            for id in &ids[..ids.len() - keep] {
+                let _ = std::fs::remove_file(dir.join(manifest_name(*id)));
+                let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+            }
+        })
+        .await;
+    }
+}
+
+fn manifest_name(id: u64) -> String {
+    format!("{MANIFEST_PREFIX}{id:010}.json")
+}
+
+/// Ids of the manifests in `dir`, ascending.
+fn complete_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(MANIFEST_PREFIX)?
+                        .strip_suffix(".json")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+fn sync_dir_files(dir: &Path) -> Result<(), String> {
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("fsync {}: {e}", p.display()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", dir.display()))
+}
+
+/// Write, fsync, rename, fsync the directory.
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let fin = dir.join(manifest_name(m.id));
+    let tmp = dir.join(format!(".{}.tmp", manifest_name(m.id)));
+    let json = serde_json::to_vec_pretty(m).map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(&json)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &fin).map_err(|e| format!("{}: {e}", fin.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", dir.display()))
+}
+
+/// State file: per entry `u32 name length, name, u64 IPC length, Arrow IPC stream`.
+fn encode_state(entries: &[(String, RecordBatch)]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RNST");
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    for (name, batch) in entries {
+        let mut ipc = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())
+                .map_err(|e| e.to_string())?;
+            w.write(batch).map_err(|e| e.to_string())?;
+            w.finish().map_err(|e| e.to_string())?;
+        }
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(ipc.len() as u64).to_le_bytes());
+        out.extend_from_slice(&ipc);
+    }
+    Ok(out)
+}
+
+fn decode_state(bytes: &[u8], origin: &str) -> Result<Vec<(String, RecordBatch)>, String> {
+    let bad = |what: &str| format!("state file {origin}: {what}");
+    if bytes.len() < 8 || &bytes[..4] != b"RNST" {
+        return Err(bad("not a runnel state file"));
+    }
+    let version = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if version > FORMAT_VERSION {
+        return Err(bad(&format!(
+            "format version {version} is newer than this runnel ({FORMAT_VERSION})"
+        )));
+    }
+    let mut i = 8;
+    let mut out = Vec::new();
+    let take = |i: &mut usize, n: usize| -> Result<&[u8], String> {
+        let s = bytes.get(*i..*i + n).ok_or_else(|| bad("truncated"))?;
+        *i += n;
+        Ok(s)
+    };
+    while i < bytes.len() {
+        let n = take(&mut i, 4)?;
+        let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+        let name = String::from_utf8_lossy(take(&mut i, n)?).into_owned();
+        let l = take(&mut i, 8)?;
+        let l = u64::from_le_bytes(l.try_into().map_err(|_| bad("truncated"))?) as usize;
+        let ipc = take(&mut i, l)?;
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+            .map_err(|e| bad(&e.to_string()))?;
+        for b in reader {
+            out.push((name.clone(), b.map_err(|e| bad(&e.to_string()))?));
+        }
+    }
+    Ok(out)
+}
+
+/// Why no checkpoint was restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The newest complete checkpoint belongs to a different dataflow.
+    #[error(
+        "checkpoint {id} in {dir} was taken by a different version of pipeline '{pipeline}' \
+         (the SQL or the parallelism changed, so its state cannot be restored); run with \
+         --from-scratch to start over, or restore the previous SQL"
+    )]
+    Incompatible {
+        /// Checkpoint id.
+        id: u64,
+        /// Directory.
+        dir: String,
+        /// Pipeline.
+        pipeline: String,
+    },
+}
+
+/// The newest complete, readable checkpoint in `dir`; corrupt ones are skipped with a
+/// warning (never deleted).
+pub fn load_latest(
+    dir: &Path,
+    fingerprint: &str,
+    pipeline: &str,
+) -> Result<Option<Restored>, RestoreError> {
+    for id in complete_ids(dir).into_iter().rev() {
+        match load(dir, id) {
+            Ok(r) => {
+                if r.manifest.fingerprint != fingerprint {
+                    return Err(RestoreError::Incompatible {
+                        id,
+                        dir: dir.display().to_string(),
+                        pipeline: pipeline.to_string(),
+                    });
+                }
+                return Ok(Some(r));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "checkpoint {id} in {} is unreadable ({e}); falling back to the previous one",
+                    dir.display()
+                );
+                eprintln!(
+                    "runnel: warning: checkpoint {id} in {} is unreadable ({e}); falling back to the previous one",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn load(dir: &Path, id: u64) -> Result<Restored, String> {
+    let path = dir.join(manifest_name(id));
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if manifest.version > FORMAT_VERSION || manifest.id != id {
+        return Err(format!(
+            "{}: version {} / id {} not readable",
+            path.display(),
+            manifest.version,
+            manifest.id
+        ));
+    }
+    let mut states = HashMap::new();
+    for e in &manifest.subtasks {
+        if let Some(file) = &e.file {
+            let p = dir.join(file);
+            let bytes = std::fs::read(&p).map_err(|err| format!("{}: {err}", p.display()))?;
+            states.insert(
+                (e.node, e.subtask),
+                decode_state(&bytes, &p.display().to_string())?,
+            );
+        }
+    }
+    Ok(Restored { manifest, states })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn state_round_trips_and_bad_files_are_named() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let b =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let bytes = encode_state(&[("window".into(), b.clone()), ("other".into(), b)]).unwrap();
+        let back = decode_state(&bytes, "x").unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].0, "other");
+        assert_eq!(back[0].1.num_rows(), 3);
+        let err = decode_state(&bytes[..bytes.len() - 3], "f.arrows").unwrap_err();
+        assert!(err.contains("f.arrows"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_manifest_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = |id| Manifest {
+            version: FORMAT_VERSION,
+            pipeline: "p".into(),
+            fingerprint: "f".into(),
+            id,
+            started_ms: 0,
+            duration_ms: 1,
+            size_bytes: 0,
+            subtasks: vec![],
+        };
+        write_manifest(dir.path(), &m(1)).unwrap();
+        write_manifest(dir.path(), &m(2)).unwrap();
+        std::fs::write(dir.path().join(manifest_name(2)), b"{ not json").unwrap();
+        let r = load_latest(dir.path(), "f", "p").unwrap().unwrap();
+        assert_eq!(r.manifest.id, 1);
+        assert!(
+            dir.path().join(manifest_name(2)).exists(),
+            "nothing is deleted"
+        );
+        let e = load_latest(dir.path(), "other", "p").unwrap_err();
+        assert!(e.to_string().contains("--from-scratch"), "{e}");
+    }
+}

@@ -1,0 +1,193 @@
+//! Checkpoints and exactly-once recovery: SIGKILL the real binary at random moments and
+//! check that the committed output equals an uninterrupted run's.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::TestDir;
+
+const KEYS: usize = 8;
+const RECORDS: usize = 400_000;
+
+const PIPELINE: &str = "
+SET 'execution.checkpointing.interval' = '100 ms';
+SET 'execution.batch-size' = '500';
+CREATE TABLE events (k STRING, seq BIGINT, ts TIMESTAMP(3),
+                     WATERMARK FOR ts AS ts - INTERVAL '1' HOUR)
+  WITH (connector = 'log', topic = 'events', format = 'json',
+        'scan.startup.mode' = 'earliest', bounded = 'true');
+CREATE TABLE copy (k STRING, seq BIGINT) WITH (connector = 'file', path = 'out/copy');
+CREATE TABLE counts (k STRING, window_end TIMESTAMP(3), n BIGINT, mx BIGINT)
+  WITH (connector = 'file', path = 'out/counts');
+INSERT INTO copy SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
+INSERT INTO counts
+SELECT k, window_end, COUNT(*), MAX(seq)
+FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end;
+";
+
+/// A data dir whose topic `events` holds per-key sequence numbers.
+fn prepare(t: &TestDir) {
+    t.write("p.sql", PIPELINE);
+    let r = t.runnel(&[
+        "topics",
+        "create",
+        "events",
+        "--partitions",
+        "4",
+        "--data-dir",
+        "d",
+    ]);
+    assert!(r.success, "{}", r.stderr);
+    let base: u64 = 1_764_000_000_000;
+    for k in 0..KEYS {
+        let mut lines = String::new();
+        for i in (k..RECORDS).step_by(KEYS) {
+            lines.push_str(&format!(
+                "{{\"k\":\"k{k}\",\"seq\":{},\"ts\":{}}}\n",
+                i / KEYS,
+                base + i as u64
+            ));
+        }
+        let file = format!("k{k}.jsonl");
+        t.write(&file, &lines);
+        let key = format!("k{k}");
+        let r = t.runnel(&[
+            "produce",
+            "events",
+            "--key",
+            &key,
+            "--file",
+            &file,
+            "--data-dir",
+            "d",
+        ]);
+        assert!(r.success, "{}", r.stderr);
+    }
+}
+
+/// The committed rows of a part-file sink, sorted; fails on a hidden file left over.
+fn committed(dir: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output dir") {
+        let e = e.expect("entry");
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).expect("part file");
+            rows.extend(text.lines().map(str::to_owned));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn run_to_end(t: &TestDir, extra: &[&str]) -> crate::harness::Run {
+    let mut args = vec!["run", "p.sql", "--data-dir", "d", "-p", "2"];
+    args.extend_from_slice(extra);
+    t.runnel(&args)
+}
+
+#[test]
+fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
+    let reference = TestDir::new();
+    prepare(&reference);
+    let r = run_to_end(&reference, &[]);
+    assert!(r.success, "{}", r.stderr);
+    let want_copy = committed(&reference.path().join("out/copy"));
+    let want_counts = committed(&reference.path().join("out/counts"));
+    let per_key = (0..RECORDS / KEYS).filter(|s| s % 3 != 1).count();
+    assert_eq!(want_copy.len(), per_key * KEYS);
+    assert!(!want_counts.is_empty());
+
+    let t = TestDir::new();
+    prepare(&t);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut resumed = 0;
+    for _ in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(40 + seed % 400);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["run", "p.sql", "--data-dir", "d", "-p", "2"])
+            .current_dir(t.path())
+            .env("RUNNEL_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runnel");
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().expect("wait");
+        if String::from_utf8_lossy(&out.stderr).contains("resuming p from checkpoint") {
+            resumed += 1;
+        }
+    }
+    assert!(resumed > 0, "no run resumed from a checkpoint");
+    let r = run_to_end(&t, &[]);
+    assert!(r.success, "{}", r.stderr);
+    let got_copy = committed(&t.path().join("out/copy"));
+    let got_counts = committed(&t.path().join("out/counts"));
+    assert_eq!(
+        got_copy.len(),
+        want_copy.len(),
+        "stateless output: gap or duplicate"
+    );
+    assert!(
+        got_copy == want_copy,
+        "stateless output differs from the uninterrupted run"
+    );
+    assert_eq!(got_counts, want_counts, "windowed output differs");
+    for dir in ["out/copy", "out/counts"] {
+        let hidden: Vec<_> = std::fs::read_dir(t.path().join(dir))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(hidden.is_empty(), "orphaned files in {dir}: {hidden:?}");
+    }
+}
+
+#[test]
+fn corrupt_newest_manifest_falls_back_and_changed_sql_is_refused() {
+    let t = TestDir::new();
+    prepare(&t);
+    let r = run_to_end(&t, &[]);
+    assert!(r.success, "{}", r.stderr);
+    let want = committed(&t.path().join("out/counts"));
+    let dir = t.path().join("d/checkpoints/p");
+    let mut manifests: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 2, "{manifests:?}");
+    let newest = manifests.last().unwrap().clone();
+    std::fs::write(&newest, b"{ torn").unwrap();
+    let r = run_to_end(&t, &[]);
+    assert!(r.success, "{}", r.stderr);
+    assert!(r.stderr.contains("unreadable"), "{}", r.stderr);
+    assert!(newest.exists(), "the corrupt manifest must not be deleted");
+    assert_eq!(committed(&t.path().join("out/counts")), want);
+
+    // A different query cannot reuse the state.
+    t.write(
+        "p.sql",
+        &PIPELINE.replace("INTERVAL '10' SECOND", "INTERVAL '20' SECOND"),
+    );
+    let r = run_to_end(&t, &[]);
+    assert!(!r.success);
+    assert!(r.stderr.contains("--from-scratch"), "{}", r.stderr);
+    let r = run_to_end(&t, &["--from-scratch"]);
+    assert!(r.success, "{}", r.stderr);
+}
