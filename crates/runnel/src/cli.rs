@@ -26,7 +26,7 @@ pub enum Command {
     Run(RunArgs),
     /// Simulate cameras that POST a JPEG every 1/F seconds to a runnel server
     CameraSim(crate::cmd::camera_sim::CameraSimArgs),
-    /// Measure throughput on built-in workloads (Nexmark)
+    /// Measure speed: Nexmark queries, the log, HTTP ingest, image classification
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Print records of a topic as NDJSON (from --data-dir or a server's --url)
