@@ -154,11 +154,9 @@ pub fn handle(
             parallelism,
             nodes: node_status,
             edges: edges.clone(),
-            checkpoint: checkpoints.as_ref().and_then(|c| {
-                c.lock()
-                    .ok()
-                    .map(|c| serde_json::to_value(&*c).unwrap_or_default())
-            }),
+            checkpoint: checkpoints
+                .as_ref()
+                .and_then(|c| c.lock().ok().map(|c| checkpoint_json(&c))),
         }
     };
     PipelineHandle {
@@ -178,4 +176,18 @@ pub fn pipeline_name(graph: &PipelineGraph, path: &std::path::Path) -> String {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "pipeline".into())
         })
+}
+
+/// The last checkpoint's fields at the top level (what the page shows), with the failed
+/// ones and the one the run resumed from.
+fn checkpoint_json(c: &runnel_engine::checkpoint::CheckpointStats) -> serde_json::Value {
+    let mut v = match &c.last {
+        Some(last) => serde_json::to_value(last).unwrap_or_default(),
+        None => serde_json::json!({ "id": null }),
+    };
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert("failed".into(), serde_json::json!(c.failed));
+        map.insert("restored_from".into(), serde_json::json!(c.restored_from));
+    }
+    v
 }

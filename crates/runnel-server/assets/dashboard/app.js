@@ -414,10 +414,12 @@ function renderCheckpoint(cp) {
   const p = $('checkpoint');
   if (!cp) { p.textContent = 'no checkpoints'; return; }
   const at = toMs(cp.time_ms ?? cp.completed_ms ?? cp.timestamp_ms ?? cp.time);
-  const parts = [`checkpoint #${cp.id ?? '?'}`];
+  const parts = [cp.id == null ? 'no checkpoint completed yet' : `checkpoint #${cp.id}`];
   if (Number.isFinite(at)) parts.push(`at ${new Date(at).toISOString()} (${fmtDuration(Date.now() - at)} ago)`);
   if (Number.isFinite(cp.duration_ms)) parts.push(`took ${fmtDuration(cp.duration_ms)}`);
   if (Number.isFinite(cp.size_bytes)) parts.push(fmtBytes(cp.size_bytes));
+  if (Number.isFinite(cp.restored_from)) parts.push(`resumed from #${cp.restored_from}`);
+  if (Array.isArray(cp.failed) && cp.failed.length) parts.push(`${cp.failed.length} failed (last: ${cp.failed[cp.failed.length - 1]})`);
   p.textContent = parts.join(' · ');
 }
 
