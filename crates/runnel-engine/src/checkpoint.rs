@@ -26,6 +26,28 @@ use tokio::sync::{broadcast, mpsc};
 use crate::error::EngineError;
 use crate::operator::StateReader;
 
+/// Test hook: `RUNNEL_FAIL_AT=after-state|after-manifest|after-pre-commit|after-commit`
+/// aborts the process (no cleanup, as a power loss would) at that phase of checkpoint
+/// `RUNNEL_FAIL_AT_CHECKPOINT` (default 2).
+pub fn crash_point(phase: &str, id: u64) {
+    static AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let phase = std::env::var("RUNNEL_FAIL_AT").ok()?;
+        let id = std::env::var("RUNNEL_FAIL_AT_CHECKPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        Some((phase, id))
+    });
+    if let Some((p, n)) = at
+        && p == phase
+        && *n == id
+    {
+        eprintln!("runnel: injected crash {phase} of checkpoint {id}");
+        std::process::abort();
+    }
+}
+
 /// An operator subtask's saved state: named batches.
 pub type NamedBatches = Vec<(String, RecordBatch)>;
 
@@ -392,7 +414,10 @@ impl Coordinator {
             if state_dir.exists() {
                 sync_dir_files(&state_dir)?;
             }
-            write_manifest(&dir, &m)
+            crash_point("after-state", id);
+            write_manifest(&dir, &m)?;
+            crash_point("after-manifest", id);
+            Ok::<(), String>(())
         })
         .await
         .map_err(|e| format!("manifest task: {e}"))??;

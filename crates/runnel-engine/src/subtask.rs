@@ -455,7 +455,10 @@ pub async fn run_sink(
                 }
             } => {
                 match id {
-                    Ok(id) => sink.commit(id).await.map_err(conn)?,
+                    Ok(id) => {
+                        sink.commit(id).await.map_err(conn)?;
+                        crate::checkpoint::crash_point("after-commit", id);
+                    }
                     // Commits are cumulative: the next one covers a skipped one.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => commits = None,
@@ -486,6 +489,7 @@ pub async fn run_sink(
             Message::Barrier(b) => {
                 if aligner.barrier(env.channel, &ended) {
                     sink.pre_commit(b.checkpoint).await.map_err(conn)?;
+                    crate::checkpoint::crash_point("after-pre-commit", b.checkpoint);
                     if let Some(c) = &ckpt {
                         c.done(b.checkpoint, None, TS_MIN, StateWriter::default());
                     }
