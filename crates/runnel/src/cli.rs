@@ -109,4 +109,7 @@ pub struct NexmarkArgs {
     /// Subtasks per operator
     #[arg(short, long, default_value_t = 2)]
     pub parallelism: usize,
+    /// Take checkpoints this often (e.g. '10 s'); default: none
+    #[arg(long)]
+    pub checkpoint_interval: Option<String>,
 }

@@ -66,16 +66,49 @@ pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
         .context("planning the Nexmark query")?
         .graph;
     let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
+    let checkpoint = match &args.checkpoint_interval {
+        None => None,
+        Some(v) => {
+            let ms = runnel_common::time::parse_duration_ms(v)
+                .filter(|ms| *ms > 0)
+                .with_context(|| format!("--checkpoint-interval '{v}': expected e.g. '10 s'"))?;
+            Some(runnel_engine::checkpoint::CheckpointConfig {
+                interval: std::time::Duration::from_millis(ms as u64),
+                dir: data_dir.join("checkpoints"),
+                retain: 3,
+                pipeline: "bench".into(),
+                fingerprint: "bench".into(),
+                restore: None,
+            })
+        }
+    };
     let config = RunConfig {
         parallelism: args.parallelism,
-        data_dir,
+        data_dir: data_dir.clone(),
+        checkpoint,
         ..RunConfig::default()
     };
     let started = Instant::now();
     let pipeline = runnel_engine::start(&graph, &config)?;
     let metrics = pipeline.metrics();
+    let checkpoints = pipeline.checkpoints();
     pipeline.wait().await?;
     let secs = started.elapsed().as_secs_f64();
+    if config.checkpoint.is_some()
+        && let Ok(c) = checkpoints.lock()
+    {
+        match &c.last {
+            Some(l) => println!(
+                "checkpoints={} last_checkpoint_ms={} last_checkpoint_bytes={} failed={}",
+                l.id,
+                l.duration_ms,
+                l.size_bytes,
+                c.failed.len()
+            ),
+            None => println!("checkpoints=0 failed={}", c.failed.len()),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
     let bids = metrics.nodes.first().map(|m| m.rows_out.get()).unwrap_or(0);
     let written = metrics.nodes.last().map(|m| m.rows_in.get()).unwrap_or(0);
     println!(
