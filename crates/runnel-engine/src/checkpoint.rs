@@ -370,8 +370,17 @@ impl Coordinator {
         ended: &HashMap<(usize, usize), Option<serde_json::Value>>,
     ) -> Result<CheckpointInfo, String> {
         let mut size = 0u64;
-        for ((node, subtask), state) in &f.states {
-            let bytes = encode_state(state)?;
+        let InFlight {
+            started,
+            started_ms,
+            done,
+            states,
+        } = f;
+        for ((node, subtask), state) in states {
+            // Encoding a large state takes seconds of CPU: keep it off the async threads.
+            let bytes = tokio::task::spawn_blocking(move || encode_state(&state))
+                .await
+                .map_err(|e| format!("encoding state: {e}"))??;
             size += bytes.len() as u64;
             let path = ObjectPath::from(format!("{id}/op-{node}-{subtask}.arrows"));
             store
@@ -379,7 +388,7 @@ impl Coordinator {
                 .await
                 .map_err(|e| format!("writing state {path}: {e}"))?;
         }
-        let mut subtasks: Vec<SubtaskEntry> = f.done.into_values().collect();
+        let mut subtasks: Vec<SubtaskEntry> = done.into_values().collect();
         for ((node, subtask), position) in ended {
             if !subtasks
                 .iter()
@@ -401,8 +410,8 @@ impl Coordinator {
             pipeline: self.config.pipeline.clone(),
             fingerprint: self.config.fingerprint.clone(),
             id,
-            started_ms: f.started_ms,
-            duration_ms: f.started.elapsed().as_millis() as u64,
+            started_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
             size_bytes: size,
             subtasks,
         };
