@@ -34,7 +34,7 @@ CREATE TABLE latest_frames (
 ) WITH (connector = 'dashboard', title = 'Latest frame per camera', view = 'gallery',
         key = 'camera', 'image.topic' = 'frames');
 
--- Frames per label per camera and 10-second window: a chart, a table and a file.
+-- Frames per label per camera and 10-second window: a chart, a table and files.
 CREATE TABLE label_counts (
   camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
 ) WITH (connector = 'dashboard', title = 'Labels per camera (10 s windows)', view = 'table',
@@ -47,7 +47,9 @@ CREATE TABLE frames_per_camera (
 
 CREATE TABLE label_counts_file (
   camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
-) WITH (connector = 'file', path = 'demo-out/label_counts.jsonl', format = 'json');
+) WITH (connector = 'file', path = 'demo-out/label_counts', format = 'json');
+-- (This pipeline never ends, so it checkpoints every 10 s and the file sink writes
+-- exactly-once part files into that directory, committed with each checkpoint.)
 
 -- Classify once per frame; unreadable images give NULL and a dead letter.
 CREATE VIEW classified AS

@@ -86,6 +86,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let graph = planned.graph;
     let name = status::pipeline_name(&graph, std::path::Path::new(&file));
     let mut config = run::run_config(&graph, args.parallelism, data_dir.clone())?;
+    config.checkpoint = run::checkpoint_config(&graph, &name, &config, false)?;
 
     let log = run::open_log(&data_dir).await?;
     for (topic, partitions) in [("frames", 4), ("labels", 1)] {
@@ -123,7 +124,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     );
     eprintln!(
-        "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts.jsonl"
+        "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts/"
     );
 
     let printer = tokio::spawn(print_windows(config.dashboards.clone()));
