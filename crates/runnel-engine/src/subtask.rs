@@ -577,10 +577,8 @@ mod aligner_tests {
             let Some(env) = a.hold(env) else { continue };
             seen.push(tag(&env));
             match env.msg {
-                Message::Barrier(_) => {
-                    if a.barrier(env.channel, &ended) {
-                        seen.push("snap".into());
-                    }
+                Message::Barrier(_) if a.barrier(env.channel, &ended) => {
+                    seen.push("snap".into());
                 }
                 Message::End => {
                     ended[env.channel] = true;
