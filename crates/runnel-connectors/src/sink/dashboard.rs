@@ -402,6 +402,8 @@ pub fn build(
             )
         })
         .collect();
+    // A timeseries draws one line per key unless told otherwise.
+    let series = series.or_else(|| (view == View::Timeseries).then(|| key.clone()).flatten());
     let config = PanelConfig {
         name: spec.name.clone(),
         title: o.get("title").unwrap_or(&spec.name).to_string(),
@@ -410,6 +412,7 @@ pub fn build(
         max_rows,
         x: x.or_else(|| (view == View::Timeseries).then(|| "window_end".to_string())),
         y,
+        // One line per key unless told otherwise.
         series,
         image,
         image_topic,
