@@ -158,6 +158,13 @@ pub enum Report {
         /// Operator state.
         state: Vec<(String, RecordBatch)>,
     },
+    /// A source reached its end and waits for a final checkpoint to cover its last rows.
+    Finishing {
+        /// Node.
+        node: usize,
+        /// Subtask.
+        subtask: usize,
+    },
     /// A subtask ended; it counts as done for every later checkpoint.
     Ended {
         /// Node.
@@ -210,7 +217,6 @@ pub struct Coordinator {
     config: CheckpointConfig,
     expected: Vec<(usize, usize)>,
     sources: Vec<(usize, usize)>,
-    sinks: Vec<(usize, usize)>,
     reports: mpsc::UnboundedReceiver<Report>,
     triggers: broadcast::Sender<u64>,
     commits: broadcast::Sender<u64>,
@@ -226,12 +232,11 @@ struct InFlight {
 
 impl Coordinator {
     /// A coordinator expecting a report from every `(node, subtask)` in `expected`, of which
-    /// `sources` inject barriers and `sinks` commit.
+    /// `sources` inject barriers.
     pub fn new(
         config: CheckpointConfig,
         expected: Vec<(usize, usize)>,
         sources: Vec<(usize, usize)>,
-        sinks: Vec<(usize, usize)>,
         stats: SharedStats,
     ) -> (Coordinator, Participant, Participant) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -250,7 +255,6 @@ impl Coordinator {
                 config,
                 expected,
                 sources,
-                sinks,
                 reports: rx,
                 triggers,
                 commits,
@@ -281,6 +285,7 @@ impl Coordinator {
             .as_ref()
             .map_or(1, |r| r.manifest.id + 1);
         let mut ended: HashMap<(usize, usize), Option<serde_json::Value>> = HashMap::new();
+        let mut finishing: std::collections::HashSet<(usize, usize)> = Default::default();
         let mut inflight: BTreeMap<u64, InFlight> = BTreeMap::new();
         let mut tick = tokio::time::interval(self.config.interval);
         tick.tick().await;
@@ -295,19 +300,14 @@ impl Coordinator {
                     if !inflight.is_empty() || self.sources.iter().all(|k| ended.contains_key(k)) {
                         continue;
                     }
-                    let id = next_id;
-                    next_id += 1;
-                    inflight.insert(id, InFlight {
-                        started: Instant::now(),
-                        started_ms: runnel_common::time::now_ms(),
-                        done: BTreeMap::new(),
-                        states: Vec::new(),
-                    });
-                    let _ = self.triggers.send(id);
+                    self.trigger(&mut next_id, &mut inflight);
                 }
                 report = self.reports.recv() => {
                     let Some(report) = report else { return Ok(()) };
                     match report {
+                        Report::Finishing { node, subtask } => {
+                            finishing.insert((node, subtask));
+                        }
                         Report::Ended { node, subtask, position } => {
                             ended.insert((node, subtask), position);
                         }
@@ -331,12 +331,6 @@ impl Coordinator {
                         .collect();
                     for id in ready {
                         let Some(f) = inflight.remove(&id) else { continue };
-                        // A sink that finished has committed its last rows outside any
-                        // checkpoint; restoring this one would drop them. The run is
-                        // ending anyway: skip it.
-                        if self.sinks.iter().any(|k| ended.contains_key(k) && !f.done.contains_key(k)) {
-                            continue;
-                        }
                         match self.complete(&store, id, f, &ended).await {
                             Ok(info) => {
                                 if let Ok(mut s) = self.stats.lock() {
@@ -357,9 +351,31 @@ impl Coordinator {
                             }
                         }
                     }
+                    // Every live source reached its end: cover the last rows now rather
+                    // than at the next tick.
+                    let live: Vec<_> = self.sources.iter().filter(|k| !ended.contains_key(k)).collect();
+                    if inflight.is_empty() && !live.is_empty() && live.iter().all(|k| finishing.contains(k)) {
+                        finishing.clear();
+                        self.trigger(&mut next_id, &mut inflight);
+                    }
                 }
             }
         }
+    }
+
+    fn trigger(&self, next_id: &mut u64, inflight: &mut BTreeMap<u64, InFlight>) {
+        let id = *next_id;
+        *next_id += 1;
+        inflight.insert(
+            id,
+            InFlight {
+                started: Instant::now(),
+                started_ms: runnel_common::time::now_ms(),
+                done: BTreeMap::new(),
+                states: Vec::new(),
+            },
+        );
+        let _ = self.triggers.send(id);
     }
 
     async fn complete(

@@ -207,9 +207,8 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
                 .collect()
         };
         let sources = of(|s| matches!(s, NodeSpec::Source(_)));
-        let sinks = of(|s| matches!(s, NodeSpec::Sink(_)));
         let (c, src, snk) =
-            checkpoint::Coordinator::new(cc.clone(), expected, sources, sinks, stats.clone());
+            checkpoint::Coordinator::new(cc.clone(), expected, sources, stats.clone());
         coordinator = Some(c);
         source_part = Some(src);
         sink_part = Some(snk);

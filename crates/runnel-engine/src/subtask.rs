@@ -163,7 +163,29 @@ pub async fn run_source(
                 tokio::task::yield_now().await;
             }
             SourcePoll::End => {
-                if let Some(c) = &ckpt {
+                if let (Some(c), Some(rx)) = (&ckpt, triggers.as_mut()) {
+                    // Close event time first, so every window fires before the final
+                    // barrier and the last checkpoint covers all output.
+                    outputs
+                        .broadcast(Message::Watermark(Watermark::At(TS_MAX)))
+                        .await?;
+                    c.report(Report::Finishing {
+                        node: c.node,
+                        subtask: c.subtask,
+                    });
+                    loop {
+                        match rx.recv().await {
+                            Ok(id) => {
+                                c.done(id, source.position(), TS_MAX, StateWriter::default());
+                                outputs
+                                    .broadcast(Message::Barrier(Barrier { checkpoint: id }))
+                                    .await?;
+                                break;
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
                     c.ended(source.position());
                 }
                 metrics.watermark.set(TS_MAX);
@@ -439,6 +461,7 @@ pub async fn run_sink(
         error: Box::new(e),
     };
     let mut commits = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
+    let (mut pre_committed, mut committed) = (0u64, 0u64);
     if n == 0 {
         if let Some(c) = &ckpt {
             c.ended(None);
@@ -457,6 +480,7 @@ pub async fn run_sink(
                 match id {
                     Ok(id) => {
                         sink.commit(id).await.map_err(conn)?;
+                        committed = committed.max(id);
                         crate::checkpoint::crash_point("after-commit", id);
                     }
                     // Commits are cumulative: the next one covers a skipped one.
@@ -489,6 +513,7 @@ pub async fn run_sink(
             Message::Barrier(b) => {
                 if aligner.barrier(env.channel, &ended) {
                     sink.pre_commit(b.checkpoint).await.map_err(conn)?;
+                    pre_committed = pre_committed.max(b.checkpoint);
                     crate::checkpoint::crash_point("after-pre-commit", b.checkpoint);
                     if let Some(c) = &ckpt {
                         c.done(b.checkpoint, None, TS_MIN, StateWriter::default());
@@ -499,11 +524,27 @@ pub async fn run_sink(
                 ended[env.channel] = true;
                 if let Some(id) = aligner.input_ended(&ended) {
                     sink.pre_commit(id).await.map_err(conn)?;
+                    pre_committed = pre_committed.max(id);
                     if let Some(c) = &ckpt {
                         c.done(id, None, TS_MIN, StateWriter::default());
                     }
                 }
                 if ended.iter().all(|e| *e) {
+                    // The final checkpoint covers the last rows: wait for its commit, so
+                    // they are made visible the exactly-once way (bounded, in case it fails).
+                    if let Some(rx) = commits.as_mut() {
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                        while committed < pre_committed {
+                            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(Ok(id)) => {
+                                    sink.commit(id).await.map_err(conn)?;
+                                    committed = committed.max(id);
+                                }
+                                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                                _ => break,
+                            }
+                        }
+                    }
                     metrics.watermark.set(TS_MAX);
                     sink.finish().await.map_err(conn)?;
                     if let Some(c) = &ckpt {

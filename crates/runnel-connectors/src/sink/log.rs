@@ -12,7 +12,8 @@
 //!
 //! The topic is created with `partitions` partitions (default 1) if it does not exist.
 //! Each `write` makes one durable (fsynced) append per partition, on blocking threads, so
-//! `finish` has nothing left to do. The options are those of the `log` source
+//! `finish` has nothing left to do. In a checkpointed pipeline rows are appended only when
+//! the checkpoint covering them completes, exactly once (see `log_txn`). The options are those of the `log` source
 //! ([`crate::source::log::OPTIONS`]); the reading ones are ignored here.
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use runnel_common::types::sql_name;
 use runnel_log::{Record, Topic};
 
 use crate::format::json::JsonEncoder;
+use crate::sink::log_txn::Txn;
 use crate::source::log::{
     LogConfig, LogFormat, blocking, embedded_log, log_error, open_or_create_topic,
 };
@@ -116,19 +118,34 @@ pub fn build(
         }
     }
     let topic = open_or_create_topic(&log, &spec.name, &config.topic, config.partitions)?;
-    Ok(contexts
-        .into_iter()
-        .map(|ctx| {
-            Box::new(LogSink {
-                table: spec.name.clone(),
-                topic: topic.clone(),
-                format: config.format,
-                columns: columns.clone(),
-                metrics: ctx.metrics,
-                buf: Vec::new(),
-            }) as Box<dyn Sink>
-        })
-        .collect())
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        let txn = match ctx.checkpoint {
+            None => None,
+            Some(mode) => {
+                let txn = Txn::new(
+                    log.clone(),
+                    topic.clone(),
+                    &ctx.data_dir,
+                    &spec.name,
+                    ctx.subtask,
+                );
+                txn.recover(mode.restored)?;
+                Some(txn)
+            }
+        };
+        sinks.push(Box::new(LogSink {
+            table: spec.name.clone(),
+            topic: topic.clone(),
+            format: config.format,
+            columns: columns.clone(),
+            metrics: ctx.metrics,
+            buf: Vec::new(),
+            txn: txn.map(Arc::new),
+            staged: Vec::new(),
+        }));
+    }
+    Ok(sinks)
 }
 
 /// Indices of the columns the record is built from.
@@ -148,6 +165,10 @@ pub struct LogSink {
     columns: Columns,
     metrics: ConnectorMetrics,
     buf: Vec<u8>,
+    /// Exactly-once staging, when the pipeline checkpoints.
+    txn: Option<Arc<Txn>>,
+    /// Rows since the last checkpoint barrier, per partition (exactly-once mode).
+    staged: Vec<Vec<Record>>,
 }
 
 /// Bytes of row `i` of a key or value column (`None` for null).
@@ -325,20 +346,54 @@ impl Sink for LogSink {
                 v.push(r);
             }
         }
+        self.metrics.rows.add(rows as u64);
+        self.metrics.bytes.add(bytes);
+        if self.txn.is_some() {
+            // Exactly once: held until the checkpoint covering them completes.
+            self.staged.resize_with(n, Vec::new);
+            for (all, new) in self.staged.iter_mut().zip(per_partition) {
+                all.extend(new);
+            }
+            return Ok(());
+        }
         let topic = self.topic.clone();
         let table = self.table.clone();
         blocking("appending to the log", move || {
             append_all(&topic, per_partition)
                 .map_err(|e| ConnectorError::Other(format!("table '{table}': {e}")))
         })
-        .await?;
-        self.metrics.rows.add(rows as u64);
-        self.metrics.bytes.add(bytes);
-        Ok(())
+        .await
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let Some(txn) = self.txn.clone() else {
+            return Ok(());
+        };
+        let staged = std::mem::take(&mut self.staged);
+        blocking("staging rows for a checkpoint", move || {
+            txn.stage(checkpoint, &staged)
+        })
+        .await
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let Some(txn) = self.txn.clone() else {
+            return Ok(());
+        };
+        blocking("committing rows to the log", move || txn.commit(checkpoint)).await
     }
 
     async fn finish(&mut self) -> Result<(), ConnectorError> {
-        // Every write was appended durably already.
-        Ok(())
+        // Without checkpoints every write was appended already. With them, the input's end
+        // is covered by a final checkpoint; anything left is appended now.
+        let Some(txn) = self.txn.clone() else {
+            return Ok(());
+        };
+        let staged = std::mem::take(&mut self.staged);
+        blocking("committing rows to the log", move || {
+            txn.commit(u64::MAX - 1)?;
+            txn.apply(u64::MAX, staged)
+        })
+        .await
     }
 }

@@ -5,4 +5,5 @@ pub mod dashboard;
 pub mod file;
 pub mod file_parts;
 pub mod log;
+pub mod log_txn;
 pub mod print;
