@@ -4,7 +4,8 @@
 //! every batch into JSON rows, folds them into the panel's bounded state (the latest
 //! `max-rows` rows, upserted by `key` when one is given) and broadcasts them to the
 //! server's Server-Sent-Events streams. Nothing here is durable: a dashboard shows what
-//! is happening now, it is not a record of what happened.
+//! is happening now, it is not a record of what happened (at-least-once: after a restart
+//! from a checkpoint, rows since that checkpoint are shown again).
 //!
 //! ```sql
 //! CREATE TABLE live (camera STRING, label STRING, score DOUBLE, image BYTES)

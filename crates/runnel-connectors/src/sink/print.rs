@@ -1,4 +1,7 @@
 //! `print` sink: one JSON object per row on stdout, for demos and debugging.
+//!
+//! At-least-once: rows are printed as they arrive, so after a restart from a checkpoint
+//! the rows since that checkpoint are printed again.
 
 use std::io::Write as _;
 
