@@ -52,6 +52,7 @@ pub struct Classifier {
     spec: ModelSpec,
     labels: Vec<String>,
     plan: model::Plan,
+    each: model::Plan,
     pool: Arc<rayon::ThreadPool>,
     options: ClassifierOptions,
     origin: String,
@@ -141,6 +142,7 @@ impl Classifier {
             spec: loaded.spec,
             labels: loaded.labels,
             plan: loaded.plan,
+            each: loaded.each,
             pool: loaded.pool,
             options: ClassifierOptions {
                 threads: options.threads.max(1),
@@ -191,34 +193,51 @@ impl Classifier {
         k: usize,
     ) -> Vec<Result<Prediction, String>> {
         let side = self.spec.input.height as usize;
+        let one = |plan: &model::Plan, image: &Option<&[u8]>| {
+            let started = std::time::Instant::now();
+            let bytes = image.ok_or_else(|| "no image (NULL)".to_string())?;
+            let result = self.classify_one(plan, bytes, side, k);
+            metrics::histogram!("runnel_classify_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            result
+        };
+        if let [image] = images {
+            // Not inside the pool: the plan's matrix products use it (see model::build).
+            return vec![one(&self.plan, image)];
+        }
         self.pool.install(|| {
             images
                 .par_iter()
-                .map(|image| {
-                    let started = std::time::Instant::now();
-                    let bytes = image.ok_or_else(|| "no image (NULL)".to_string())?;
-                    let result = self.classify_one(bytes, side, k);
-                    metrics::histogram!("runnel_classify_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    result
-                })
+                .map(|image| one(&self.each, image))
                 .collect()
         })
     }
 
     /// Decode, resize, normalize and infer one image.
-    fn classify_one(&self, bytes: &[u8], side: usize, k: usize) -> Result<Prediction, String> {
+    fn classify_one(
+        &self,
+        plan: &model::Plan,
+        bytes: &[u8],
+        side: usize,
+        k: usize,
+    ) -> Result<Prediction, String> {
         let mut input = vec![0f32; 3 * side * side];
         preprocess::preprocess_into(bytes, &self.spec.preprocess, &mut input)?;
-        self.infer(input, side, k).map_err(|e| e.to_string())
+        self.infer(plan, input, side, k).map_err(|e| e.to_string())
     }
 
-    fn infer(&self, input: Vec<f32>, side: usize, k: usize) -> Result<Prediction, VisionError> {
+    fn infer(
+        &self,
+        plan: &model::Plan,
+        input: Vec<f32>,
+        side: usize,
+        k: usize,
+    ) -> Result<Prediction, VisionError> {
         let err = |e: TractError| VisionError::Inference(format!("{e:#}"));
         let tensor = tract_ndarray::Array4::from_shape_vec((1, 3, side, side), input)
             .map_err(|e| VisionError::Inference(e.to_string()))?
             .into_tensor();
-        let outputs = self.plan.run(tvec!(tensor.into())).map_err(err)?;
+        let outputs = plan.run(tvec!(tensor.into())).map_err(err)?;
         let Some(logits) = outputs.first() else {
             return Err(VisionError::Inference(
                 "model produced no output".to_string(),

@@ -185,7 +185,10 @@ pub(crate) type Plan = Arc<TypedRunnableModel>;
 pub(crate) struct Loaded {
     pub(crate) spec: ModelSpec,
     pub(crate) labels: Vec<String>,
+    /// For one image at a time, called outside the pool (multi-threaded matrix products).
     pub(crate) plan: Plan,
+    /// For images run in parallel on the pool (single-threaded each).
+    pub(crate) each: Plan,
     pub(crate) pool: Arc<rayon::ThreadPool>,
 }
 
@@ -365,21 +368,31 @@ fn build(
         .into_optimized()
         .map_err(|e| model_err(format!("{e:#}")))?;
     check_output(&typed, labels.len()).map_err(model_err)?;
-    let executor = if threads > 1 {
-        Some(Executor::MultiThread(pool.clone()))
-    } else {
-        Some(Executor::SingleThread)
+    // Two plans of the same optimized model. Several images run side by side on the pool,
+    // each single-threaded: a multi-threaded matrix product inside a pool worker lets the
+    // waiting worker steal another image's inference and re-enter tract's per-thread
+    // scratch space ("RefCell already borrowed", then an abort). A lone image runs from
+    // the caller's thread with its matrix products spread over the pool instead.
+    let runnable = |executor| {
+        typed
+            .clone()
+            .into_runnable_with_options(&RunOptions {
+                executor: Some(executor),
+                ..RunOptions::default()
+            })
+            .map_err(|e| model_err(format!("{e:#}")))
     };
-    let plan = typed
-        .into_runnable_with_options(&RunOptions {
-            executor,
-            ..RunOptions::default()
-        })
-        .map_err(|e| model_err(format!("{e:#}")))?;
+    let each = runnable(Executor::SingleThread)?;
+    let plan = if threads > 1 {
+        runnable(Executor::MultiThread(pool.clone()))?
+    } else {
+        each.clone()
+    };
     Ok(Loaded {
         spec,
         labels,
         plan,
+        each,
         pool,
     })
 }
