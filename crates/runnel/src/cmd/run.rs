@@ -328,8 +328,9 @@ pub async fn run_graph(
     {
         match &c.last {
             Some(l) => report.push_str(&format!(
-                "  checkpoint {} complete ({} ms, {} bytes of state){}\n",
+                "  checkpoint {} complete at {} ({} ms, {} bytes of state){}\n",
                 l.id,
+                runnel_common::time::format_timestamp(l.time_ms),
                 l.duration_ms,
                 summary::group(l.size_bytes),
                 c.restored_from
