@@ -133,6 +133,7 @@ fn run_to_end(t: &TestDir, extra: &[&str]) -> crate::harness::Run {
 
 #[test]
 fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
+    let _heavy = crate::harness::heavy();
     let reference = TestDir::new();
     prepare(&reference);
     let r = run_to_end(&reference, &[]);
@@ -207,6 +208,7 @@ fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
 
 #[test]
 fn corrupt_newest_manifest_falls_back_and_changed_sql_is_refused() {
+    let _heavy = crate::harness::heavy();
     let t = TestDir::new();
     prepare(&t);
     let r = run_to_end(&t, &[]);
@@ -245,6 +247,7 @@ fn corrupt_newest_manifest_falls_back_and_changed_sql_is_refused() {
 /// pre-committed, sink committed) loses nothing and duplicates nothing.
 #[test]
 fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
+    let _heavy = crate::harness::heavy();
     let reference = TestDir::new();
     prepare(&reference);
     assert!(run_to_end(&reference, &[]).success);

@@ -122,3 +122,12 @@ pub fn sorted_lines(text: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Held by tests that load the machine hard (the SIGKILL loops) and by tests whose
+/// timing they could upset, so the two never overlap.
+pub static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`HEAVY`], even if a test holding it panicked.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
