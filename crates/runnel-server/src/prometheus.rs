@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::admin::AdminState;
+use crate::admin::{AdminState, NodeStatus};
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const BUCKETS: &[f64] = &[
@@ -84,74 +84,83 @@ pub async fn metrics_handler(State(admin): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// One per-operator metric family: name, type, help, and its value for a node.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&NodeStatus) -> Option<f64>,
+);
+
+const FAMILIES: &[Family] = &[
+    (
+        "runnel_operator_records_in_total",
+        "counter",
+        "Rows received by an operator",
+        |n| Some(n.rows_in as f64),
+    ),
+    (
+        "runnel_operator_records_out_total",
+        "counter",
+        "Rows emitted by an operator (sources: read, sinks: written)",
+        |n| Some(n.rows_out as f64),
+    ),
+    (
+        "runnel_operator_late_records_total",
+        "counter",
+        "Rows dropped because they arrived behind the watermark",
+        |n| Some(n.late_rows as f64),
+    ),
+    (
+        "runnel_operator_dead_letters_total",
+        "counter",
+        "Records sent to a dead-letter output",
+        |n| Some(n.dead_letters as f64),
+    ),
+    (
+        "runnel_operator_backpressure_seconds_total",
+        "counter",
+        "Time spent waiting on full output channels",
+        |n| Some(n.blocked_ms as f64 / 1000.0),
+    ),
+    (
+        "runnel_operator_watermark_lag_seconds",
+        "gauge",
+        "Wall clock minus the operator's event-time watermark",
+        |n| n.watermark_lag_ms.map(|lag| lag as f64 / 1000.0),
+    ),
+];
+
 fn render_pipelines(admin: &AdminState, out: &mut String) {
     let statuses = admin.statuses();
-    let families: [(&str, &str, &str); 7] = [
-        (
-            "runnel_operator_records_in_total",
-            "counter",
-            "Rows received by an operator",
-        ),
-        (
-            "runnel_operator_records_out_total",
-            "counter",
-            "Rows emitted by an operator (sources: read, sinks: written)",
-        ),
-        (
-            "runnel_operator_late_records_total",
-            "counter",
-            "Rows dropped because they arrived behind the watermark",
-        ),
-        (
-            "runnel_operator_dead_letters_total",
-            "counter",
-            "Records sent to a dead-letter output",
-        ),
-        (
-            "runnel_operator_backpressure_seconds_total",
-            "counter",
-            "Time spent waiting on full output channels",
-        ),
-        (
-            "runnel_operator_watermark_lag_seconds",
-            "gauge",
-            "Wall clock minus the operator's event-time watermark",
-        ),
-        (
-            "runnel_pipeline_uptime_seconds",
-            "gauge",
-            "Seconds since the pipeline started",
-        ),
-    ];
-    for (i, (name, kind, help)) in families.iter().enumerate() {
+    for (name, kind, help, value) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &statuses {
-            let pipeline = escape(&p.name);
-            if i == 6 {
-                let _ = writeln!(out, "{name}{{pipeline=\"{pipeline}\"}} {}", p.uptime_s);
-                continue;
-            }
             for n in &p.nodes {
-                let value = match i {
-                    0 => n.rows_in as f64,
-                    1 => n.rows_out as f64,
-                    2 => n.late_rows as f64,
-                    3 => n.dead_letters as f64,
-                    4 => n.blocked_ms as f64 / 1000.0,
-                    _ => match n.watermark_lag_ms {
-                        Some(lag) => lag as f64 / 1000.0,
-                        None => continue,
-                    },
-                };
+                let Some(v) = value(n) else { continue };
                 let _ = writeln!(
                     out,
-                    "{name}{{pipeline=\"{pipeline}\",node=\"{}\",operator=\"{}\",kind=\"{}\"}} {value}",
+                    "{name}{{pipeline=\"{}\",node=\"{}\",operator=\"{}\",kind=\"{}\"}} {v}",
+                    escape(&p.name),
                     n.id,
                     escape(&n.label),
                     n.kind
                 );
             }
         }
+    }
+    let name = "runnel_pipeline_uptime_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds since the pipeline started\n# TYPE {name} gauge"
+    );
+    for p in &statuses {
+        let _ = writeln!(
+            out,
+            "{name}{{pipeline=\"{}\"}} {}",
+            escape(&p.name),
+            p.uptime_s
+        );
     }
 }
 

@@ -182,10 +182,10 @@ pub fn run_config(
     Ok(config)
 }
 
-/// Checkpointing from `SET 'execution.checkpointing.interval'` (off unless set; meant to
-/// default to 10 s for pipelines with an unbounded source once an intermittent watermark
-/// stall with idle sources under checkpointing is understood), with the checkpoint to
-/// resume from unless `from_scratch`.
+/// Checkpointing from `SET 'execution.checkpointing.interval'` (off unless set; the issue
+/// asks for 10 s by default, which also turns `file` sinks of unbounded pipelines into
+/// part-file directories, so it waits for that change to be made deliberately), with the
+/// checkpoint to resume from unless `from_scratch`.
 pub fn checkpoint_config(
     graph: &PipelineGraph,
     name: &str,
