@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod depthwise;
 pub mod error;
 pub mod model;
 pub mod preprocess;

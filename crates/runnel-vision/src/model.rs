@@ -364,7 +364,12 @@ fn build(
     model
         .set_input_fact(0, fact.into())
         .map_err(|e| model_err(format!("{e:#}")))?;
-    let typed = model
+    let mut typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| model_err(format!("{e:#}")))?;
+    channels_last(&mut typed).map_err(model_err)?;
+    let typed = typed
         .into_optimized()
         .map_err(|e| model_err(format!("{e:#}")))?;
     check_output(&typed, labels.len()).map_err(model_err)?;
@@ -395,6 +400,21 @@ fn build(
         each,
         pool,
     })
+}
+
+/// Runs the convolutions channel-last (NHWC): depthwise ones on our vectorized kernel
+/// ([`crate::depthwise`]), the others through tract's `conv_nhwc` transform; the declutter
+/// pass then folds away the layout moves between consecutive convolutions. Measured on
+/// EfficientNet-Lite0 (see BENCHMARKS.md): most of the gain is the depthwise kernel.
+fn channels_last(model: &mut TypedModel) -> Result<(), String> {
+    crate::depthwise::channel_last_depthwise(model).map_err(|e| format!("{e:#}"))?;
+    let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| "tract has no conv_nhwc transform".to_string())?;
+    model
+        .transform(transform.as_ref())
+        .and_then(|()| model.declutter())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The output must be [N, classes] with one label per class.

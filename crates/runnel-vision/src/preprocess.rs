@@ -3,8 +3,9 @@
 
 use std::io::Cursor;
 
-use image::imageops::FilterType;
-use image::{GenericImageView, ImageFormat, ImageReader, Limits, RgbImage};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::model::PreprocessSpec;
 
@@ -14,15 +15,17 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Largest accepted ratio of long to short side; thinner images would resize to huge buffers.
 const MAX_ASPECT: u32 = 32;
 
-/// The resize filter named by `model.json`'s `interpolation`.
-pub fn filter_for(interpolation: &str) -> Option<FilterType> {
-    match interpolation.to_ascii_lowercase().as_str() {
-        "bilinear" | "linear" | "triangle" => Some(FilterType::Triangle),
-        "nearest" => Some(FilterType::Nearest),
-        "bicubic" | "cubic" | "catmullrom" => Some(FilterType::CatmullRom),
-        "lanczos" | "lanczos3" => Some(FilterType::Lanczos3),
-        _ => None,
-    }
+/// The resize algorithm named by `model.json`'s `interpolation`. The filters widen their
+/// support when shrinking (antialiased), as PIL's and torchvision's resizes do.
+pub fn filter_for(interpolation: &str) -> Option<ResizeAlg> {
+    let filter = match interpolation.to_ascii_lowercase().as_str() {
+        "bilinear" | "linear" | "triangle" => FilterType::Bilinear,
+        "nearest" => return Some(ResizeAlg::Nearest),
+        "bicubic" | "cubic" | "catmullrom" => FilterType::CatmullRom,
+        "lanczos" | "lanczos3" => FilterType::Lanczos3,
+        _ => return None,
+    };
+    Some(ResizeAlg::Convolution(filter))
 }
 
 /// Decodes `bytes` and writes the normalized `3 × crop × crop` planes into `out`.
@@ -40,22 +43,13 @@ pub fn preprocess_into(bytes: &[u8], spec: &PreprocessSpec, out: &mut [f32]) -> 
             3 * plane
         ));
     }
-    let left = (resized.width() - crop) / 2;
-    let top = (resized.height() - crop) / 2;
     let scale = spec.std.map(|s| 1.0 / s);
     let (r_plane, rest) = out.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
-    let row_len = resized.width() as usize * 3;
-    let raw = resized.as_raw();
-    for y in 0..crop as usize {
-        let row_start = (top as usize + y) * row_len + left as usize * 3;
-        let row = &raw[row_start..row_start + crop as usize * 3];
-        let dst = y * crop as usize;
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            r_plane[dst + x] = (f32::from(px[0]) - spec.mean[0]) * scale[0];
-            g_plane[dst + x] = (f32::from(px[1]) - spec.mean[1]) * scale[1];
-            b_plane[dst + x] = (f32::from(px[2]) - spec.mean[2]) * scale[2];
-        }
+    for (i, px) in resized.chunks_exact(3).take(plane).enumerate() {
+        r_plane[i] = (f32::from(px[0]) - spec.mean[0]) * scale[0];
+        g_plane[i] = (f32::from(px[1]) - spec.mean[1]) * scale[1];
+        b_plane[i] = (f32::from(px[2]) - spec.mean[2]) * scale[2];
     }
     Ok(())
 }
@@ -148,8 +142,9 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Resizes so the shorter side is `resize_shorter_side` and takes the `center_crop` square.
-fn resize_and_crop(img: &RgbImage, spec: &PreprocessSpec) -> Result<RgbImage, String> {
+/// Resizes so the shorter side is `resize_shorter_side` and takes the `center_crop` square,
+/// as packed RGB bytes.
+fn resize_and_crop(img: &RgbImage, spec: &PreprocessSpec) -> Result<Vec<u8>, String> {
     let (w, h) = img.dimensions();
     let (short, long) = (w.min(h), w.max(h));
     if long / short > MAX_ASPECT {
@@ -167,26 +162,37 @@ fn resize_and_crop(img: &RgbImage, spec: &PreprocessSpec) -> Result<RgbImage, St
     } else {
         (scaled_long, target)
     };
-    let filter = filter_for(&spec.interpolation).unwrap_or(FilterType::Triangle);
+    let algorithm =
+        filter_for(&spec.interpolation).unwrap_or(ResizeAlg::Convolution(FilterType::Bilinear));
     let crop = spec.center_crop;
     if nw < crop || nh < crop {
         return Err(format!(
             "model.json: center_crop {crop} is larger than the resized image {nw}×{nh}"
         ));
     }
-    // Only the center crop is kept, so resample just the source region it comes from:
-    // half the output pixels of resizing the whole image, for the same crop.
+    // Only the center crop is kept, so resample just the source region it comes from
+    // (in exact source coordinates): the same pixels as resizing the whole image and
+    // cropping, for a fraction of the work.
     let (left, top) = ((nw - crop) / 2, (nh - crop) / 2);
-    let to_src = |v: u32, src: u32, dst: u32| {
-        ((f64::from(v) * f64::from(src) / f64::from(dst)).round() as u32).min(src)
-    };
-    let (x0, x1) = (to_src(left, w, nw), to_src(left + crop, w, nw));
-    let (y0, y1) = (to_src(top, h, nh), to_src(top + crop, h, nh));
-    let region = image::imageops::crop_imm(img, x0, y0, (x1 - x0).max(1), (y1 - y0).max(1));
-    if region.width() == crop && region.height() == crop {
-        return Ok(region.to_image());
-    }
-    Ok(image::imageops::resize(&*region, crop, crop, filter))
+    let (sx, sy) = (f64::from(w) / f64::from(nw), f64::from(h) / f64::from(nh));
+    let options = ResizeOptions::new().resize_alg(algorithm).crop(
+        f64::from(left) * sx,
+        f64::from(top) * sy,
+        f64::from(crop) * sx,
+        f64::from(crop) * sy,
+    );
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
+        .map_err(|e| format!("cannot resize image {w}×{h}: {e}"))?;
+    let mut dst = Image::new(crop, crop, PixelType::U8x3);
+    RESIZER
+        .with_borrow_mut(|resizer| resizer.resize(&src, &mut dst, &options))
+        .map_err(|e| format!("cannot resize image {w}×{h}: {e}"))?;
+    Ok(dst.into_vec())
+}
+
+thread_local! {
+    /// The resizer keeps its scratch buffers between images of one worker thread.
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
 }
 
 #[cfg(test)]

@@ -1,0 +1,58 @@
+//! Per-op inference time of the bundled model, one thread, batch 1:
+//!
+//!     cargo run --release -p runnel-vision --example profile            # as runnel runs it
+//!     cargo run --release -p runnel-vision --example profile -- tract   # tract's own depthwise
+//!
+//! Prints the time per op kind, largest first. Used to find where inference time goes
+//! (see `runnel_vision::depthwise`).
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::format_err;
+use tract_onnx::tract_core::plan::{SimpleState, eval};
+
+const MODEL: &str = "assets/models/efficientnet-lite0/model.onnx";
+
+fn main() -> TractResult<()> {
+    let tract_depthwise = std::env::args().nth(1).as_deref() == Some("tract");
+    let mut model = tract_onnx::onnx().model_for_path(MODEL)?;
+    model.set_input_fact(0, f32::fact([1, 3, 224, 224]).into())?;
+    let mut typed = model.into_typed()?.into_decluttered()?;
+    if !tract_depthwise {
+        runnel_vision::depthwise::channel_last_depthwise(&mut typed)?;
+    }
+    let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+        .ok_or_else(|| format_err!("tract has no conv_nhwc transform"))?;
+    typed.transform(nhwc.as_ref())?;
+    typed.declutter()?;
+    let plan = typed.into_optimized()?.into_runnable()?;
+
+    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, 224, 224), 0.3).into();
+    let mut state = SimpleState::new(&plan)?;
+    let (warmup, runs) = (5, 30);
+    let mut per_op: HashMap<String, (f64, usize)> = HashMap::new();
+    for run in 0..warmup + runs {
+        state.run_plan_with_eval(
+            tvec!(input.clone().into()),
+            |ctx, op_state, node, inputs| {
+                let started = Instant::now();
+                let outputs = eval(ctx, op_state, node, inputs);
+                if run >= warmup {
+                    let entry = per_op.entry(node.op().name().to_string()).or_default();
+                    entry.0 += started.elapsed().as_secs_f64() * 1e3;
+                    entry.1 += 1;
+                }
+                outputs
+            },
+        )?;
+    }
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    let total: f64 = rows.iter().map(|r| r.1.0).sum::<f64>() / runs as f64;
+    println!("{total:.2} ms per inference");
+    for (op, (ms, count)) in rows {
+        println!("{:>8.2} ms {:>4}× {op}", ms / runs as f64, count / runs);
+    }
+    Ok(())
+}
