@@ -278,7 +278,10 @@ pub async fn run_operator(
                         current = new;
                         advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
                     }
-                } else if tracker.all_idle() && !idle_forwarded {
+                }
+                // After an advance too: the watermark just sent marks this subtask active
+                // downstream, and if all its inputs are idle it must not hold others back.
+                if tracker.all_idle() && !idle_forwarded {
                     idle_forwarded = true;
                     outputs
                         .broadcast(Message::Watermark(Watermark::Idle))

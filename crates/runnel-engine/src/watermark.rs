@@ -66,8 +66,23 @@ impl WatermarkTracker {
     }
 
     fn recompute(&mut self) -> Option<Timestamp> {
-        let active = self.channels.iter().filter(|c| !c.idle);
-        let min = active.map(|c| c.at).min();
+        let ended = |c: &ChannelState| c.at == TS_MAX;
+        let active = self.channels.iter().filter(|c| !c.idle && !ended(c));
+        let min = match active.map(|c| c.at).min() {
+            Some(m) => Some(m),
+            // Every channel is idle or ended. Idle ones cannot hold time back any more, so
+            // move to the furthest any of them reached (as Flink's watermark valve does):
+            // otherwise a channel that went idle after its last watermark while another
+            // was still starting up would keep that watermark from ever counting. An
+            // ended channel is not a watermark: only when all ended is time over.
+            None => self
+                .channels
+                .iter()
+                .filter(|c| !ended(c))
+                .map(|c| c.at)
+                .max()
+                .or((!self.channels.is_empty()).then_some(TS_MAX)),
+        };
         match min {
             Some(m) if m > self.current => {
                 self.current = m;
@@ -100,5 +115,31 @@ mod tests {
         );
         assert_eq!(t.end(1), Some(20));
         assert_eq!(t.end(0), Some(TS_MAX));
+    }
+
+    #[test]
+    fn all_idle_moves_to_the_furthest_channel() {
+        // Channel 0 sends its last watermark and goes idle while channel 1 has not
+        // sent anything; once channel 1 goes idle too, 24 must count.
+        let mut t = WatermarkTracker::new(2);
+        assert_eq!(t.update(0, Watermark::At(24)), None);
+        assert_eq!(t.update(0, Watermark::Idle), None);
+        assert!(!t.all_idle());
+        assert_eq!(t.update(1, Watermark::Idle), Some(24));
+        assert!(t.all_idle());
+        assert_eq!(t.update(1, Watermark::At(30)), Some(30));
+    }
+
+    #[test]
+    fn all_idle_ignores_ended_channels() {
+        let mut t = WatermarkTracker::new(2);
+        assert_eq!(t.update(0, Watermark::At(5)), None);
+        assert_eq!(t.end(1), Some(5));
+        assert_eq!(
+            t.update(0, Watermark::Idle),
+            None,
+            "an ended channel is not a watermark"
+        );
+        assert!(t.all_idle());
     }
 }
