@@ -47,7 +47,9 @@ CREATE TABLE frames_per_camera (
 
 CREATE TABLE label_counts_file (
   camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
-) WITH (connector = 'file', path = 'demo-out/label_counts.jsonl', format = 'json');
+) WITH (connector = 'file', path = 'demo-out/label_counts', format = 'json');
+-- (This pipeline never ends, so it checkpoints every 10 s and the file sink writes
+-- exactly-once part files into that directory, committed with each checkpoint.)
 
 -- Classify once per frame; unreadable images give NULL and a dead letter.
 CREATE VIEW classified AS

@@ -124,7 +124,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     );
     eprintln!(
-        "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts.jsonl"
+        "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts/"
     );
 
     let printer = tokio::spawn(print_windows(config.dashboards.clone()));

@@ -182,10 +182,9 @@ pub fn run_config(
     Ok(config)
 }
 
-/// Checkpointing from `SET 'execution.checkpointing.interval'` (off unless set; the issue
-/// asks for 10 s by default, which also turns `file` sinks of unbounded pipelines into
-/// part-file directories, so it waits for that change to be made deliberately), with the
-/// checkpoint to resume from unless `from_scratch`.
+/// Checkpointing from `SET 'execution.checkpointing.interval'` (default: every 10 s for
+/// pipelines with an unbounded source, off for bounded ones; `'off'` turns it off), with
+/// the checkpoint to resume from unless `from_scratch`.
 pub fn checkpoint_config(
     graph: &PipelineGraph,
     name: &str,
@@ -194,7 +193,9 @@ pub fn checkpoint_config(
 ) -> anyhow::Result<Option<runnel_engine::checkpoint::CheckpointConfig>> {
     let set = |k: &str| graph.settings.get(k).map(String::as_str);
     let ms = match set("execution.checkpointing.interval") {
-        // Opt-in for now (see the doc comment above).
+        // A bounded pipeline that crashes is simply run again (its outputs start over);
+        // one that never ends checkpoints every 10 s unless told otherwise.
+        None if has_unbounded_source(graph) => 10_000,
         None => return Ok(None),
         Some("0" | "off" | "none") => return Ok(None),
         Some(v) => runnel_common::time::parse_duration_ms(v)
@@ -252,6 +253,19 @@ pub fn checkpoint_config(
         fingerprint,
         restore,
     }))
+}
+
+/// Whether a source never ends: a `log` table without `bounded = 'true'`, or a
+/// `nexmark` generator without `events`.
+fn has_unbounded_source(graph: &PipelineGraph) -> bool {
+    graph.nodes.iter().any(|n| match &n.spec {
+        NodeSpec::Source(t) => match t.connector() {
+            "log" => t.options.get("bounded") != Some("true"),
+            "nexmark" => t.options.get("events").is_none(),
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// FNV-1a over the planned dataflow and the parallelism: stable across runs and builds.
