@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use runnel_common::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
@@ -56,13 +56,241 @@ pub const FORMAT_VERSION: u32 = 1;
 
 const MANIFEST_PREFIX: &str = "chk-";
 
+/// Where one pipeline's checkpoints are stored: a local directory or a prefix in an
+/// object store (`s3://bucket/prefix`). Every state file and manifest goes through
+/// `object_store`; a local directory additionally gets fsyncs and a write-then-rename
+/// manifest, since local writes are neither durable nor atomic by themselves, while an
+/// object store's put is both once acknowledged.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    store: Arc<dyn ObjectStore>,
+    /// This pipeline's prefix inside `store` (empty when the store is rooted at a local
+    /// directory).
+    prefix: String,
+    /// The directory, when local.
+    local: Option<PathBuf>,
+    /// The directory or URL, for messages.
+    shown: String,
+}
+
+/// How to reach an S3-compatible object store; unset fields come from the standard
+/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ENDPOINT`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL for S3-compatible stores (MinIO, Ceph, ...); path-style requests.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key: Option<String>,
+    /// Secret access key.
+    pub secret_key: Option<String>,
+    /// Allow plain-HTTP endpoints (implied by an `http://` endpoint).
+    pub allow_http: bool,
+}
+
+impl CheckpointDir {
+    /// A local directory, created if missing.
+    pub fn local(dir: &Path) -> Result<CheckpointDir, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("creating checkpoint directory {}: {e}", dir.display()))?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
+        Ok(CheckpointDir {
+            store: Arc::new(store),
+            prefix: String::new(),
+            local: Some(dir.to_path_buf()),
+            shown: dir.display().to_string(),
+        })
+    }
+
+    /// `s3://bucket/prefix`: checkpoints go under `prefix/` of `bucket`. Nothing is
+    /// contacted yet; the first listing reports an unreachable store or missing bucket.
+    pub fn s3(url: &str, options: &S3Options) -> Result<CheckpointDir, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("'{url}' is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "'{url}' names no bucket (expected s3://bucket/prefix)"
+            ));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(options.allow_http || endpoint.starts_with("http://"));
+        } else if options.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &options.access_key {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|e| format!("{url}: {e}"))?;
+        Ok(CheckpointDir {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            local: None,
+            shown: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The sub-directory (or sub-prefix) `name`.
+    pub fn join(&self, name: &str) -> Result<CheckpointDir, String> {
+        match &self.local {
+            Some(dir) => CheckpointDir::local(&dir.join(name)),
+            None => Ok(CheckpointDir {
+                store: self.store.clone(),
+                prefix: self.key(name),
+                local: None,
+                shown: format!("{}/{name}", self.shown),
+            }),
+        }
+    }
+
+    /// The local directory, if it is one.
+    pub fn local_path(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    fn key(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        ObjectPath::from(self.key(rel))
+    }
+
+    async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.store
+            .put(&self.path(rel), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("writing {self}/{rel}: {e}"))
+    }
+
+    async fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
+        let get = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| format!("{self}/{rel}: {e}"))?;
+        let bytes = get
+            .bytes()
+            .await
+            .map_err(|e| format!("{self}/{rel}: {e}"))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Ids of the complete checkpoints (those with a manifest), ascending.
+    async fn complete_ids(&self) -> Result<Vec<u64>, String> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| format!("listing {self}: {e}"))?;
+        let mut ids: Vec<u64> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                o.location
+                    .filename()?
+                    .strip_prefix(MANIFEST_PREFIX)?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Makes checkpoint `id`'s state files durable, then publishes its manifest.
+    async fn publish(&self, m: &Manifest) -> Result<(), String> {
+        let id = m.id;
+        match &self.local {
+            Some(dir) => {
+                let (dir, m) = (dir.clone(), m.clone());
+                tokio::task::spawn_blocking(move || {
+                    // object_store's local writes are not fsynced: make the state durable first.
+                    let state_dir = dir.join(id.to_string());
+                    if state_dir.exists() {
+                        sync_dir_files(&state_dir)?;
+                    }
+                    crash_point("after-state", id);
+                    write_manifest(&dir, &m)?;
+                    crash_point("after-manifest", id);
+                    Ok::<(), String>(())
+                })
+                .await
+                .map_err(|e| format!("manifest task: {e}"))?
+            }
+            None => {
+                // Each put is durable and atomic once acknowledged: the state files are in
+                // place, and the manifest appears whole or not at all.
+                crash_point("after-state", id);
+                let json = serde_json::to_vec_pretty(m).map_err(|e| e.to_string())?;
+                self.put(&manifest_name(id), json).await?;
+                crash_point("after-manifest", id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes checkpoint `id`: its manifest first, so it is never seen half-deleted.
+    async fn delete(&self, id: u64) {
+        match &self.local {
+            Some(dir) => {
+                let dir = dir.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_file(dir.join(manifest_name(id)));
+                    let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+                })
+                .await;
+            }
+            None => {
+                if let Err(e) = self.store.delete(&self.path(&manifest_name(id))).await {
+                    tracing::warn!("deleting checkpoint {id} in {self}: {e}");
+                    return;
+                }
+                let files = ObjectPath::from(self.key(&id.to_string()));
+                if let Ok(listing) = self.store.list_with_delimiter(Some(&files)).await {
+                    for o in listing.objects {
+                        let _ = self.store.delete(&o.location).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 /// How and where a pipeline checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
     /// Time between checkpoints (`execution.checkpointing.interval`).
     pub interval: Duration,
-    /// Directory of this pipeline's checkpoints (`<state dir>/<pipeline name>`).
-    pub dir: PathBuf,
+    /// Where this pipeline's checkpoints go (`<state dir>/<pipeline name>`).
+    pub dir: CheckpointDir,
     /// Complete checkpoints kept (`execution.checkpointing.retained`, default 3).
     pub retain: usize,
     /// The pipeline's identity.
@@ -267,18 +495,6 @@ impl Coordinator {
 
     /// Runs until every subtask ended (or the pipeline is dropped).
     pub async fn run(mut self) -> Result<(), EngineError> {
-        std::fs::create_dir_all(&self.config.dir).map_err(|e| {
-            EngineError::Internal(format!(
-                "creating checkpoint directory {}: {e}",
-                self.config.dir.display()
-            ))
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&self.config.dir).map_err(|e| {
-            EngineError::Internal(format!(
-                "checkpoint directory {}: {e}",
-                self.config.dir.display()
-            ))
-        })?;
         let mut next_id = self
             .config
             .restore
@@ -331,7 +547,7 @@ impl Coordinator {
                         .collect();
                     for id in ready {
                         let Some(f) = inflight.remove(&id) else { continue };
-                        match self.complete(&store, id, f, &ended).await {
+                        match self.complete(id, f, &ended).await {
                             Ok(info) => {
                                 if let Ok(mut s) = self.stats.lock() {
                                     s.last = Some(info);
@@ -380,7 +596,6 @@ impl Coordinator {
 
     async fn complete(
         &self,
-        store: &LocalFileSystem,
         id: u64,
         f: InFlight,
         ended: &HashMap<(usize, usize), Option<serde_json::Value>>,
@@ -398,11 +613,10 @@ impl Coordinator {
                 .await
                 .map_err(|e| format!("encoding state: {e}"))??;
             size += bytes.len() as u64;
-            let path = ObjectPath::from(format!("{id}/op-{node}-{subtask}.arrows"));
-            store
-                .put(&path, bytes.into())
-                .await
-                .map_err(|e| format!("writing state {path}: {e}"))?;
+            self.config
+                .dir
+                .put(&format!("{id}/op-{node}-{subtask}.arrows"), bytes)
+                .await?;
         }
         let mut subtasks: Vec<SubtaskEntry> = done.into_values().collect();
         for ((node, subtask), position) in ended {
@@ -431,21 +645,7 @@ impl Coordinator {
             size_bytes: size,
             subtasks,
         };
-        let dir = self.config.dir.clone();
-        let state_dir = dir.join(id.to_string());
-        let m = manifest.clone();
-        tokio::task::spawn_blocking(move || {
-            // object_store's local writes are not fsynced: make the state durable first.
-            if state_dir.exists() {
-                sync_dir_files(&state_dir)?;
-            }
-            crash_point("after-state", id);
-            write_manifest(&dir, &m)?;
-            crash_point("after-manifest", id);
-            Ok::<(), String>(())
-        })
-        .await
-        .map_err(|e| format!("manifest task: {e}"))??;
+        self.config.dir.publish(&manifest).await?;
         Ok(CheckpointInfo {
             id,
             time_ms: runnel_common::time::now_ms(),
@@ -456,43 +656,25 @@ impl Coordinator {
 
     /// Deletes checkpoints older than the newest `retain` complete ones.
     async fn retain(&self) {
-        let dir = self.config.dir.clone();
+        let dir = &self.config.dir;
         let keep = self.config.retain.max(1);
-        let _ = tokio::task::spawn_blocking(move || {
-            let ids = complete_ids(&dir);
-            if ids.len() <= keep {
+        let ids = match dir.complete_ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!("not deleting old checkpoints: {e}");
                 return;
             }
+        };
+        if ids.len() > keep {
             for id in &ids[..ids.len() - keep] {
-                let _ = std::fs::remove_file(dir.join(manifest_name(*id)));
-                let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+                dir.delete(*id).await;
             }
-        })
-        .await;
+        }
     }
 }
 
 fn manifest_name(id: u64) -> String {
     format!("{MANIFEST_PREFIX}{id:010}.json")
-}
-
-/// Ids of the manifests in `dir`, ascending.
-fn complete_ids(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix(MANIFEST_PREFIX)?
-                        .strip_suffix(".json")?
-                        .parse()
-                        .ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids
 }
 
 fn sync_dir_files(dir: &Path) -> Result<(), String> {
@@ -595,22 +777,44 @@ pub enum RestoreError {
         /// Pipeline.
         pipeline: String,
     },
+    /// The checkpoint location could not be listed (unreachable store, missing bucket,
+    /// no permission): starting over instead would repeat output, so this stops the run.
+    #[error(
+        "cannot read checkpoints of pipeline '{pipeline}' in {dir}: {reason}; fix the \
+         location (SET 'state.checkpoints.dir') or run with --from-scratch"
+    )]
+    Unreachable {
+        /// Directory or URL.
+        dir: String,
+        /// Pipeline.
+        pipeline: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// The newest complete, readable checkpoint in `dir`; corrupt ones are skipped with a
 /// warning (never deleted).
-pub fn load_latest(
-    dir: &Path,
+pub async fn load_latest(
+    dir: &CheckpointDir,
     fingerprint: &str,
     pipeline: &str,
 ) -> Result<Option<Restored>, RestoreError> {
-    for id in complete_ids(dir).into_iter().rev() {
-        match load(dir, id) {
+    let ids = dir
+        .complete_ids()
+        .await
+        .map_err(|reason| RestoreError::Unreachable {
+            dir: dir.to_string(),
+            pipeline: pipeline.to_string(),
+            reason,
+        })?;
+    for id in ids.into_iter().rev() {
+        match load(dir, id).await {
             Ok(r) => {
                 if r.manifest.fingerprint != fingerprint {
                     return Err(RestoreError::Incompatible {
                         id,
-                        dir: dir.display().to_string(),
+                        dir: dir.to_string(),
                         pipeline: pipeline.to_string(),
                     });
                 }
@@ -618,12 +822,10 @@ pub fn load_latest(
             }
             Err(e) => {
                 tracing::warn!(
-                    "checkpoint {id} in {} is unreadable ({e}); falling back to the previous one",
-                    dir.display()
+                    "checkpoint {id} in {dir} is unreadable ({e}); falling back to the previous one"
                 );
                 eprintln!(
-                    "runnel: warning: checkpoint {id} in {} is unreadable ({e}); falling back to the previous one",
-                    dir.display()
+                    "runnel: warning: checkpoint {id} in {dir} is unreadable ({e}); falling back to the previous one"
                 );
             }
         }
@@ -631,27 +833,24 @@ pub fn load_latest(
     Ok(None)
 }
 
-fn load(dir: &Path, id: u64) -> Result<Restored, String> {
-    let path = dir.join(manifest_name(id));
-    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+async fn load(dir: &CheckpointDir, id: u64) -> Result<Restored, String> {
+    let name = manifest_name(id);
+    let text = dir.read(&name).await?;
     let manifest: Manifest =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| format!("{dir}/{name}: {e}"))?;
     if manifest.version > FORMAT_VERSION || manifest.id != id {
         return Err(format!(
-            "{}: version {} / id {} not readable",
-            path.display(),
-            manifest.version,
-            manifest.id
+            "{dir}/{name}: version {} / id {} not readable",
+            manifest.version, manifest.id
         ));
     }
     let mut states = HashMap::new();
     for e in &manifest.subtasks {
         if let Some(file) = &e.file {
-            let p = dir.join(file);
-            let bytes = std::fs::read(&p).map_err(|err| format!("{}: {err}", p.display()))?;
+            let bytes = dir.read(file).await?;
             states.insert(
                 (e.node, e.subtask),
-                decode_state(&bytes, &p.display().to_string())?,
+                decode_state(&bytes, &format!("{dir}/{file}"))?,
             );
         }
     }
@@ -678,9 +877,10 @@ mod tests {
         assert!(err.contains("f.arrows"), "{err}");
     }
 
-    #[test]
-    fn corrupt_manifest_falls_back_to_the_previous_one() {
+    #[tokio::test]
+    async fn corrupt_manifest_falls_back_to_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointDir::local(dir.path()).unwrap();
         let m = |id| Manifest {
             version: FORMAT_VERSION,
             pipeline: "p".into(),
@@ -694,13 +894,13 @@ mod tests {
         write_manifest(dir.path(), &m(1)).unwrap();
         write_manifest(dir.path(), &m(2)).unwrap();
         std::fs::write(dir.path().join(manifest_name(2)), b"{ not json").unwrap();
-        let r = load_latest(dir.path(), "f", "p").unwrap().unwrap();
+        let r = load_latest(&store, "f", "p").await.unwrap().unwrap();
         assert_eq!(r.manifest.id, 1);
         assert!(
             dir.path().join(manifest_name(2)).exists(),
             "nothing is deleted"
         );
-        let e = load_latest(dir.path(), "other", "p").unwrap_err();
+        let e = load_latest(&store, "other", "p").await.unwrap_err();
         assert!(e.to_string().contains("--from-scratch"), "{e}");
     }
 }

@@ -74,7 +74,8 @@ pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--checkpoint-interval '{v}': expected e.g. '10 s'"))?;
             Some(runnel_engine::checkpoint::CheckpointConfig {
                 interval: std::time::Duration::from_millis(ms as u64),
-                dir: data_dir.join("checkpoints"),
+                dir: runnel_engine::checkpoint::CheckpointDir::local(&data_dir.join("checkpoints"))
+                    .map_err(anyhow::Error::msg)?,
                 retain: 3,
                 pipeline: "bench".into(),
                 fingerprint: "bench".into(),

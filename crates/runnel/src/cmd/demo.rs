@@ -86,7 +86,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let graph = planned.graph;
     let name = status::pipeline_name(&graph, std::path::Path::new(&file));
     let mut config = run::run_config(&graph, args.parallelism, data_dir.clone())?;
-    config.checkpoint = run::checkpoint_config(&graph, &name, &config, false)?;
+    config.checkpoint = run::checkpoint_config(&graph, &name, &config, false).await?;
 
     let log = run::open_log(&data_dir).await?;
     for (topic, partitions) in [("frames", 4), ("labels", 1)] {

@@ -31,7 +31,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let name = status::pipeline_name(&graph, &args.pipeline);
     let mut config = run_config(&graph, args.parallelism, args.data_dir.clone())?;
-    config.checkpoint = checkpoint_config(&graph, &name, &config, args.from_scratch)?;
+    config.checkpoint = checkpoint_config(&graph, &name, &config, args.from_scratch).await?;
     let admin = AdminState::new(config.dashboards.clone());
     let uses = |connector: &str| {
         graph.nodes.iter().any(|n| match &n.spec {
@@ -185,7 +185,7 @@ pub fn run_config(
 /// Checkpointing from `SET 'execution.checkpointing.interval'` (default: every 10 s for
 /// pipelines with an unbounded source, off for bounded ones; `'off'` turns it off), with
 /// the checkpoint to resume from unless `from_scratch`.
-pub fn checkpoint_config(
+pub async fn checkpoint_config(
     graph: &PipelineGraph,
     name: &str,
     config: &RunConfig,
@@ -213,14 +213,31 @@ pub fn checkpoint_config(
             format!("SET 'execution.checkpointing.retained' = '{v}': expected a number >= 1")
         })?,
     };
+    use runnel_engine::checkpoint::{CheckpointDir, S3Options};
     let base = match set("state.checkpoints.dir") {
-        None => config.data_dir.join("checkpoints"),
+        None => CheckpointDir::local(&config.data_dir.join("checkpoints")),
+        Some(d) if d.starts_with("s3://") => {
+            let allow_http = match set("s3.allow-http") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => bail!("SET 's3.allow-http' = '{v}': expected 'true' or 'false'"),
+            };
+            let options = S3Options {
+                endpoint: set("s3.endpoint").map(str::to_string),
+                region: set("s3.region").map(str::to_string),
+                access_key: set("s3.access-key").map(str::to_string),
+                secret_key: set("s3.secret-key").map(str::to_string),
+                allow_http,
+            };
+            CheckpointDir::s3(d, &options)
+        }
         Some(d) if d.contains("://") && !d.starts_with("file://") => bail!(
-            "SET 'state.checkpoints.dir' = '{d}': only local directories (or file://) are \
-             supported so far"
+            "SET 'state.checkpoints.dir' = '{d}': expected a local directory, file://… or \
+             s3://bucket/prefix"
         ),
-        Some(d) => std::path::PathBuf::from(d.trim_start_matches("file://")),
-    };
+        Some(d) => CheckpointDir::local(std::path::Path::new(d.trim_start_matches("file://"))),
+    }
+    .map_err(|e| anyhow::anyhow!("SET 'state.checkpoints.dir': {e}"))?;
     let safe: String = name
         .chars()
         .map(|c| {
@@ -231,18 +248,21 @@ pub fn checkpoint_config(
             }
         })
         .collect();
-    let dir = base.join(safe);
+    let dir = base
+        .join(&safe)
+        .map_err(|e| anyhow::anyhow!("SET 'state.checkpoints.dir': {e}"))?;
     let fingerprint = fingerprint(graph, config.parallelism);
     let restore = if from_scratch {
         None
     } else {
-        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)?.map(Arc::new)
+        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)
+            .await?
+            .map(Arc::new)
     };
     if let Some(r) = &restore {
         eprintln!(
-            "runnel: resuming {name} from checkpoint {} ({})",
-            r.manifest.id,
-            dir.display()
+            "runnel: resuming {name} from checkpoint {} ({dir})",
+            r.manifest.id
         );
     }
     Ok(Some(runnel_engine::checkpoint::CheckpointConfig {

@@ -297,3 +297,176 @@ fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
         );
     }
 }
+
+/// A moto S3 server (PyPI `moto[server]`, installed on first use into
+/// `~/.cache/runnel/moto`) on a free loopback port, killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_server() -> S3Server {
+    let home = std::env::var_os("HOME").expect("HOME");
+    let venv = Path::new(&home).join(".cache/runnel/moto");
+    let server = venv.join("bin/moto_server");
+    if !server.exists() {
+        let venv_ok = |venv: &Path| {
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(venv)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !venv_ok(&venv) {
+            // Debian ships venv separately; install it when we may.
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "[ \"$(id -u)\" = 0 ] && (apt-get install -y python3-venv || \
+                     (apt-get update && apt-get install -y python3-venv)) >/dev/null",
+                ])
+                .status();
+            assert!(
+                venv_ok(&venv),
+                "the S3 test needs python3 with venv (apt-get install python3-venv)"
+            );
+        }
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "moto[server]>=5,<6"])
+            .status()
+            .expect("running pip");
+        assert!(status.success(), "pip install moto[server] failed");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(&server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting moto_server");
+    let s3 = S3Server { child, port };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "moto_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s3
+}
+
+/// One plain HTTP request to the S3 server; returns (status, body).
+fn s3_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// Checkpoints in an `s3://` URL: a crash after checkpoint 2's manifest, then a restart
+/// that resumes from the object store, gives the uninterrupted output; nothing goes to
+/// the local checkpoint directory; an unreachable bucket stops the run with a clear error.
+#[test]
+fn s3_state_dir_recovers_exactly() {
+    let _heavy = crate::harness::heavy();
+    let s3 = moto_server();
+    let (status, body) = s3_request(s3.port, "PUT", "/runnel-test");
+    assert_eq!(status, 200, "creating the bucket: {body}");
+
+    let reference = TestDir::new();
+    prepare(&reference);
+    assert!(run_to_end(&reference, &[]).success);
+    let want_copy = committed(&reference.path().join("out/copy"));
+    let want_counts = committed(&reference.path().join("out/counts"));
+
+    let s3_settings = |bucket: &str| {
+        format!(
+            "SET 'state.checkpoints.dir' = 's3://{bucket}/state';\n\
+             SET 's3.endpoint' = 'http://127.0.0.1:{}';\n\
+             SET 's3.region' = 'us-east-1';\n\
+             SET 's3.access-key' = 'test';\n\
+             SET 's3.secret-key' = 'test';\n",
+            s3.port
+        )
+    };
+    let t = TestDir::new();
+    prepare(&t);
+    t.write(
+        "p.sql",
+        &format!("{}{PIPELINE}", s3_settings("runnel-test")),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "p.sql", "--data-dir", "d", "-p", "2"])
+        .current_dir(t.path())
+        .env("RUNNEL_LOG", "error")
+        .env("RUNNEL_FAIL_AT", "after-manifest")
+        .env("RUNNEL_FAIL_AT_CHECKPOINT", "2")
+        .output()
+        .expect("running runnel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("injected crash"), "{stderr}");
+    let (_, listing) = s3_request(s3.port, "GET", "/runnel-test?list-type=2&prefix=state/p/");
+    assert!(
+        listing.contains("state/p/chk-0000000002.json"),
+        "checkpoint 2's manifest is not in the bucket: {listing}"
+    );
+    assert!(
+        !t.path().join("d/checkpoints/p").exists(),
+        "checkpoints went to the local directory"
+    );
+    let r = run_to_end(&t, &[]);
+    assert!(r.success, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("resuming p from checkpoint 2 (s3://runnel-test/state/p)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        committed(&t.path().join("out/copy")) == want_copy,
+        "stateless output differs"
+    );
+    assert_eq!(committed(&t.path().join("out/counts")), want_counts);
+    assert!(
+        log_rows(&t) == as_json_text(&want_copy),
+        "log sink output differs"
+    );
+
+    // A bucket that does not exist: refused before anything runs, not started over.
+    let missing = TestDir::new();
+    prepare(&missing);
+    missing.write(
+        "p.sql",
+        &format!("{}{PIPELINE}", s3_settings("no-such-bucket")),
+    );
+    let r = run_to_end(&missing, &[]);
+    assert!(!r.success, "a run with an unreachable state dir must fail");
+    assert!(
+        r.stderr.contains("cannot read checkpoints") && r.stderr.contains("no-such-bucket"),
+        "{}",
+        r.stderr
+    );
+}
