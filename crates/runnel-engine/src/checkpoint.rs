@@ -877,6 +877,25 @@ mod tests {
         assert!(err.contains("f.arrows"), "{err}");
     }
 
+    #[test]
+    fn s3_urls_name_bucket_and_prefix() {
+        let options = S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            ..S3Options::default()
+        };
+        let dir = CheckpointDir::s3("s3://bucket/a/b/", &options).unwrap();
+        assert_eq!(dir.prefix, "a/b");
+        let pipeline = dir.join("p").unwrap();
+        assert_eq!(pipeline.to_string(), "s3://bucket/a/b/p");
+        assert_eq!(pipeline.key("chk-1.json"), "a/b/p/chk-1.json");
+        assert!(pipeline.local_path().is_none());
+        let root = CheckpointDir::s3("s3://bucket", &options).unwrap();
+        assert_eq!(root.join("p").unwrap().key("1/x"), "p/1/x");
+        let err = CheckpointDir::s3("s3:///x", &options).unwrap_err();
+        assert!(err.contains("names no bucket"), "{err}");
+    }
+
     #[tokio::test]
     async fn corrupt_manifest_falls_back_to_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
