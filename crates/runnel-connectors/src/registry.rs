@@ -75,6 +75,16 @@ fn lookup(spec: &TableSpec) -> Result<Entry, ConnectorError> {
         })
 }
 
+/// Whether a source table never reaches an end (a `log` topic that is not bounded, a
+/// `nexmark` generator without an event count). Files end.
+pub fn source_never_ends(spec: &TableSpec) -> bool {
+    match spec.connector() {
+        "log" => source::log::never_ends(spec),
+        "nexmark" => source::nexmark::never_ends(spec),
+        _ => false,
+    }
+}
+
 /// Builds one source instance per context for `spec`.
 pub fn build_sources(
     spec: &TableSpec,

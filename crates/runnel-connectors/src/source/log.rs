@@ -399,6 +399,11 @@ impl DeadLetters {
     }
 }
 
+/// Whether the table reads forever (it is not `bounded = 'true'`).
+pub fn never_ends(spec: &TableSpec) -> bool {
+    spec.options.get("bounded") != Some("true")
+}
+
 /// Validates options and schema, opens (or creates) the topic and returns one subtask per context.
 ///
 /// # Errors

@@ -227,6 +227,11 @@ impl NexmarkConfig {
     }
 }
 
+/// Whether the generator runs forever (no `events` count).
+pub fn never_ends(spec: &TableSpec) -> bool {
+    spec.options.get("events").is_none()
+}
+
 /// Validates options and the declared schema; returns one generator subtask per context.
 ///
 /// # Errors

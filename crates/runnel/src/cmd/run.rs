@@ -275,15 +275,10 @@ pub async fn checkpoint_config(
     }))
 }
 
-/// Whether a source never ends: a `log` table without `bounded = 'true'`, or a
-/// `nexmark` generator without `events`.
+/// Whether some source never ends.
 fn has_unbounded_source(graph: &PipelineGraph) -> bool {
     graph.nodes.iter().any(|n| match &n.spec {
-        NodeSpec::Source(t) => match t.connector() {
-            "log" => t.options.get("bounded") != Some("true"),
-            "nexmark" => t.options.get("events").is_none(),
-            _ => false,
-        },
+        NodeSpec::Source(t) => runnel_connectors::registry::source_never_ends(t),
         _ => false,
     })
 }
