@@ -7,6 +7,7 @@
 //! Anything owned by one layer belongs in that layer's crate.
 #![warn(missing_docs)]
 
+pub mod fault;
 pub mod message;
 pub mod metrics;
 pub mod options;
@@ -15,6 +16,6 @@ pub mod time;
 pub mod types;
 
 pub use message::{Barrier, Message, Watermark};
-pub use options::{OptionError, Options};
+pub use options::{OptionError, Options, Position};
 pub use table::{TableSpec, WatermarkSpec};
 pub use time::Timestamp;

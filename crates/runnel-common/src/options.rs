@@ -3,11 +3,64 @@
 
 use std::collections::BTreeMap;
 
+/// Where something was written in a script: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely
+/// typo (at most a third of the word's length, and at least 1 edit, away).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// ` (did you mean 'x'?)` when `word` looks like a typo of a candidate, else empty.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(word, candidates)
+        .map(|c| format!("; did you mean '{c}'?"))
+        .unwrap_or_default()
+}
+
 /// A problem with a table's options; the message names the key and the fix.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OptionError {
     /// A key the connector does not know.
-    #[error("unknown option '{key}' for connector '{connector}'; known options: {known}")]
+    #[error(
+        "unknown option '{key}' for connector '{connector}'{hint}; known options: {known}",
+        hint = did_you_mean(.key, .known.split(", "))
+    )]
     Unknown {
         /// The connector name.
         connector: String,
@@ -38,10 +91,22 @@ pub enum OptionError {
     },
 }
 
+impl OptionError {
+    /// The option key the problem is about.
+    pub fn key(&self) -> &str {
+        match self {
+            OptionError::Unknown { key, .. }
+            | OptionError::Missing { key, .. }
+            | OptionError::Invalid { key, .. } => key,
+        }
+    }
+}
+
 /// Options of one `CREATE TABLE … WITH (…)`, keys lower-cased as written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     map: BTreeMap<String, String>,
+    positions: BTreeMap<String, Position>,
 }
 
 impl Options {
@@ -49,7 +114,23 @@ impl Options {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
             map: pairs.into_iter().collect(),
+            positions: BTreeMap::new(),
         }
+    }
+
+    /// Builds from key/value pairs with where each key was written.
+    pub fn with_positions(pairs: impl IntoIterator<Item = (String, String, Position)>) -> Self {
+        let mut o = Self::default();
+        for (k, v, p) in pairs {
+            o.positions.insert(k.clone(), p);
+            o.map.insert(k, v);
+        }
+        o
+    }
+
+    /// Where `key` was written in the script, when known.
+    pub fn position(&self, key: &str) -> Option<Position> {
+        self.positions.get(key).copied()
     }
 
     /// The value of `key`, if present.
@@ -74,7 +155,11 @@ impl Options {
                 return Err(OptionError::Unknown {
                     connector: connector.to_string(),
                     key: key.clone(),
-                    known: known.join(", "),
+                    known: if known.is_empty() {
+                        "none besides 'connector'".to_string()
+                    } else {
+                        known.join(", ")
+                    },
                 });
             }
         }
@@ -141,7 +226,21 @@ mod tests {
         let err = o.check_known("file", &["path", "format"]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown option 'pth' for connector 'file'; known options: path, format"
+            "unknown option 'pth' for connector 'file'; did you mean 'path'?; known options: path, format"
         );
+    }
+
+    #[test]
+    fn closest_finds_typos_only() {
+        let keys = ["execution.checkpointing.interval", "parallelism.default"];
+        assert_eq!(
+            closest("execution.checkpointing.intervall", keys),
+            Some("execution.checkpointing.interval")
+        );
+        assert_eq!(
+            closest("paralelism.default", keys),
+            Some("parallelism.default")
+        );
+        assert_eq!(closest("colour", keys), None);
     }
 }

@@ -15,6 +15,8 @@ pub struct TableSpec {
     pub watermark: Option<WatermarkSpec>,
     /// The `WITH (…)` options, including `connector`.
     pub options: Options,
+    /// Line of the `CREATE TABLE` (0 when the table was not declared in a script).
+    pub line: u64,
 }
 
 /// `WATERMARK FOR col AS col - INTERVAL 'n' unit`.

@@ -63,6 +63,15 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// The `WITH (…)` option the error is about, if one.
+    pub fn option_key(&self) -> Option<&str> {
+        match self {
+            ConnectorError::Option { source, .. } => Some(source.key()),
+            ConnectorError::UnknownConnector { .. } => Some("connector"),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {

@@ -7,11 +7,14 @@
 //! letters, they never stop the pipeline.
 #![warn(missing_docs)]
 
+pub mod dead_letters;
+pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod registry;
 pub mod sink;
 pub mod source;
+pub mod txn;
 
 use std::path::PathBuf;
 
@@ -50,6 +53,8 @@ pub struct SourceContext {
     /// The pipeline checkpoints: positions come from checkpoints, so a source must not
     /// commit its own (e.g. consumer-group offsets).
     pub checkpointing: bool,
+    /// Where records that cannot be read go.
+    pub dead_letters: std::sync::Arc<dead_letters::DeadLetters>,
 }
 
 /// A source subtask. The engine calls it from one task, never concurrently.

@@ -12,6 +12,7 @@ use runnel_connectors::{Sink, SinkContext, Source, SourceContext, SourcePoll};
 
 fn spec(name: &str, schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
     TableSpec {
+        line: 0,
         name: name.into(),
         schema,
         watermark: None,
@@ -29,6 +30,7 @@ fn source_ctxs(n: usize, metrics: &ConnectorMetrics, batch_size: usize) -> Vec<S
             batch_size,
             log: None,
             checkpointing: false,
+            dead_letters: runnel_connectors::dead_letters::DeadLetters::new(None, None, true),
         })
         .collect()
 }
@@ -181,7 +183,7 @@ fn unknown_option_names_the_known_ones() {
         .expect("error");
     assert_eq!(
         err.to_string(),
-        "table 't': unknown option 'pth' for connector 'file'; known options: path, format, dead-letter.path"
+        "table 't': unknown option 'pth' for connector 'file'; did you mean 'path'?; known options: path, format, dead-letter.path"
     );
     let t = spec(
         "n",

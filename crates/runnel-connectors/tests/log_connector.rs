@@ -23,6 +23,7 @@ fn spec(name: &str, fields: Vec<Field>, opts: &[(&str, &str)]) -> TableSpec {
     let mut o = vec![("connector".to_string(), "log".to_string())];
     o.extend(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     TableSpec {
+        line: 0,
         name: name.into(),
         schema: Arc::new(Schema::new(fields)),
         watermark: None,
@@ -45,6 +46,11 @@ fn source_ctxs(
             batch_size,
             log: Some(log.clone()),
             checkpointing: false,
+            dead_letters: runnel_connectors::dead_letters::DeadLetters::new(
+                None,
+                Some(log.clone()),
+                true,
+            ),
         })
         .collect()
 }

@@ -13,6 +13,7 @@
 pub mod channel;
 pub mod checkpoint;
 pub mod error;
+pub mod input;
 pub mod metrics;
 pub mod operator;
 pub mod operators;
@@ -31,7 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::channel::{Outputs, Route, Rx, Tx};
-use crate::subtask::{Inputs, SourceTiming};
+use crate::input::Inputs;
+use crate::subtask::SourceTiming;
 
 /// How to run a pipeline.
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct RunConfig {
     pub dashboards: std::sync::Arc<runnel_connectors::sink::dashboard::Dashboards>,
     /// Checkpointing, if on.
     pub checkpoint: Option<checkpoint::CheckpointConfig>,
+    /// Where sources put records they cannot read.
+    pub dead_letters: std::sync::Arc<runnel_connectors::dead_letters::DeadLetters>,
 }
 
 impl Default for RunConfig {
@@ -67,6 +71,7 @@ impl Default for RunConfig {
             log: None,
             dashboards: Default::default(),
             checkpoint: None,
+            dead_letters: Default::default(),
         }
     }
 }
@@ -125,8 +130,8 @@ impl RunningPipeline {
 /// missing files) are reported here, before any data flows.
 pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipeline, EngineError> {
     let p = config.parallelism.max(1);
-    let nodes = &graph.nodes;
-    let node_metrics: Vec<NodeMetrics> = nodes
+    let node_metrics: Vec<NodeMetrics> = graph
+        .nodes
         .iter()
         .map(|_| {
             let m = NodeMetrics::default();
@@ -135,217 +140,28 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
             m
         })
         .collect();
-
-    // One queue per subtask; channel numbers per input edge.
-    let mut txs: Vec<Vec<Tx>> = Vec::new();
-    let mut rxs: Vec<Vec<Option<Rx>>> = Vec::new();
-    let mut offsets: Vec<Vec<usize>> = Vec::new();
-    let mut channel_input: Vec<Vec<usize>> = Vec::new();
-    for node in nodes {
-        let (t, r): (Vec<_>, Vec<_>) = (0..p)
-            .map(|_| mpsc::channel(config.channel_capacity))
-            .map(|(t, r)| (t, Some(r)))
-            .unzip();
-        txs.push(t);
-        rxs.push(r);
-        let mut offs = Vec::new();
-        let mut chan = Vec::new();
-        for (k, input) in node.inputs.iter().enumerate() {
-            if input.node >= node.id {
-                return Err(EngineError::Invalid(format!(
-                    "{} reads from a later node",
-                    node.label
-                )));
-            }
-            offs.push(chan.len());
-            let width = match input.partitioning {
-                Partitioning::Forward => 1,
-                Partitioning::Hash(_) => p,
-            };
-            chan.extend(std::iter::repeat_n(k, width));
-        }
-        offsets.push(offs);
-        channel_input.push(chan);
-    }
-
-    let outputs_for = |id: usize, s: usize, metrics: &NodeMetrics| {
-        let mut routes = Vec::new();
-        for (c, k) in graph.consumers(id) {
-            let input = &nodes[c].inputs[k];
-            let base = offsets[c][k];
-            let route = match &input.partitioning {
-                Partitioning::Forward => Route {
-                    targets: vec![(txs[c][s].clone(), base)],
-                    hash_keys: None,
-                },
-                Partitioning::Hash(keys) => Route {
-                    targets: (0..p).map(|t| (txs[c][t].clone(), base + s)).collect(),
-                    hash_keys: Some(keys.clone()),
-                },
-            };
-            routes.push(route);
-        }
-        Outputs::new(routes, metrics.blocked_ns.clone())
-    };
-
+    let mut wiring = Wiring::new(graph, p, config.channel_capacity)?;
     let stats: checkpoint::SharedStats = Default::default();
-    let mut coordinator = None;
-    let (mut source_part, mut sink_part) = (None, None);
-    if let Some(cc) = &config.checkpoint {
-        if let Ok(mut st) = stats.lock() {
-            st.restored_from = cc.restore.as_ref().map(|r| r.manifest.id);
-        }
-        let expected = nodes
-            .iter()
-            .flat_map(|n| (0..p).map(move |s| (n.id, s)))
-            .collect();
-        let of = |pred: fn(&NodeSpec) -> bool| -> Vec<(usize, usize)> {
-            nodes
-                .iter()
-                .filter(|n| pred(&n.spec))
-                .flat_map(|n| (0..p).map(move |s| (n.id, s)))
-                .collect()
-        };
-        let sources = of(|s| matches!(s, NodeSpec::Source(_)));
-        let (c, src, snk) =
-            checkpoint::Coordinator::new(cc.clone(), expected, sources, stats.clone());
-        coordinator = Some(c);
-        source_part = Some(src);
-        sink_part = Some(snk);
-    }
-    let restored = config.checkpoint.as_ref().and_then(|c| c.restore.clone());
-    let handle = |node: usize, subtask: usize, part: &Option<checkpoint::Participant>| {
-        part.as_ref().map(|participant| subtask::CheckpointHandle {
-            node,
-            subtask,
-            participant: participant.clone(),
-            restored: restored.clone(),
-        })
-    };
-    let sink_mode = config
-        .checkpoint
-        .as_ref()
-        .map(|c| runnel_connectors::CheckpointMode {
-            restored: c.restore.as_ref().map(|r| r.manifest.id),
-        });
-
+    let (coordinator, parts) = checkpointing(graph, p, config, &stats);
     // Build every connector and operator before spawning anything: a bad
     // option or missing file must fail the start, not a half-running pipeline.
-    type Task =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send>>;
     let mut pending: Vec<Task> = Vec::new();
-    for node in nodes {
-        let m = node_metrics[node.id].clone();
-        match &node.spec {
-            NodeSpec::Source(spec) => {
-                let contexts = (0..p)
-                    .map(|s| SourceContext {
-                        subtask: s,
-                        parallelism: p,
-                        metrics: m.connector.clone(),
-                        data_dir: config.data_dir.clone(),
-                        batch_size: config.batch_size,
-                        log: config.log.clone(),
-                        checkpointing: config.checkpoint.is_some(),
-                    })
-                    .collect();
-                let sources = registry::build_sources(spec, contexts).map_err(|e| {
-                    EngineError::Connector {
-                        table: spec.name.clone(),
-                        error: Box::new(e),
-                    }
-                })?;
-                let timing = SourceTiming {
-                    watermark: spec.watermark.clone(),
-                    idle_timeout: config.idle_timeout,
-                };
-                for (s, source) in sources.into_iter().enumerate() {
-                    let outputs = outputs_for(node.id, s, &m);
-                    pending.push(Box::pin(subtask::run_source(
-                        spec.name.clone(),
-                        source,
-                        timing.clone(),
-                        outputs,
-                        m.clone(),
-                        handle(node.id, s, &source_part),
-                    )));
-                }
-            }
-            NodeSpec::Sink(spec) => {
-                let contexts = (0..p)
-                    .map(|s| SinkContext {
-                        subtask: s,
-                        parallelism: p,
-                        metrics: m.connector.clone(),
-                        data_dir: config.data_dir.clone(),
-                        log: config.log.clone(),
-                        dashboards: config.dashboards.clone(),
-                        checkpoint: sink_mode,
-                    })
-                    .collect();
-                let sinks =
-                    registry::build_sinks(spec, contexts).map_err(|e| EngineError::Connector {
-                        table: spec.name.clone(),
-                        error: Box::new(e),
-                    })?;
-                for (s, sink) in sinks.into_iter().enumerate() {
-                    let rx = rxs[node.id][s]
-                        .take()
-                        .ok_or_else(|| EngineError::Internal("queue taken twice".into()))?;
-                    let inputs = Inputs {
-                        rx,
-                        channel_input: channel_input[node.id].clone(),
-                    };
-                    pending.push(Box::pin(subtask::run_sink(
-                        spec.name.clone(),
-                        sink,
-                        spec.schema.clone(),
-                        inputs,
-                        m.clone(),
-                        handle(node.id, s, &sink_part),
-                    )));
-                }
-            }
-            _ => {
-                let input_schemas: Vec<_> = node
-                    .inputs
-                    .iter()
-                    .map(|i| nodes[i.node].schema.clone())
-                    .collect();
-                for (s, queue) in rxs[node.id].iter_mut().enumerate() {
-                    let op = operators::build(node, &input_schemas, &m)?;
-                    let rx = queue
-                        .take()
-                        .ok_or_else(|| EngineError::Internal("queue taken twice".into()))?;
-                    let inputs = Inputs {
-                        rx,
-                        channel_input: channel_input[node.id].clone(),
-                    };
-                    let outputs = outputs_for(node.id, s, &m);
-                    let batch_latency = ::metrics::histogram!(
-                        "runnel_operator_batch_duration_seconds",
-                        "node" => node.id.to_string(),
-                        "operator" => node.label.clone(),
-                    );
-                    pending.push(Box::pin(subtask::run_operator(
-                        op,
-                        inputs,
-                        outputs,
-                        m.clone(),
-                        batch_latency,
-                        handle(node.id, s, &source_part),
-                    )));
-                }
-            }
-        }
+    for node in &graph.nodes {
+        let m = &node_metrics[node.id];
+        let built = match &node.spec {
+            NodeSpec::Source(spec) => source_tasks(spec, node, m, &wiring, &parts, config)?,
+            NodeSpec::Sink(spec) => sink_tasks(spec, node, m, &mut wiring, &parts, config)?,
+            _ => operator_tasks(graph, node, m, &mut wiring, &parts)?,
+        };
+        pending.extend(built);
     }
-    drop(txs);
+    drop(wiring);
     let mut tasks = JoinSet::new();
     for task in pending {
         tasks.spawn(task);
     }
     // The subtasks hold the only report senders: when they are all done, so is it.
-    drop((source_part, sink_part));
+    drop(parts);
     if let Some(c) = coordinator {
         tasks.spawn(c.run());
     }
@@ -356,4 +172,270 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
         },
         checkpoints: stats,
     })
+}
+
+/// A subtask's future, built but not yet spawned.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send>>;
+
+/// The queues between subtasks: one per subtask, with channel numbers per input edge.
+struct Wiring<'g> {
+    graph: &'g PipelineGraph,
+    parallelism: usize,
+    txs: Vec<Vec<Tx>>,
+    rxs: Vec<Vec<Option<Rx>>>,
+    /// Per node, per input edge: the first channel number of that edge.
+    offsets: Vec<Vec<usize>>,
+    /// Per node, per channel number: which input edge it belongs to.
+    channel_input: Vec<Vec<usize>>,
+}
+
+impl<'g> Wiring<'g> {
+    fn new(graph: &'g PipelineGraph, p: usize, capacity: usize) -> Result<Self, EngineError> {
+        let mut w = Wiring {
+            graph,
+            parallelism: p,
+            txs: Vec::new(),
+            rxs: Vec::new(),
+            offsets: Vec::new(),
+            channel_input: Vec::new(),
+        };
+        for node in &graph.nodes {
+            let (t, r): (Vec<_>, Vec<_>) = (0..p)
+                .map(|_| mpsc::channel(capacity))
+                .map(|(t, r)| (t, Some(r)))
+                .unzip();
+            w.txs.push(t);
+            w.rxs.push(r);
+            let mut offs = Vec::new();
+            let mut chan = Vec::new();
+            for (k, input) in node.inputs.iter().enumerate() {
+                if input.node >= node.id {
+                    return Err(EngineError::Invalid(format!(
+                        "{} reads from a later node",
+                        node.label
+                    )));
+                }
+                offs.push(chan.len());
+                let width = match input.partitioning {
+                    Partitioning::Forward => 1,
+                    Partitioning::Hash(_) => p,
+                };
+                chan.extend(std::iter::repeat_n(k, width));
+            }
+            w.offsets.push(offs);
+            w.channel_input.push(chan);
+        }
+        Ok(w)
+    }
+
+    /// Where subtask `s` of node `id` sends its output: one route per consuming edge.
+    fn outputs(&self, id: usize, s: usize, metrics: &NodeMetrics) -> Outputs {
+        let p = self.parallelism;
+        let mut routes = Vec::new();
+        for (c, k) in self.graph.consumers(id) {
+            let input = &self.graph.nodes[c].inputs[k];
+            let base = self.offsets[c][k];
+            let route = match &input.partitioning {
+                Partitioning::Forward => Route {
+                    targets: vec![(self.txs[c][s].clone(), base)],
+                    hash_keys: None,
+                },
+                Partitioning::Hash(keys) => Route {
+                    targets: (0..p).map(|t| (self.txs[c][t].clone(), base + s)).collect(),
+                    hash_keys: Some(keys.clone()),
+                },
+            };
+            routes.push(route);
+        }
+        Outputs::new(routes, metrics.blocked_ns.clone())
+    }
+
+    /// The input side of subtask `s` of node `id` (taken once).
+    fn inputs(&mut self, id: usize, s: usize) -> Result<Inputs, EngineError> {
+        let rx = self.rxs[id][s]
+            .take()
+            .ok_or_else(|| EngineError::Internal("queue taken twice".into()))?;
+        Ok(Inputs {
+            rx,
+            channel_input: self.channel_input[id].clone(),
+        })
+    }
+}
+
+/// How subtasks take part in checkpoints (all `None` when checkpointing is off).
+struct Parts {
+    sources: Option<checkpoint::Participant>,
+    sinks: Option<checkpoint::Participant>,
+    restored: Option<std::sync::Arc<checkpoint::Restored>>,
+    sink_mode: Option<runnel_connectors::CheckpointMode>,
+}
+
+impl Parts {
+    fn handle(&self, node: usize, subtask: usize, sink: bool) -> Option<subtask::CheckpointHandle> {
+        let part = if sink { &self.sinks } else { &self.sources };
+        part.as_ref().map(|participant| subtask::CheckpointHandle {
+            node,
+            subtask,
+            participant: participant.clone(),
+            restored: self.restored.clone(),
+        })
+    }
+}
+
+/// The coordinator (when checkpointing) and the participants' handles.
+fn checkpointing(
+    graph: &PipelineGraph,
+    p: usize,
+    config: &RunConfig,
+    stats: &checkpoint::SharedStats,
+) -> (Option<checkpoint::Coordinator>, Parts) {
+    let Some(cc) = &config.checkpoint else {
+        let none = Parts {
+            sources: None,
+            sinks: None,
+            restored: None,
+            sink_mode: None,
+        };
+        return (None, none);
+    };
+    if let Ok(mut st) = stats.lock() {
+        st.restored_from = cc.restore.as_ref().map(|r| r.manifest.id);
+    }
+    let all = |pred: fn(&NodeSpec) -> bool| -> Vec<(usize, usize)> {
+        graph
+            .nodes
+            .iter()
+            .filter(|n| pred(&n.spec))
+            .flat_map(|n| (0..p).map(move |s| (n.id, s)))
+            .collect()
+    };
+    let expected = all(|_| true);
+    let sources = all(|s| matches!(s, NodeSpec::Source(_)));
+    let (c, src, snk) = checkpoint::Coordinator::new(cc.clone(), expected, sources, stats.clone());
+    let parts = Parts {
+        sources: Some(src),
+        sinks: Some(snk),
+        restored: cc.restore.clone(),
+        sink_mode: Some(runnel_connectors::CheckpointMode {
+            restored: cc.restore.as_ref().map(|r| r.manifest.id),
+        }),
+    };
+    (Some(c), parts)
+}
+
+fn connector_error(table: &str) -> impl FnOnce(runnel_connectors::ConnectorError) -> EngineError {
+    let table = table.to_string();
+    move |e| EngineError::Connector {
+        table,
+        error: Box::new(e),
+    }
+}
+
+fn source_tasks(
+    spec: &runnel_common::TableSpec,
+    node: &runnel_sql::Node,
+    m: &NodeMetrics,
+    wiring: &Wiring<'_>,
+    parts: &Parts,
+    config: &RunConfig,
+) -> Result<Vec<Task>, EngineError> {
+    let p = wiring.parallelism;
+    let contexts = (0..p)
+        .map(|s| SourceContext {
+            subtask: s,
+            parallelism: p,
+            metrics: m.connector.clone(),
+            data_dir: config.data_dir.clone(),
+            batch_size: config.batch_size,
+            log: config.log.clone(),
+            checkpointing: config.checkpoint.is_some(),
+            dead_letters: config.dead_letters.clone(),
+        })
+        .collect();
+    let sources = registry::build_sources(spec, contexts).map_err(connector_error(&spec.name))?;
+    let timing = SourceTiming {
+        watermark: spec.watermark.clone(),
+        idle_timeout: config.idle_timeout,
+    };
+    Ok(sources
+        .into_iter()
+        .enumerate()
+        .map(|(s, source)| {
+            Box::pin(subtask::run_source(
+                spec.name.clone(),
+                source,
+                timing.clone(),
+                wiring.outputs(node.id, s, m),
+                m.clone(),
+                parts.handle(node.id, s, false),
+            )) as Task
+        })
+        .collect())
+}
+
+fn sink_tasks(
+    spec: &runnel_common::TableSpec,
+    node: &runnel_sql::Node,
+    m: &NodeMetrics,
+    wiring: &mut Wiring<'_>,
+    parts: &Parts,
+    config: &RunConfig,
+) -> Result<Vec<Task>, EngineError> {
+    let p = wiring.parallelism;
+    let contexts = (0..p)
+        .map(|s| SinkContext {
+            subtask: s,
+            parallelism: p,
+            metrics: m.connector.clone(),
+            data_dir: config.data_dir.clone(),
+            log: config.log.clone(),
+            dashboards: config.dashboards.clone(),
+            checkpoint: parts.sink_mode,
+        })
+        .collect();
+    let sinks = registry::build_sinks(spec, contexts).map_err(connector_error(&spec.name))?;
+    let mut tasks = Vec::with_capacity(p);
+    for (s, sink) in sinks.into_iter().enumerate() {
+        tasks.push(Box::pin(subtask::run_sink(
+            spec.name.clone(),
+            sink,
+            spec.schema.clone(),
+            wiring.inputs(node.id, s)?,
+            m.clone(),
+            parts.handle(node.id, s, true),
+        )) as Task);
+    }
+    Ok(tasks)
+}
+
+fn operator_tasks(
+    graph: &PipelineGraph,
+    node: &runnel_sql::Node,
+    m: &NodeMetrics,
+    wiring: &mut Wiring<'_>,
+    parts: &Parts,
+) -> Result<Vec<Task>, EngineError> {
+    let input_schemas: Vec<_> = node
+        .inputs
+        .iter()
+        .map(|i| graph.nodes[i.node].schema.clone())
+        .collect();
+    let mut tasks = Vec::with_capacity(wiring.parallelism);
+    for s in 0..wiring.parallelism {
+        let op = operators::build(node, &input_schemas, m)?;
+        let batch_latency = ::metrics::histogram!(
+            "runnel_operator_batch_duration_seconds",
+            "node" => node.id.to_string(),
+            "operator" => node.label.clone(),
+        );
+        tasks.push(Box::pin(subtask::run_operator(
+            op,
+            wiring.inputs(node.id, s)?,
+            wiring.outputs(node.id, s, m),
+            m.clone(),
+            batch_latency,
+            parts.handle(node.id, s, false),
+        )) as Task);
+    }
+    Ok(tasks)
 }

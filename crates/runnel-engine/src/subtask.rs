@@ -1,8 +1,8 @@
-//! The per-subtask loops. `run_operator` is the only place that matches on
-//! [`Message`]: it keeps the minimum watermark across inputs, forwards
-//! barriers once every input delivered one, and turns `End` from every input
-//! into a final `process_watermark(MAX)`. Sources and sinks get their own
-//! loops because they talk to connectors, not to operators.
+//! The per-subtask loops. Operators and sinks read their inputs through the one
+//! [`InputSide`] (`input.rs`: alignment, the minimum watermark, end of input), so
+//! both loops only react to its events; the operator loop turns the end of input into
+//! a final `process_watermark(MAX)`. Sources get their own loop: they poll a connector
+//! and inject watermarks and barriers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,14 +14,15 @@ use arrow::record_batch::RecordBatch;
 use runnel_common::time::{TS_MAX, TS_MIN};
 use runnel_common::{Barrier, Message, Timestamp, Watermark, WatermarkSpec};
 use runnel_connectors::{Sink, Source, SourcePoll};
-use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use crate::channel::{Envelope, Outputs, Rx};
+use crate::channel::Outputs;
 use crate::checkpoint::{Participant, Report, Restored};
 use crate::error::EngineError;
+pub use crate::input::Inputs;
+use crate::input::{InputEvent, InputSide};
 use crate::metrics::NodeMetrics;
 use crate::operator::{Operator, Output, StateWriter};
-use crate::watermark::WatermarkTracker;
 
 /// How a source subtask derives watermarks.
 #[derive(Debug, Clone)]
@@ -212,30 +213,17 @@ fn max_event_time(batch: &RecordBatch, column: usize) -> Option<Timestamp> {
         .and_then(max)
 }
 
-/// What the loop needs to know about a subtask's input channels.
-pub struct Inputs {
-    /// The queue.
-    pub rx: Rx,
-    /// For each channel number: which of the node's inputs it belongs to.
-    pub channel_input: Vec<usize>,
-}
-
 /// Runs one operator subtask until all its inputs have ended.
 pub async fn run_operator(
     mut op: Box<dyn Operator>,
-    mut inputs: Inputs,
+    inputs: Inputs,
     outputs: Outputs,
     metrics: NodeMetrics,
     batch_latency: ::metrics::Histogram,
     ckpt: Option<CheckpointHandle>,
 ) -> Result<(), EngineError> {
-    let n = inputs.channel_input.len();
     let blocking = op.blocking();
-    let mut tracker = WatermarkTracker::new(n);
-    let mut ended = vec![false; n];
-    let mut aligner = Aligner::new(n);
     let mut out = Output::default();
-    let mut idle_forwarded = false;
     // The operator's watermark: never lower than the restored one.
     let mut current = TS_MIN;
     if let Some(c) = &ckpt
@@ -253,14 +241,11 @@ pub async fn run_operator(
             flush(&mut out, &outputs, &metrics).await?;
         }
     }
-    while let Some(env) = aligner.next(&mut inputs.rx).await {
-        let Some(env) = aligner.hold(env) else {
-            continue;
-        };
-        match env.msg {
-            Message::Data(batch) => {
+    let mut input = InputSide::new(inputs, current);
+    while let Some(event) = input.next().await {
+        match event {
+            InputEvent::Data { input, batch } => {
                 metrics.rows_in.add(batch.num_rows() as u64);
-                let input = inputs.channel_input[env.channel];
                 let started = std::time::Instant::now();
                 if blocking {
                     // Seconds of inference must not stall the runtime's other tasks.
@@ -271,54 +256,30 @@ pub async fn run_operator(
                 batch_latency.record(started.elapsed().as_secs_f64());
                 flush(&mut out, &outputs, &metrics).await?;
             }
-            Message::Watermark(wm) => {
-                if let Some(new) = tracker.update(env.channel, wm) {
-                    idle_forwarded = false;
-                    if new > current {
-                        current = new;
-                        advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
-                    }
-                }
-                // After an advance too: the watermark just sent marks this subtask active
-                // downstream, and if all its inputs are idle it must not hold others back.
-                if tracker.all_idle() && !idle_forwarded {
-                    idle_forwarded = true;
-                    outputs
-                        .broadcast(Message::Watermark(Watermark::Idle))
-                        .await?;
-                }
+            InputEvent::Watermark(wm) => {
+                current = wm;
+                advance(op.as_mut(), wm, &mut out, &outputs, &metrics).await?;
             }
-            Message::Barrier(b) => {
-                if aligner.barrier(env.channel, &ended) {
-                    snapshot(op.as_mut(), ckpt.as_ref(), b.checkpoint, current)?;
-                    outputs.broadcast(Message::Barrier(b)).await?;
-                }
+            InputEvent::Idle => {
+                outputs
+                    .broadcast(Message::Watermark(Watermark::Idle))
+                    .await?;
             }
-            Message::End => {
-                ended[env.channel] = true;
-                if let Some(id) = aligner.input_ended(&ended) {
-                    snapshot(op.as_mut(), ckpt.as_ref(), id, current)?;
-                    outputs
-                        .broadcast(Message::Barrier(Barrier { checkpoint: id }))
-                        .await?;
+            InputEvent::Checkpoint(id) => {
+                snapshot(op.as_mut(), ckpt.as_ref(), id, current)?;
+                outputs
+                    .broadcast(Message::Barrier(Barrier { checkpoint: id }))
+                    .await?;
+            }
+            InputEvent::End => {
+                metrics.watermark.set(TS_MAX);
+                op.process_watermark(TS_MAX, &mut out)?;
+                flush(&mut out, &outputs, &metrics).await?;
+                if let Some(c) = &ckpt {
+                    c.ended(None);
                 }
-                if let Some(new) = tracker.end(env.channel)
-                    && new < TS_MAX
-                    && new > current
-                {
-                    current = new;
-                    advance(op.as_mut(), new, &mut out, &outputs, &metrics).await?;
-                }
-                if ended.iter().all(|e| *e) {
-                    metrics.watermark.set(TS_MAX);
-                    op.process_watermark(TS_MAX, &mut out)?;
-                    flush(&mut out, &outputs, &metrics).await?;
-                    if let Some(c) = &ckpt {
-                        c.ended(None);
-                    }
-                    outputs.broadcast(Message::End).await?;
-                    return Ok(());
-                }
+                outputs.broadcast(Message::End).await?;
+                return Ok(());
             }
         }
     }
@@ -368,111 +329,30 @@ async fn flush(
     Ok(())
 }
 
-/// Barrier alignment. Once a channel delivered the barrier of the checkpoint being
-/// aligned, its later messages wait here until every other live channel delivered it
-/// too, so the snapshot holds exactly what came before the barrier on every input.
-/// All channels share one queue, so waiting messages are set aside and replayed.
-struct Aligner {
-    blocked: Vec<bool>,
-    /// The checkpoint being aligned.
-    current: Option<u64>,
-    /// Messages of blocked channels, in arrival order.
-    held: std::collections::VecDeque<Envelope>,
-    /// Messages released by the last alignment, taken before the queue.
-    replay: std::collections::VecDeque<Envelope>,
-}
-
-impl Aligner {
-    fn new(n: usize) -> Self {
-        Aligner {
-            blocked: vec![false; n],
-            current: None,
-            held: Default::default(),
-            replay: Default::default(),
-        }
-    }
-
-    async fn next(&mut self, rx: &mut Rx) -> Option<Envelope> {
-        match self.replay.pop_front() {
-            Some(env) => Some(env),
-            None => rx.recv().await,
-        }
-    }
-
-    /// The message if it can be handled now; `None` if its channel is blocked.
-    fn hold(&mut self, env: Envelope) -> Option<Envelope> {
-        if self.blocked.get(env.channel).copied().unwrap_or(false) {
-            self.held.push_back(env);
-            return None;
-        }
-        if let Message::Barrier(b) = &env.msg {
-            self.current = Some(b.checkpoint);
-        }
-        Some(env)
-    }
-
-    /// A barrier arrived on `channel`: true once every live channel delivered it.
-    fn barrier(&mut self, channel: usize, ended: &[bool]) -> bool {
-        if let Some(b) = self.blocked.get_mut(channel) {
-            *b = true;
-        }
-        self.try_release(ended)
-    }
-
-    /// An input ended; returns the checkpoint whose alignment that completed.
-    fn input_ended(&mut self, ended: &[bool]) -> Option<u64> {
-        let id = self.current?;
-        if self.blocked.iter().any(|b| *b) && self.try_release(ended) {
-            return Some(id);
-        }
-        None
-    }
-
-    fn try_release(&mut self, ended: &[bool]) -> bool {
-        let aligned = self
-            .blocked
-            .iter()
-            .zip(ended)
-            .all(|(blocked, ended)| *blocked || *ended);
-        if aligned {
-            self.blocked.iter_mut().for_each(|b| *b = false);
-            self.current = None;
-            // Held messages came before anything still waiting in `replay` on their channel.
-            let mut released = std::mem::take(&mut self.held);
-            released.extend(self.replay.drain(..));
-            self.replay = released;
-        }
-        aligned
-    }
-}
-
 /// Runs one sink subtask until all its inputs have ended, then finishes the sink.
 pub async fn run_sink(
     table: String,
     mut sink: Box<dyn Sink>,
     schema: SchemaRef,
-    mut inputs: Inputs,
+    inputs: Inputs,
     metrics: NodeMetrics,
     ckpt: Option<CheckpointHandle>,
 ) -> Result<(), EngineError> {
-    let n = inputs.channel_input.len();
-    let mut ended = vec![false; n];
-    let mut aligner = Aligner::new(n);
-    let mut tracker = WatermarkTracker::new(n);
     let conn = |e: runnel_connectors::ConnectorError| EngineError::Connector {
         table: table.clone(),
         error: Box::new(e),
     };
     let mut commits = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
     let (mut pre_committed, mut committed) = (0u64, 0u64);
-    if n == 0 {
+    let mut input = InputSide::new(inputs, TS_MIN);
+    if input.is_empty() {
         if let Some(c) = &ckpt {
             c.ended(None);
         }
         return sink.finish().await.map_err(conn);
     }
     loop {
-        let env = tokio::select! {
+        let event = tokio::select! {
             biased;
             id = async {
                 match commits.as_mut() {
@@ -487,19 +367,16 @@ pub async fn run_sink(
                         crate::checkpoint::crash_point("after-commit", id);
                     }
                     // Commits are cumulative: the next one covers a skipped one.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => commits = None,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => commits = None,
                 }
                 continue;
             }
-            env = aligner.next(&mut inputs.rx) => env,
+            event = input.next() => event,
         };
-        let Some(env) = env else { break };
-        let Some(env) = aligner.hold(env) else {
-            continue;
-        };
-        match env.msg {
-            Message::Data(batch) => {
+        let Some(event) = event else { break };
+        match event {
+            InputEvent::Data { batch, .. } => {
                 metrics.rows_in.add(batch.num_rows() as u64);
                 // Columns already have the sink's types (the planner casts); give them the sink's names.
                 let batch = RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
@@ -508,176 +385,42 @@ pub async fn run_sink(
                     })?;
                 sink.write(batch).await.map_err(conn)?;
             }
-            Message::Watermark(wm) => {
-                if let Some(new) = tracker.update(env.channel, wm) {
-                    metrics.watermark.set(new);
+            InputEvent::Watermark(wm) => metrics.watermark.set(wm),
+            InputEvent::Idle => {}
+            InputEvent::Checkpoint(id) => {
+                sink.pre_commit(id).await.map_err(conn)?;
+                pre_committed = pre_committed.max(id);
+                crate::checkpoint::crash_point("after-pre-commit", id);
+                if let Some(c) = &ckpt {
+                    c.done(id, None, TS_MIN, StateWriter::default());
                 }
             }
-            Message::Barrier(b) => {
-                if aligner.barrier(env.channel, &ended) {
-                    sink.pre_commit(b.checkpoint).await.map_err(conn)?;
-                    pre_committed = pre_committed.max(b.checkpoint);
-                    crate::checkpoint::crash_point("after-pre-commit", b.checkpoint);
-                    if let Some(c) = &ckpt {
-                        c.done(b.checkpoint, None, TS_MIN, StateWriter::default());
-                    }
-                }
-            }
-            Message::End => {
-                ended[env.channel] = true;
-                if let Some(id) = aligner.input_ended(&ended) {
-                    sink.pre_commit(id).await.map_err(conn)?;
-                    pre_committed = pre_committed.max(id);
-                    if let Some(c) = &ckpt {
-                        c.done(id, None, TS_MIN, StateWriter::default());
-                    }
-                }
-                if ended.iter().all(|e| *e) {
-                    // The final checkpoint covers the last rows: wait for its commit, so
-                    // they are made visible the exactly-once way (bounded, in case it fails).
-                    if let Some(rx) = commits.as_mut() {
-                        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                        while committed < pre_committed {
-                            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Ok(id)) => {
-                                    sink.commit(id).await.map_err(conn)?;
-                                    committed = committed.max(id);
-                                }
-                                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                                _ => break,
+            InputEvent::End => {
+                // The final checkpoint covers the last rows: wait for its commit, so they
+                // are made visible the exactly-once way (bounded, in case it fails).
+                if let Some(rx) = commits.as_mut() {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while committed < pre_committed {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Ok(id)) => {
+                                sink.commit(id).await.map_err(conn)?;
+                                committed = committed.max(id);
                             }
+                            Ok(Err(RecvError::Lagged(_))) => {}
+                            _ => break,
                         }
                     }
-                    metrics.watermark.set(TS_MAX);
-                    sink.finish().await.map_err(conn)?;
-                    if let Some(c) = &ckpt {
-                        c.ended(None);
-                    }
-                    return Ok(());
                 }
+                metrics.watermark.set(TS_MAX);
+                sink.finish().await.map_err(conn)?;
+                if let Some(c) = &ckpt {
+                    c.ended(None);
+                }
+                return Ok(());
             }
         }
     }
     Err(EngineError::Internal(
         "a sink input closed without sending End".into(),
     ))
-}
-
-#[cfg(test)]
-mod aligner_tests {
-    use super::*;
-
-    fn data(channel: usize, tag: i64) -> Envelope {
-        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![Arc::new(arrow::array::Int64Array::from(vec![tag]))],
-        )
-        .unwrap();
-        Envelope {
-            channel,
-            msg: Message::Data(batch),
-        }
-    }
-
-    fn barrier(channel: usize, id: u64) -> Envelope {
-        Envelope {
-            channel,
-            msg: Message::Barrier(Barrier { checkpoint: id }),
-        }
-    }
-
-    fn tag(env: &Envelope) -> String {
-        match &env.msg {
-            Message::Data(b) => {
-                let v = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::Int64Array>()
-                    .unwrap()
-                    .value(0);
-                format!("{}:{v}", env.channel)
-            }
-            Message::Barrier(b) => format!("{}:B{}", env.channel, b.checkpoint),
-            Message::Watermark(_) => "wm".into(),
-            Message::End => format!("{}:end", env.channel),
-        }
-    }
-
-    /// Feeds `input` through the aligner as the operator loop does; returns what was
-    /// handled, in order, with "snap" where a snapshot was taken.
-    async fn run(n: usize, input: Vec<Envelope>) -> Vec<String> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        for e in input {
-            tx.send(e).await.unwrap();
-        }
-        drop(tx);
-        let mut a = Aligner::new(n);
-        let mut ended = vec![false; n];
-        let mut seen = Vec::new();
-        while let Some(env) = a.next(&mut rx).await {
-            let Some(env) = a.hold(env) else { continue };
-            seen.push(tag(&env));
-            match env.msg {
-                Message::Barrier(_) if a.barrier(env.channel, &ended) => {
-                    seen.push("snap".into());
-                }
-                Message::End => {
-                    ended[env.channel] = true;
-                    if a.input_ended(&ended).is_some() {
-                        seen.push("snap".into());
-                    }
-                }
-                _ => {}
-            }
-        }
-        seen
-    }
-
-    #[tokio::test]
-    async fn data_after_a_barrier_waits_for_the_other_channels() {
-        let got = run(
-            2,
-            vec![
-                data(0, 1),
-                barrier(0, 1),
-                data(0, 2), // after the barrier on channel 0: must wait
-                data(1, 1),
-                barrier(1, 1),
-                data(1, 2),
-            ],
-        )
-        .await;
-        assert_eq!(
-            got,
-            ["0:1", "0:B1", "1:1", "1:B1", "snap", "0:2", "1:2"],
-            "{got:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_ended_channel_counts_as_aligned_and_order_holds_across_checkpoints() {
-        let got = run(
-            2,
-            vec![
-                barrier(0, 1),
-                data(0, 2),
-                barrier(0, 2),
-                data(0, 3),
-                data(1, 1),
-                Envelope {
-                    channel: 1,
-                    msg: Message::End,
-                },
-            ],
-        )
-        .await;
-        assert_eq!(
-            got,
-            ["0:B1", "1:1", "1:end", "snap", "0:2", "0:B2", "snap", "0:3"],
-            "{got:?}"
-        );
-    }
 }

@@ -18,8 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
-use runnel_connectors::sink::dashboard::{Dashboards, Panel};
-use serde::Serialize;
+use runnel_runtime::resources::{Dashboards, Panel};
+pub use runnel_runtime::status::{
+    EdgeStatus, NodeStatus, PipelineHandle, PipelineStatus, StatusFn,
+};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
@@ -29,83 +31,6 @@ use crate::error::ApiError;
 const MIN_EVENT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often pipeline status is pushed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// One node of a running pipeline, as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeStatus {
-    /// Index in the graph.
-    pub id: usize,
-    /// `source`, `project`, `window_aggregate`, …, `sink`.
-    pub kind: String,
-    /// Human-readable name.
-    pub label: String,
-    /// Subtasks.
-    pub parallelism: usize,
-    /// Rows received.
-    pub rows_in: u64,
-    /// Rows emitted (sources: read; sinks: written).
-    pub rows_out: u64,
-    /// Rows received per second, over the last interval.
-    pub rows_in_per_s: f64,
-    /// Rows emitted per second, over the last interval.
-    pub rows_out_per_s: f64,
-    /// Current event-time watermark (ms since the epoch), if any.
-    pub watermark_ms: Option<i64>,
-    /// Wall clock minus the watermark, in ms.
-    pub watermark_lag_ms: Option<i64>,
-    /// Time spent waiting on full output channels (backpressure), in ms.
-    pub blocked_ms: u64,
-    /// Rows dropped as late.
-    pub late_rows: u64,
-    /// Records sent to a dead-letter output.
-    pub dead_letters: u64,
-}
-
-/// An edge of the pipeline graph.
-#[derive(Debug, Clone, Serialize)]
-pub struct EdgeStatus {
-    /// Upstream node id.
-    pub from: usize,
-    /// Downstream node id.
-    pub to: usize,
-    /// `forward` or `hash`.
-    pub partitioning: String,
-}
-
-/// A running pipeline as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineStatus {
-    /// `SET 'pipeline.name'` or the file name.
-    pub name: String,
-    /// `starting`, `running`, `finished` or `failed`.
-    pub state: String,
-    /// `ok`, or what is wrong.
-    pub health: String,
-    /// Start time, ms since the epoch.
-    pub started_ms: i64,
-    /// Seconds since start.
-    pub uptime_s: f64,
-    /// Subtasks per operator.
-    pub parallelism: usize,
-    /// Every node with its counters.
-    pub nodes: Vec<NodeStatus>,
-    /// Every edge.
-    pub edges: Vec<EdgeStatus>,
-    /// The last completed checkpoint, if checkpointing runs.
-    pub checkpoint: Option<Value>,
-}
-
-/// Produces a pipeline's current status on demand.
-pub type StatusFn = Arc<dyn Fn() -> PipelineStatus + Send + Sync>;
-
-/// A pipeline the server reports on.
-#[derive(Clone)]
-pub struct PipelineHandle {
-    /// Its name in URLs.
-    pub name: String,
-    /// Its live status.
-    pub status: StatusFn,
-}
 
 /// What the admin routes share: the pipelines, their dashboards and readiness.
 #[derive(Clone, Default)]

@@ -9,6 +9,9 @@ use runnel_log::LogError;
 /// Errors of the HTTP server and of its client.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The listen address cannot be used.
+    #[error("{0}")]
+    Bind(String),
     /// Serving connections failed (the listener broke).
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] std::io::Error),

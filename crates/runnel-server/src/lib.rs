@@ -178,6 +178,53 @@ pub async fn serve(
         .map_err(ServerError::Serve)
 }
 
+/// A running HTTP server: ingest, admin API, page, metrics.
+pub struct Server {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Server {
+    /// Binds `listen` (refusing a non-loopback address without a token) and serves the
+    /// whole [`app`] over `log` and `admin`; unknown topics are created on first POST.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be resolved or bound, or is not
+    /// loopback and no token is set.
+    pub async fn start(
+        listen: &str,
+        token: Option<String>,
+        log: Arc<Log>,
+        admin: AdminState,
+    ) -> Result<Server, ServerError> {
+        let listener = auth::bind(listen, token.as_deref())
+            .await
+            .map_err(ServerError::Bind)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Bind(format!("reading the listening address: {e}")))?;
+        let state = ServerState::new(log).with_auto_create(Some(1));
+        let app = app(state, admin, token);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(listener, app, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        Ok(Server { addr, stop, task })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (event streams are cut).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        // Event streams never end by themselves; do not wait on them for long.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
+}
+
 /// Runs blocking log work off the async threads (the log API blocks on disk I/O).
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

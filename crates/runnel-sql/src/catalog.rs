@@ -52,9 +52,35 @@ impl TableSource for RelationSource {
     }
 }
 
+/// Supplies SQL functions the planner does not have built in (`classify`, `detect`), asked
+/// by name only when a query calls a function the catalog does not know, so that a script
+/// which never calls them never pays for loading them.
+pub trait FunctionProvider: Send + Sync + std::fmt::Debug {
+    /// The function called `name` (lower case), `Ok(None)` if this provider has none.
+    ///
+    /// # Errors
+    /// The function exists but cannot be made ready (e.g. its model does not load); the
+    /// message becomes the planning error.
+    fn function(&self, name: &str) -> Result<Option<ProvidedFunction>, String>;
+}
+
+/// A function from a [`FunctionProvider`].
+#[derive(Debug, Clone)]
+pub struct ProvidedFunction {
+    /// The function.
+    pub udf: Arc<ScalarUDF>,
+    /// It blocks for long (image inference): projections calling it run off the async threads.
+    pub blocking: bool,
+}
+
 /// Everything a query can name.
 #[derive(Debug)]
 pub struct Catalog {
+    providers: Vec<Arc<dyn FunctionProvider>>,
+    /// Functions resolved through providers, with whether they block.
+    provided: std::sync::Mutex<HashMap<String, ProvidedFunction>>,
+    /// The first provider failure, reported instead of DataFusion's "invalid function".
+    provider_error: std::sync::Mutex<Option<String>>,
     relations: HashMap<String, Arc<RelationSource>>,
     order: Vec<String>,
     scalars: HashMap<String, Arc<ScalarUDF>>,
@@ -105,6 +131,9 @@ impl Catalog {
         let relation_planners: Vec<Arc<dyn RelationPlanner>> =
             vec![Arc::new(crate::window::WindowTvfPlanner)];
         Self {
+            providers: Vec::new(),
+            provided: Default::default(),
+            provider_error: Default::default(),
             relations: HashMap::new(),
             order: Vec::new(),
             scalars,
@@ -121,6 +150,55 @@ impl Catalog {
             self.scalars.insert(alias.to_ascii_lowercase(), udf.clone());
         }
         self.scalars.insert(udf.name().to_ascii_lowercase(), udf);
+    }
+
+    /// Asks `provider` for functions the catalog does not know.
+    pub fn add_provider(&mut self, provider: Arc<dyn FunctionProvider>) {
+        self.providers.push(provider);
+    }
+
+    /// Names of the provided functions that were resolved and block.
+    pub fn blocking_functions(&self) -> Vec<String> {
+        let provided = self.provided.lock().unwrap_or_else(|p| p.into_inner());
+        provided
+            .iter()
+            .filter(|(_, f)| f.blocking)
+            .map(|(_, f)| f.udf.name().to_string())
+            .collect()
+    }
+
+    /// A provider's failure while planning the last query, if any (taken).
+    pub fn take_provider_error(&self) -> Option<String> {
+        self.provider_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn provided_function(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        let mut provided = self.provided.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = provided.get(name) {
+            return Some(f.udf.clone());
+        }
+        for p in &self.providers {
+            match p.function(name) {
+                Ok(Some(f)) => {
+                    let udf = f.udf.clone();
+                    provided.insert(name.to_string(), f);
+                    return Some(udf);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let mut err = self
+                        .provider_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    err.get_or_insert(e);
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Declares a table or view; the name must be new.
@@ -176,7 +254,11 @@ impl ContextProvider for Catalog {
     }
 
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
-        self.scalars.get(&name.to_ascii_lowercase()).cloned()
+        let lower = name.to_ascii_lowercase();
+        self.scalars
+            .get(&lower)
+            .cloned()
+            .or_else(|| self.provided_function(&lower))
     }
 
     fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {

@@ -6,7 +6,7 @@
 //! [`Parser`] and token stream: positions in errors stay exact.
 
 use arrow::datatypes::DataType;
-use runnel_common::types;
+use runnel_common::{Position, types};
 use sqlparser::ast::{BinaryOperator, DateTimeField, Expr, Query, Value};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
@@ -48,6 +48,10 @@ pub enum Statement {
         value: String,
         /// Line of `SET`.
         line: u64,
+        /// Where the key was written.
+        key_at: Position,
+        /// Where the value was written.
+        value_at: Position,
     },
 }
 
@@ -60,8 +64,8 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// `WATERMARK FOR column AS column - INTERVAL …`: (column, delay ms).
     pub watermark: Option<(String, i64)>,
-    /// `WITH (…)` options, keys as written (quotes removed).
-    pub options: Vec<(String, String)>,
+    /// `WITH (…)` options, keys as written (quotes removed), with where each key was written.
+    pub options: Vec<(String, String, Position)>,
     /// Line of `CREATE`.
     pub line: u64,
 }
@@ -130,10 +134,18 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
                 line,
             }
         } else if parser.parse_keyword(Keyword::SET) {
+            let key_at = position(&parser);
             let key = option_word(&mut parser)?;
             parser.expect_token(&Token::Eq)?;
+            let value_at = position(&parser);
             let value = option_word(&mut parser)?;
-            Statement::Set { key, value, line }
+            Statement::Set {
+                key,
+                value,
+                line,
+                key_at,
+                value_at,
+            }
         } else {
             return Err(SqlError::at(
                 line,
@@ -205,6 +217,15 @@ fn option_word(parser: &mut Parser) -> Result<String, SqlError> {
         }
     }
     Ok(text)
+}
+
+/// Where the next token starts.
+fn position(parser: &Parser) -> Position {
+    let at = parser.peek_token().span.start;
+    Position {
+        line: at.line,
+        column: at.column,
+    }
 }
 
 fn is_word(parser: &Parser, word: &str) -> bool {
@@ -282,16 +303,17 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         parser.expect_token(&Token::LParen)?;
         if !parser.consume_token(&Token::RParen) {
             loop {
+                let at = position(parser);
                 let key = option_word(parser)?;
                 parser.expect_token(&Token::Eq)?;
                 let value = option_word(parser)?;
-                if options.iter().any(|(k, _)| *k == key) {
-                    return Err(SqlError::at(
-                        line,
+                if options.iter().any(|(k, _, _)| *k == key) {
+                    return Err(SqlError::located(
+                        at,
                         format!("table '{name}': option '{key}' given twice"),
                     ));
                 }
-                options.push((key, value));
+                options.push((key, value, at));
                 if !parser.consume_token(&Token::Comma) {
                     break;
                 }
@@ -443,7 +465,7 @@ mod tests {
         assert_eq!(t.columns.len(), 3);
         assert_eq!(t.columns[1].data_type, DataType::Decimal128(10, 2));
         assert_eq!(t.watermark, Some(("ts".into(), 5000)));
-        let keys: Vec<_> = t.options.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = t.options.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
             keys,
             ["connector", "path", "dead-letter.path", "scan.startup.mode"]

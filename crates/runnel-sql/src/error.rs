@@ -14,6 +14,14 @@ pub enum SqlError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// Something at a known line and column (an option key, a `SET` key or value).
+    #[error("{at}: {message}")]
+    At {
+        /// Where.
+        at: runnel_common::Position,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// DataFusion rejected the query (unknown column, table, function, type error).
     #[error("line {line}: {message}")]
     Plan {
@@ -33,6 +41,25 @@ impl SqlError {
         Self::Statement {
             line,
             message: message.into(),
+        }
+    }
+}
+
+impl SqlError {
+    /// An error at a known line and column.
+    pub fn located(at: runnel_common::Position, message: impl Into<String>) -> Self {
+        Self::At {
+            at,
+            message: message.into(),
+        }
+    }
+
+    /// The 1-based line the error is on, when known.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            SqlError::Statement { line, .. } | SqlError::Plan { line, .. } => Some(*line),
+            SqlError::At { at, .. } => Some(at.line),
+            SqlError::Syntax(_) | SqlError::Internal(_) => None,
         }
     }
 }

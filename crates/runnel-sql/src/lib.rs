@@ -25,6 +25,8 @@ pub mod graph;
 mod lower;
 pub mod window;
 
+pub use ddl::parse_script;
+
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
@@ -40,29 +42,32 @@ pub use graph::{
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
 use crate::catalog::{Catalog, Relation};
-use crate::ddl::{Statement, TableDef};
+pub use crate::catalog::{FunctionProvider, ProvidedFunction};
+pub use crate::ddl::Statement;
+use crate::ddl::TableDef;
 use crate::error::clean_datafusion_message;
 
-/// The `SET 'key' = 'value'` settings of a script, without planning it (some settings,
-/// such as the model of `classify`, decide which functions the planner gets).
-///
-/// # Errors
-/// Syntax errors, as [`Planner::plan`] reports them.
-pub fn script_settings(sql: &str) -> Result<std::collections::BTreeMap<String, String>, SqlError> {
-    Ok(ddl::parse_script(sql)?
-        .into_iter()
-        .filter_map(|s| match s {
-            Statement::Set { key, value, .. } => Some((key, value)),
-            _ => None,
-        })
-        .collect())
+/// Checks a declared table's connector and options while the script is planned, so a
+/// mistake is reported with the line and column of the option it is about.
+pub trait TableCheck: Send + Sync {
+    /// `Err((key, message))`: what is wrong, and the option key it is about (if one).
+    fn check(&self, spec: &TableSpec) -> Result<(), (Option<String>, String)>;
 }
 
 /// Plans runnel SQL scripts.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Planner {
     catalog: Catalog,
     blocking: std::collections::HashSet<String>,
+    table_check: Option<Arc<dyn TableCheck>>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Planner {
@@ -71,7 +76,19 @@ impl Planner {
         Self {
             catalog: Catalog::new(),
             blocking: Default::default(),
+            table_check: None,
         }
+    }
+
+    /// Checks every `CREATE TABLE` with `check` as it is planned.
+    pub fn with_table_check(mut self, check: Arc<dyn TableCheck>) -> Self {
+        self.table_check = Some(check);
+        self
+    }
+
+    /// Asks `provider` for functions a query calls that are not built in.
+    pub fn add_function_provider(&mut self, provider: Arc<dyn FunctionProvider>) {
+        self.catalog.add_provider(provider);
     }
 
     /// Like [`Planner::register_udf`] for a function that blocks for long (image
@@ -93,7 +110,17 @@ impl Planner {
     /// functions and types, column count or type mismatches on INSERT, and
     /// queries that cannot run on a stream.
     pub fn plan(&mut self, sql: &str) -> Result<PipelineGraph, SqlError> {
-        let statements = ddl::parse_script(sql)?;
+        self.plan_statements(ddl::parse_script(sql)?)
+    }
+
+    /// Plans statements already parsed with [`parse_script`] (a script is parsed once).
+    ///
+    /// # Errors
+    /// As [`Planner::plan`].
+    pub fn plan_statements(
+        &mut self,
+        statements: Vec<Statement>,
+    ) -> Result<PipelineGraph, SqlError> {
         let mut lowerer = lower::Lowerer::new();
         let mut inserts = 0;
         for stmt in statements {
@@ -101,6 +128,17 @@ impl Planner {
                 Statement::CreateTable(def) => {
                     let line = def.line;
                     let spec = table_spec(def)?;
+                    if let Some(check) = &self.table_check
+                        && let Err((key, message)) = check.check(&spec)
+                    {
+                        let at = key
+                            .and_then(|k| spec.options.position(&k))
+                            .unwrap_or(runnel_common::Position { line, column: 1 });
+                        return Err(SqlError::located(
+                            at,
+                            format!("CREATE TABLE {}: {message}", spec.name),
+                        ));
+                    }
                     let schema = spec.schema.clone();
                     let name = spec.name.clone();
                     self.catalog
@@ -158,6 +196,7 @@ impl Planner {
             ));
         }
         let mut graph = lowerer.graph;
+        self.blocking.extend(self.catalog.blocking_functions());
         for node in &mut graph.nodes {
             if let NodeSpec::Project(p) = &mut node.spec {
                 let mut called: Vec<&String> = self
@@ -184,7 +223,10 @@ impl Planner {
             .sql_statement_to_plan(sqlparser::ast::Statement::Query(Box::new(query)))
             .map_err(|e| SqlError::Plan {
                 line,
-                message: clean_datafusion_message(&e),
+                message: self
+                    .catalog
+                    .take_provider_error()
+                    .unwrap_or_else(|| clean_datafusion_message(&e)),
             })?;
         let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
         Analyzer::new()
@@ -227,10 +269,10 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
             })
         }
     };
-    let options = Options::new(
+    let options = Options::with_positions(
         def.options
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+            .map(|(k, v, at)| (k.to_ascii_lowercase(), v, at)),
     );
     if options.connector().is_none() {
         return Err(SqlError::at(
@@ -242,6 +284,7 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
         ));
     }
     Ok(TableSpec {
+        line: def.line,
         name: def.name,
         schema,
         watermark,

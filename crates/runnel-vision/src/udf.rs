@@ -32,6 +32,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// Length of the rejected value in bytes.
     pub bytes_len: usize,
+    /// The rejected value itself.
+    pub bytes: Vec<u8>,
 }
 
 /// Receives each rejected image; the engine routes it to the dead-letter output.
@@ -298,6 +300,7 @@ fn run(
                     row,
                     reason,
                     bytes_len: b.len(),
+                    bytes: b.to_vec(),
                 });
                 None
             }

@@ -24,6 +24,13 @@ pub enum Command {
     Demo(crate::cmd::demo::DemoArgs),
     /// Run a SQL pipeline until its bounded sources end (or Ctrl-C)
     Run(RunArgs),
+    /// Plan a SQL pipeline and run every health check (inputs, log topics, checkpoint
+    /// location) without running it; exit 0 when all pass, 1 otherwise
+    Check(crate::cmd::check::CheckArgs),
+    /// List the connectors and their WITH (…) options
+    Connectors(crate::cmd::connectors::ListArgs),
+    /// List the SET settings a script can use
+    Settings(crate::cmd::connectors::ListArgs),
     /// Simulate cameras that POST a JPEG every 1/F seconds to a runnel server
     CameraSim(crate::cmd::camera_sim::CameraSimArgs),
     /// Measure speed: Nexmark queries, the log, HTTP ingest, image classification

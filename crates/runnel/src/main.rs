@@ -3,9 +3,6 @@
 
 mod cli;
 mod cmd;
-mod functions;
-mod status;
-mod summary;
 
 use clap::Parser;
 

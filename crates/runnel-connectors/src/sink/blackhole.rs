@@ -5,27 +5,33 @@ use async_trait::async_trait;
 use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 
+use crate::descriptor::{self, Connector, Guarantee};
 use crate::{ConnectorError, Sink, SinkContext};
 
-/// Option keys of `connector = 'blackhole'` (none besides `connector`).
-pub const OPTIONS: &[&str] = &[];
+/// `connector = 'blackhole'`: no options.
+pub const CONNECTOR: Connector = Connector {
+    name: "blackhole",
+    doc: "discards rows after counting them (benchmarks)",
+    options: &[],
+    source: None,
+    sink: Some(build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::AtLeastOnce,
+    needs: &[],
+    validate: descriptor::no_validation,
+    check: descriptor::no_check,
+};
 
 /// A sink subtask that drops rows after counting them.
 pub struct BlackholeSink {
     metrics: ConnectorMetrics,
 }
 
-/// Builds one blackhole per subtask; any option other than `connector` is an error.
+/// One blackhole per subtask.
 pub fn build(
-    spec: &TableSpec,
+    _: &TableSpec,
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
-    spec.options
-        .check_known("blackhole", OPTIONS)
-        .map_err(|source| ConnectorError::Option {
-            table: spec.name.clone(),
-            source,
-        })?;
     Ok(contexts
         .into_iter()
         .map(|ctx| {

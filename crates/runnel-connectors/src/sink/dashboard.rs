@@ -28,21 +28,66 @@ use runnel_common::metrics::ConnectorMetrics;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::descriptor::{self, Connector, Guarantee, OptionDef, OptionType, Resource};
 use crate::format::json::JsonEncoder;
 use crate::{ConnectorError, Sink, SinkContext};
 
-/// Option keys of `connector = 'dashboard'`.
-pub const OPTIONS: &[&str] = &[
-    "title",
-    "view",
-    "key",
-    "max-rows",
-    "x",
-    "y",
-    "series",
-    "image",
-    "image.topic",
-];
+/// `connector = 'dashboard'`: a live panel on the web page.
+pub const CONNECTOR: Connector = Connector {
+    name: "dashboard",
+    doc: "a live panel on the web page (table, time series or image gallery)",
+    options: &[
+        OptionDef::new("title", OptionType::Text, "the panel's title").default("<table>"),
+        OptionDef::new(
+            "view",
+            OptionType::Choice(&["table", "timeseries", "gallery"]),
+            "how rows are drawn",
+        )
+        .default("table"),
+        OptionDef::new(
+            "key",
+            OptionType::Column,
+            "one row (or image) per value of this column",
+        ),
+        OptionDef::new(
+            "max-rows",
+            OptionType::Int {
+                min: 1,
+                max: u64::MAX,
+            },
+            "rows (points, images) kept; default 50, 2000 for timeseries, 256 for gallery",
+        ),
+        OptionDef::new("x", OptionType::Column, "timeseries: the time column"),
+        OptionDef::new("y", OptionType::Column, "timeseries: the value column"),
+        OptionDef::new(
+            "series",
+            OptionType::Column,
+            "timeseries: one line per value of this column",
+        ),
+        OptionDef::new(
+            "image",
+            OptionType::Column,
+            "gallery: the BYTES column with the image",
+        ),
+        OptionDef::new(
+            "image.topic",
+            OptionType::Text,
+            "gallery: a log topic to fetch the image from, by the row's key",
+        ),
+    ],
+    source: None,
+    sink: Some(build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::AtLeastOnce,
+    needs: &[Resource::ResultsHub],
+    validate,
+    check: descriptor::no_check,
+};
+
+/// The columns named by options must suit their use (images are BYTES, …).
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    build(spec, Vec::new()).map(|_| ())
+}
 
 /// Most keys a gallery keeps images for (older keys are evicted first).
 const MAX_GALLERY_KEYS: usize = 256;
@@ -272,8 +317,7 @@ pub fn build(
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
     let o = &spec.options;
-    o.check_known("dashboard", OPTIONS)
-        .map_err(|e| option_err(spec, e))?;
+    CONNECTOR.check_options(spec)?;
     let view = match o
         .choice("dashboard", "view", &["table", "timeseries", "gallery"])
         .map_err(|e| option_err(spec, e))?
@@ -577,6 +621,7 @@ mod tests {
         let mut pairs = vec![("connector".to_string(), "dashboard".to_string())];
         pairs.extend(opts.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         TableSpec {
+            line: 0,
             name: "live".into(),
             schema,
             watermark: None,
@@ -651,6 +696,10 @@ mod tests {
         let e = build(&spec(&[("key", "nope")]), vec![ctx(&d)])
             .err()
             .unwrap();
-        assert!(e.to_string().contains("'nope' is not a column"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("'nope' of connector 'dashboard': not a column"),
+            "{e}"
+        );
     }
 }

@@ -20,9 +20,6 @@ use crate::format::csv::CsvEncoder;
 use crate::format::json::JsonEncoder;
 use crate::{ConnectorError, Sink, SinkContext};
 
-/// Option keys of `connector = 'file'` as a sink.
-pub const OPTIONS: &[&str] = &["path", "format"];
-
 /// The output encodings of the file sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileSinkFormat {
@@ -55,7 +52,7 @@ pub fn build(
         table: spec.name.clone(),
         source,
     };
-    spec.options.check_known("file", OPTIONS).map_err(opt)?;
+    crate::source::file::CONNECTOR.check_options(spec)?;
     let path = PathBuf::from(spec.options.required("file", "path").map_err(opt)?);
     let format = match spec
         .options
@@ -67,25 +64,21 @@ pub fn build(
     };
     if let Some(mode) = contexts.first().and_then(|c| c.checkpoint) {
         // Exactly once: `path` is a directory of part files committed with checkpoints.
-        let ext = if format == FileSinkFormat::Csv {
-            "csv"
-        } else {
-            "jsonl"
-        };
-        crate::sink::file_parts::recover(&path, ext, mode.restored)
+        crate::sink::file_parts::recover(&path, format, mode.restored)
             .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
-        return Ok(contexts
+        return contexts
             .into_iter()
             .map(|ctx| {
-                Box::new(crate::sink::file_parts::PartFileSink::new(
+                crate::sink::file_parts::PartFileSink::try_new(
                     path.clone(),
                     ctx.subtask,
                     format,
-                    spec.schema.clone(),
+                    &spec.schema,
                     ctx.metrics,
-                )) as Box<dyn Sink>
+                )
+                .map(|s| Box::new(s) as Box<dyn Sink>)
             })
-            .collect());
+            .collect();
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {

@@ -29,10 +29,11 @@ use runnel_common::types::sql_name;
 use runnel_log::{Record, Topic};
 
 use crate::format::json::JsonEncoder;
-use crate::sink::log_txn::Txn;
+use crate::sink::log_txn::{self, LogApply};
 use crate::source::log::{
     LogConfig, LogFormat, blocking, embedded_log, log_error, open_or_create_topic,
 };
+use crate::txn::{self, Staging};
 use crate::{ConnectorError, Sink, SinkContext};
 
 /// Appends to one partition are split beyond about this many bytes (frames are capped).
@@ -118,22 +119,22 @@ pub fn build(
         }
     }
     let topic = open_or_create_topic(&log, &spec.name, &config.topic, config.partitions)?;
+    let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
+    let apply = Arc::new(LogApply::new(log.clone(), topic.clone(), &safe));
+    if let Some(mode) = first.checkpoint {
+        txn::recover(&stage_dir, "", apply.as_ref(), mode.restored)?;
+    }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
-        let txn = match ctx.checkpoint {
-            None => None,
-            Some(mode) => {
-                let txn = Txn::new(
-                    log.clone(),
-                    topic.clone(),
-                    &ctx.data_dir,
-                    &spec.name,
-                    ctx.subtask,
-                );
-                txn.recover(mode.restored)?;
-                Some(txn)
-            }
-        };
+        let staging = ctx.checkpoint.map(|_| {
+            Staging::new(
+                stage_dir.clone(),
+                "",
+                ctx.subtask,
+                log_txn::header(),
+                apply.clone(),
+            )
+        });
         sinks.push(Box::new(LogSink {
             table: spec.name.clone(),
             topic: topic.clone(),
@@ -141,7 +142,7 @@ pub fn build(
             columns: columns.clone(),
             metrics: ctx.metrics,
             buf: Vec::new(),
-            txn: txn.map(Arc::new),
+            staging,
             staged: Vec::new(),
         }));
     }
@@ -166,9 +167,9 @@ pub struct LogSink {
     metrics: ConnectorMetrics,
     buf: Vec<u8>,
     /// Exactly-once staging, when the pipeline checkpoints.
-    txn: Option<Arc<Txn>>,
-    /// Rows since the last checkpoint barrier, per partition (exactly-once mode).
-    staged: Vec<Vec<Record>>,
+    staging: Option<Staging>,
+    /// Reused buffer of staged record bytes.
+    staged: Vec<u8>,
 }
 
 /// Bytes of row `i` of a key or value column (`None` for null).
@@ -348,13 +349,15 @@ impl Sink for LogSink {
         }
         self.metrics.rows.add(rows as u64);
         self.metrics.bytes.add(bytes);
-        if self.txn.is_some() {
-            // Exactly once: held until the checkpoint covering them completes.
-            self.staged.resize_with(n, Vec::new);
-            for (all, new) in self.staged.iter_mut().zip(per_partition) {
-                all.extend(new);
+        if let Some(staging) = self.staging.as_mut() {
+            // Exactly once: staged until the checkpoint covering them completes.
+            self.staged.clear();
+            for (p, records) in per_partition.iter().enumerate() {
+                for r in records {
+                    log_txn::encode(p as u32, r, &mut self.staged);
+                }
             }
-            return Ok(());
+            return staging.write(&self.staged);
         }
         let topic = self.topic.clone();
         let table = self.table.clone();
@@ -366,34 +369,45 @@ impl Sink for LogSink {
     }
 
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
-        let Some(txn) = self.txn.clone() else {
-            return Ok(());
-        };
-        let staged = std::mem::take(&mut self.staged);
-        blocking("staging rows for a checkpoint", move || {
-            txn.stage(checkpoint, &staged)
-        })
-        .await
+        match self.staging.as_mut() {
+            Some(s) => s.seal(checkpoint),
+            None => Ok(()),
+        }
     }
 
     async fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
-        let Some(txn) = self.txn.clone() else {
+        let Some(staging) = self.staging.take() else {
             return Ok(());
         };
-        blocking("committing rows to the log", move || txn.commit(checkpoint)).await
+        // Appending fsyncs: off the async threads.
+        let (staging, result) = blocking_with(staging, move |s| s.commit(checkpoint)).await?;
+        self.staging = Some(staging);
+        result
     }
 
     async fn finish(&mut self) -> Result<(), ConnectorError> {
         // Without checkpoints every write was appended already. With them, the input's end
-        // is covered by a final checkpoint; anything left is appended now.
-        let Some(txn) = self.txn.clone() else {
+        // is covered by a final checkpoint; anything staged since is appended now.
+        let Some(staging) = self.staging.take() else {
             return Ok(());
         };
-        let staged = std::mem::take(&mut self.staged);
-        blocking("committing rows to the log", move || {
-            txn.commit(u64::MAX - 1)?;
-            txn.apply(u64::MAX, staged)
-        })
-        .await
+        blocking_with(staging, Staging::finish).await?.1
     }
+}
+
+/// Runs `f` on `staging` on a blocking thread and hands the staging back.
+async fn blocking_with(
+    mut staging: Staging,
+    f: impl FnOnce(&mut Staging) -> Result<(), ConnectorError> + Send + 'static,
+) -> Result<(Staging, Result<(), ConnectorError>), ConnectorError> {
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut staging);
+        (staging, r)
+    })
+    .await
+    .map_err(|e| {
+        ConnectorError::Other(format!(
+            "runnel bug (please report): a log commit task failed: {e}"
+        ))
+    })
 }

@@ -10,11 +10,23 @@ use async_trait::async_trait;
 use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 
+use crate::descriptor::{self, Connector, Guarantee};
 use crate::format::json::JsonEncoder;
 use crate::{ConnectorError, Sink, SinkContext};
 
-/// Option keys of `connector = 'print'` (none besides `connector`).
-pub const OPTIONS: &[&str] = &[];
+/// `connector = 'print'`: no options.
+pub const CONNECTOR: Connector = Connector {
+    name: "print",
+    doc: "one JSON object per row on stdout",
+    options: &[],
+    source: None,
+    sink: Some(build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::AtLeastOnce,
+    needs: &[],
+    validate: descriptor::no_validation,
+    check: descriptor::no_check,
+};
 
 /// A sink subtask writing JSON lines to stdout.
 pub struct PrintSink {
@@ -22,17 +34,11 @@ pub struct PrintSink {
     buf: Vec<u8>,
 }
 
-/// Builds one printer per subtask; any option other than `connector` is an error.
+/// One printer per subtask.
 pub fn build(
-    spec: &TableSpec,
+    _: &TableSpec,
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
-    spec.options
-        .check_known("print", OPTIONS)
-        .map_err(|source| ConnectorError::Option {
-            table: spec.name.clone(),
-            source,
-        })?;
     Ok(contexts
         .into_iter()
         .map(|ctx| {

@@ -6,9 +6,9 @@
 //! subtasks, and are counted; they never stop the pipeline.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write as _};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -18,13 +18,87 @@ use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 use serde_json::json;
 
+use crate::dead_letters::{DeadLetter, DeadLetterWriter, Location, Target};
+use crate::descriptor::{
+    self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
 use crate::format::csv::{CsvDecoder, reader_builder};
 use crate::format::json::JsonDecoder;
 use crate::format::{Decoded, Reject, check_schema};
 use crate::{ConnectorError, Source, SourceContext, SourcePoll};
 
-/// Option keys of `connector = 'file'` as a source.
-pub const OPTIONS: &[&str] = &["path", "format", "dead-letter.path"];
+/// `connector = 'file'`: JSON lines or CSV files, read (bounded) or written.
+pub const CONNECTOR: Connector = Connector {
+    name: "file",
+    doc: "JSON-lines or CSV files; read to the end, or written (part files with checkpoints)",
+    options: &[
+        OptionDef::new(
+            "path",
+            OptionType::Path,
+            "input file or directory (read in name order); output file, or directory of part files with checkpoints",
+        )
+        .required(),
+        OptionDef::new("format", OptionType::Choice(&["json", "csv"]), "record encoding")
+            .default("json"),
+        OptionDef::new(
+            "dead-letter.path",
+            OptionType::Path,
+            "where records that cannot be read go",
+        )
+        .default("<path>.dead-letter.jsonl")
+        .source_only(),
+    ],
+    source: Some(build),
+    sink: Some(crate::sink::file::build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::ExactlyOnce,
+    needs: &[],
+    validate,
+    check,
+};
+
+/// The declared columns must be ones the formats can read.
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    FileSourceConfig::try_new(spec)?;
+    Ok(())
+}
+
+/// A source's input must exist; a sink's directory must be creatable.
+fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let path = PathBuf::from(spec.options.get("path").unwrap_or_default());
+        match role {
+            Role::Source | Role::Both => {
+                let config = FileSourceConfig::try_new(&spec)?;
+                check_schema(&spec.name, &spec.schema)?;
+                list_files(&spec.name, &config.path, &config.dead_letter_path).map(|_| ())
+            }
+            Role::Sink => {
+                // The nearest existing ancestor must be a directory we can create in.
+                let mut dir = path.parent().map(PathBuf::from).unwrap_or_default();
+                while !dir.as_os_str().is_empty() && !dir.exists() {
+                    dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+                }
+                if dir.as_os_str().is_empty() {
+                    return Ok(());
+                }
+                match std::fs::metadata(&dir) {
+                    Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+                    Ok(_) => Err(ConnectorError::Other(format!(
+                        "table '{}': cannot write '{}': '{}' is not a writable directory",
+                        spec.name,
+                        path.display(),
+                        dir.display()
+                    ))),
+                    Err(e) => Err(ConnectorError::io(
+                        format!("table '{}': checking '{}'", spec.name, dir.display()),
+                        e,
+                    )),
+                }
+            }
+        }
+    })
+}
 
 /// How long one poll may keep reading batches that were rejected entirely.
 const POLL_BUDGET: Duration = Duration::from_millis(50);
@@ -56,7 +130,7 @@ impl FileSourceConfig {
             table: spec.name.clone(),
             source,
         };
-        spec.options.check_known("file", OPTIONS).map_err(opt)?;
+        CONNECTOR.check_options(spec)?;
         let path_text = spec.options.required("file", "path").map_err(opt)?;
         let format = match spec
             .options
@@ -91,23 +165,27 @@ pub fn build(
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     let config = FileSourceConfig::try_new(spec)?;
     check_schema(&spec.name, &spec.schema)?;
-    let files = Arc::new(list_files(
+    let Some(first) = contexts.first() else {
+        return Ok(Vec::new());
+    };
+    let own = spec
+        .options
+        .get("dead-letter.path")
+        .map(|p| Target::File(PathBuf::from(p)));
+    let dead = first.dead_letters.writer(
         &spec.name,
-        &config.path,
-        &config.dead_letter_path,
-    )?);
+        own,
+        crate::dead_letters::beside(&config.path),
+        &first.metrics,
+    );
+    let skip = match dead.target() {
+        Target::File(p) => p.clone(),
+        Target::Topic(_) => PathBuf::new(),
+    };
+    let files = Arc::new(list_files(&spec.name, &config.path, &skip)?);
     let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
-    let mut dead: Option<Arc<DeadLetters>> = None;
     for ctx in contexts {
-        let dl = dead
-            .get_or_insert_with(|| {
-                Arc::new(DeadLetters {
-                    path: config.dead_letter_path.clone(),
-                    writer: Mutex::new(None),
-                    metrics: ctx.metrics.clone(),
-                })
-            })
-            .clone();
+        let dl = dead.clone();
         sources.push(Box::new(FileSource::new(
             spec,
             &config,
@@ -148,52 +226,6 @@ fn list_files(
     Ok(files)
 }
 
-/// The dead-letter file of one table, created on the first reject.
-struct DeadLetters {
-    path: PathBuf,
-    writer: Mutex<Option<BufWriter<File>>>,
-    metrics: ConnectorMetrics,
-}
-
-impl DeadLetters {
-    /// Appends one JSON line per reject and counts them.
-    fn write(&self, input: &Path, rejects: &[Reject]) -> Result<(), ConnectorError> {
-        let mut text = Vec::new();
-        for r in rejects {
-            let line = json!({
-                "file": input.display().to_string(),
-                "line": r.line,
-                "reason": r.reason,
-                "raw": String::from_utf8_lossy(&r.raw),
-            });
-            text.extend_from_slice(line.to_string().as_bytes());
-            text.push(b'\n');
-        }
-        let ctx = || format!("writing dead letters to '{}'", self.path.display());
-        let mut guard = self.writer.lock().map_err(|_| {
-            ConnectorError::Other(format!("{}: another subtask failed while writing", ctx()))
-        })?;
-        if guard.is_none() {
-            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| ConnectorError::io(ctx(), e))?;
-            }
-            let file = File::create(&self.path).map_err(|e| ConnectorError::io(ctx(), e))?;
-            *guard = Some(BufWriter::new(file));
-            if let Ok(mut p) = self.metrics.dead_letter_path.lock() {
-                *p = Some(self.path.display().to_string());
-            }
-        }
-        if let Some(w) = guard.as_mut() {
-            w.write_all(&text)
-                .map_err(|e| ConnectorError::io(ctx(), e))?;
-            // Flushed per batch: the file is complete whenever the source stops.
-            w.flush().map_err(|e| ConnectorError::io(ctx(), e))?;
-        }
-        self.metrics.dead_letters.add(rejects.len() as u64);
-        Ok(())
-    }
-}
-
 /// One subtask of the file source.
 pub struct FileSource {
     table: String,
@@ -206,7 +238,7 @@ pub struct FileSource {
     open: Option<OpenFile>,
     batch_size: usize,
     metrics: ConnectorMetrics,
-    dead: Arc<DeadLetters>,
+    dead: Arc<DeadLetterWriter>,
 }
 
 /// The file being read, with the rejects seen in it for the one warning per file.
@@ -241,7 +273,7 @@ impl FileSource {
         config: &FileSourceConfig,
         files: Arc<Vec<PathBuf>>,
         ctx: SourceContext,
-        dead: Arc<DeadLetters>,
+        dead: Arc<DeadLetterWriter>,
     ) -> Self {
         Self {
             table: spec.name.clone(),
@@ -393,7 +425,20 @@ impl FileSource {
                 .map(|r| format!("{}:{}: {}", open.path.display(), r.line, r.reason));
         }
         open.rejects += rejects.len() as u64;
-        self.dead.write(&open.path, rejects)
+        let letters: Vec<DeadLetter> = rejects
+            .iter()
+            .map(|r| {
+                DeadLetter::new(
+                    Location::File {
+                        path: open.path.clone(),
+                        line: r.line,
+                    },
+                    r.reason.clone(),
+                    r.raw.clone(),
+                )
+            })
+            .collect();
+        self.dead.write(&letters)
     }
 
     /// Closes the current file (warning once about its rejects) and moves to this subtask's next one.
@@ -405,7 +450,7 @@ impl FileSource {
                 table = %self.table,
                 file = %open.path.display(),
                 rejected = open.rejects,
-                dead_letters = %self.dead.path.display(),
+                dead_letters = %self.dead.target(),
                 "{} record(s) rejected; first: {}",
                 open.rejects,
                 open.first_reject.unwrap_or_default()
@@ -489,6 +534,7 @@ mod tests {
         opts.push(("path".into(), dir.display().to_string()));
         opts.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         TableSpec {
+            line: 0,
             name: "t".into(),
             schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
             watermark: None,
@@ -510,6 +556,7 @@ mod tests {
             batch_size: batch,
             log: None,
             checkpointing: false,
+            dead_letters: crate::dead_letters::DeadLetters::new(None, None, true),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use runnel_engine::RunConfig;
+use runnel_runtime::{PrepareOptions, Resources, prepare};
 
 use crate::cli::{NexmarkArgs, NexmarkQuery};
 
@@ -61,43 +61,23 @@ pub fn nexmark_sql(query: NexmarkQuery, events: u64) -> String {
 
 /// Runs one Nexmark query and prints its throughput.
 pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
-    let sql = nexmark_sql(args.query, args.events);
-    let graph = crate::functions::plan(&sql, std::path::Path::new("runnel-data"))
-        .context("planning the Nexmark query")?
-        .graph;
+    let mut sql = nexmark_sql(args.query, args.events);
+    if let Some(v) = &args.checkpoint_interval {
+        sql = format!("SET 'execution.checkpointing.interval' = '{v}';\n{sql}");
+    }
     let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
-    let checkpoint = match &args.checkpoint_interval {
-        None => None,
-        Some(v) => {
-            let ms = runnel_common::time::parse_duration_ms(v)
-                .filter(|ms| *ms > 0)
-                .with_context(|| format!("--checkpoint-interval '{v}': expected e.g. '10 s'"))?;
-            Some(runnel_engine::checkpoint::CheckpointConfig {
-                interval: std::time::Duration::from_millis(ms as u64),
-                dir: runnel_engine::checkpoint::CheckpointDir::local(&data_dir.join("checkpoints"))
-                    .map_err(anyhow::Error::msg)?,
-                retain: 3,
-                pipeline: "bench".into(),
-                fingerprint: "bench".into(),
-                restore: None,
-            })
-        }
-    };
-    let config = RunConfig {
-        parallelism: args.parallelism,
-        data_dir: data_dir.clone(),
-        checkpoint,
-        ..RunConfig::default()
-    };
+    let mut options = PrepareOptions::new("nexmark", &data_dir);
+    options.parallelism = Some(args.parallelism);
+    options.from_scratch = true;
+    let prepared = prepare(&sql, &options).context("planning the Nexmark query")?;
     let started = Instant::now();
-    let pipeline = runnel_engine::start(&graph, &config)?;
-    let metrics = pipeline.metrics();
-    let checkpoints = pipeline.checkpoints();
-    pipeline.wait().await?;
+    let mut running = prepared.start(Resources::new(&data_dir)).await?;
+    let metrics = running.metrics();
+    let result = running.join().await;
     let secs = started.elapsed().as_secs_f64();
-    if config.checkpoint.is_some()
-        && let Ok(c) = checkpoints.lock()
-    {
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result?;
+    if let Some(c) = running.checkpoint_stats() {
         match &c.last {
             Some(l) => println!(
                 "checkpoints={} last_checkpoint_ms={} last_checkpoint_bytes={} failed={}",
@@ -109,7 +89,6 @@ pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
             None => println!("checkpoints=0 failed={}", c.failed.len()),
         }
     }
-    let _ = std::fs::remove_dir_all(&data_dir);
     let bids = metrics.nodes.first().map(|m| m.rows_out.get()).unwrap_or(0);
     let written = metrics.nodes.last().map(|m| m.rows_in.get()).unwrap_or(0);
     println!(

@@ -17,8 +17,9 @@ use runnel_server::AdminState;
 use serde_json::Value;
 
 use crate::cmd::camera_sim::{self, SimConfig, SimStats};
-use crate::cmd::run::{self, Server};
-use crate::{functions, status};
+use crate::cmd::run;
+use runnel_runtime::{PrepareOptions, Resources, prepare};
+use runnel_server::Server;
 
 /// The demo pipeline, built in so the demo runs from any directory.
 const CAMERA_SQL: &str = include_str!("../../../../examples/camera.sql");
@@ -82,13 +83,12 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
 
     eprintln!("runnel demo: loading the image model and planning {file} …");
-    let planned = functions::plan(&sql, &data_dir).with_context(|| file.clone())?;
-    let graph = planned.graph;
-    let name = status::pipeline_name(&graph, std::path::Path::new(&file));
-    let mut config = run::run_config(&graph, args.parallelism, data_dir.clone())?;
-    config.checkpoint = run::checkpoint_config(&graph, &name, &config, false).await?;
+    let mut options = PrepareOptions::new(file.clone(), data_dir.clone());
+    options.parallelism = args.parallelism;
+    let prepared = prepare(&sql, &options).with_context(|| file.clone())?;
 
-    let log = run::open_log(&data_dir).await?;
+    let mut resources = Resources::new(&data_dir);
+    let log = resources.open_log().await?;
     for (topic, partitions) in [("frames", 4), ("labels", 1)] {
         if log.topic(topic).is_none() {
             let log = log.clone();
@@ -100,15 +100,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("creating topic '{topic}'"))?;
         }
     }
-    config.log = Some(log.clone());
-    let admin = AdminState::new(config.dashboards.clone());
-    let server = Server::start(
-        &args.listen,
-        args.auth_token.clone(),
-        log.clone(),
-        admin.clone(),
-    )
-    .await?;
+    let admin = AdminState::new(resources.hub.clone());
+    let server = Server::start(&args.listen, args.auth_token.clone(), log, admin.clone()).await?;
     let url = format!("http://{}", server.addr);
     // The one line on stdout, so scripts (and tests) can find the server.
     println!("dashboard: {url}/");
@@ -127,7 +120,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts/"
     );
 
-    let printer = tokio::spawn(print_windows(config.dashboards.clone()));
+    let printer = tokio::spawn(print_windows(resources.hub.clone()));
     let (cams_stop, cams_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stats = Arc::new(Mutex::new(SimStats::default()));
     let cameras = (args.cameras > 0).then(|| {
@@ -155,24 +148,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             None => crate::cmd::serve::shutdown_signal().await,
         }
     };
-    let result = run::run_graph(
-        &file,
-        &name,
-        &graph,
-        &config,
-        Some(&admin),
-        planned.rejects,
-        stop,
-    )
-    .await;
+    let result = run::run_to_end(prepared, resources.clone(), &admin, stop).await;
     let _ = cams_stop.send(());
     if let Some(c) = cameras {
         let _ = c.await;
     }
     printer.abort();
     server.stop().await;
-    drop(config);
-    run::close_log(log).await;
+    resources.close().await;
     if args.cameras > 0 {
         let s = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         eprintln!("runnel demo: cameras: {}", s.line(true));
@@ -183,7 +166,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Prints one line per closed 10-second window, from the `label_counts` table, with the
 /// end-to-end latency of the frames classified meanwhile (from `latest_frames`).
-async fn print_windows(dashboards: Arc<runnel_connectors::sink::dashboard::Dashboards>) {
+async fn print_windows(dashboards: Arc<runnel_runtime::resources::Dashboards>) {
     // The sinks register their panels when the pipeline starts.
     let (counts, frames) = loop {
         if let (Some(c), Some(f)) = (

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod bench_log;
 pub mod bench_vision;
 pub mod camera_sim;
+pub mod check;
+pub mod connectors;
 pub mod consume;
 pub mod demo;
 pub mod produce;
@@ -18,6 +20,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => demo::demo(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Check(args) => check::check(args).await,
+        Command::Connectors(args) => connectors::connectors(args),
+        Command::Settings(args) => connectors::settings(args),
         Command::CameraSim(args) => camera_sim::camera_sim(args).await,
         Command::Bench(BenchCommand::Vision(args)) => bench_vision::bench_vision(args).await,
         Command::Bench(BenchCommand::Nexmark(args)) => bench::nexmark(args).await,

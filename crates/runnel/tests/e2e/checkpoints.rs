@@ -244,7 +244,9 @@ fn corrupt_newest_manifest_falls_back_and_changed_sql_is_refused() {
 }
 
 /// A crash at each phase of a checkpoint (state written, manifest written, sink
-/// pre-committed, sink committed) loses nothing and duplicates nothing.
+/// pre-committed, sink committed) and of the transactional sinks' mechanism (staged but
+/// not sealed, sealed, part-way through applying, applied but not cleaned up) loses
+/// nothing and duplicates nothing.
 #[test]
 fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
     let _heavy = crate::harness::heavy();
@@ -258,6 +260,10 @@ fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
         "after-manifest",
         "after-pre-commit",
         "after-commit",
+        "before-seal",
+        "after-seal",
+        "mid-apply",
+        "after-apply",
     ] {
         let t = TestDir::new();
         prepare(&t);
@@ -461,6 +467,14 @@ fn s3_state_dir_recovers_exactly() {
     missing.write(
         "p.sql",
         &format!("{}{PIPELINE}", s3_settings("no-such-bucket")),
+    );
+    // `runnel check` finds it without running anything.
+    let check = missing.runnel(&["check", "p.sql", "--data-dir", "d"]);
+    assert!(!check.success, "check must fail:\n{}", check.stdout);
+    assert!(
+        check.stdout.contains("FAIL  checkpoints") && check.stdout.contains("no-such-bucket"),
+        "{}",
+        check.stdout
     );
     let r = run_to_end(&missing, &[]);
     assert!(!r.success, "a run with an unreachable state dir must fail");

@@ -5,4 +5,5 @@ mod checkpoints;
 mod cli;
 mod harness;
 mod log_cli;
+mod planning;
 mod web;

@@ -1,13 +1,92 @@
 //! A running pipeline's status for the admin API, the page and `/metrics`: the graph
-//! with each node's counters, rates computed between successive samples.
+//! with each node's counters, rates computed between successive samples. The server
+//! depends on these types; they depend on nothing of the server.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use runnel_common::metrics::Counter;
 use runnel_engine::PipelineMetrics;
-use runnel_server::{EdgeStatus, NodeStatus, PipelineHandle, PipelineStatus};
 use runnel_sql::{NodeSpec, Partitioning, PipelineGraph};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One node of a running pipeline, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Index in the graph.
+    pub id: usize,
+    /// `source`, `project`, `window_aggregate`, …, `sink`.
+    pub kind: String,
+    /// Human-readable name.
+    pub label: String,
+    /// Subtasks.
+    pub parallelism: usize,
+    /// Rows received.
+    pub rows_in: u64,
+    /// Rows emitted (sources: read; sinks: written).
+    pub rows_out: u64,
+    /// Rows received per second, over the last interval.
+    pub rows_in_per_s: f64,
+    /// Rows emitted per second, over the last interval.
+    pub rows_out_per_s: f64,
+    /// Current event-time watermark (ms since the epoch), if any.
+    pub watermark_ms: Option<i64>,
+    /// Wall clock minus the watermark, in ms.
+    pub watermark_lag_ms: Option<i64>,
+    /// Time spent waiting on full output channels (backpressure), in ms.
+    pub blocked_ms: u64,
+    /// Rows dropped as late.
+    pub late_rows: u64,
+    /// Records sent to a dead-letter output.
+    pub dead_letters: u64,
+}
+
+/// An edge of the pipeline graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeStatus {
+    /// Upstream node id.
+    pub from: usize,
+    /// Downstream node id.
+    pub to: usize,
+    /// `forward` or `hash`.
+    pub partitioning: String,
+}
+
+/// A running pipeline as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStatus {
+    /// `SET 'pipeline.name'` or the file name.
+    pub name: String,
+    /// `starting`, `running`, `finished` or `failed`.
+    pub state: String,
+    /// `ok`, or what is wrong.
+    pub health: String,
+    /// Start time, ms since the epoch.
+    pub started_ms: i64,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    /// Every node with its counters.
+    pub nodes: Vec<NodeStatus>,
+    /// Every edge.
+    pub edges: Vec<EdgeStatus>,
+    /// The last completed checkpoint, if checkpointing runs.
+    pub checkpoint: Option<Value>,
+}
+
+/// Produces a pipeline's current status on demand.
+pub type StatusFn = Arc<dyn Fn() -> PipelineStatus + Send + Sync>;
+
+/// A pipeline the server reports on.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    /// Its name in URLs.
+    pub name: String,
+    /// Its live status.
+    pub status: StatusFn,
+}
 
 /// Where a pipeline is in its life, shared with the status closure.
 #[derive(Clone, Default)]
@@ -163,19 +242,6 @@ pub fn handle(
         name: name.to_string(),
         status: Arc::new(status),
     }
-}
-
-/// The pipeline's name: `SET 'pipeline.name'`, else the file name without `.sql`.
-pub fn pipeline_name(graph: &PipelineGraph, path: &std::path::Path) -> String {
-    graph
-        .settings
-        .get("pipeline.name")
-        .cloned()
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "pipeline".into())
-        })
 }
 
 /// The last checkpoint's fields at the top level (what the page shows), with the failed

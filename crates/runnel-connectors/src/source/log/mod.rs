@@ -24,7 +24,7 @@
 //! exactly-once (offsets stored in checkpoints, `seek` on restore) comes with checkpointing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -36,24 +36,103 @@ use async_trait::async_trait;
 use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 use runnel_common::types::sql_name;
-use runnel_log::{Log, LogError, Record, StoredRecord, Topic, TopicConfig};
-use serde_json::json;
+use runnel_log::{Log, LogError, StoredRecord, Topic, TopicConfig};
 
 use crate::format::json::JsonDecoder;
 use crate::format::{Reject, check_schema};
-use crate::{ConnectorError, Source, SourceContext, SourcePoll};
+mod reader;
 
-/// Option keys of `connector = 'log'` (source and sink accept the same keys, so one
-/// table can be read and written; the sink ignores the reading options).
-pub const OPTIONS: &[&str] = &[
-    "topic",
-    "format",
-    "scan.startup.mode",
-    "group",
-    "partitions",
-    "bounded",
-    "dead-letter.topic",
-];
+use crate::dead_letters::{DeadLetter, DeadLetterWriter, Location, Target};
+use crate::descriptor::{
+    CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Resource, Role,
+};
+use crate::{ConnectorError, Source, SourceContext, SourcePoll};
+use reader::*;
+
+/// `connector = 'log'`: a topic of the embedded durable log (one table can be read and
+/// written; the sink ignores the reading options).
+pub const CONNECTOR: Connector = Connector {
+    name: "log",
+    doc: "a topic of runnel's embedded durable log (fsynced before acknowledging)",
+    options: &[
+        OptionDef::new("topic", OptionType::Text, "the topic; created when missing").required(),
+        OptionDef::new(
+            "format",
+            OptionType::Choice(&["json", "raw"]),
+            "record encoding: a JSON object, or the record as key/value/headers columns",
+        )
+        .default("json"),
+        OptionDef::new(
+            "scan.startup.mode",
+            OptionType::Choice(&["group-offsets", "earliest", "latest"]),
+            "where reading starts without a checkpoint",
+        )
+        .default("group-offsets")
+        .source_only(),
+        OptionDef::new(
+            "group",
+            OptionType::Text,
+            "consumer group whose offsets are used",
+        )
+        .default("runnel-<table>")
+        .source_only(),
+        OptionDef::new(
+            "partitions",
+            OptionType::Int {
+                min: 1,
+                max: runnel_log::MAX_PARTITIONS as u64,
+            },
+            "partitions of the topic when it is created",
+        )
+        .default("1"),
+        OptionDef::new(
+            "bounded",
+            OptionType::Bool,
+            "stop at the end offsets seen at start",
+        )
+        .default("false")
+        .source_only(),
+        OptionDef::new(
+            "dead-letter.topic",
+            OptionType::Text,
+            "topic of records that cannot be read",
+        )
+        .default("<topic>.dead-letter")
+        .source_only(),
+    ],
+    source: Some(build),
+    sink: Some(crate::sink::log::build),
+    unbounded: never_ends,
+    guarantee: Guarantee::ExactlyOnce,
+    needs: &[Resource::Log],
+    validate,
+    check,
+};
+
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    LogConfig::try_new(spec).map(|_| ())
+}
+
+/// A bounded read of a topic that does not exist would read nothing: refuse it.
+fn check(spec: TableSpec, role: Role, ctx: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let config = LogConfig::try_new(&spec)?;
+        // No log yet (a fresh data directory): no topic exists.
+        let exists = ctx
+            .log
+            .as_ref()
+            .is_some_and(|l| l.topic(&config.topic).is_some());
+        if role != Role::Sink && config.bounded && !exists {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': topic '{}' does not exist in the log in {} (a bounded read needs it)",
+                spec.name,
+                config.topic,
+                ctx.data_dir.display()
+            )));
+        }
+        Ok(())
+    })
+}
 
 /// Columns a `format = 'raw'` table may declare, with their SQL types.
 pub const RAW_COLUMNS: &str = "key STRING|BYTES, value BYTES|STRING, headers STRING (a JSON object), \
@@ -113,7 +192,7 @@ impl LogConfig {
             source,
         };
         let o = &spec.options;
-        o.check_known("log", OPTIONS).map_err(opt)?;
+        CONNECTOR.check_options(spec)?;
         let topic = o.required("log", "topic").map_err(opt)?.to_string();
         let format = match o.choice("log", "format", &["json", "raw"]).map_err(opt)? {
             Some("raw") => LogFormat::Raw,
@@ -228,7 +307,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// A record metadata column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Meta {
+pub(super) enum Meta {
     Key,
     Value,
     Headers,
@@ -271,7 +350,7 @@ impl Meta {
 type Read<'a> = (u32, &'a StoredRecord);
 
 /// Builds column `meta` of type `dt` (accepted by [`Meta::accepts`]) from `records`.
-fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>]) -> ArrayRef {
+pub(super) fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>]) -> ArrayRef {
     let times = |f: &dyn Fn(&StoredRecord) -> i64| -> ArrayRef {
         let values: Vec<i64> = records.iter().map(|(_, r)| f(r)).collect();
         match dt {
@@ -324,81 +403,6 @@ fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>]) -> ArrayRef {
     }
 }
 
-/// Rejected records of one table, appended to the dead-letter topic (created on first use).
-struct DeadLetters {
-    log: Arc<Log>,
-    table: String,
-    source_topic: String,
-    topic_name: String,
-    topic: Mutex<Option<Arc<Topic>>>,
-    metrics: ConnectorMetrics,
-}
-
-impl DeadLetters {
-    /// Appends one JSON record per reject (blocking, durable) and counts them.
-    fn write(&self, rejects: Vec<(u32, u64, i64, String, Vec<u8>)>) -> Result<(), ConnectorError> {
-        if rejects.is_empty() {
-            return Ok(());
-        }
-        let n = rejects.len() as u64;
-        let records: Vec<Record> = rejects
-            .into_iter()
-            .map(|(partition, offset, time, reason, raw)| {
-                let value = json!({
-                    "topic": self.source_topic,
-                    "partition": partition,
-                    "offset": offset,
-                    "reason": reason,
-                    "raw": String::from_utf8_lossy(&raw),
-                });
-                Record {
-                    key: None,
-                    value: value.to_string().into_bytes(),
-                    headers: vec![("content-type".into(), b"application/json".to_vec())],
-                    event_time: Some(time),
-                }
-            })
-            .collect();
-        let topic = {
-            let mut guard = self.topic.lock().map_err(|_| {
-                ConnectorError::Other(format!(
-                    "table '{}': another subtask failed while writing dead letters",
-                    self.table
-                ))
-            })?;
-            match guard.as_ref() {
-                Some(t) => t.clone(),
-                None => {
-                    let t = open_or_create_topic(&self.log, &self.table, &self.topic_name, 1)?;
-                    if let Ok(mut p) = self.metrics.dead_letter_path.lock() {
-                        *p = Some(format!("log topic '{}'", self.topic_name));
-                    }
-                    *guard = Some(t.clone());
-                    t
-                }
-            }
-        };
-        let p = topic.partition_for(None);
-        let partition = topic.partition(p).ok_or_else(|| {
-            ConnectorError::Other(format!(
-                "runnel bug (please report): partition {p} of topic '{}' is missing",
-                self.topic_name
-            ))
-        })?;
-        partition.append(records).map_err(|e| {
-            log_error(
-                format!(
-                    "table '{}': writing dead letters to topic '{}'",
-                    self.table, self.topic_name
-                ),
-                e,
-            )
-        })?;
-        self.metrics.dead_letters.add(n);
-        Ok(())
-    }
-}
-
 /// Whether the table reads forever (it is not `bounded = 'true'`).
 pub fn never_ends(spec: &TableSpec) -> bool {
     spec.options.get("bounded") != Some("true")
@@ -425,14 +429,16 @@ pub fn build(
             "topic exists with {} partition(s); option partitions = {} is ignored",
             topic.partition_count(), config.partitions);
     }
-    let dead = Arc::new(DeadLetters {
-        log: log.clone(),
-        table: spec.name.clone(),
-        source_topic: config.topic.clone(),
-        topic_name: config.dead_letter_topic.clone(),
-        topic: Mutex::new(None),
-        metrics: first.metrics.clone(),
-    });
+    let own = spec
+        .options
+        .get("dead-letter.topic")
+        .map(|t| Target::Topic(t.to_string()));
+    let dead = first.dead_letters.writer(
+        &spec.name,
+        own,
+        Target::Topic(config.dead_letter_topic.clone()),
+        &first.metrics,
+    );
     let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
         let parallelism = ctx.parallelism.max(1);
@@ -504,7 +510,10 @@ pub fn build(
 }
 
 /// For each column, the metadata it is built (raw) or filled (json) from, if any.
-fn check_columns(spec: &TableSpec, format: LogFormat) -> Result<Vec<Option<Meta>>, ConnectorError> {
+pub(super) fn check_columns(
+    spec: &TableSpec,
+    format: LogFormat,
+) -> Result<Vec<Option<Meta>>, ConnectorError> {
     match format {
         LogFormat::Json => {
             check_schema(&spec.name, &spec.schema)?;
@@ -546,372 +555,5 @@ fn check_columns(spec: &TableSpec, format: LogFormat) -> Result<Vec<Option<Meta>
                 }
             })
             .collect(),
-    }
-}
-
-/// A partition read by this subtask.
-#[derive(Debug, Clone)]
-struct Owned {
-    id: u32,
-    /// Next offset to read.
-    next: u64,
-    /// Last offset committed to the group.
-    committed: u64,
-    /// With `bounded`: the end offset captured at build time.
-    end: Option<u64>,
-}
-
-impl Owned {
-    fn done(&self) -> bool {
-        self.end.is_some_and(|e| self.next >= e)
-    }
-}
-
-/// One subtask of the log source.
-pub struct LogSource {
-    table: String,
-    schema: SchemaRef,
-    log: Arc<Log>,
-    topic: Arc<Topic>,
-    group: String,
-    bounded: bool,
-    columns: Vec<Option<Meta>>,
-    decoder: Option<JsonDecoder>,
-    owned: Vec<Owned>,
-    /// Index into `owned` of the partition read first next time (fairness).
-    cursor: usize,
-    batch_size: usize,
-    metrics: ConnectorMetrics,
-    dead: Arc<DeadLetters>,
-    last_commit: Instant,
-    warned_reject: bool,
-    /// Positions live in checkpoints; committing group offsets ahead of them could skip
-    /// records after a crash.
-    checkpointing: bool,
-}
-
-/// What one blocking fetch asks for: (index into owned, partition, next, max records).
-type Want = (usize, u32, u64, usize);
-
-/// Records read per partition (index into owned), and partitions whose offset fell
-/// below the first retained one (with that offset).
-type Fetched = (Vec<(usize, Vec<StoredRecord>)>, Vec<(usize, u64)>);
-
-/// Reads up to `budget` records over `wants`, waiting up to `wait` when there are none.
-/// Returns (index into owned, records) and partitions whose offset fell below the start.
-fn fetch(
-    topic: &Topic,
-    wants: &[Want],
-    budget: usize,
-    wait: Duration,
-) -> Result<Fetched, ConnectorError> {
-    let mut out = Vec::new();
-    let mut resets = Vec::new();
-    let read = |want: &Want,
-                max: usize,
-                out: &mut Vec<(usize, Vec<StoredRecord>)>,
-                resets: &mut Vec<(usize, u64)>|
-     -> Result<usize, ConnectorError> {
-        let &(idx, id, next, limit) = want;
-        let Some(part) = topic.partition(id) else {
-            return Ok(0);
-        };
-        match part.read(next, max.min(limit), MAX_POLL_BYTES) {
-            Ok(records) => {
-                let n = records.len();
-                if n > 0 {
-                    out.push((idx, records));
-                }
-                Ok(n)
-            }
-            Err(LogError::OffsetOutOfRange { start, .. }) if next < start => {
-                resets.push((idx, start));
-                Ok(0)
-            }
-            Err(e) => Err(log_error(
-                format!("reading {}/{id} at offset {next}", topic.name()),
-                e,
-            )),
-        }
-    };
-    let mut left = budget;
-    for w in wants {
-        if left == 0 {
-            break;
-        }
-        left -= read(w, left, &mut out, &mut resets)?;
-    }
-    if !out.is_empty() || !resets.is_empty() || wait.is_zero() || wants.is_empty() {
-        return Ok((out, resets));
-    }
-    // Nothing new: wait for any owned partition, in short slices when there are several.
-    let deadline = Instant::now() + wait;
-    let slice = (Duration::from_millis(20) / wants.len() as u32).max(Duration::from_millis(1));
-    while Instant::now() < deadline {
-        for w in wants {
-            let Some(part) = topic.partition(w.1) else {
-                continue;
-            };
-            let timeout = if wants.len() == 1 {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                slice
-            };
-            if part.wait_for(w.2, timeout) {
-                read(w, budget, &mut out, &mut resets)?;
-                return Ok((out, resets));
-            }
-        }
-    }
-    Ok((out, resets))
-}
-
-impl LogSource {
-    /// Commits every partition whose position moved since the last commit (blocking, durable).
-    async fn commit(&mut self) -> Result<(), ConnectorError> {
-        if self.checkpointing {
-            return Ok(());
-        }
-        let dirty: Vec<(usize, u32, u64)> = self
-            .owned
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.next != o.committed)
-            .map(|(i, o)| (i, o.id, o.next))
-            .collect();
-        self.last_commit = Instant::now();
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        let log = self.log.clone();
-        let group = self.group.clone();
-        let topic = self.topic.name().to_string();
-        let table = self.table.clone();
-        let todo = dirty.clone();
-        blocking("committing consumer offsets", move || {
-            for (_, p, next) in todo {
-                log.commit_offset(&group, &topic, p, next).map_err(|e| {
-                    log_error(
-                        format!(
-                            "table '{table}': committing offset {next} of {topic}/{p} for group '{group}'"
-                        ),
-                        e,
-                    )
-                })?;
-            }
-            Ok(())
-        })
-        .await?;
-        for (i, _, next) in dirty {
-            self.owned[i].committed = next;
-        }
-        Ok(())
-    }
-
-    /// Turns fetched records into one batch; rejects go to the dead letters.
-    async fn decode(
-        &mut self,
-        records: &[Read<'_>],
-    ) -> Result<Option<RecordBatch>, ConnectorError> {
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let Some(decoder) = self.decoder.as_mut() else {
-            let arrays: Vec<ArrayRef> = self
-                .schema
-                .fields()
-                .iter()
-                .zip(&self.columns)
-                .map(|(f, m)| {
-                    // check_columns gave every raw column a Meta.
-                    let m = m.unwrap_or(Meta::Value);
-                    meta_array(m, f.data_type(), records)
-                })
-                .collect();
-            return Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?));
-        };
-        // Blank values are rejected here so that decoded rows match the non-rejected records.
-        let mut rejects: Vec<Reject> = records
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, r))| r.value.iter().all(u8::is_ascii_whitespace))
-            .map(|(i, (_, r))| Reject {
-                line: i + 1,
-                reason: "empty record value; expected a JSON object".into(),
-                raw: r.value.clone(),
-            })
-            .collect();
-        let decoded = decoder.decode_lines(
-            records
-                .iter()
-                .enumerate()
-                .map(|(i, (_, r))| (i + 1, r.value.as_slice())),
-        )?;
-        rejects.extend(decoded.rejects);
-        let mut kept = vec![true; records.len()];
-        let mut dead = Vec::with_capacity(rejects.len());
-        for r in rejects {
-            let Some((p, rec)) = records.get(r.line.wrapping_sub(1)) else {
-                continue;
-            };
-            kept[r.line - 1] = false;
-            // Keep the whole original value, not the decoder's trimmed copy.
-            dead.push((
-                *p,
-                rec.offset,
-                rec.event_time.unwrap_or(rec.timestamp),
-                r.reason,
-                rec.value.clone(),
-            ));
-        }
-        if !dead.is_empty() {
-            if !self.warned_reject {
-                self.warned_reject = true;
-                if let Some((p, off, _, reason, _)) = dead.first() {
-                    tracing::warn!(table = %self.table, topic = %self.topic.name(),
-                        dead_letters = %self.dead.topic_name,
-                        "record {p}/{off} rejected: {reason} (further rejects are counted, not logged)");
-                }
-            }
-            let dl = self.dead.clone();
-            blocking("writing dead letters", move || dl.write(dead)).await?;
-        }
-        let Some(batch) = decoded.batch else {
-            return Ok(None);
-        };
-        if self.columns.iter().all(Option::is_none) {
-            return Ok(Some(batch));
-        }
-        let rows: Vec<Read<'_>> = records
-            .iter()
-            .zip(&kept)
-            .filter(|(_, k)| **k)
-            .map(|(r, _)| *r)
-            .collect();
-        if rows.len() != batch.num_rows() {
-            return Err(ConnectorError::Other(format!(
-                "runnel bug (please report): {} rows decoded from {} accepted records",
-                batch.num_rows(),
-                rows.len()
-            )));
-        }
-        let mut arrays = batch.columns().to_vec();
-        for (i, (f, m)) in self.schema.fields().iter().zip(&self.columns).enumerate() {
-            let Some(m) = m else { continue };
-            if arrays[i].null_count() == 0 {
-                continue;
-            }
-            let meta = meta_array(*m, f.data_type(), &rows);
-            let present = arrow::compute::is_not_null(arrays[i].as_ref())?;
-            arrays[i] = arrow::compute::kernels::zip::zip(&present, &arrays[i], &meta)?;
-        }
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
-    }
-}
-
-#[async_trait]
-impl Source for LogSource {
-    async fn poll(&mut self) -> Result<SourcePoll, ConnectorError> {
-        if self.last_commit.elapsed() >= COMMIT_INTERVAL {
-            self.commit().await?;
-        }
-        let n = self.owned.len();
-        let wants: Vec<Want> = (0..n)
-            .map(|k| (self.cursor + k) % n)
-            .filter(|&i| !self.owned[i].done())
-            .map(|i| {
-                let o = &self.owned[i];
-                let limit = o.end.map_or(usize::MAX, |e| {
-                    usize::try_from(e.saturating_sub(o.next)).unwrap_or(usize::MAX)
-                });
-                (i, o.id, o.next, limit)
-            })
-            .collect();
-        if wants.is_empty() {
-            self.commit().await?;
-            if self.bounded {
-                return Ok(SourcePoll::End);
-            }
-            // No partition is assigned to this subtask: idle politely.
-            tokio::time::sleep(IDLE_WAIT).await;
-            return Ok(SourcePoll::Pending);
-        }
-        if n > 0 {
-            self.cursor = (self.cursor + 1) % n;
-        }
-        let topic = self.topic.clone();
-        let budget = self.batch_size;
-        let (fetched, resets) = blocking("reading the log", move || {
-            fetch(&topic, &wants, budget, IDLE_WAIT)
-        })
-        .await?;
-        for (i, start) in resets {
-            let o = &mut self.owned[i];
-            tracing::warn!(table = %self.table, topic = %self.topic.name(), partition = o.id,
-                "offset {} was deleted by retention; continuing at {start}", o.next);
-            o.next = start;
-        }
-        if fetched.is_empty() {
-            // Idle: a good moment to commit what was handed over.
-            self.commit().await?;
-            return Ok(SourcePoll::Pending);
-        }
-        let mut bytes = 0u64;
-        for (i, recs) in &fetched {
-            if let Some(last) = recs.last() {
-                self.owned[*i].next = last.offset + 1;
-            }
-            bytes += recs.iter().map(|r| r.data_len() as u64).sum::<u64>();
-        }
-        self.metrics.bytes.add(bytes);
-        let owned = &self.owned;
-        let records: Vec<Read<'_>> = fetched
-            .iter()
-            .flat_map(|(i, recs)| {
-                let id = owned[*i].id;
-                recs.iter().map(move |r| (id, r))
-            })
-            .collect();
-        match self.decode(&records).await? {
-            Some(batch) => {
-                self.metrics.rows.add(batch.num_rows() as u64);
-                Ok(SourcePoll::Batch(batch))
-            }
-            None => Ok(SourcePoll::Pending),
-        }
-    }
-
-    fn position(&self) -> Option<serde_json::Value> {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .owned
-            .iter()
-            .map(|o| (o.id.to_string(), o.next.into()))
-            .collect();
-        Some(serde_json::Value::Object(map))
-    }
-
-    async fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
-        let Some(map) = position.as_object() else {
-            return Err(ConnectorError::Other(format!(
-                "table '{}': cannot resume the log source from position {position}; \
-                 expected {{\"<partition>\": <offset>, …}}",
-                self.table
-            )));
-        };
-        let wanted: BTreeMap<u32, u64> = map
-            .iter()
-            .filter_map(|(k, v)| Some((k.parse::<u32>().ok()?, v.as_u64()?)))
-            .collect();
-        for o in &mut self.owned {
-            if let Some(&next) = wanted.get(&o.id) {
-                let end = self.topic.partition(o.id).map_or(next, |p| p.end_offset());
-                if next > end {
-                    tracing::warn!(table = %self.table, topic = %self.topic.name(), partition = o.id,
-                        "resume offset {next} is past the end {end}; continuing at {end}");
-                }
-                o.next = next.min(end);
-            }
-        }
-        Ok(())
     }
 }

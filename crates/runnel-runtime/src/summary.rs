@@ -76,3 +76,26 @@ pub fn group(n: u64) -> String {
     }
     out
 }
+
+/// The checkpoint lines of the summary: the last complete one, and the failed ones.
+pub fn checkpoints(report: &mut String, c: &runnel_engine::checkpoint::CheckpointStats) {
+    match &c.last {
+        Some(l) => {
+            let _ = writeln!(
+                report,
+                "  checkpoint {} complete at {} ({} ms, {} bytes of state){}",
+                l.id,
+                runnel_common::time::format_timestamp(l.time_ms),
+                l.duration_ms,
+                group(l.size_bytes),
+                c.restored_from
+                    .map(|r| format!("; resumed from checkpoint {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        None => report.push_str("  no checkpoint completed\n"),
+    }
+    for f in &c.failed {
+        let _ = writeln!(report, "  checkpoint failed: {f}");
+    }
+}

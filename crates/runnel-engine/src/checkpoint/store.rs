@@ -1,0 +1,303 @@
+//! Where one pipeline's checkpoints are kept: a local directory or a prefix in an object
+//! store, with durable state files and an atomically published manifest.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::manifest::{MANIFEST_PREFIX, Manifest, manifest_name};
+use super::{CheckpointError, crash_point};
+
+/// Where one pipeline's checkpoints are stored: a local directory or a prefix in an
+/// object store (`s3://bucket/prefix`). Every state file and manifest goes through
+/// `object_store`; a local directory additionally gets fsyncs and a write-then-rename
+/// manifest, since local writes are neither durable nor atomic by themselves, while an
+/// object store's put is both once acknowledged.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    store: Arc<dyn ObjectStore>,
+    /// This pipeline's prefix inside `store` (empty when the store is rooted at a local
+    /// directory).
+    prefix: String,
+    /// The directory, when local.
+    local: Option<PathBuf>,
+    /// The directory or URL, for messages.
+    shown: String,
+}
+
+/// How to reach an S3-compatible object store; unset fields come from the standard
+/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ENDPOINT`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL for S3-compatible stores (MinIO, Ceph, ...); path-style requests.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key: Option<String>,
+    /// Secret access key.
+    pub secret_key: Option<String>,
+    /// Allow plain-HTTP endpoints (implied by an `http://` endpoint).
+    pub allow_http: bool,
+}
+
+impl CheckpointDir {
+    /// A local directory, created if missing.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn local(dir: &Path) -> Result<CheckpointDir, CheckpointError> {
+        std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
+        let store =
+            LocalFileSystem::new_with_prefix(dir).map_err(CheckpointError::store(dir.display()))?;
+        Ok(CheckpointDir {
+            store: Arc::new(store),
+            prefix: String::new(),
+            local: Some(dir.to_path_buf()),
+            shown: dir.display().to_string(),
+        })
+    }
+
+    /// `s3://bucket/prefix`: checkpoints go under `prefix/` of `bucket`. Nothing is
+    /// contacted yet; the first listing reports an unreachable store or missing bucket.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Location`] for a URL without a bucket.
+    pub fn s3(url: &str, options: &S3Options) -> Result<CheckpointDir, CheckpointError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| CheckpointError::Location(format!("'{url}' is not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(CheckpointError::Location(format!(
+                "'{url}' names no bucket (expected s3://bucket/prefix)"
+            )));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(options.allow_http || endpoint.starts_with("http://"));
+        } else if options.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &options.access_key {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(CheckpointError::store(url))?;
+        Ok(CheckpointDir {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            local: None,
+            shown: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The sub-directory (or sub-prefix) `name`.
+    ///
+    /// # Errors
+    /// A local sub-directory cannot be created.
+    pub fn join(&self, name: &str) -> Result<CheckpointDir, CheckpointError> {
+        match &self.local {
+            Some(dir) => CheckpointDir::local(&dir.join(name)),
+            None => Ok(CheckpointDir {
+                store: self.store.clone(),
+                prefix: self.key(name),
+                local: None,
+                shown: format!("{}/{name}", self.shown),
+            }),
+        }
+    }
+
+    /// The local directory, if it is one.
+    pub fn local_path(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    pub(crate) fn key(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        ObjectPath::from(self.key(rel))
+    }
+
+    pub(crate) async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), CheckpointError> {
+        self.store
+            .put(&self.path(rel), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(CheckpointError::store(format!("writing {self}/{rel}")))
+    }
+
+    pub(crate) async fn read(&self, rel: &str) -> Result<Vec<u8>, CheckpointError> {
+        let get = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(CheckpointError::store(format!("{self}/{rel}")))?;
+        let bytes = get
+            .bytes()
+            .await
+            .map_err(CheckpointError::store(format!("{self}/{rel}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Ids of the complete checkpoints (those with a manifest), ascending.
+    pub(crate) async fn complete_ids(&self) -> Result<Vec<u64>, CheckpointError> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(CheckpointError::store(format!("listing {self}")))?;
+        let mut ids: Vec<u64> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                o.location
+                    .filename()?
+                    .strip_prefix(MANIFEST_PREFIX)?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Makes checkpoint `id`'s state files durable, then publishes its manifest.
+    pub(crate) async fn publish(&self, m: &Manifest) -> Result<(), CheckpointError> {
+        let id = m.id;
+        match &self.local {
+            Some(dir) => {
+                let (dir, m) = (dir.clone(), m.clone());
+                tokio::task::spawn_blocking(move || {
+                    // object_store's local writes are not fsynced: make the state durable first.
+                    let state_dir = dir.join(id.to_string());
+                    if state_dir.exists() {
+                        sync_dir_files(&state_dir)?;
+                    }
+                    crash_point("after-state", id);
+                    write_manifest(&dir, &m)?;
+                    crash_point("after-manifest", id);
+                    Ok::<(), CheckpointError>(())
+                })
+                .await
+                .map_err(|e| CheckpointError::Internal(format!("manifest task: {e}")))?
+            }
+            None => {
+                // Each put is durable and atomic once acknowledged: the state files are in
+                // place, and the manifest appears whole or not at all.
+                crash_point("after-state", id);
+                let json = serde_json::to_vec_pretty(m)
+                    .map_err(|e| CheckpointError::Internal(format!("encoding a manifest: {e}")))?;
+                self.put(&manifest_name(id), json).await?;
+                crash_point("after-manifest", id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes checkpoint `id`: its manifest first, so it is never seen half-deleted.
+    pub(crate) async fn delete(&self, id: u64) {
+        match &self.local {
+            Some(dir) => {
+                let dir = dir.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_file(dir.join(manifest_name(id)));
+                    let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+                })
+                .await;
+            }
+            None => {
+                if let Err(e) = self.store.delete(&self.path(&manifest_name(id))).await {
+                    tracing::warn!("deleting checkpoint {id} in {self}: {e}");
+                    return;
+                }
+                let files = ObjectPath::from(self.key(&id.to_string()));
+                if let Ok(listing) = self.store.list_with_delimiter(Some(&files)).await {
+                    for o in listing.objects {
+                        let _ = self.store.delete(&o.location).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+fn sync_dir_files(dir: &Path) -> Result<(), CheckpointError> {
+    for e in std::fs::read_dir(dir).map_err(CheckpointError::io(dir.display()))? {
+        let p = e.map_err(CheckpointError::io(dir.display()))?.path();
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(CheckpointError::io(format!("fsync {}", p.display())))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(CheckpointError::io(format!("fsync {}", dir.display())))
+}
+
+/// Write, fsync, rename, fsync the directory.
+pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
+    let fin = dir.join(manifest_name(m.id));
+    let tmp = dir.join(format!(".{}.tmp", manifest_name(m.id)));
+    let json = serde_json::to_vec_pretty(m)
+        .map_err(|e| CheckpointError::Internal(format!("encoding a manifest: {e}")))?;
+    let mut f = std::fs::File::create(&tmp).map_err(CheckpointError::io(tmp.display()))?;
+    f.write_all(&json)
+        .and_then(|()| f.sync_all())
+        .map_err(CheckpointError::io(tmp.display()))?;
+    std::fs::rename(&tmp, &fin).map_err(CheckpointError::io(fin.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(CheckpointError::io(format!("fsync {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_name_bucket_and_prefix() {
+        let options = S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            ..S3Options::default()
+        };
+        let dir = CheckpointDir::s3("s3://bucket/a/b/", &options).unwrap();
+        assert_eq!(dir.prefix, "a/b");
+        let pipeline = dir.join("p").unwrap();
+        assert_eq!(pipeline.to_string(), "s3://bucket/a/b/p");
+        assert_eq!(pipeline.key("chk-1.json"), "a/b/p/chk-1.json");
+        assert!(pipeline.local_path().is_none());
+        let root = CheckpointDir::s3("s3://bucket", &options).unwrap();
+        assert_eq!(root.join("p").unwrap().key("1/x"), "p/1/x");
+        let err = CheckpointDir::s3("s3:///x", &options).unwrap_err();
+        assert!(err.to_string().contains("names no bucket"), "{err}");
+    }
+}

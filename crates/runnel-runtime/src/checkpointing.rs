@@ -1,0 +1,98 @@
+//! Checkpointing of a prepared pipeline from its settings: where, how often, how many
+//! kept, and the checkpoint to resume from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_engine::checkpoint::{CheckpointConfig, CheckpointDir, S3Options};
+
+use crate::{Prepared, RuntimeError};
+
+/// `None` when checkpointing is off: `SET 'execution.checkpointing.interval' = 'off'`, or
+/// not set and every source ends (a bounded pipeline that crashes is simply run again).
+/// Otherwise the configuration, with the newest compatible checkpoint to resume from
+/// unless `from_scratch`.
+///
+/// # Errors
+/// [`RuntimeError::Checkpoint`] when the location cannot be used or listed, or its newest
+/// checkpoint was taken by a different version of the pipeline.
+pub(crate) async fn config(
+    prepared: &Prepared,
+    from_scratch: bool,
+) -> Result<Option<CheckpointConfig>, RuntimeError> {
+    let s = &prepared.settings;
+    let interval = match s.checkpoint_interval {
+        None if prepared.unbounded() => Duration::from_secs(10),
+        None | Some(None) => return Ok(None),
+        Some(Some(d)) if d.is_zero() => return Ok(None),
+        Some(Some(d)) => d,
+    };
+    let err = |location: &str| {
+        let location = location.to_string();
+        move |e: runnel_engine::checkpoint::CheckpointError| RuntimeError::Checkpoint {
+            location,
+            message: e.to_string(),
+        }
+    };
+    let base = match &s.checkpoints_dir {
+        None => {
+            let dir = prepared.options.data_dir.join("checkpoints");
+            CheckpointDir::local(&dir).map_err(err(&dir.display().to_string()))?
+        }
+        Some((d, _)) if d.starts_with("s3://") => {
+            let options = S3Options {
+                endpoint: s.s3.endpoint.clone(),
+                region: s.s3.region.clone(),
+                access_key: s.s3.access_key.clone(),
+                secret_key: s.s3.secret_key.clone(),
+                allow_http: s.s3.allow_http,
+            };
+            CheckpointDir::s3(d, &options).map_err(err(d))?
+        }
+        Some((d, _)) => CheckpointDir::local(std::path::Path::new(d.trim_start_matches("file://")))
+            .map_err(err(d))?,
+    };
+    let name = &prepared.name;
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = base.join(&safe).map_err(err(&base.to_string()))?;
+    let fingerprint = fingerprint(prepared);
+    let restore = if from_scratch {
+        None
+    } else {
+        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)
+            .await?
+            .map(Arc::new)
+    };
+    Ok(Some(CheckpointConfig {
+        interval,
+        dir,
+        retain: s.checkpoints_retained,
+        pipeline: name.to_string(),
+        fingerprint,
+        restore,
+    }))
+}
+
+/// FNV-1a over the planned dataflow and the parallelism: stable across runs and builds.
+fn fingerprint(prepared: &Prepared) -> String {
+    let text = format!(
+        "{}\nparallelism={}",
+        prepared.graph.explain(),
+        prepared.parallelism
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,444 @@
+//! A pipeline from script to running dataflow: [`prepare`] → [`Prepared`] →
+//! [`Prepared::start`] → [`Running`].
+//!
+//! Preparing parses the script once, types its `SET` settings ([`settings`]), plans it
+//! with the connector registry checking every `CREATE TABLE` (so a bad option is an error
+//! with its line and column) and with [`functions`] supplying `classify` when a query
+//! calls it. [`Prepared::check`] runs every connector's health check and probes the
+//! checkpoint location without running anything; [`Prepared::start`] does the same, then
+//! resumes from the newest checkpoint and starts the engine. The binary and the server
+//! only read arguments, call these, and print.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), runnel_runtime::RuntimeError> {
+//! use runnel_runtime::{PrepareOptions, Resources, prepare};
+//! let sql = std::fs::read_to_string("pipeline.sql").unwrap_or_default();
+//! let options = PrepareOptions::new("pipeline.sql", "runnel-data");
+//! let prepared = prepare(&sql, &options)?;
+//! let mut running = prepared.start(Resources::new(&options.data_dir)).await?;
+//! let result = running.join().await;
+//! eprint!("{}", running.summary(false));
+//! result
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod checkpointing;
+pub mod error;
+pub mod functions;
+pub mod resources;
+pub mod settings;
+pub mod status;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use error::RuntimeError;
+pub use resources::Resources;
+use runnel_common::TableSpec;
+use runnel_connectors::dead_letters::{DeadLetters, Target};
+use runnel_connectors::descriptor::{CheckContext, Resource, Role};
+use runnel_connectors::{ConnectorError, registry};
+use runnel_engine::RunConfig;
+use runnel_sql::{NodeSpec, PipelineGraph, Planner, TableCheck};
+pub use settings::Settings;
+
+use crate::functions::{Rejects, VisionFunctions};
+use crate::status::{PipelineHandle, RunState};
+
+/// How to prepare a script.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Where the script came from (a path, or a name such as `examples/camera.sql`): names
+    /// it in errors and, without `SET 'pipeline.name'`, names the pipeline.
+    pub origin: String,
+    /// The data directory (log, checkpoints, dead letters).
+    pub data_dir: PathBuf,
+    /// Subtasks per operator; overrides `SET 'parallelism.default'`.
+    pub parallelism: Option<usize>,
+    /// Ignore earlier checkpoints and start over.
+    pub from_scratch: bool,
+}
+
+impl PrepareOptions {
+    /// Options for the script at `origin` with data in `data_dir`.
+    pub fn new(origin: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        PrepareOptions {
+            origin: origin.into(),
+            data_dir: data_dir.into(),
+            parallelism: None,
+            from_scratch: false,
+        }
+    }
+}
+
+/// A planned pipeline, ready to check or start.
+pub struct Prepared {
+    /// The dataflow.
+    pub graph: PipelineGraph,
+    /// The script's settings.
+    pub settings: Settings,
+    /// The pipeline's name.
+    pub name: String,
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    options: PrepareOptions,
+    vision: Arc<VisionFunctions>,
+    rejects: Rejects,
+}
+
+/// The registry, asked about every `CREATE TABLE` while planning.
+struct ConnectorCheck;
+
+impl TableCheck for ConnectorCheck {
+    fn check(&self, spec: &TableSpec) -> Result<(), (Option<String>, String)> {
+        let strip = |(key, message): (Option<String>, String)| {
+            let own = format!("table '{}': ", spec.name);
+            let message = message
+                .strip_prefix(&own)
+                .map_or(message.clone(), str::to_string);
+            (key, message)
+        };
+        let connector = registry::lookup(spec).map_err(explain).map_err(strip)?;
+        connector.validate(spec).map_err(explain).map_err(strip)
+    }
+}
+
+/// A connector error as the planner reports it: the option key and a message without
+/// the table's name (the planner puts it in front).
+fn explain(e: ConnectorError) -> (Option<String>, String) {
+    let key = e.option_key().map(str::to_string);
+    let message = match e {
+        ConnectorError::Option { source, .. } => source.to_string(),
+        ConnectorError::UnknownConnector { name, known, .. } => {
+            format!("unknown connector '{name}'; known connectors: {known}")
+        }
+        other => other.to_string(),
+    };
+    (key, message)
+}
+
+/// Parses `sql` once, types its settings and plans it.
+///
+/// # Errors
+/// Syntax and planning errors, unknown or bad settings and connector options (each with
+/// line and column), a function whose model does not load, parallelism 0.
+pub fn prepare(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeError> {
+    let statements = runnel_sql::parse_script(sql)?;
+    let settings = Settings::from_statements(&statements)?;
+    let rejects = Rejects::default();
+    let vision = Arc::new(VisionFunctions::new(
+        settings.vision.clone(),
+        rejects.clone(),
+    ));
+    let mut planner = Planner::new().with_table_check(Arc::new(ConnectorCheck));
+    planner.add_function_provider(vision.clone());
+    let graph = planner.plan_statements(statements)?;
+    let parallelism = options
+        .parallelism
+        .or(settings.parallelism)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+    if parallelism == 0 {
+        return Err(RuntimeError::Internal(
+            "parallelism must be at least 1".into(),
+        ));
+    }
+    let name = settings.pipeline_name.clone().unwrap_or_else(|| {
+        Path::new(&options.origin)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    });
+    Ok(Prepared {
+        graph,
+        settings,
+        name,
+        parallelism,
+        options: options.clone(),
+        vision,
+        rejects,
+    })
+}
+
+/// One line of `runnel check`'s report: what was checked and how it went.
+#[derive(Debug)]
+pub struct CheckResult {
+    /// `table 'x' (file source)` or `checkpoints`.
+    pub what: String,
+    /// `Ok(detail)` or the problem.
+    pub result: Result<String, RuntimeError>,
+}
+
+impl Prepared {
+    /// The planned dataflow as text.
+    pub fn explain(&self) -> String {
+        self.graph.explain()
+    }
+
+    /// Where the script came from.
+    pub fn origin(&self) -> &str {
+        &self.options.origin
+    }
+
+    /// The tables the pipeline reads and writes, with how.
+    pub fn tables(&self) -> impl Iterator<Item = (&TableSpec, Role)> {
+        self.graph.nodes.iter().filter_map(|n| match &n.spec {
+            NodeSpec::Source(t) => Some((t, Role::Source)),
+            NodeSpec::Sink(t) => Some((t, Role::Sink)),
+            _ => None,
+        })
+    }
+
+    /// Whether some table's connector needs `resource`.
+    pub fn needs(&self, resource: Resource) -> bool {
+        self.tables().any(|(t, _)| {
+            registry::lookup(t).is_ok_and(|c| c.needs.contains(&resource))
+                || (resource == Resource::Log
+                    && t.connector() == "dashboard"
+                    && t.options.get("image.topic").is_some())
+        })
+    }
+
+    /// Whether some source never ends.
+    pub fn unbounded(&self) -> bool {
+        self.tables()
+            .any(|(t, role)| role == Role::Source && registry::source_never_ends(t))
+    }
+
+    /// Runs every table's health check and probes the checkpoint location, without
+    /// running the pipeline. Every check runs; each gets a line.
+    pub async fn check(&self, resources: &Resources) -> Vec<CheckResult> {
+        let mut out = Vec::new();
+        let ctx = CheckContext {
+            data_dir: resources.data_dir.clone(),
+            log: resources.log.clone(),
+        };
+        for (spec, role) in self.tables() {
+            let connector = spec.connector().to_string();
+            let what = format!(
+                "table '{}' ({connector} {})",
+                spec.name,
+                if role == Role::Source {
+                    "source"
+                } else {
+                    "sink"
+                }
+            );
+            let result = match registry::lookup(spec) {
+                Ok(c) => c
+                    .check(spec, role, ctx.clone())
+                    .await
+                    .map(|()| "ok".to_string()),
+                Err(e) => Err(e),
+            }
+            .map_err(|error| RuntimeError::Connector {
+                table: spec.name.clone(),
+                connector,
+                error: Box::new(error),
+            });
+            out.push(CheckResult { what, result });
+        }
+        let result = checkpointing::config(self, self.options.from_scratch)
+            .await
+            .map(|c| match c {
+                None => "off".to_string(),
+                Some(c) => match &c.restore {
+                    Some(r) => format!("{}: would resume from checkpoint {}", c.dir, r.manifest.id),
+                    None => format!("{}: no checkpoint yet, would start fresh", c.dir),
+                },
+            });
+        out.push(CheckResult {
+            what: "checkpoints".into(),
+            result,
+        });
+        out
+    }
+
+    /// Checks every table (the first failure stops the start, before any data flows),
+    /// resumes from the newest checkpoint unless told to start over, and starts the
+    /// engine on the current tokio runtime.
+    ///
+    /// # Errors
+    /// A failed health check, an unusable checkpoint location, an engine that cannot
+    /// build an operator or connector.
+    pub async fn start(self, resources: Resources) -> Result<Running, RuntimeError> {
+        for c in self.check(&resources).await {
+            c.result?;
+        }
+        // Checked above; now for real (a restore loads the state).
+        let checkpoint = checkpointing::config(&self, self.options.from_scratch).await?;
+        if let Some(r) = checkpoint.as_ref().and_then(|c| c.restore.as_ref()) {
+            eprintln!(
+                "runnel: resuming {} from checkpoint {} ({})",
+                self.name,
+                r.manifest.id,
+                checkpoint
+                    .as_ref()
+                    .map(|c| c.dir.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        let dead_letters = DeadLetters::new(
+            self.settings.dead_letters.clone(),
+            resources.log.clone(),
+            checkpoint.as_ref().is_none_or(|c| c.restore.is_none()),
+        );
+        if self.vision.used() {
+            self.rejects.bind(
+                dead_letters.writer(
+                    "classify",
+                    None,
+                    Target::File(
+                        resources
+                            .data_dir
+                            .join("dead-letters")
+                            .join("classify.jsonl"),
+                    ),
+                    &self.rejects.metrics,
+                ),
+            );
+        }
+        let config = RunConfig {
+            parallelism: self.parallelism,
+            data_dir: resources.data_dir.clone(),
+            batch_size: self.settings.batch_size,
+            idle_timeout: self.settings.idle_timeout,
+            log: resources.log.clone(),
+            dashboards: resources.hub.clone(),
+            checkpoint,
+            dead_letters,
+            ..RunConfig::default()
+        };
+        let started = Instant::now();
+        let pipeline = runnel_engine::start(&self.graph, &config)?;
+        let state = RunState::default();
+        state.set("running");
+        let checkpointing = config.checkpoint.is_some();
+        let handle = status::handle(
+            &self.name,
+            &self.graph,
+            pipeline.metrics(),
+            self.parallelism,
+            state.clone(),
+            self.vision
+                .used()
+                .then(|| self.rejects.metrics.dead_letters.clone()),
+            checkpointing.then(|| pipeline.checkpoints()),
+        );
+        Ok(Running {
+            pipeline,
+            handle,
+            state,
+            started,
+            checkpointing,
+            prepared: self,
+            outcome: None,
+        })
+    }
+}
+
+/// A started pipeline: its status handle, waiting, stopping and the summary.
+pub struct Running {
+    pipeline: runnel_engine::RunningPipeline,
+    handle: PipelineHandle,
+    state: RunState,
+    started: Instant,
+    checkpointing: bool,
+    prepared: Prepared,
+    /// `Some(interrupted)` once it ended.
+    outcome: Option<(bool, bool)>,
+}
+
+impl Running {
+    /// The handle the admin API and the page read the status from.
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.prepared.name
+    }
+
+    /// Live counters, indexed like the graph's nodes.
+    pub fn metrics(&self) -> runnel_engine::PipelineMetrics {
+        self.pipeline.metrics()
+    }
+
+    /// The checkpoints taken so far, when the pipeline checkpoints.
+    pub fn checkpoint_stats(&self) -> Option<runnel_engine::checkpoint::CheckpointStats> {
+        if !self.checkpointing {
+            return None;
+        }
+        self.pipeline.checkpoints().lock().ok().map(|c| c.clone())
+    }
+
+    /// Waits until every subtask finished; the first error stops all others.
+    ///
+    /// # Errors
+    /// The engine's error.
+    pub async fn join(&mut self) -> Result<(), RuntimeError> {
+        let result = self.pipeline.join().await.map_err(RuntimeError::from);
+        self.state
+            .set(if result.is_ok() { "finished" } else { "failed" });
+        self.outcome = Some((result.is_ok(), false));
+        result
+    }
+
+    /// Runs until the pipeline ends or `stop` completes (Ctrl-C, SIGTERM, a deadline);
+    /// on `stop` every subtask is aborted (sinks are not finished; the next start
+    /// resumes from the last checkpoint).
+    ///
+    /// # Errors
+    /// The engine's error.
+    pub async fn run_until(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RuntimeError> {
+        tokio::select! {
+            r = self.join() => r,
+            () = stop => {
+                self.pipeline.abort();
+                self.state.set("finished");
+                self.outcome = Some((true, true));
+                Ok(())
+            }
+        }
+    }
+
+    /// The one-screen summary: rows per table, dead letters, late rows, checkpoints.
+    pub fn summary(&self, _verbose: bool) -> String {
+        let (ok, interrupted) = self.outcome.unwrap_or((true, false));
+        let metrics = self.pipeline.metrics();
+        let mut report = summary::render(
+            self.prepared.origin(),
+            &self.prepared.graph,
+            &metrics,
+            self.started.elapsed(),
+            ok,
+        );
+        if interrupted {
+            report = report.replacen(" finished in ", " stopped (interrupted) after ", 1);
+        }
+        if self.checkpointing
+            && let Ok(c) = self.pipeline.checkpoints().lock()
+        {
+            summary::checkpoints(&mut report, &c);
+        }
+        let n = self.prepared.rejects.metrics.dead_letters.get();
+        if n > 0 {
+            report.push_str(&format!(
+                "  classify: {} images rejected -> {}\n",
+                summary::group(n),
+                self.prepared.rejects.target().unwrap_or_default()
+            ));
+        }
+        report
+    }
+}

@@ -1,0 +1,78 @@
+//! What connectors may need from the run, provided before anything is built: the
+//! embedded log and the results hub the web page reads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use runnel_connectors::sink::dashboard::{Dashboards, Panel};
+use runnel_log::{Log, LogOptions};
+
+use crate::error::RuntimeError;
+
+/// The shared resources of one run.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// The pipeline's data directory (log, checkpoints, dead letters).
+    pub data_dir: PathBuf,
+    /// The embedded durable log, when a table or the HTTP server needs it.
+    pub log: Option<Arc<Log>>,
+    /// Where `dashboard` tables put their rows for the web page.
+    pub hub: Arc<Dashboards>,
+}
+
+impl Resources {
+    /// Resources in `data_dir`, without a log.
+    pub fn new(data_dir: &Path) -> Self {
+        Resources {
+            data_dir: data_dir.to_path_buf(),
+            log: None,
+            hub: Arc::default(),
+        }
+    }
+
+    /// Opens (or creates) the embedded log in the data directory, once.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Log`] when it cannot be opened (e.g. another process holds it).
+    pub async fn open_log(&mut self) -> Result<Arc<Log>, RuntimeError> {
+        if let Some(log) = &self.log {
+            return Ok(log.clone());
+        }
+        let log = open_log(&self.data_dir).await?;
+        self.log = Some(log.clone());
+        Ok(log)
+    }
+
+    /// Closes the log once nothing else holds it.
+    pub async fn close(self) {
+        if let Some(log) = self.log {
+            close_log(log).await;
+        }
+    }
+}
+
+/// Opens (or creates) the embedded log in `dir`.
+///
+/// # Errors
+/// [`RuntimeError::Log`].
+pub async fn open_log(dir: &Path) -> Result<Arc<Log>, RuntimeError> {
+    let owned = dir.to_path_buf();
+    let shown = dir.display().to_string();
+    let log = tokio::task::spawn_blocking(move || Log::open(&owned, LogOptions::default()))
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("opening the log: {e}")))?
+        .map_err(|error| RuntimeError::Log { dir: shown, error })?;
+    Ok(Arc::new(log))
+}
+
+/// Closes the log once nothing else holds it (dropping the last handle closes it too).
+pub async fn close_log(log: Arc<Log>) {
+    let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
+        Ok(log) => log
+            .close()
+            .map_err(|e| tracing::warn!("closing the log: {e}"))
+            .ok(),
+        Err(_) => None,
+    })
+    .await;
+}
