@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod registry;
+pub mod results;
 pub mod sink;
 pub mod source;
 pub mod txn;

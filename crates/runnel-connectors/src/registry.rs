@@ -75,3 +75,51 @@ pub fn build_sinks(
     })?;
     build(spec, contexts)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use runnel_common::Options;
+
+    use super::*;
+
+    /// Every connector rejects an unknown option by name (with the closest real one),
+    /// documents every option, and can be used as something.
+    #[test]
+    fn every_connector_names_unknown_options_and_documents_its_own() {
+        let names: Vec<&str> = connectors().iter().map(|c| c.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "the registry is alphabetical");
+        for c in connectors() {
+            assert!(c.is_source() || c.is_sink(), "{}", c.name);
+            assert!(!c.doc.is_empty(), "{}", c.name);
+            for o in c.options {
+                assert!(!o.doc.is_empty(), "{}.{}", c.name, o.key);
+            }
+            let mut opts = vec![("connector".to_string(), c.name.to_string())];
+            opts.extend(
+                c.options
+                    .iter()
+                    .filter(|o| o.required)
+                    .map(|o| (o.key.to_string(), o.default.unwrap_or("x").to_string())),
+            );
+            opts.push(("no-such-option".into(), "1".into()));
+            let spec = TableSpec {
+                line: 1,
+                name: "t".into(),
+                schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)])),
+                watermark: None,
+                options: Options::new(opts),
+            };
+            let err = c.validate(&spec).expect_err(c.name).to_string();
+            assert!(
+                err.contains("unknown option 'no-such-option'"),
+                "{}: {err}",
+                c.name
+            );
+        }
+    }
+}

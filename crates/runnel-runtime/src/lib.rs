@@ -379,6 +379,14 @@ impl Running {
         self.pipeline.checkpoints().lock().ok().map(|c| c.clone())
     }
 
+    /// Stops every subtask now (sinks are not finished; the next start resumes from the
+    /// last checkpoint).
+    pub fn stop(&mut self) {
+        self.pipeline.abort();
+        self.state.set("finished");
+        self.outcome = Some((true, true));
+    }
+
     /// Waits until every subtask finished; the first error stops all others.
     ///
     /// # Errors
@@ -404,9 +412,7 @@ impl Running {
         tokio::select! {
             r = self.join() => r,
             () = stop => {
-                self.pipeline.abort();
-                self.state.set("finished");
-                self.outcome = Some((true, true));
+                self.stop();
                 Ok(())
             }
         }
@@ -434,7 +440,8 @@ impl Running {
         let n = self.prepared.rejects.metrics.dead_letters.get();
         if n > 0 {
             report.push_str(&format!(
-                "  classify: {} images rejected -> {}\n",
+                "  function {:<18} {:>12} dead-lettered -> {}\n",
+                "classify",
                 summary::group(n),
                 self.prepared.rejects.target().unwrap_or_default()
             ));

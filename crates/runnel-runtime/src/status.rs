@@ -103,10 +103,37 @@ impl RunState {
     }
 }
 
+/// Counts at the last rate sample, and the rates computed then.
 struct Sample {
     at: Instant,
     counts: Vec<(u64, u64)>,
     rates: Vec<(f64, f64)>,
+}
+
+/// One node as the status shows it.
+struct NodeInfo {
+    id: usize,
+    kind: String,
+    label: String,
+    /// A projection calling a blocking function (`classify`): its dead letters are the
+    /// function's rejects.
+    blocking: bool,
+    is_source: bool,
+}
+
+/// Everything the status closure reads.
+struct Tracker {
+    name: String,
+    nodes: Vec<NodeInfo>,
+    edges: Vec<EdgeStatus>,
+    metrics: PipelineMetrics,
+    parallelism: usize,
+    state: RunState,
+    classify_rejects: Option<Counter>,
+    checkpoints: Option<runnel_engine::checkpoint::SharedStats>,
+    started: Instant,
+    started_ms: i64,
+    sample: Mutex<Sample>,
 }
 
 /// The admin handle of a pipeline; `classify_rejects` is counted as dead letters of the
@@ -120,21 +147,15 @@ pub fn handle(
     classify_rejects: Option<Counter>,
     checkpoints: Option<runnel_engine::checkpoint::SharedStats>,
 ) -> PipelineHandle {
-    let started = Instant::now();
-    let started_ms = runnel_common::time::now_ms();
-    let nodes: Vec<(usize, String, String, bool, bool)> = graph
+    let nodes: Vec<NodeInfo> = graph
         .nodes
         .iter()
-        .map(|n| {
-            let blocking = matches!(&n.spec, NodeSpec::Project(p) if p.blocking);
-            let is_source = matches!(n.spec, NodeSpec::Source(_));
-            (
-                n.id,
-                n.spec.kind().to_string(),
-                n.label.clone(),
-                blocking,
-                is_source,
-            )
+        .map(|n| NodeInfo {
+            id: n.id,
+            kind: n.spec.kind().to_string(),
+            label: n.label.clone(),
+            blocking: matches!(&n.spec, NodeSpec::Project(p) if p.blocking),
+            is_source: matches!(n.spec, NodeSpec::Source(_)),
         })
         .collect();
     let edges: Vec<EdgeStatus> = graph
@@ -151,96 +172,120 @@ pub fn handle(
             })
         })
         .collect();
-    let sample = Mutex::new(Sample {
-        at: started,
-        counts: vec![(0, 0); nodes.len()],
-        rates: vec![(0.0, 0.0); nodes.len()],
-    });
-    let name_owned = name.to_string();
-    let status = move || {
-        let now = Instant::now();
-        let wall = runnel_common::time::now_ms();
-        let counts: Vec<(u64, u64)> = nodes
+    let started = Instant::now();
+    let tracker = Tracker {
+        name: name.to_string(),
+        sample: Mutex::new(Sample {
+            at: started,
+            counts: vec![(0, 0); nodes.len()],
+            rates: vec![(0.0, 0.0); nodes.len()],
+        }),
+        nodes,
+        edges,
+        metrics,
+        parallelism,
+        state,
+        classify_rejects,
+        checkpoints,
+        started,
+        started_ms: runnel_common::time::now_ms(),
+    };
+    PipelineHandle {
+        name: name.to_string(),
+        status: Arc::new(move || tracker.status()),
+    }
+}
+
+impl Tracker {
+    fn status(&self) -> PipelineStatus {
+        let counts: Vec<(u64, u64)> = self
+            .nodes
             .iter()
-            .map(|(id, ..)| {
-                metrics.nodes.get(*id).map_or((0, 0), |m| {
+            .map(|n| {
+                self.metrics.nodes.get(n.id).map_or((0, 0), |m| {
                     let out = m.rows_out.get().max(m.connector.rows.get());
                     (m.rows_in.get(), out)
                 })
             })
             .collect();
-        let rates = {
-            let mut s = sample.lock().unwrap_or_else(|p| p.into_inner());
-            let dt = now.duration_since(s.at).as_secs_f64();
-            if dt >= 0.5 {
-                s.rates = counts
-                    .iter()
-                    .zip(&s.counts)
-                    .map(|(c, p)| {
-                        (
-                            c.0.saturating_sub(p.0) as f64 / dt,
-                            c.1.saturating_sub(p.1) as f64 / dt,
-                        )
-                    })
-                    .collect();
-                s.counts = counts.clone();
-                s.at = now;
-            }
-            s.rates.clone()
-        };
-        let node_status = nodes
+        let rates = self.rates(&counts);
+        let wall = runnel_common::time::now_ms();
+        let nodes = self
+            .nodes
             .iter()
             .zip(counts.iter().zip(&rates))
-            .map(|((id, kind, label, blocking, is_source), (c, r))| {
-                let m = metrics.nodes.get(*id).cloned().unwrap_or_default();
-                let wm = m.watermark.get();
-                let watermark_ms = (wm > runnel_common::time::TS_MIN
-                    && wm < runnel_common::time::TS_MAX)
-                    .then_some(wm);
-                let mut dead = m.connector.dead_letters.get();
-                if *blocking && let Some(r) = &classify_rejects {
-                    dead += r.get();
-                }
-                NodeStatus {
-                    id: *id,
-                    kind: kind.clone(),
-                    label: label.clone(),
-                    parallelism,
-                    // A source's input is what its connector read.
-                    rows_in: if *is_source { c.1 } else { c.0 },
-                    rows_out: c.1,
-                    rows_in_per_s: if *is_source { r.1 } else { r.0 },
-                    rows_out_per_s: r.1,
-                    watermark_ms,
-                    watermark_lag_ms: watermark_ms.map(|w| wall - w),
-                    blocked_ms: m.blocked_ns.get() / 1_000_000,
-                    late_rows: m.late_rows.get(),
-                    dead_letters: dead,
-                }
-            })
+            .map(|(n, (c, r))| self.node(n, *c, *r, wall))
             .collect();
-        let run_state = state.get();
+        let run_state = self.state.get();
         PipelineStatus {
-            name: name_owned.clone(),
+            name: self.name.clone(),
             state: run_state.to_string(),
             health: if run_state == "failed" {
                 "failed".into()
             } else {
                 "ok".into()
             },
-            started_ms,
-            uptime_s: started.elapsed().as_secs_f64(),
-            parallelism,
-            nodes: node_status,
-            edges: edges.clone(),
-            checkpoint: checkpoints
+            started_ms: self.started_ms,
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            parallelism: self.parallelism,
+            nodes,
+            edges: self.edges.clone(),
+            checkpoint: self
+                .checkpoints
                 .as_ref()
                 .and_then(|c| c.lock().ok().map(|c| checkpoint_json(&c))),
         }
-    };
-    PipelineHandle {
-        name: name.to_string(),
-        status: Arc::new(status),
+    }
+
+    /// Rows per second in and out since the last sample at least half a second ago.
+    fn rates(&self, counts: &[(u64, u64)]) -> Vec<(f64, f64)> {
+        let now = Instant::now();
+        let mut s = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = now.duration_since(s.at).as_secs_f64();
+        if dt >= 0.5 {
+            s.rates = counts
+                .iter()
+                .zip(&s.counts)
+                .map(|(c, p)| {
+                    (
+                        c.0.saturating_sub(p.0) as f64 / dt,
+                        c.1.saturating_sub(p.1) as f64 / dt,
+                    )
+                })
+                .collect();
+            s.counts = counts.to_vec();
+            s.at = now;
+        }
+        s.rates.clone()
+    }
+
+    fn node(&self, n: &NodeInfo, c: (u64, u64), r: (f64, f64), wall: i64) -> NodeStatus {
+        let m = self.metrics.nodes.get(n.id).cloned().unwrap_or_default();
+        let wm = m.watermark.get();
+        let watermark_ms =
+            (wm > runnel_common::time::TS_MIN && wm < runnel_common::time::TS_MAX).then_some(wm);
+        let mut dead = m.connector.dead_letters.get();
+        if n.blocking
+            && let Some(r) = &self.classify_rejects
+        {
+            dead += r.get();
+        }
+        NodeStatus {
+            id: n.id,
+            kind: n.kind.clone(),
+            label: n.label.clone(),
+            parallelism: self.parallelism,
+            // A source's input is what its connector read.
+            rows_in: if n.is_source { c.1 } else { c.0 },
+            rows_out: c.1,
+            rows_in_per_s: if n.is_source { r.1 } else { r.0 },
+            rows_out_per_s: r.1,
+            watermark_ms,
+            watermark_lag_ms: watermark_ms.map(|w| wall - w),
+            blocked_ms: m.blocked_ns.get() / 1_000_000,
+            late_rows: m.late_rows.get(),
+            dead_letters: dead,
+        }
     }
 }
 

@@ -16,8 +16,7 @@
 //! line per `series`), `gallery` (the latest image per `key`: a BYTES column, or the
 //! record at `partition`/`offset` of `image.topic` in the log).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
@@ -26,10 +25,11 @@ use async_trait::async_trait;
 use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use crate::descriptor::{self, Connector, Guarantee, OptionDef, OptionType, Resource};
 use crate::format::json::JsonEncoder;
+use crate::results::MAX_GALLERY_KEYS;
+pub use crate::results::{Dashboards, Panel, PanelConfig, PanelImage, View};
 use crate::{ConnectorError, Sink, SinkContext};
 
 /// `connector = 'dashboard'`: a live panel on the web page.
@@ -89,210 +89,6 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
     build(spec, Vec::new()).map(|_| ())
 }
 
-/// Most keys a gallery keeps images for (older keys are evicted first).
-const MAX_GALLERY_KEYS: usize = 256;
-
-/// How a panel is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    /// The latest rows as a table.
-    Table,
-    /// A numeric column plotted over time, one line per series.
-    Timeseries,
-    /// The latest image per key, with its label and score.
-    Gallery,
-}
-
-impl View {
-    /// The option value naming this view.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            View::Table => "table",
-            View::Timeseries => "timeseries",
-            View::Gallery => "gallery",
-        }
-    }
-}
-
-/// A panel's settings, from the table's columns and `WITH (…)` options.
-#[derive(Debug, Clone)]
-pub struct PanelConfig {
-    /// The table name; also the stream name in `/api/streams/{name}`.
-    pub name: String,
-    /// Heading shown on the page.
-    pub title: String,
-    /// How rows are drawn.
-    pub view: View,
-    /// Rows with the same value in this column replace each other.
-    pub key: Option<String>,
-    /// Most rows kept.
-    pub max_rows: usize,
-    /// Timeseries x axis column.
-    pub x: Option<String>,
-    /// Timeseries y axis column.
-    pub y: Option<String>,
-    /// Timeseries: one line per value of this column.
-    pub series: Option<String>,
-    /// Gallery: the BYTES column holding the image.
-    pub image: Option<String>,
-    /// Gallery: look the image up in this log topic by `partition` and `offset` columns.
-    pub image_topic: Option<String>,
-    /// Columns shown (name, SQL type), without the image column.
-    pub columns: Vec<(String, String)>,
-}
-
-/// An image kept for a gallery key.
-#[derive(Debug, Clone)]
-pub struct PanelImage {
-    /// The encoded bytes as written.
-    pub bytes: Arc<Vec<u8>>,
-    /// `image/jpeg`, `image/png`, `image/webp` or `application/octet-stream`.
-    pub content_type: &'static str,
-    /// Bumped on every new image, so URLs change and browsers refetch.
-    pub version: u64,
-}
-
-#[derive(Debug, Default)]
-struct PanelState {
-    /// (key, row), oldest first.
-    rows: VecDeque<(Option<String>, Value)>,
-    images: HashMap<String, PanelImage>,
-    versions: u64,
-}
-
-/// One dashboard table: its latest rows and a broadcast of new ones.
-#[derive(Debug)]
-pub struct Panel {
-    config: PanelConfig,
-    state: Mutex<PanelState>,
-    tx: broadcast::Sender<Arc<Vec<Value>>>,
-}
-
-impl Panel {
-    fn new(config: PanelConfig) -> Self {
-        let (tx, _) = broadcast::channel(256);
-        Panel {
-            config,
-            state: Mutex::new(PanelState::default()),
-            tx,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PanelState> {
-        // Only plain collections are behind the lock; a panicked writer leaves them usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Its settings.
-    pub fn config(&self) -> &PanelConfig {
-        &self.config
-    }
-
-    /// The current rows, oldest first.
-    pub fn rows(&self) -> Vec<Value> {
-        self.lock().rows.iter().map(|(_, r)| r.clone()).collect()
-    }
-
-    /// The current rows and a receiver of every later batch of rows, taken atomically so
-    /// no row is missed or seen twice.
-    pub fn subscribe(&self) -> (Vec<Value>, broadcast::Receiver<Arc<Vec<Value>>>) {
-        let state = self.lock();
-        let rx = self.tx.subscribe();
-        (state.rows.iter().map(|(_, r)| r.clone()).collect(), rx)
-    }
-
-    /// The latest image of a gallery key.
-    pub fn image(&self, key: &str) -> Option<PanelImage> {
-        self.lock().images.get(key).cloned()
-    }
-
-    /// Folds rows (with the images of gallery rows) into the state and broadcasts them.
-    fn push(&self, mut rows: Vec<Value>, images: Vec<Option<Vec<u8>>>) {
-        let mut state = self.lock();
-        for (i, row) in rows.iter_mut().enumerate() {
-            let key = self
-                .config
-                .key
-                .as_ref()
-                .and_then(|k| row.get(k))
-                .map(key_string);
-            if let (Some(key), Some(Some(bytes))) = (&key, images.get(i)) {
-                state.versions += 1;
-                let version = state.versions;
-                let image = PanelImage {
-                    content_type: sniff(bytes),
-                    bytes: Arc::new(bytes.clone()),
-                    version,
-                };
-                if !state.images.contains_key(key) && state.images.len() >= MAX_GALLERY_KEYS {
-                    let oldest = state
-                        .images
-                        .iter()
-                        .min_by_key(|(_, img)| img.version)
-                        .map(|(k, _)| k.clone());
-                    if let Some(oldest) = oldest {
-                        state.images.remove(&oldest);
-                    }
-                }
-                state.images.insert(key.clone(), image);
-                if let Value::Object(map) = row {
-                    map.insert(
-                        "_image".into(),
-                        Value::String(format!(
-                            "/api/streams/{}/images/{}?v={version}",
-                            url_escape(&self.config.name),
-                            url_escape(key)
-                        )),
-                    );
-                }
-            }
-            if let Some(k) = &key
-                && let Some(pos) = state.rows.iter().position(|(rk, _)| rk.as_ref() == Some(k))
-            {
-                state.rows.remove(pos);
-            }
-            state.rows.push_back((key, row.clone()));
-            while state.rows.len() > self.config.max_rows {
-                state.rows.pop_front();
-            }
-        }
-        // No subscriber is fine: the page may not be open.
-        let _ = self.tx.send(Arc::new(rows));
-    }
-}
-
-/// Every dashboard panel of a pipeline, in the order the tables were declared.
-#[derive(Debug, Default)]
-pub struct Dashboards {
-    panels: Mutex<Vec<Arc<Panel>>>,
-}
-
-impl Dashboards {
-    /// All panels.
-    pub fn panels(&self) -> Vec<Arc<Panel>> {
-        self.panels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The panel of table `name`.
-    pub fn panel(&self, name: &str) -> Option<Arc<Panel>> {
-        self.panels().into_iter().find(|p| p.config.name == name)
-    }
-
-    /// The panel for `config`, created on first use (subtasks of one sink share it).
-    pub fn register(&self, config: PanelConfig) -> Arc<Panel> {
-        let mut panels = self.panels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = panels.iter().find(|p| p.config.name == config.name) {
-            return p.clone();
-        }
-        let panel = Arc::new(Panel::new(config));
-        panels.push(panel.clone());
-        panel
-    }
-}
-
 /// A sink subtask feeding one panel.
 pub struct DashboardSink {
     panel: Arc<Panel>,
@@ -316,6 +112,45 @@ pub fn build(
     spec: &TableSpec,
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    let (config, image_col, image_lookup_cols) = panel_config(spec)?;
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        let panel = ctx.dashboards.register(config.clone());
+        let image_lookup = match &image_lookup_cols {
+            None => None,
+            Some((topic, p, off)) => {
+                let log = ctx.log.as_ref().ok_or_else(|| {
+                    ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' needs the embedded log (run with --listen or \
+                         read a log table)",
+                        spec.name
+                    ))
+                })?;
+                let t = log.topic(topic).ok_or_else(|| {
+                    ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' = '{topic}' is not a topic of the log",
+                        spec.name
+                    ))
+                })?;
+                Some((t, *p, *off))
+            }
+        };
+        sinks.push(Box::new(DashboardSink {
+            panel,
+            image_col,
+            image_lookup,
+            metrics: ctx.metrics,
+            buf: Vec::new(),
+        }));
+    }
+    Ok(sinks)
+}
+
+/// The panel's settings from the table's options and columns, with the image column
+/// and where images are looked up (topic, partition column, offset column).
+type PanelParts = (PanelConfig, Option<usize>, Option<(String, usize, usize)>);
+
+fn panel_config(spec: &TableSpec) -> Result<PanelParts, ConnectorError> {
     let o = &spec.options;
     CONNECTOR.check_options(spec)?;
     let view = match o
@@ -463,37 +298,7 @@ pub fn build(
         image_topic,
         columns,
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
-    for ctx in contexts {
-        let panel = ctx.dashboards.register(config.clone());
-        let image_lookup = match &image_lookup_cols {
-            None => None,
-            Some((topic, p, off)) => {
-                let log = ctx.log.as_ref().ok_or_else(|| {
-                    ConnectorError::Other(format!(
-                        "table '{}': 'image.topic' needs the embedded log (run with --listen or \
-                         read a log table)",
-                        spec.name
-                    ))
-                })?;
-                let t = log.topic(topic).ok_or_else(|| {
-                    ConnectorError::Other(format!(
-                        "table '{}': 'image.topic' = '{topic}' is not a topic of the log",
-                        spec.name
-                    ))
-                })?;
-                Some((t, *p, *off))
-            }
-        };
-        sinks.push(Box::new(DashboardSink {
-            panel,
-            image_col,
-            image_lookup,
-            metrics: ctx.metrics,
-            buf: Vec::new(),
-        }));
-    }
-    Ok(sinks)
+    Ok((config, image_col, image_lookup_cols))
 }
 
 fn column_names(spec: &TableSpec) -> String {
@@ -568,40 +373,6 @@ impl Sink for DashboardSink {
 
     async fn finish(&mut self) -> Result<(), ConnectorError> {
         Ok(())
-    }
-}
-
-/// A key value as the string used to upsert and to name images.
-fn key_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Percent-encodes everything but unreserved URL characters.
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The content type of common image encodings, from their magic bytes.
-fn sniff(bytes: &[u8]) -> &'static str {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "image/jpeg"
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        "image/png"
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        "image/webp"
-    } else {
-        "application/octet-stream"
     }
 }
 
