@@ -367,6 +367,19 @@ impl DeadLetterWriter {
     }
 }
 
+/// The table's own dead-letter option: `'dead-letter.path'` (a file) or
+/// `'dead-letter.topic'` (a log topic).
+pub fn own_target(spec: &runnel_common::TableSpec) -> Option<Target> {
+    match (
+        spec.options.get("dead-letter.path"),
+        spec.options.get("dead-letter.topic"),
+    ) {
+        (Some(p), _) => Some(Target::File(PathBuf::from(p))),
+        (None, Some(t)) => Some(Target::Topic(t.to_string())),
+        (None, None) => None,
+    }
+}
+
 /// The file target `path`, or the default `<input>.dead-letter.jsonl` beside `input`.
 pub fn beside(input: &Path) -> Target {
     let text = input.display().to_string();

@@ -47,6 +47,12 @@ pub const CONNECTOR: Connector = Connector {
         )
         .default("<path>.dead-letter.jsonl")
         .source_only(),
+        OptionDef::new(
+            "dead-letter.topic",
+            OptionType::Text,
+            "a log topic for records that cannot be read, instead of a file",
+        )
+        .source_only(),
     ],
     source: Some(build),
     sink: Some(crate::sink::file::build),
@@ -168,10 +174,7 @@ pub fn build(
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };
-    let own = spec
-        .options
-        .get("dead-letter.path")
-        .map(|p| Target::File(PathBuf::from(p)));
+    let own = crate::dead_letters::own_target(spec);
     let dead = first.dead_letters.writer(
         &spec.name,
         own,

@@ -168,3 +168,54 @@ fn readme_tables_match_the_descriptors() {
         );
     }
 }
+
+/// One dead-letter service: `SET 'dead-letter.path'` gathers every table's rejects in one
+/// file, in one shape; a table's own option still wins; the summary counts each table.
+#[test]
+fn issue_14_dead_letters_have_one_shape_and_one_destination() {
+    let dir = TestDir::new();
+    dir.write("a.jsonl", "{\"n\": 1}\nnot json\n");
+    dir.write("b.jsonl", "{\"n\": \"x\"}\n{\"n\": 2}\n");
+    dir.write("c.jsonl", "{oops\n");
+    dir.write(
+        "p.sql",
+        "SET 'dead-letter.path' = 'dl/all.jsonl';
+         CREATE TABLE a (n BIGINT) WITH (connector = 'file', path = 'a.jsonl');
+         CREATE TABLE b (n BIGINT) WITH (connector = 'file', path = 'b.jsonl');
+         CREATE TABLE c (n BIGINT) WITH (connector = 'file', path = 'c.jsonl', 'dead-letter.path' = 'c.bad');
+         CREATE TABLE out (n BIGINT) WITH (connector = 'file', path = 'out.jsonl');
+         INSERT INTO out SELECT n FROM a UNION ALL SELECT n FROM b UNION ALL SELECT n FROM c;",
+    );
+    let run = dir.runnel(&["run", "p.sql", "-p", "1"]);
+    run.assert_ok();
+    let letters: Vec<serde_json::Value> = dir
+        .read("dl/all.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let mut tables: Vec<&str> = letters
+        .iter()
+        .map(|l| l["table"].as_str().unwrap())
+        .collect();
+    tables.sort_unstable();
+    assert_eq!(tables, ["a", "b"], "{letters:?}");
+    for l in &letters {
+        for field in ["time", "table", "location", "reason", "raw"] {
+            assert!(l.get(field).is_some(), "{field} missing in {l}");
+        }
+    }
+    let a = letters.iter().find(|l| l["table"] == "a").unwrap();
+    assert_eq!(a["location"], "a.jsonl:2");
+    assert_eq!(a["raw"], "not json");
+    assert_eq!(dir.read("c.bad").lines().count(), 1);
+    assert!(
+        run.stderr.contains("1 dead-lettered -> dl/all.jsonl"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 dead-lettered -> c.bad"),
+        "{}",
+        run.stderr
+    );
+}

@@ -99,6 +99,12 @@ pub const CONNECTOR: Connector = Connector {
         )
         .default("<topic>.dead-letter")
         .source_only(),
+        OptionDef::new(
+            "dead-letter.path",
+            OptionType::Path,
+            "a JSON-lines file for records that cannot be read, instead of a topic",
+        )
+        .source_only(),
     ],
     source: Some(build),
     sink: Some(crate::sink::log::build),
@@ -429,10 +435,7 @@ pub fn build(
             "topic exists with {} partition(s); option partitions = {} is ignored",
             topic.partition_count(), config.partitions);
     }
-    let own = spec
-        .options
-        .get("dead-letter.topic")
-        .map(|t| Target::Topic(t.to_string()));
+    let own = crate::dead_letters::own_target(spec);
     let dead = first.dead_letters.writer(
         &spec.name,
         own,
