@@ -37,6 +37,13 @@ impl Dialect for FlinkDialect {
     /// `__runnel_table_arg(t, k, …)`, so the error positions of everything
     /// else are kept.
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+        if let sqlparser::tokenizer::Token::Word(w) = &parser.peek_token().token
+            && (w.value.eq_ignore_ascii_case("TIMESTAMPADD")
+                || w.value.eq_ignore_ascii_case("TIMESTAMPDIFF"))
+            && parser.peek_nth_token(1).token == sqlparser::tokenizer::Token::LParen
+        {
+            return Some(parse_timestamp_fn(parser));
+        }
         let is_table_arg = parser.peek_keyword(Keyword::TABLE)
             && matches!(
                 parser.peek_nth_token(1).token,
@@ -47,6 +54,74 @@ impl Dialect for FlinkDialect {
         }
         Some(parse_table_arg(parser))
     }
+}
+
+/// Flink's `TIMESTAMPADD(unit, n, ts)` / `TIMESTAMPDIFF(unit, a, b)`: the bare unit word
+/// becomes a string argument, so the functions are ordinary scalar functions.
+fn parse_timestamp_fn(parser: &mut Parser) -> Result<Expr, ParserError> {
+    let name = parser.next_token().token.to_string().to_ascii_lowercase();
+    parser.expect_token(&sqlparser::tokenizer::Token::LParen)?;
+    const UNITS: [&str; 9] = [
+        "MILLISECOND",
+        "SECOND",
+        "MINUTE",
+        "HOUR",
+        "DAY",
+        "WEEK",
+        "MONTH",
+        "QUARTER",
+        "YEAR",
+    ];
+    let tok = parser.next_token();
+    let unit = match &tok.token {
+        sqlparser::tokenizer::Token::Word(w)
+            if UNITS.contains(&w.value.to_ascii_uppercase().as_str()) =>
+        {
+            w.value.to_ascii_uppercase()
+        }
+        _ => {
+            return parser.expected(
+                "a time unit (SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER, YEAR)",
+                tok,
+            );
+        }
+    };
+    parser.expect_token(&sqlparser::tokenizer::Token::Comma)?;
+    let a = parser.parse_expr()?;
+    parser.expect_token(&sqlparser::tokenizer::Token::Comma)?;
+    let b = parser.parse_expr()?;
+    parser.expect_token(&sqlparser::tokenizer::Token::RParen)?;
+    Ok(call(
+        &name,
+        vec![
+            Expr::value(sqlparser::ast::Value::SingleQuotedString(unit)),
+            a,
+            b,
+        ],
+    ))
+}
+
+/// A plain function call expression.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| {
+                    sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e))
+                })
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }
 
 fn parse_table_arg(parser: &mut Parser) -> Result<Expr, ParserError> {
@@ -71,23 +146,5 @@ fn parse_table_arg(parser: &mut Parser) -> Result<Expr, ParserError> {
             parser.next_token();
         }
     }
-    Ok(Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(TABLE_ARG_FN)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|e| {
-                    sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e))
-                })
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    }))
+    Ok(call(TABLE_ARG_FN, args))
 }

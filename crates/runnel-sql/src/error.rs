@@ -87,7 +87,8 @@ impl From<sqlparser::parser::ParserError> for SqlError {
 }
 
 /// Makes DataFusion's messages read like runnel's: drops the "Error during
-/// planning:" prefixes and backtraces.
+/// planning:" prefixes and backtraces, names constructs runnel does not support yet
+/// instead of dumping their syntax tree, and keeps to the first line.
 pub(crate) fn clean_datafusion_message(e: &datafusion_common::DataFusionError) -> String {
     let mut s = e.strip_backtrace();
     for prefix in [
@@ -100,5 +101,63 @@ pub(crate) fn clean_datafusion_message(e: &datafusion_common::DataFusionError) -
             s = rest.to_string();
         }
     }
-    s
+    if let Some(known) = not_yet(&s) {
+        return known;
+    }
+    if let Some(rest) = s.strip_prefix("Unsupported ast node ") {
+        // `TableFunction { expr: Function(Function { name: … "CUMULATE" …`: name the node
+        // and, for a function, the function.
+        let node = rest.split([' ', '(', '{']).next().unwrap_or(rest);
+        let function = rest
+            .split_once("value: \"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(name, _)| name.to_string());
+        return match (node, function) {
+            ("TableFunction", Some(f)) => format!(
+                "table function {f}(…) is not supported; window table functions are TUMBLE, \
+                 HOP and SESSION"
+            ),
+            (node, Some(f)) => format!("{node} {f}(…) is not supported"),
+            (node, None) => format!("the SQL construct {node} is not supported"),
+        };
+    }
+    let first = s.lines().next().unwrap_or_default().to_string();
+    if first.len() > 300 {
+        format!("{}…", &first[..first.floor_char_boundary(300)])
+    } else {
+        first
+    }
+}
+
+/// Constructs of Flink SQL that runnel does not plan yet, named with what to use instead.
+fn not_yet(message: &str) -> Option<String> {
+    let invalid = message
+        .strip_prefix("Invalid function '")
+        .and_then(|r| r.split_once('\''))
+        .map(|(f, _)| f.to_ascii_lowercase())?;
+    let text = match invalid.as_str() {
+        "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" | "lag"
+        | "lead" | "first_value" | "nth_value" => format!(
+            "{}() OVER (…) (Top-N, deduplication, ranking) is not supported yet",
+            invalid.to_ascii_uppercase()
+        ),
+        "tumble" | "hop" | "session" | "cumulate" => format!(
+            "group window {}(time_col, …) in GROUP BY is not supported yet; use the window \
+             table function: FROM TABLE({}(TABLE t, DESCRIPTOR(time_col), INTERVAL …)) \
+             GROUP BY window_start, window_end",
+            invalid.to_ascii_uppercase(),
+            invalid.to_ascii_uppercase()
+        ),
+        "tumble_start" | "tumble_end" | "hop_start" | "hop_end" | "session_start"
+        | "session_end" | "tumble_rowtime" | "hop_rowtime" | "session_rowtime" => format!(
+            "{}() of group windows is not supported yet; use window_start / window_end of a \
+             window table function",
+            invalid.to_ascii_uppercase()
+        ),
+        "proctime" => "PROCTIME() (processing time) is not supported yet; declare an \
+                       event-time column with WATERMARK FOR"
+            .to_string(),
+        _ => return None,
+    };
+    Some(text)
 }

@@ -229,12 +229,15 @@ impl Planner {
                     .unwrap_or_else(|| clean_datafusion_message(&e)),
             })?;
         let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
-        Analyzer::new()
+        let plan = Analyzer::new()
             .execute_and_check(plan, config, |_, _| {})
             .map_err(|e| SqlError::Plan {
                 line,
                 message: clean_datafusion_message(&e),
-            })
+            })?;
+        functions::check_literal_patterns(&plan)
+            .map_err(|message| SqlError::Plan { line, message })?;
+        Ok(plan)
     }
 }
 

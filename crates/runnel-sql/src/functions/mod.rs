@@ -1,5 +1,13 @@
-//! runnel's own SQL functions, for Flink names DataFusion lacks. Other crates
-//! add theirs through `Planner::register_udf` (e.g. `classify` from runnel-vision).
+//! runnel's own SQL functions: Flink's names and semantics where DataFusion lacks them
+//! or means something else (`DATE_FORMAT` with Java patterns, `FROM_UNIXTIME` giving
+//! text, …). They replace DataFusion's functions of the same name. Other crates add
+//! theirs through a function provider (e.g. `classify` from runnel-vision).
+
+mod simple;
+mod text;
+mod time;
+
+pub use time::java_pattern;
 
 use std::sync::Arc;
 
@@ -13,10 +21,44 @@ use datafusion_expr::{
 
 /// Functions runnel adds to DataFusion's built-ins.
 pub fn all() -> Vec<Arc<ScalarUDF>> {
-    vec![
+    let mut v = vec![
         Arc::new(ScalarUDF::new_from_impl(Mod::new())),
         Arc::new(ScalarUDF::new_from_impl(MsSince::new())),
-    ]
+    ];
+    v.extend(time::all());
+    v.extend(text::all());
+    v
+}
+
+/// Checks the literal date patterns of `DATE_FORMAT`, `TO_TIMESTAMP`, `FROM_UNIXTIME`
+/// and `UNIX_TIMESTAMP` while planning, so a bad pattern is a planning error with the
+/// statement's line rather than a failure when the first row arrives.
+///
+/// # Errors
+/// The first bad pattern, with the function and the letter.
+pub fn check_literal_patterns(
+    plan: &datafusion_expr::LogicalPlan,
+) -> std::result::Result<(), String> {
+    use datafusion_common::ScalarValue;
+    use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut bad = None;
+    let _ = plan.apply(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && let name @ ("date_format" | "to_timestamp" | "from_unixtime"
+                    | "unix_timestamp") = f.func.name()
+                    && let Some(Expr::Literal(ScalarValue::Utf8(Some(p)), _)) = f.args.get(1)
+                    && let Err(msg) = java_pattern(p)
+                {
+                    bad = Some(format!("{}: {msg}", name.to_ascii_uppercase()));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    bad.map_or(Ok(()), Err)
 }
 
 /// `ms_since(ts)`: milliseconds from `ts` to the moment the row is evaluated (BIGINT).
