@@ -59,12 +59,24 @@ impl CheckpointHandle {
         watermark: Timestamp,
         state: StateWriter,
     ) {
+        self.done_source(id, position, watermark, false, state);
+    }
+
+    fn done_source(
+        &self,
+        id: u64,
+        position: Option<serde_json::Value>,
+        watermark: Timestamp,
+        idle: bool,
+        state: StateWriter,
+    ) {
         self.report(Report::Done {
             id,
             node: self.node,
             subtask: self.subtask,
             position,
             watermark,
+            idle,
             state: state.entries,
         });
     }
@@ -104,9 +116,20 @@ pub async fn run_source(
             })?;
         }
         if entry.watermark > TS_MIN && entry.watermark < TS_MAX {
-            // Watermarks never go back, not even across a restart.
+            // Watermarks never go back, not even across a restart. Say it again at once:
+            // downstream subtasks start from nothing, and a source whose input was all
+            // read before the crash would otherwise never move event time again.
             emitted = entry.watermark;
             metrics.watermark.set(emitted);
+            outputs
+                .broadcast(Message::Watermark(Watermark::At(emitted)))
+                .await?;
+        }
+        if entry.idle {
+            idle = true;
+            outputs
+                .broadcast(Message::Watermark(Watermark::Idle))
+                .await?;
         }
     }
     loop {
@@ -115,7 +138,7 @@ pub async fn run_source(
                 match rx.try_recv() {
                     Ok(id) => {
                         // Position first, then the barrier: everything before it is in `id`.
-                        c.done(id, source.position(), emitted, StateWriter::default());
+                        c.done_source(id, source.position(), emitted, idle, StateWriter::default());
                         outputs
                             .broadcast(Message::Barrier(Barrier { checkpoint: id }))
                             .await?;
@@ -235,10 +258,10 @@ pub async fn run_operator(
             && entry.watermark < TS_MAX
         {
             current = entry.watermark;
-            metrics.watermark.set(current);
-            // Sets the operator's notion of time; restored windows are all still open.
-            op.process_watermark(current, &mut out)?;
-            flush(&mut out, &outputs, &metrics).await?;
+            // Sets the operator's notion of time (restored windows are all still open) and
+            // tells downstream subtasks, which restart from nothing: its inputs only send
+            // watermarks above this one.
+            advance(op.as_mut(), current, &mut out, &outputs, &metrics).await?;
         }
     }
     let mut input = InputSide::new(inputs, current);

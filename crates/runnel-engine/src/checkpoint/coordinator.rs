@@ -98,11 +98,11 @@ impl Coordinator {
                         Report::Ended { node, subtask, position } => {
                             ended.insert((node, subtask), position);
                         }
-                        Report::Done { id, node, subtask, position, watermark, state } => {
+                        Report::Done { id, node, subtask, position, watermark, idle, state } => {
                             if let Some(f) = inflight.get_mut(&id) {
                                 let file = (!state.is_empty()).then(|| format!("{id}/op-{node}-{subtask}.arrows"));
                                 f.done.insert((node, subtask), SubtaskEntry {
-                                    node, subtask, position, watermark, file, ended: false,
+                                    node, subtask, position, watermark, idle, file, ended: false,
                                 });
                                 if !state.is_empty() {
                                     f.states.push(((node, subtask), state));
@@ -200,6 +200,7 @@ impl Coordinator {
                     subtask: *subtask,
                     position: position.clone(),
                     watermark: runnel_common::time::TS_MAX,
+                    idle: false,
                     file: None,
                     ended: true,
                 });

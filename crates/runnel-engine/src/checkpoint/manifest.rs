@@ -34,6 +34,10 @@ pub struct SubtaskEntry {
     pub position: Option<serde_json::Value>,
     /// The subtask's watermark when it took the snapshot.
     pub watermark: Timestamp,
+    /// A source subtask was idle (its watermark did not hold others back); a restored
+    /// source says so again at once, so event time moves as it would have.
+    #[serde(default)]
+    pub idle: bool,
     /// State file name, relative to the checkpoint directory.
     pub file: Option<String>,
     /// The subtask had already finished (its input ended).

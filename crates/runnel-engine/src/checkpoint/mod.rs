@@ -111,6 +111,8 @@ pub enum Report {
         position: Option<serde_json::Value>,
         /// Watermark at the snapshot.
         watermark: Timestamp,
+        /// A source subtask was idle at the snapshot.
+        idle: bool,
         /// Operator state.
         state: Vec<(String, RecordBatch)>,
     },

@@ -484,3 +484,97 @@ fn s3_state_dir_recovers_exactly() {
         r.stderr
     );
 }
+
+const IDLE_PIPELINE: &str = "
+SET 'execution.checkpointing.interval' = '500 ms';
+SET 'source.idle-timeout' = '3 s';
+CREATE TABLE events (k STRING, seq BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+  WITH (connector = 'log', topic = 'ev', 'scan.startup.mode' = 'earliest');
+CREATE TABLE counts (k STRING, window_end TIMESTAMP(3), n BIGINT)
+  WITH (connector = 'file', path = 'out/counts');
+INSERT INTO counts
+SELECT k, window_end, COUNT(*)
+FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end;
+";
+
+/// A topic of two partitions with every record in one, so the second source subtask
+/// reads nothing and holds event time back until it goes idle (after 3 s).
+fn prepare_idle(t: &TestDir) {
+    t.write("p.sql", IDLE_PIPELINE);
+    let r = t.runnel(&[
+        "topics",
+        "create",
+        "ev",
+        "--partitions",
+        "2",
+        "--data-dir",
+        "d",
+    ]);
+    assert!(r.success, "{}", r.stderr);
+    let lines: String = (0..100)
+        .map(|i| {
+            format!(
+                "{{\"k\":\"a\",\"seq\":{i},\"ts\":{}}}\n",
+                1_764_000_000_000u64 + i * 1000
+            )
+        })
+        .collect();
+    t.write("in.jsonl", &lines);
+    let r = t.runnel(&[
+        "produce",
+        "ev",
+        "--key",
+        "a",
+        "--file",
+        "in.jsonl",
+        "--data-dir",
+        "d",
+    ]);
+    assert!(r.success, "{}", r.stderr);
+}
+
+/// Runs the never-ending pipeline for `secs`, then stops it as Ctrl-C would.
+fn run_for(t: &TestDir, secs: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "p.sql", "--data-dir", "d", "-p", "2"])
+        .current_dir(t.path())
+        .env("RUNNEL_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting runnel");
+    std::thread::sleep(Duration::from_secs(secs));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// Issue 15 (restored event time): a run killed after all input was read, but before an
+/// idle source subtask let event time move, resumes with its sources' watermarks and idle
+/// state, so it fires the windows an uninterrupted run fires (it used to fire none).
+#[test]
+fn issue_15_restored_source_watermarks_fire_the_same_windows() {
+    let _heavy = crate::harness::heavy();
+    let reference = TestDir::new();
+    prepare_idle(&reference);
+    run_for(&reference, 8);
+    let want = committed(&reference.path().join("out/counts"));
+    assert_eq!(want.len(), 9, "{want:?}");
+
+    let t = TestDir::new();
+    prepare_idle(&t);
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "p.sql", "--data-dir", "d", "-p", "2"])
+        .current_dir(t.path())
+        .env("RUNNEL_LOG", "error")
+        .env("RUNNEL_FAIL_AT", "after-manifest")
+        .env("RUNNEL_FAIL_AT_CHECKPOINT", "1")
+        .output()
+        .expect("running runnel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("injected crash"), "{stderr}");
+    run_for(&t, 8);
+    assert_eq!(committed(&t.path().join("out/counts")), want);
+}
