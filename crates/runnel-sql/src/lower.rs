@@ -492,9 +492,40 @@ impl Lowerer {
             order_by,
             null_treatment,
         } = params;
-        if filter.is_some() {
-            return Err(self.unsupported("FILTER (WHERE …) in aggregates is not supported yet"));
-        }
+        // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)` for aggregates that
+        // skip NULLs: rows that fail the condition contribute nothing.
+        const SKIP_NULLS: [&str; 10] = [
+            "count",
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "mean",
+            "stddev",
+            "stddev_pop",
+            "var",
+            "var_pop",
+        ];
+        let args: Vec<Expr> = match filter {
+            None => args.clone(),
+            Some(_) if !SKIP_NULLS.contains(&func.name().to_ascii_lowercase().as_str()) => {
+                return Err(self.unsupported(&format!(
+                    "FILTER (WHERE …) is supported with COUNT, SUM, MIN, MAX, AVG, STDDEV and \
+                     VAR, not with {}",
+                    func.name().to_ascii_uppercase()
+                )));
+            }
+            Some(cond) => args
+                .iter()
+                .map(|a| {
+                    Expr::Case(datafusion_expr::expr::Case {
+                        expr: None,
+                        when_then_expr: vec![(cond.clone(), Box::new(a.clone()))],
+                        else_expr: None,
+                    })
+                })
+                .collect(),
+        };
         let phys_args = args
             .iter()
             .map(|a| self.physical(a, input))
