@@ -109,28 +109,8 @@ pub async fn run_source(
     let mut idle = false;
     let mut triggers = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
     if let Some(entry) = ckpt.as_ref().and_then(CheckpointHandle::restored_entry) {
-        if let Some(pos) = &entry.position {
-            source.seek(pos).await.map_err(|e| EngineError::Connector {
-                table: table.clone(),
-                error: Box::new(e),
-            })?;
-        }
-        if entry.watermark > TS_MIN && entry.watermark < TS_MAX {
-            // Watermarks never go back, not even across a restart. Say it again at once:
-            // downstream subtasks start from nothing, and a source whose input was all
-            // read before the crash would otherwise never move event time again.
-            emitted = entry.watermark;
-            metrics.watermark.set(emitted);
-            outputs
-                .broadcast(Message::Watermark(Watermark::At(emitted)))
-                .await?;
-        }
-        if entry.idle {
-            idle = true;
-            outputs
-                .broadcast(Message::Watermark(Watermark::Idle))
-                .await?;
-        }
+        (emitted, idle) =
+            restore_source(&table, source.as_mut(), entry, &outputs, &metrics).await?;
     }
     loop {
         if let (Some(rx), Some(c)) = (triggers.as_mut(), ckpt.as_ref()) {
@@ -218,6 +198,39 @@ pub async fn run_source(
             }
         }
     }
+}
+
+/// Rewinds a restored source and says its watermark and idleness again at once:
+/// downstream subtasks start from nothing, and a source whose input was all read before
+/// the crash would otherwise never move event time again. Returns both.
+async fn restore_source(
+    table: &str,
+    source: &mut dyn Source,
+    entry: &crate::checkpoint::SubtaskEntry,
+    outputs: &Outputs,
+    metrics: &NodeMetrics,
+) -> Result<(Timestamp, bool), EngineError> {
+    if let Some(pos) = &entry.position {
+        source.seek(pos).await.map_err(|e| EngineError::Connector {
+            table: table.to_string(),
+            error: Box::new(e),
+        })?;
+    }
+    let mut emitted = TS_MIN;
+    if entry.watermark > TS_MIN && entry.watermark < TS_MAX {
+        // Watermarks never go back, not even across a restart.
+        emitted = entry.watermark;
+        metrics.watermark.set(emitted);
+        outputs
+            .broadcast(Message::Watermark(Watermark::At(emitted)))
+            .await?;
+    }
+    if entry.idle {
+        outputs
+            .broadcast(Message::Watermark(Watermark::Idle))
+            .await?;
+    }
+    Ok((emitted, entry.idle))
 }
 
 fn max_event_time(batch: &RecordBatch, column: usize) -> Option<Timestamp> {

@@ -153,25 +153,7 @@ type PanelParts = (PanelConfig, Option<usize>, Option<(String, usize, usize)>);
 fn panel_config(spec: &TableSpec) -> Result<PanelParts, ConnectorError> {
     let o = &spec.options;
     CONNECTOR.check_options(spec)?;
-    let view = match o
-        .choice("dashboard", "view", &["table", "timeseries", "gallery"])
-        .map_err(|e| option_err(spec, e))?
-    {
-        Some("timeseries") => View::Timeseries,
-        Some("gallery") => View::Gallery,
-        _ => View::Table,
-    };
-    let default_rows = match view {
-        View::Table => 50,
-        View::Timeseries => 2000,
-        View::Gallery => MAX_GALLERY_KEYS,
-    };
-    let max_rows = o
-        .parsed("dashboard", "max-rows", "expected a positive number", |v| {
-            v.parse::<usize>().ok().filter(|n| *n > 0)
-        })
-        .map_err(|e| option_err(spec, e))?
-        .unwrap_or(default_rows);
+    let (view, max_rows) = view_and_rows(spec)?;
     let schema = &spec.schema;
     let column = |key: &str| -> Result<Option<String>, ConnectorError> {
         match o.get(key) {
@@ -254,23 +236,7 @@ fn panel_config(spec: &TableSpec) -> Result<PanelParts, ConnectorError> {
         )));
     }
     let image_col = image.as_ref().and_then(|c| schema.index_of(c).ok());
-    let image_lookup_cols = match &image_topic {
-        None => None,
-        Some(topic) => {
-            let p = schema.index_of("partition");
-            let off = schema.index_of("offset");
-            match (p, off) {
-                (Ok(p), Ok(off)) => Some((topic.clone(), p, off)),
-                _ => {
-                    return Err(ConnectorError::Other(format!(
-                        "table '{}': 'image.topic' = '{topic}' needs columns 'partition' and \
-                         'offset' to find each frame",
-                        spec.name
-                    )));
-                }
-            }
-        }
-    };
+    let image_lookup_cols = image_lookup(spec, image_topic.as_deref())?;
     let columns = schema
         .fields()
         .iter()
@@ -299,6 +265,57 @@ fn panel_config(spec: &TableSpec) -> Result<PanelParts, ConnectorError> {
         columns,
     };
     Ok((config, image_col, image_lookup_cols))
+}
+
+/// Where a gallery's images are looked up in the log: (topic, partition column, offset
+/// column), when `image.topic` is set.
+fn image_lookup(
+    spec: &TableSpec,
+    image_topic: Option<&str>,
+) -> Result<Option<(String, usize, usize)>, ConnectorError> {
+    let schema = &spec.schema;
+    Ok(match image_topic {
+        None => None,
+        Some(topic) => {
+            let p = schema.index_of("partition");
+            let off = schema.index_of("offset");
+            match (p, off) {
+                (Ok(p), Ok(off)) => Some((topic.to_string(), p, off)),
+                _ => {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': 'image.topic' = '{topic}' needs columns 'partition' and \
+                         'offset' to find each frame",
+                        spec.name
+                    )));
+                }
+            }
+        }
+    })
+}
+
+/// The panel's view and how many rows it keeps.
+fn view_and_rows(spec: &TableSpec) -> Result<(View, usize), ConnectorError> {
+    let o = &spec.options;
+    let view = match o
+        .choice("dashboard", "view", &["table", "timeseries", "gallery"])
+        .map_err(|e| option_err(spec, e))?
+    {
+        Some("timeseries") => View::Timeseries,
+        Some("gallery") => View::Gallery,
+        _ => View::Table,
+    };
+    let default_rows = match view {
+        View::Table => 50,
+        View::Timeseries => 2000,
+        View::Gallery => MAX_GALLERY_KEYS,
+    };
+    let max_rows = o
+        .parsed("dashboard", "max-rows", "expected a positive number", |v| {
+            v.parse::<usize>().ok().filter(|n| *n > 0)
+        })
+        .map_err(|e| option_err(spec, e))?
+        .unwrap_or(default_rows);
+    Ok((view, max_rows))
 }
 
 fn column_names(spec: &TableSpec) -> String {

@@ -1,0 +1,214 @@
+//! Lowering of aggregates: window aggregates (tumble, hop, session, cumulative keys) and
+//! their aggregate calls, compiled against the input schema.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion_common::DFSchemaRef;
+use datafusion_expr::Expr;
+use datafusion_physical_expr::expressions::Column;
+
+use super::Lowerer;
+use crate::error::{SqlError, clean_datafusion_message};
+use crate::graph::{GroupCol, Input, NodeSpec, Partitioning, WindowAggSpec, WindowCols};
+
+impl Lowerer {
+    /// GROUP BY window_start, window_end[, keys] over windowed rows.
+    pub(super) fn lower_aggregate(
+        &mut self,
+        agg: &datafusion_expr::logical_plan::Aggregate,
+    ) -> Result<Vec<usize>, SqlError> {
+        let inputs = self.lower(&agg.input)?;
+        let first = &self.graph.nodes[inputs[0]];
+        let Some(win) = first.window else {
+            return Err(self.unsupported(
+                "GROUP BY over an unbounded stream needs a window: aggregate over TABLE(TUMBLE(…)), HOP or SESSION and group by window_start, window_end",
+            ));
+        };
+        let event_time = first.event_time;
+        let input_schema = agg.input.schema();
+        let mut key_cols = Vec::new();
+        let mut layout = Vec::new();
+        for g in &agg.group_expr {
+            let col = match g {
+                Expr::Column(c) => input_schema.index_of_column(c).ok(),
+                _ => None,
+            };
+            let Some(col) = col else {
+                return Err(self.unsupported(&format!(
+                    "GROUP BY {g}: group by columns only (compute the expression in a view first)"
+                )));
+            };
+            if col == win.start {
+                layout.push(GroupCol::Start);
+            } else if col == win.end {
+                layout.push(GroupCol::End);
+            } else {
+                layout.push(GroupCol::Key(key_cols.len()));
+                key_cols.push(col);
+            }
+        }
+        if !layout.contains(&GroupCol::Start) || !layout.contains(&GroupCol::End) {
+            return Err(self
+                .unsupported("a windowed GROUP BY must include both window_start and window_end"));
+        }
+        let arrow_input: SchemaRef = Arc::new(input_schema.as_arrow().clone());
+        let n_groups = agg.group_expr.len();
+        let mut aggs = Vec::new();
+        for (i, e) in agg.aggr_expr.iter().enumerate() {
+            let name = agg.schema.field(n_groups + i).name().clone();
+            aggs.push(Arc::new(self.aggregate_expr(
+                e,
+                input_schema,
+                &arrow_input,
+                &name,
+                event_time,
+            )?));
+        }
+        // Route every window of a key to one subtask; with no keys, spread windows by start.
+        let hash: Vec<usize> = match (key_cols.is_empty(), win.session_gap_ms) {
+            (false, _) => key_cols.clone(),
+            (true, None) => vec![win.start],
+            (true, Some(_)) => Vec::new(), // one global session stream: a single subtask
+        };
+        let spec = WindowAggSpec {
+            end_col: win.end,
+            start_col: win.start,
+            key_cols,
+            group_layout: layout.clone(),
+            aggs,
+            session_gap_ms: win.session_gap_ms,
+        };
+        let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
+        let inputs = inputs
+            .into_iter()
+            .map(|node| Input {
+                node,
+                partitioning: Partitioning::Hash(hash.clone()),
+            })
+            .collect();
+        let label = if win.session_gap_ms.is_some() {
+            "session aggregate"
+        } else {
+            "window aggregate"
+        };
+        let id = self.push(
+            label.to_string(),
+            NodeSpec::WindowAggregate(spec),
+            schema,
+            inputs,
+        );
+        let start = layout.iter().position(|g| *g == GroupCol::Start);
+        let end = layout.iter().position(|g| *g == GroupCol::End);
+        if let (Some(start), Some(end)) = (start, end) {
+            self.graph.nodes[id].window = Some(WindowCols {
+                start,
+                end,
+                session_gap_ms: None,
+            });
+        }
+        Ok(vec![id])
+    }
+
+    fn aggregate_expr(
+        &self,
+        e: &Expr,
+        input: &DFSchemaRef,
+        arrow_input: &SchemaRef,
+        name: &str,
+        event_time: Option<usize>,
+    ) -> Result<datafusion_physical_expr::aggregate::AggregateFunctionExpr, SqlError> {
+        use datafusion_expr::expr::{AggregateFunction, AggregateFunctionParams, NullTreatment};
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+            return Err(self.unsupported(&format!("{e} is not an aggregate function")));
+        };
+        let AggregateFunctionParams {
+            args,
+            distinct,
+            filter,
+            order_by,
+            null_treatment,
+        } = params;
+        // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)` for aggregates that
+        // skip NULLs: rows that fail the condition contribute nothing.
+        const SKIP_NULLS: [&str; 10] = [
+            "count",
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "mean",
+            "stddev",
+            "stddev_pop",
+            "var",
+            "var_pop",
+        ];
+        let args: Vec<Expr> = match filter {
+            None => args.clone(),
+            Some(_) if !SKIP_NULLS.contains(&func.name().to_ascii_lowercase().as_str()) => {
+                return Err(self.unsupported(&format!(
+                    "FILTER (WHERE …) is supported with COUNT, SUM, MIN, MAX, AVG, STDDEV and \
+                     VAR, not with {}",
+                    func.name().to_ascii_uppercase()
+                )));
+            }
+            Some(cond) => args
+                .iter()
+                .map(|a| {
+                    Expr::Case(datafusion_expr::expr::Case {
+                        expr: None,
+                        when_then_expr: vec![(cond.clone(), Box::new(a.clone()))],
+                        else_expr: None,
+                    })
+                })
+                .collect(),
+        };
+        let phys_args = args
+            .iter()
+            .map(|a| self.physical(a, input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sorts = Vec::new();
+        for s in order_by {
+            sorts.push(datafusion_physical_expr::PhysicalSortExpr {
+                expr: self.physical(&s.expr, input)?,
+                options: arrow::compute::SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                },
+            });
+        }
+        // Flink's FIRST_VALUE / LAST_VALUE follow event time.
+        let fname = func.name().to_ascii_lowercase();
+        if sorts.is_empty()
+            && (fname == "first_value" || fname == "last_value")
+            && let Some(et) = event_time
+        {
+            sorts.push(datafusion_physical_expr::PhysicalSortExpr {
+                expr: Arc::new(Column::new(arrow_input.field(et).name(), et)),
+                options: arrow::compute::SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            });
+        }
+        let mut builder = datafusion_physical_expr::aggregate::AggregateExprBuilder::new(
+            Arc::clone(func),
+            phys_args,
+        )
+        .schema(Arc::clone(arrow_input))
+        .alias(name)
+        .order_by(sorts)
+        .with_ignore_nulls(matches!(null_treatment, Some(NullTreatment::IgnoreNulls)));
+        if *distinct {
+            builder = builder.distinct();
+        }
+        builder.build().map_err(|err| SqlError::Plan {
+            line: self.line,
+            message: clean_datafusion_message(&err),
+        })
+    }
+}
