@@ -36,9 +36,6 @@ use crate::source::log::{
 use crate::txn::{self, Staging};
 use crate::{ConnectorError, Sink, SinkContext};
 
-/// Appends to one partition are split beyond about this many bytes (frames are capped).
-const MAX_APPEND_BYTES: usize = 64 << 20;
-
 /// Validates options and columns, opens (or creates) the topic and returns one subtask per context.
 ///
 /// # Errors
@@ -281,22 +278,8 @@ fn append_all(topic: &Topic, per_partition: Vec<Vec<Record>>) -> Result<(), Conn
                 topic.name()
             ))
         })?;
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for r in records {
-            size += r.data_len();
-            chunk.push(r);
-            if size >= MAX_APPEND_BYTES {
-                part.append(std::mem::take(&mut chunk))
-                    .map_err(|e| log_error(format!("appending to {}/{p}", topic.name()), e))?;
-                size = 0;
-            }
-        }
-        if !chunk.is_empty() {
-            part.append(chunk)
-                .map_err(|e| log_error(format!("appending to {}/{p}", topic.name()), e))?;
-        }
-        Ok(())
+        log_txn::append_chunked(part, records)
+            .map_err(|e| log_error(format!("appending to {}/{p}", topic.name()), e))
     };
     let mut jobs: Vec<(usize, Vec<Record>)> = per_partition
         .into_iter()

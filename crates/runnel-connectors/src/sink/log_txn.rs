@@ -106,7 +106,9 @@ impl Apply for LogApply {
 /// Appends of one partition are split beyond about this many bytes (frames are capped).
 const MAX_APPEND_BYTES: usize = 64 << 20;
 
-fn append_chunked(
+/// Appends `records` to `part` durably, split into appends of about
+/// [`MAX_APPEND_BYTES`] (frames are capped).
+pub(crate) fn append_chunked(
     part: &runnel_log::Partition,
     records: Vec<Record>,
 ) -> Result<(), runnel_log::LogError> {

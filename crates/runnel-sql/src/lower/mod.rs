@@ -346,13 +346,7 @@ impl Lowerer {
                     kind: tvf.kind,
                     time_col: tvf.time_col,
                 };
-                let inputs = inputs
-                    .into_iter()
-                    .map(|node| Input {
-                        node,
-                        partitioning: Partitioning::Forward,
-                    })
-                    .collect();
+                let inputs = forward(inputs);
                 let id = self.push(
                     rel.name.clone(),
                     NodeSpec::WindowAssign(spec),
@@ -567,13 +561,7 @@ impl Lowerer {
             exprs,
             blocking: false,
         });
-        let inputs = inputs
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Forward,
-            })
-            .collect();
+        let inputs = forward(inputs);
         let id = self.push(label.to_string(), spec, schema, inputs);
         self.graph.nodes[id].event_time = event_time;
         self.graph.nodes[id].window = window;
@@ -599,6 +587,17 @@ impl Lowerer {
         });
         id
     }
+}
+
+/// Forward edges from each of `nodes`.
+pub(super) fn forward(nodes: Vec<usize>) -> Vec<Input> {
+    nodes
+        .into_iter()
+        .map(|node| Input {
+            node,
+            partitioning: Partitioning::Forward,
+        })
+        .collect()
 }
 
 fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
