@@ -214,6 +214,25 @@ impl Prepared {
     /// Runs every table's health check and probes the checkpoint location, without
     /// running the pipeline. Every check runs; each gets a line.
     pub async fn check(&self, resources: &Resources) -> Vec<CheckResult> {
+        let mut out = self.check_tables(resources).await;
+        let result = checkpointing::config(self, self.options.from_scratch)
+            .await
+            .map(|c| match c {
+                None => "off".to_string(),
+                Some(c) => match &c.restore {
+                    Some(r) => format!("{}: would resume from checkpoint {}", c.dir, r.manifest.id),
+                    None => format!("{}: no checkpoint yet, would start fresh", c.dir),
+                },
+            });
+        out.push(CheckResult {
+            what: "checkpoints".into(),
+            result,
+        });
+        out
+    }
+
+    /// Every table's health check, one result each.
+    async fn check_tables(&self, resources: &Resources) -> Vec<CheckResult> {
         let mut out = Vec::new();
         let ctx = CheckContext {
             data_dir: resources.data_dir.clone(),
@@ -244,19 +263,6 @@ impl Prepared {
             });
             out.push(CheckResult { what, result });
         }
-        let result = checkpointing::config(self, self.options.from_scratch)
-            .await
-            .map(|c| match c {
-                None => "off".to_string(),
-                Some(c) => match &c.restore {
-                    Some(r) => format!("{}: would resume from checkpoint {}", c.dir, r.manifest.id),
-                    None => format!("{}: no checkpoint yet, would start fresh", c.dir),
-                },
-            });
-        out.push(CheckResult {
-            what: "checkpoints".into(),
-            result,
-        });
         out
     }
 
@@ -268,10 +274,10 @@ impl Prepared {
     /// A failed health check, an unusable checkpoint location, an engine that cannot
     /// build an operator or connector.
     pub async fn start(self, resources: Resources) -> Result<Running, RuntimeError> {
-        for c in self.check(&resources).await {
+        for c in self.check_tables(&resources).await {
             c.result?;
         }
-        // Checked above; now for real (a restore loads the state).
+        // Probes the location and loads the state to resume from, once.
         let checkpoint = checkpointing::config(&self, self.options.from_scratch).await?;
         if let Some(r) = checkpoint.as_ref().and_then(|c| c.restore.as_ref()) {
             eprintln!(

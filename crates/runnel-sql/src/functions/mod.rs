@@ -31,8 +31,9 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
 }
 
 /// Checks the literal date patterns of `DATE_FORMAT`, `TO_TIMESTAMP`, `FROM_UNIXTIME`
-/// and `UNIX_TIMESTAMP` while planning, so a bad pattern is a planning error with the
-/// statement's line rather than a failure when the first row arrives.
+/// and `UNIX_TIMESTAMP`, and the literal regex of `REGEXP_EXTRACT`, while planning, so a
+/// bad one is a planning error with the statement's line rather than a failure when the
+/// first row arrives.
 ///
 /// # Errors
 /// The first bad pattern, with the function and the letter.
@@ -45,12 +46,23 @@ pub fn check_literal_patterns(
     let _ = plan.apply(|node| {
         node.apply_expressions(|e| {
             e.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && let name @ ("date_format" | "to_timestamp" | "from_unixtime"
-                    | "unix_timestamp") = f.func.name()
-                    && let Some(Expr::Literal(ScalarValue::Utf8(Some(p)), _)) = f.args.get(1)
-                    && let Err(msg) = java_pattern(p)
-                {
+                let Expr::ScalarFunction(f) = e else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                let Some(Expr::Literal(ScalarValue::Utf8(Some(p)), _)) = f.args.get(1) else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                let name = f.func.name();
+                let problem = match name {
+                    "date_format" | "to_timestamp" | "from_unixtime" | "unix_timestamp" => {
+                        java_pattern(p).err()
+                    }
+                    "regexp_extract" => regex::Regex::new(p)
+                        .err()
+                        .map(|e| format!("invalid regex '{p}': {e}")),
+                    _ => None,
+                };
+                if let Some(msg) = problem {
                     bad = Some(format!("{}: {msg}", name.to_ascii_uppercase()));
                     return Ok(TreeNodeRecursion::Stop);
                 }

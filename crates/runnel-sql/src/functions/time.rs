@@ -34,7 +34,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
         ),
         immutable(
             "to_timestamp",
-            coerce_text_pattern("TO_TIMESTAMP"),
+            |args| coerce_text_args("TO_TIMESTAMP(string[, pattern])", args),
             |_| Ok(TS_MS),
             to_timestamp,
         ),
@@ -204,14 +204,6 @@ fn coerce_date_format(args: &[DataType]) -> Result<Vec<DataType>> {
             "DATE_FORMAT takes two arguments (timestamp, pattern), got {}",
             args.len()
         ),
-    }
-}
-
-fn coerce_text_pattern(name: &'static str) -> fn(&[DataType]) -> Result<Vec<DataType>> {
-    // One coercion per function name, so the error names the function.
-    match name {
-        "TO_TIMESTAMP" => |args| coerce_text_args("TO_TIMESTAMP(string[, pattern])", args),
-        _ => |args| coerce_text_args("UNIX_TIMESTAMP(string[, pattern])", args),
     }
 }
 
