@@ -7,6 +7,7 @@
 //! Anything owned by one layer belongs in that layer's crate.
 #![warn(missing_docs)]
 
+pub mod changelog;
 pub mod fault;
 pub mod message;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod table;
 pub mod time;
 pub mod types;
 
+pub use changelog::RowKind;
 pub use message::{Barrier, Message, Watermark};
 pub use options::{OptionError, Options, Position};
 pub use table::{TableSpec, WatermarkSpec};

@@ -222,6 +222,9 @@ pub struct Connector {
     pub unbounded: fn(&TableSpec) -> bool,
     /// What it promises as a sink in a checkpointed pipeline.
     pub guarantee: Guarantee,
+    /// Whether a sink table of it (given its options) takes an updating result: rows
+    /// with a row kind (`+I`, `-U`, `+U`, `-D`). Append-only sinks refuse one at planning.
+    pub updates: fn(&TableSpec) -> bool,
     /// Shared resources it needs.
     pub needs: &'static [Resource],
     /// Checks beyond the option types (columns the format needs, value combinations);
@@ -247,6 +250,22 @@ pub fn always_unbounded(_: &TableSpec) -> bool {
 /// A source (or a sink-only connector) that ends.
 pub fn never_unbounded(_: &TableSpec) -> bool {
     false
+}
+
+/// A sink that takes changelogs whatever its options.
+pub fn takes_updates(_: &TableSpec) -> bool {
+    true
+}
+
+/// An append-only sink (or a source-only connector).
+pub fn append_only(_: &TableSpec) -> bool {
+    false
+}
+
+/// A sink that writes a changelog's row kind as an `op` field with `format = 'json'`
+/// (the default) and is append-only with other formats.
+pub fn updates_with_json(spec: &TableSpec) -> bool {
+    spec.options.get("format").is_none_or(|f| f == "json")
 }
 
 /// No checks beyond the option types.
@@ -427,6 +446,7 @@ mod tests {
             sink: None,
             unbounded: never_unbounded,
             guarantee: Guarantee::AtLeastOnce,
+            updates: takes_updates,
             needs: &[],
             validate: no_validation,
             check: no_check,

@@ -414,11 +414,19 @@ pub async fn run_sink(
         match event {
             InputEvent::Data { batch, .. } => {
                 metrics.rows_in.add(batch.num_rows() as u64);
-                // Columns already have the sink's types (the planner casts); give them the sink's names.
-                let batch = RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
-                    .map_err(|e| {
-                        EngineError::Internal(format!("batch does not match sink '{table}': {e}"))
-                    })?;
+                // Columns already have the sink's types (the planner casts); give them the
+                // sink's names. A changelog keeps its row kinds as the last column.
+                let ops = runnel_common::changelog::ops(&batch).cloned();
+                let data = runnel_common::changelog::data(&batch);
+                let mismatch = |e: arrow::error::ArrowError| {
+                    EngineError::Internal(format!("batch does not match sink '{table}': {e}"))
+                };
+                let mut batch = RecordBatch::try_new(Arc::clone(&schema), data.columns().to_vec())
+                    .map_err(mismatch)?;
+                if let Some(ops) = ops {
+                    batch = runnel_common::changelog::attach(&batch, Arc::new(ops))
+                        .map_err(mismatch)?;
+                }
                 sink.write(batch).await.map_err(conn)?;
             }
             InputEvent::Watermark(wm) => metrics.watermark.set(wm),

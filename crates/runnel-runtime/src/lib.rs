@@ -104,6 +104,10 @@ impl TableCheck for ConnectorCheck {
         let connector = registry::lookup(spec).map_err(explain).map_err(strip)?;
         connector.validate(spec).map_err(explain).map_err(strip)
     }
+
+    fn accepts_updates(&self, spec: &TableSpec) -> bool {
+        registry::lookup(spec).is_ok_and(|c| (c.updates)(spec))
+    }
 }
 
 /// A connector error as the planner reports it: the option key and a message without

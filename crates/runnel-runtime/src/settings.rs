@@ -194,6 +194,12 @@ pub const SETTINGS: &[SettingDef] = &[
         "Flink's runtime mode; runnel always streams (bounded sources end)",
     ),
     def(
+        "table.exec.state.ttl",
+        SettingType::Duration,
+        "0 (kept forever)",
+        "state of unbounded aggregates, joins and Top-N not touched this long is forgotten",
+    ),
+    def(
         "table.exec.mini-batch.enabled",
         SettingType::Ignored,
         "",
@@ -407,6 +413,10 @@ impl Settings {
             "vision.model" => self.vision.model = Some(PathBuf::from(value)),
             "vision.threads" => self.vision.threads = Some(count()?),
             "vision.batch" => self.vision.batch = Some(count()?),
+            // Validated here; the planner reads it for each stateful operator.
+            "table.exec.state.ttl" => {
+                duration()?;
+            }
             _ => {
                 return Err(RuntimeError::Internal(format!(
                     "setting '{key}' is listed but not applied"

@@ -269,8 +269,11 @@ impl ContextProvider for Catalog {
         self.aggregates.get(&name.to_ascii_lowercase()).cloned()
     }
 
-    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
-        None
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        let name = name.to_ascii_lowercase();
+        crate::functions::window_functions()
+            .into_iter()
+            .find(|f| f.name() == name)
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
@@ -298,6 +301,9 @@ impl ContextProvider for Catalog {
     }
 
     fn udwf_names(&self) -> Vec<String> {
-        Vec::new()
+        crate::functions::window_functions()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect()
     }
 }

@@ -136,9 +136,9 @@ fn not_yet(message: &str) -> Option<String> {
         .and_then(|r| r.split_once('\''))
         .map(|(f, _)| f.to_ascii_lowercase())?;
     let text = match invalid.as_str() {
-        "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" | "lag"
-        | "lead" | "first_value" | "nth_value" => format!(
-            "{}() OVER (…) (Top-N, deduplication, ranking) is not supported yet",
+        "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" | "lag" | "lead"
+        | "first_value" | "nth_value" => format!(
+            "{}() OVER (…) is not supported yet; Top-N and deduplication use ROW_NUMBER()",
             invalid.to_ascii_uppercase()
         ),
         "tumble" | "hop" | "session" | "cumulate" => format!(

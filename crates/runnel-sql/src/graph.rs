@@ -34,6 +34,10 @@ pub struct Node {
     pub event_time: Option<usize>,
     /// Where `window_start` / `window_end` are, if the rows carry windows.
     pub window: Option<WindowCols>,
+    /// `Some(label)` when the node's output is an updating changelog (batches carry a
+    /// row-kind column, see `runnel_common::changelog`): the label of the operator that
+    /// made it updating. `None`: append-only.
+    pub updating: Option<String>,
 }
 
 /// The window columns of a node's rows.
@@ -102,6 +106,94 @@ pub enum NodeSpec {
     WindowAggregate(WindowAggSpec),
     /// Joins two windowed inputs on window and keys once the window is complete.
     WindowJoin(WindowJoinSpec),
+    /// GROUP BY keys over an unbounded stream: an updating result per key.
+    GroupAggregate(GroupAggSpec),
+    /// A regular (or interval) join of two streams on equal keys.
+    Join(JoinSpec),
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` kept to the first N rows.
+    Rank(RankSpec),
+}
+
+/// A non-window GROUP BY: one accumulator set per key, results updated as rows arrive.
+#[derive(Clone, Debug)]
+pub struct GroupAggSpec {
+    /// Group columns, as input indices, in GROUP BY order (output columns first).
+    pub key_cols: Vec<usize>,
+    /// The aggregate functions, compiled against the input schema.
+    pub aggs: Vec<Arc<datafusion_physical_expr::aggregate::AggregateFunctionExpr>>,
+    /// The input is a changelog: aggregates must retract.
+    pub retracting: bool,
+    /// `table.exec.state.ttl`: keys not updated for this long (processing time) are
+    /// forgotten.
+    pub state_ttl_ms: Option<i64>,
+}
+
+/// Which rows a join keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only matching pairs.
+    Inner,
+    /// Every left row, NULL-padded without a match.
+    Left,
+    /// Every right row, NULL-padded without a match.
+    Right,
+    /// Both.
+    Full,
+}
+
+/// A regular join: equal keys plus an optional residual condition.
+#[derive(Clone, Debug)]
+pub struct JoinSpec {
+    /// Which rows are kept.
+    pub kind: JoinKind,
+    /// Equi-join columns of the left input.
+    pub left_keys: Vec<usize>,
+    /// Equi-join columns of the right input, pairwise with `left_keys`.
+    pub right_keys: Vec<usize>,
+    /// Non-equi condition over the joined row (left columns then right).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Inputs `0..left_inputs` are the left side, the rest the right side.
+    pub left_inputs: usize,
+    /// Columns of the left rows (the joined row's right columns start here).
+    pub left_width: usize,
+    /// An interval join: rows are forgotten once the watermark passes their time
+    /// plus this bound (left time column, right time column, bounds).
+    pub interval: Option<IntervalBounds>,
+    /// `table.exec.state.ttl` for rows of an unbounded join.
+    pub state_ttl_ms: Option<i64>,
+}
+
+/// `l.t BETWEEN r.t - lower AND r.t + upper` (milliseconds), over event-time columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalBounds {
+    /// The left input's event-time column.
+    pub left_time: usize,
+    /// The right input's event-time column.
+    pub right_time: usize,
+    /// A left row matches right rows up to this much later than itself …
+    pub left_keep_ms: i64,
+    /// … and a right row matches left rows up to this much later than itself.
+    pub right_keep_ms: i64,
+}
+
+/// Top-N per partition by `ROW_NUMBER()`.
+#[derive(Clone, Debug)]
+pub struct RankSpec {
+    /// PARTITION BY columns of the input.
+    pub partition: Vec<usize>,
+    /// ORDER BY columns of the input, with `descending` flags.
+    pub order: Vec<(usize, bool)>,
+    /// Keep rows numbered 1..=limit.
+    pub limit: usize,
+    /// The output has the row number as its last column.
+    pub number: bool,
+    /// Window Top-N: the partition includes this `window_end` column; rank once the
+    /// window is complete and emit append-only.
+    pub window_end: Option<usize>,
+    /// The input is a changelog: every row is kept so a retraction lets the next in.
+    pub input_updating: bool,
+    /// `table.exec.state.ttl`.
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// Window assignment over the event-time column.
@@ -225,6 +317,41 @@ impl fmt::Debug for NodeSpec {
                 "WindowJoin(left {:?} = right {:?})",
                 j.left_keys, j.right_keys
             ),
+            NodeSpec::GroupAggregate(a) => write!(
+                f,
+                "GroupAggregate(keys {:?}, aggs [{}]{})",
+                a.key_cols,
+                a.aggs
+                    .iter()
+                    .map(|x| x.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if a.retracting { ", retracting" } else { "" }
+            ),
+            NodeSpec::Join(j) => write!(
+                f,
+                "Join({:?}, left {:?} = right {:?}{})",
+                j.kind,
+                j.left_keys,
+                j.right_keys,
+                if j.interval.is_some() {
+                    ", interval"
+                } else {
+                    ""
+                }
+            ),
+            NodeSpec::Rank(r) => write!(
+                f,
+                "Rank(partition {:?}, order {:?}, top {}{})",
+                r.partition,
+                r.order,
+                r.limit,
+                if r.window_end.is_some() {
+                    ", per window"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }
@@ -239,6 +366,9 @@ impl NodeSpec {
             NodeSpec::WindowAssign(_) => "window",
             NodeSpec::WindowAggregate(_) => "window-aggregate",
             NodeSpec::WindowJoin(_) => "window-join",
+            NodeSpec::GroupAggregate(_) => "aggregate",
+            NodeSpec::Join(_) => "join",
+            NodeSpec::Rank(_) => "rank",
         }
     }
 }
@@ -270,11 +400,16 @@ impl PipelineGraph {
                 })
                 .collect();
             s.push_str(&format!(
-                "{}: {} <- [{}] {:?}\n",
+                "{}: {} <- [{}] {:?}{}\n",
                 n.id,
                 n.label,
                 inputs.join(", "),
-                n.spec
+                n.spec,
+                if n.updating.is_some() {
+                    " (updating)"
+                } else {
+                    ""
+                }
             ));
         }
         s

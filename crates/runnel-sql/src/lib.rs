@@ -36,8 +36,9 @@ use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
-    GroupCol, Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec, WindowAggSpec,
-    WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
+    Partitioning, PipelineGraph, ProjectSpec, RankSpec, WindowAggSpec, WindowAssignSpec,
+    WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
@@ -52,6 +53,12 @@ use crate::error::clean_datafusion_message;
 pub trait TableCheck: Send + Sync {
     /// `Err((key, message))`: what is wrong, and the option key it is about (if one).
     fn check(&self, spec: &TableSpec) -> Result<(), (Option<String>, String)>;
+
+    /// Whether the sink table `spec` can take an updating (changelog) result. An
+    /// append-only sink fed one is a planning error naming the updating operator.
+    fn accepts_updates(&self, _spec: &TableSpec) -> bool {
+        true
+    }
 }
 
 /// Plans runnel SQL scripts.
@@ -181,7 +188,11 @@ impl Planner {
                         }
                     };
                     let plan = self.plan_query(*query, line)?;
-                    lowerer.insert(&plan, &spec, columns.as_deref(), line)?;
+                    let accepts_updates = self
+                        .table_check
+                        .as_ref()
+                        .is_none_or(|c| c.accepts_updates(&spec));
+                    lowerer.insert(&plan, &spec, columns.as_deref(), line, accepts_updates)?;
                     inserts += 1;
                 }
                 Statement::Set { key, value, .. } => {
@@ -339,13 +350,19 @@ mod tests {
     }
 
     #[test]
-    fn group_by_without_window_is_refused() {
-        let err = Planner::new()
+    fn group_by_without_window_is_an_updating_aggregate() {
+        let graph = Planner::new()
             .plan(&format!(
                 "{SRC}\nCREATE TABLE o (k STRING, n BIGINT) WITH (connector = 'blackhole');\nINSERT INTO o SELECT k, COUNT(*) FROM t GROUP BY k;"
             ))
-            .unwrap_err();
-        assert!(err.to_string().contains("needs a window"), "{err}");
+            .expect("plans");
+        let agg = graph
+            .nodes
+            .iter()
+            .find(|n| n.spec.kind() == "aggregate")
+            .expect("aggregate");
+        assert_eq!(agg.inputs[0].partitioning, Partitioning::Hash(vec![0]));
+        assert!(agg.updating.is_some(), "{}", graph.explain());
     }
 
     #[test]

@@ -217,7 +217,19 @@ impl JsonEncoder {
     ///
     /// # Errors
     /// Only if a value cannot be rendered at all (an Arrow type runnel does not use).
+    ///
+    /// A changelog batch's row kind is written last as `"op":"+I"` (`-U`, `+U`, `-D`),
+    /// as Flink's `changelog-json` does.
     pub fn encode(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), ConnectorError> {
+        let ops = runnel_common::changelog::ops(batch).cloned();
+        let data;
+        let batch = match ops {
+            None => batch,
+            Some(_) => {
+                data = runnel_common::changelog::data(batch);
+                &data
+            }
+        };
         let schema = batch.schema();
         let keys: Vec<Vec<u8>> = schema
             .fields()
@@ -244,6 +256,16 @@ impl JsonEncoder {
             for (key, col) in keys.iter().zip(&cols) {
                 out.extend_from_slice(key);
                 col.write(out, row);
+            }
+            if let Some(ops) = &ops {
+                let kind = runnel_common::changelog::kind_at(Some(ops), row);
+                out.extend_from_slice(if cols.is_empty() {
+                    b"\"op\":\""
+                } else {
+                    b",\"op\":\""
+                });
+                out.extend_from_slice(kind.short().as_bytes());
+                out.push(b'"');
             }
             out.extend_from_slice(b"}\n");
         }

@@ -79,6 +79,7 @@ pub const CONNECTOR: Connector = Connector {
     sink: Some(build),
     unbounded: descriptor::never_unbounded,
     guarantee: Guarantee::AtLeastOnce,
+    updates: descriptor::takes_updates,
     needs: &[Resource::ResultsHub],
     validate,
     check: descriptor::no_check,

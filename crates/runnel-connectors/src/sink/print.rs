@@ -23,6 +23,7 @@ pub const CONNECTOR: Connector = Connector {
     sink: Some(build),
     unbounded: descriptor::never_unbounded,
     guarantee: Guarantee::AtLeastOnce,
+    updates: descriptor::takes_updates,
     needs: &[],
     validate: descriptor::no_validation,
     check: descriptor::no_check,

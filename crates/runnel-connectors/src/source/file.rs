@@ -58,6 +58,7 @@ pub const CONNECTOR: Connector = Connector {
     sink: Some(crate::sink::file::build),
     unbounded: descriptor::never_unbounded,
     guarantee: Guarantee::ExactlyOnce,
+    updates: descriptor::updates_with_json,
     needs: &[],
     validate,
     check,

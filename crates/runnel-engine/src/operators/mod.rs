@@ -1,7 +1,13 @@
 //! NodeSpec → operator. One match arm per operator.
 
 pub mod aggregate;
+pub mod group_aggregate;
+pub mod join;
+pub mod multiset;
 pub mod project;
+pub mod rank;
+#[cfg(test)]
+mod restore_tests;
 pub mod session;
 pub mod window_aggregate;
 pub mod window_assign;
@@ -65,6 +71,29 @@ pub fn build(
                 late,
             )?)
         }
+        NodeSpec::GroupAggregate(spec) => Box::new(group_aggregate::GroupAggregate::try_new(
+            spec,
+            input,
+            &node.schema,
+        )?),
+        NodeSpec::Join(spec) => {
+            let right = inputs.get(spec.left_inputs).ok_or_else(|| {
+                EngineError::Invalid(format!("{} has no right input", node.label))
+            })?;
+            Box::new(join::Join::try_new(
+                spec,
+                input,
+                right,
+                &node.schema,
+                node.updating.is_none(),
+            )?)
+        }
+        NodeSpec::Rank(spec) => Box::new(rank::Rank::try_new(
+            spec,
+            input,
+            &node.schema,
+            spec.input_updating,
+        )?),
         NodeSpec::Source(_) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",

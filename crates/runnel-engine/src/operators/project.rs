@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
+use runnel_common::changelog;
 use runnel_sql::ProjectSpec;
 
 use crate::error::EngineError;
@@ -90,6 +91,8 @@ impl Operator for Project {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        // A changelog's row kinds travel along (the filter above kept them in step).
+        let ops = changelog::ops(&batch).map(|o| Arc::new(o.clone()) as ArrayRef);
         let rows = batch.num_rows();
         let mut columns = Vec::with_capacity(self.exprs.len());
         for expr in &self.exprs {
@@ -102,6 +105,10 @@ impl Operator for Project {
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let out_batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
             .map_err(|e| self.eval_err(e))?;
+        let out_batch = match ops {
+            None => out_batch,
+            Some(ops) => changelog::attach(&out_batch, ops).map_err(|e| self.eval_err(e))?,
+        };
         out.emit(out_batch);
         Ok(())
     }

@@ -6,6 +6,9 @@
 mod simple;
 mod text;
 mod time;
+mod window;
+
+pub(crate) use window::window_functions;
 
 pub use time::java_pattern;
 

@@ -10,7 +10,9 @@ use datafusion_physical_expr::expressions::Column;
 
 use super::Lowerer;
 use crate::error::{SqlError, clean_datafusion_message};
-use crate::graph::{GroupCol, Input, NodeSpec, Partitioning, WindowAggSpec, WindowCols};
+use crate::graph::{
+    GroupAggSpec, GroupCol, Input, NodeSpec, Partitioning, WindowAggSpec, WindowCols,
+};
 
 impl Lowerer {
     /// GROUP BY window_start, window_end[, keys] over windowed rows.
@@ -21,10 +23,13 @@ impl Lowerer {
         let inputs = self.lower(&agg.input)?;
         let first = &self.graph.nodes[inputs[0]];
         let Some(win) = first.window else {
-            return Err(self.unsupported(
-                "GROUP BY over an unbounded stream needs a window: aggregate over TABLE(TUMBLE(…)), HOP or SESSION and group by window_start, window_end",
-            ));
+            return self.lower_group_aggregate(agg, inputs);
         };
+        if let Some(op) = &first.updating {
+            return Err(self.unsupported(&format!(
+                "a window aggregate needs an append-only input, but its input is updated by {op}"
+            )));
+        }
         let event_time = first.event_time;
         let input_schema = agg.input.schema();
         let mut key_cols = Vec::new();
@@ -108,6 +113,115 @@ impl Lowerer {
             });
         }
         Ok(vec![id])
+    }
+
+    /// GROUP BY keys (any expressions) over an unbounded stream: an updating result.
+    fn lower_group_aggregate(
+        &mut self,
+        agg: &datafusion_expr::logical_plan::Aggregate,
+        mut inputs: Vec<usize>,
+    ) -> Result<Vec<usize>, SqlError> {
+        let input_schema = agg.input.schema();
+        let width = input_schema.fields().len();
+        let event_time = self.graph.nodes[inputs[0]].event_time;
+        let retracting = inputs
+            .iter()
+            .any(|i| self.graph.nodes[*i].updating.is_some());
+        // Group expressions that are not plain columns are computed first, as extra
+        // columns after the input's own.
+        let mut key_cols = Vec::new();
+        let mut extra = Vec::new();
+        for g in &agg.group_expr {
+            match g {
+                Expr::Column(c) if input_schema.index_of_column(c).is_ok() => {
+                    key_cols.push(input_schema.index_of_column(c).unwrap_or_default());
+                }
+                other => {
+                    key_cols.push(width + extra.len());
+                    extra.push(self.physical(other, input_schema)?);
+                }
+            }
+        }
+        if !extra.is_empty() {
+            let mut exprs = super::identity(input_schema.as_arrow());
+            let mut fields: Vec<arrow::datatypes::Field> = input_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            let group_fields = agg.schema.fields();
+            for (i, e) in extra.into_iter().enumerate() {
+                let at = key_cols.iter().position(|k| *k == width + i).unwrap_or(0);
+                let f = group_fields[at].as_ref().clone();
+                fields.push(f.with_name(format!("__group{i}")));
+                exprs.push(e);
+            }
+            let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+            inputs = vec![self.push_project(inputs, None, exprs, schema)];
+        }
+        let arrow_input: SchemaRef = Arc::new(input_schema.as_arrow().clone());
+        let n_groups = agg.group_expr.len();
+        let mut aggs = Vec::new();
+        for (i, e) in agg.aggr_expr.iter().enumerate() {
+            let name = agg.schema.field(n_groups + i).name().clone();
+            let a = self.aggregate_expr(e, input_schema, &arrow_input, &name, event_time)?;
+            if retracting {
+                self.check_retractable(&a)?;
+            }
+            aggs.push(Arc::new(a));
+        }
+        let spec = GroupAggSpec {
+            key_cols: key_cols.clone(),
+            aggs,
+            retracting,
+            state_ttl_ms: self.state_ttl_ms(),
+        };
+        let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
+        let inputs = inputs
+            .into_iter()
+            .map(|node| Input {
+                node,
+                partitioning: Partitioning::Hash(key_cols.clone()),
+            })
+            .collect();
+        let label = "group aggregate".to_string();
+        let id = self.push(
+            label.clone(),
+            NodeSpec::GroupAggregate(spec),
+            schema,
+            inputs,
+        );
+        self.graph.nodes[id].updating = Some(format!("the GROUP BY at line {}", self.line));
+        Ok(vec![id])
+    }
+
+    /// Over a changelog an aggregate must take rows back out.
+    fn check_retractable(
+        &self,
+        a: &datafusion_physical_expr::aggregate::AggregateFunctionExpr,
+    ) -> Result<(), SqlError> {
+        let name = a.fun().name().to_ascii_lowercase();
+        let own = matches!(name.as_str(), "min" | "max") || (name == "count" && a.is_distinct());
+        let retracts = !a.is_distinct()
+            && a.create_sliding_accumulator()
+                .is_ok_and(|acc| acc.supports_retract_batch());
+        if own || retracts {
+            return Ok(());
+        }
+        Err(self.unsupported(&format!(
+            "{}{} over an updating input is not supported (it cannot take rows back out);              COUNT, SUM, AVG, MIN, MAX and COUNT(DISTINCT …) can",
+            name.to_ascii_uppercase(),
+            if a.is_distinct() { "(DISTINCT …)" } else { "" }
+        )))
+    }
+
+    /// `SET 'table.exec.state.ttl'`, if given.
+    pub(super) fn state_ttl_ms(&self) -> Option<i64> {
+        self.graph
+            .settings
+            .get("table.exec.state.ttl")
+            .and_then(|v| runnel_common::time::parse_duration_ms(v))
+            .filter(|ms| *ms > 0)
     }
 
     fn aggregate_expr(

@@ -17,12 +17,13 @@ use runnel_common::TableSpec;
 use runnel_common::types::sql_name;
 
 mod aggregate;
+mod rank;
 
 use crate::catalog::{Relation, RelationSource};
 use crate::error::{SqlError, clean_datafusion_message};
 use crate::graph::{
-    Input, Node, NodeSpec, Partitioning, PipelineGraph, ProjectSpec, WindowAssignSpec, WindowCols,
-    WindowJoinSpec, WindowKind,
+    Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec, Partitioning, PipelineGraph,
+    ProjectSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 
 /// Builds graph nodes for planned queries, sharing sources and views between
@@ -57,9 +58,25 @@ impl Lowerer {
         sink: &TableSpec,
         columns: Option<&[String]>,
         line: u64,
+        accepts_updates: bool,
     ) -> Result<(), SqlError> {
         self.line = line;
         let outputs = self.lower(plan)?;
+        if !accepts_updates
+            && let Some(op) = outputs
+                .iter()
+                .find_map(|o| self.graph.nodes[*o].updating.clone())
+        {
+            return Err(SqlError::at(
+                line,
+                format!(
+                    "INSERT INTO {}: the {} sink '{}' is append-only, but the query's result is                      updating ({op} changes rows it already emitted); write to a table that                      takes changelogs (file, log or print with format 'json' write an 'op'                      field per row, blackhole and dashboard take them too) or make the query                      append-only (aggregate over a window: TABLE(TUMBLE(…)))",
+                    sink.name,
+                    sink.connector(),
+                    sink.name
+                ),
+            ));
+        }
         let query_schema = plan.schema().clone();
         let sink_schema = sink.schema.clone();
         let exprs = self.sink_mapping(&query_schema, &sink.name, &sink_schema, columns)?;
@@ -266,6 +283,16 @@ impl Lowerer {
             }
             LogicalPlan::Projection(p) => {
                 let (inputs, filter, input_schema) = match p.input.as_ref() {
+                    LogicalPlan::Filter(f) if rank::top_n(f).is_some() => {
+                        let t = rank::top_n(f)
+                            .ok_or_else(|| SqlError::Internal("top-n match".into()))?;
+                        (self.lower_top_n(t, f)?, None, f.input.schema().clone())
+                    }
+                    LogicalPlan::Filter(f) if Self::fold_filter_into_join(f).is_some() => {
+                        let join = Self::fold_filter_into_join(f)
+                            .ok_or_else(|| SqlError::Internal("join fold".into()))?;
+                        (self.lower_join(&join)?, None, f.input.schema().clone())
+                    }
                     LogicalPlan::Filter(f) => {
                         let ids = self.lower(&f.input)?;
                         let pred = self.physical(&f.predicate, f.input.schema())?;
@@ -282,6 +309,12 @@ impl Lowerer {
                 Ok(vec![self.push_project(inputs, filter, exprs, schema)])
             }
             LogicalPlan::Filter(f) => {
+                if let Some(t) = rank::top_n(f) {
+                    return self.lower_top_n(t, f);
+                }
+                if let Some(join) = Self::fold_filter_into_join(f) {
+                    return self.lower_join(&join);
+                }
                 let ids = self.lower(&f.input)?;
                 let pred = self.physical(&f.predicate, f.input.schema())?;
                 let schema: SchemaRef = Arc::new(f.input.schema().as_arrow().clone());
@@ -311,7 +344,16 @@ impl Lowerer {
                 Err(self.unsupported("SELECT DISTINCT over an unbounded stream is not supported"))
             }
             LogicalPlan::Join(join) => self.lower_join(join),
-            LogicalPlan::Window(_) => {
+            LogicalPlan::Window(w) => {
+                if w.window_expr
+                    .iter()
+                    .any(|e| e.to_string().to_ascii_lowercase().contains("row_number"))
+                {
+                    return Err(self.unsupported(
+                        "ROW_NUMBER() OVER (…) runs as Top-N or deduplication: filter it in the \
+                         enclosing query, WHERE rn <= N (or rn = 1)",
+                    ));
+                }
                 Err(self.unsupported("OVER (…) window functions are not supported yet"))
             }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
@@ -338,6 +380,15 @@ impl Lowerer {
             }
             Relation::Window(tvf) => {
                 let inputs = self.lower_relation(&tvf.input)?;
+                if let Some(op) = inputs
+                    .iter()
+                    .find_map(|i| self.graph.nodes[*i].updating.clone())
+                {
+                    return Err(self.unsupported(&format!(
+                        "a window TVF needs an append-only input, but {} is updated by {op}",
+                        tvf.input.name
+                    )));
+                }
                 let n = datafusion_expr::TableSource::schema(tvf.input.as_ref())
                     .fields()
                     .len();
@@ -368,25 +419,28 @@ impl Lowerer {
         }
     }
 
-    /// Flink's window join: both sides windowed, equal window_start and window_end (and keys).
+    /// A join: Flink's window join when both sides are windowed and joined on their
+    /// windows, else a regular join (an interval join when its condition bounds the two
+    /// event times).
     fn lower_join(
         &mut self,
         join: &datafusion_expr::logical_plan::Join,
     ) -> Result<Vec<usize>, SqlError> {
         use datafusion_expr::JoinType;
-        if join.join_type != JoinType::Inner {
-            return Err(self.unsupported("only INNER window joins are supported"));
-        }
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(self.unsupported(&format!(
+                    "{other} joins (IN / EXISTS subqueries) are not supported on streams yet; \
+                     write an INNER or OUTER JOIN"
+                )));
+            }
+        };
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
-        let (Some(lw), Some(rw)) = (
-            self.graph.nodes[left[0]].window,
-            self.graph.nodes[right[0]].window,
-        ) else {
-            return Err(self.unsupported(
-                "only window joins are supported: join two windowed relations ON equal window_start and window_end (and keys)",
-            ));
-        };
         let ls = join.left.schema();
         let rs = join.right.schema();
         let mut left_keys = Vec::new();
@@ -430,29 +484,41 @@ impl Lowerer {
                 rest.push(conjunct.clone());
             }
         }
-        let residual = datafusion_expr::utils::conjunction(rest);
-        let has = |keys: &[usize], rk: &[usize], a: usize, b: usize| {
-            keys.iter().zip(rk).any(|(x, y)| *x == a && *y == b)
+        let lw = self.graph.nodes[left[0]].window;
+        let rw = self.graph.nodes[right[0]].window;
+        let has = |a: usize, b: usize| {
+            left_keys
+                .iter()
+                .zip(&right_keys)
+                .any(|(x, y)| *x == a && *y == b)
         };
-        if !has(&left_keys, &right_keys, lw.start, rw.start)
-            || !has(&left_keys, &right_keys, lw.end, rw.end)
-        {
-            return Err(self.unsupported(
-                "a window join needs ON l.window_start = r.window_start AND l.window_end = r.window_end",
-            ));
-        }
+        let updating = left
+            .iter()
+            .chain(&right)
+            .any(|i| self.graph.nodes[*i].updating.is_some());
+        let window_join = match (lw, rw) {
+            (Some(lw), Some(rw)) => {
+                kind == JoinKind::Inner
+                    && !updating
+                    && has(lw.start, rw.start)
+                    && has(lw.end, rw.end)
+            }
+            _ => false,
+        };
+        let left_time = self.graph.nodes[left[0]].event_time;
+        let right_time = self.graph.nodes[right[0]].event_time;
+        let interval = match (left_time, right_time) {
+            (Some(lt), Some(rt)) if kind == JoinKind::Inner && !updating => {
+                interval_bounds(&rest, ls, rs, lt, rt)
+            }
+            _ => None,
+        };
+        let residual = datafusion_expr::utils::conjunction(rest);
         let filter = match residual {
             None => None,
             Some(f) => Some(self.physical(&f, &join.schema)?),
         };
         let n_left = left.len();
-        let spec = WindowJoinSpec {
-            left_keys: left_keys.clone(),
-            right_keys: right_keys.clone(),
-            left_end: lw.end,
-            filter,
-            left_inputs: n_left,
-        };
         let mut inputs: Vec<Input> = left
             .into_iter()
             .map(|node| Input {
@@ -465,18 +531,69 @@ impl Lowerer {
             partitioning: Partitioning::Hash(right_keys.clone()),
         }));
         let schema: SchemaRef = Arc::new(join.schema.as_arrow().clone());
-        let id = self.push(
-            "window join".into(),
-            NodeSpec::WindowJoin(spec),
-            schema,
-            inputs,
-        );
-        self.graph.nodes[id].window = Some(WindowCols {
-            start: lw.start,
-            end: lw.end,
-            session_gap_ms: None,
-        });
+        if window_join && let Some(lw) = lw {
+            let spec = WindowJoinSpec {
+                left_keys,
+                right_keys,
+                left_end: lw.end,
+                filter,
+                left_inputs: n_left,
+            };
+            let id = self.push(
+                "window join".into(),
+                NodeSpec::WindowJoin(spec),
+                schema,
+                inputs,
+            );
+            self.graph.nodes[id].window = Some(WindowCols {
+                start: lw.start,
+                end: lw.end,
+                session_gap_ms: None,
+            });
+            return Ok(vec![id]);
+        }
+        let spec = JoinSpec {
+            kind,
+            left_keys,
+            right_keys,
+            filter,
+            left_inputs: n_left,
+            left_width: ls.fields().len(),
+            interval,
+            state_ttl_ms: self.state_ttl_ms(),
+        };
+        let label = match (kind, interval.is_some()) {
+            (_, true) => "interval join".to_string(),
+            (JoinKind::Inner, _) => "join".to_string(),
+            (k, _) => format!("{} outer join", format!("{k:?}").to_ascii_lowercase()),
+        };
+        let id = self.push(label.clone(), NodeSpec::Join(spec), schema, inputs);
+        let node = &mut self.graph.nodes[id];
+        if interval.is_some() {
+            node.event_time = left_time;
+        } else if kind != JoinKind::Inner || updating {
+            node.updating = Some(format!("the {label} at line {}", self.line));
+        }
         Ok(vec![id])
+    }
+
+    /// `WHERE` over a join (`FROM a, b WHERE a.k = b.k …`): the predicate joins the
+    /// condition, so its equalities become join keys.
+    fn fold_filter_into_join(
+        f: &datafusion_expr::logical_plan::Filter,
+    ) -> Option<datafusion_expr::logical_plan::Join> {
+        let LogicalPlan::Join(join) = f.input.as_ref() else {
+            return None;
+        };
+        if join.join_type != datafusion_expr::JoinType::Inner {
+            return None;
+        }
+        let mut folded = join.clone();
+        folded.filter = Some(match &join.filter {
+            None => f.predicate.clone(),
+            Some(c) => c.clone().and(f.predicate.clone()),
+        });
+        Some(folded)
     }
 
     fn unsupported(&self, msg: &str) -> SqlError {
@@ -576,6 +693,11 @@ impl Lowerer {
         inputs: Vec<Input>,
     ) -> usize {
         let id = self.graph.nodes.len();
+        // A changelog stays a changelog through stateless steps; stateful operators
+        // set their own mode after pushing.
+        let updating = inputs
+            .iter()
+            .find_map(|i| self.graph.nodes[i.node].updating.clone());
         self.graph.nodes.push(Node {
             id,
             label,
@@ -584,6 +706,7 @@ impl Lowerer {
             inputs,
             event_time: None,
             window: None,
+            updating,
         });
         id
     }
@@ -600,7 +723,7 @@ pub(super) fn forward(nodes: Vec<usize>) -> Vec<Input> {
         .collect()
 }
 
-fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
+pub(super) fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
     schema
         .fields()
         .iter()
@@ -648,5 +771,93 @@ fn insert_cast_allowed(from: &DataType, to: &DataType) -> bool {
         (Boolean, Boolean) => true,
         (Struct(_), Struct(_)) | (List(_), List(_)) => arrow::compute::can_cast_types(from, to),
         _ => false,
+    }
+}
+
+/// The bounds `lo <= l.t - r.t <= hi` (ms) that `conjuncts` put on the two event-time
+/// columns, if they bound both ways: the join is then an interval join.
+fn interval_bounds(
+    conjuncts: &[Expr],
+    ls: &DFSchema,
+    rs: &DFSchema,
+    lt: usize,
+    rt: usize,
+) -> Option<IntervalBounds> {
+    use datafusion_expr::Operator as Op;
+    // `e` as (side, offset ms): side 0 = l.t, 1 = r.t.
+    let term = |e: &Expr| -> Option<(u8, i64)> {
+        let col = |e: &Expr| -> Option<u8> {
+            let Expr::Column(c) = e else { return None };
+            if ls.index_of_column(c).ok() == Some(lt) {
+                Some(0)
+            } else if rs.index_of_column(c).ok() == Some(rt) {
+                Some(1)
+            } else {
+                None
+            }
+        };
+        match e {
+            Expr::BinaryExpr(b) if matches!(b.op, Op::Plus | Op::Minus) => {
+                let side = col(&b.left)?;
+                let ms = interval_ms(&b.right)?;
+                Some((side, if b.op == Op::Minus { -ms } else { ms }))
+            }
+            Expr::Cast(c) => col(&c.expr).map(|s| (s, 0)),
+            other => col(other).map(|s| (s, 0)),
+        }
+    };
+    let (mut lo, mut hi) = (None::<i64>, None::<i64>);
+    // a >= b (a - b >= 0), with a, b terms of opposite sides.
+    let mut ge = |a: (u8, i64), b: (u8, i64)| match (a.0, b.0) {
+        // l + x >= r + y  =>  l - r >= y - x
+        (0, 1) => lo = Some(lo.map_or(b.1 - a.1, |v: i64| v.max(b.1 - a.1))),
+        // r + x >= l + y  =>  l - r <= x - y
+        (1, 0) => hi = Some(hi.map_or(a.1 - b.1, |v: i64| v.min(a.1 - b.1))),
+        _ => {}
+    };
+    for c in conjuncts {
+        match c {
+            Expr::Between(b) if !b.negated => {
+                if let (Some(x), Some(low), Some(high)) =
+                    (term(&b.expr), term(&b.low), term(&b.high))
+                {
+                    ge(x, low);
+                    ge(high, x);
+                }
+            }
+            Expr::BinaryExpr(b) => {
+                let (Some(x), Some(y)) = (term(&b.left), term(&b.right)) else {
+                    continue;
+                };
+                match b.op {
+                    Op::GtEq | Op::Gt => ge(x, y),
+                    Op::LtEq | Op::Lt => ge(y, x),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let (lo, hi) = (lo?, hi?);
+    Some(IntervalBounds {
+        left_time: lt,
+        right_time: rt,
+        left_keep_ms: -lo,
+        right_keep_ms: hi,
+    })
+}
+
+/// Milliseconds of an interval literal.
+fn interval_ms(e: &Expr) -> Option<i64> {
+    use datafusion_common::ScalarValue;
+    match e {
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
+        }
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        Expr::Cast(c) => interval_ms(&c.expr),
+        _ => None,
     }
 }

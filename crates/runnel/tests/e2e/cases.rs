@@ -1,6 +1,8 @@
 //! Data-driven pipeline cases: `cases/<name>/pipeline.sql` plus inputs, and
 //! either `expected.jsonl` (the rows the sink `output.jsonl` must hold, in any
-//! order) or `expected_error.txt` (a line that stderr must contain). Each case
+//! order), `expected_final.jsonl` (for an updating query: the rows left after applying
+//! the changelog the sink wrote, `op` by `op`, as the sink's final state) or
+//! `expected_error.txt` (a line that stderr must contain). Each case
 //! runs at parallelism 1 and 4 and must give the same rows. Adding a case
 //! needs no Rust.
 
@@ -61,9 +63,19 @@ fn run_case(case: &Path, parallelism: &str) -> Result<(), String> {
     if !run.success {
         return Err(format!("runnel failed:\n{}", run.stderr));
     }
+    let got = dir.read("output.jsonl");
+    if let Ok(expected) = std::fs::read_to_string(case.join("expected_final.jsonl")) {
+        let state = final_state(&got)?;
+        if state != sorted_lines(&expected) {
+            return Err(format!(
+                "final state differs\n--- expected\n{expected}\n--- got\n{}\n--- changelog\n{got}",
+                state.join("\n")
+            ));
+        }
+        return Ok(());
+    }
     let expected = std::fs::read_to_string(case.join("expected.jsonl"))
         .map_err(|e| format!("expected.jsonl: {e}"))?;
-    let got = dir.read("output.jsonl");
     if sorted_lines(&got) != sorted_lines(&expected) {
         return Err(format!(
             "output differs\n--- expected\n{expected}\n--- got\n{got}\n--- stderr\n{}",
@@ -78,4 +90,33 @@ fn run_case(case: &Path, parallelism: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Applies a changelog (JSON lines with an `op` field) and returns the remaining rows,
+/// without `op`, sorted.
+fn final_state(changelog: &str) -> Result<Vec<String>, String> {
+    let mut rows: Vec<String> = Vec::new();
+    for line in changelog.lines().filter(|l| !l.trim().is_empty()) {
+        let mut v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{line}: {e}"))?;
+        let op = v
+            .as_object_mut()
+            .and_then(|o| o.remove("op"))
+            .and_then(|o| o.as_str().map(str::to_string))
+            .ok_or_else(|| format!("no op in {line}"))?;
+        let row = v.to_string();
+        match op.as_str() {
+            "+I" | "+U" => rows.push(row),
+            "-U" | "-D" => {
+                let at = rows
+                    .iter()
+                    .position(|r| *r == row)
+                    .ok_or_else(|| format!("{op} of a row not in the result: {row}"))?;
+                rows.remove(at);
+            }
+            other => return Err(format!("unknown op {other}")),
+        }
+    }
+    rows.sort();
+    Ok(rows)
 }

@@ -110,6 +110,7 @@ pub const CONNECTOR: Connector = Connector {
     sink: Some(crate::sink::log::build),
     unbounded: never_ends,
     guarantee: Guarantee::ExactlyOnce,
+    updates: crate::descriptor::updates_with_json,
     needs: &[Resource::Log],
     validate,
     check,

@@ -79,6 +79,7 @@ pub const CONNECTOR: Connector = Connector {
     sink: None,
     unbounded: never_ends,
     guarantee: Guarantee::AtLeastOnce,
+    updates: descriptor::append_only,
     needs: &[],
     validate,
     check: descriptor::no_check,

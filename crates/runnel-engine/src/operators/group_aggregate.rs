@@ -1,0 +1,403 @@
+//! GROUP BY keys over an unbounded stream (Flink's non-window aggregate): every batch
+//! updates the accumulators of the keys it touches and emits, per touched key, the
+//! change of its result row — `+I` for a new key, `-U`/`+U` when the value changed,
+//! `-D` when retractions emptied it. A batch is the mini-batch: a key touched by many
+//! rows of one batch emits one change.
+//!
+//! Over a changelog input the accumulators retract: DataFusion's sliding accumulators
+//! for COUNT, SUM and AVG, [`Multiset`] for MIN, MAX and COUNT(DISTINCT).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion_common::ScalarValue;
+use datafusion_expr::Accumulator;
+use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
+use hashbrown::HashMap;
+use runnel_common::changelog::{self, RowKind};
+use runnel_common::time::now_ms;
+use runnel_sql::GroupAggSpec;
+
+use super::aggregate::{AggFns, state_batch};
+use super::multiset::{Multiset, Pick};
+use crate::error::EngineError;
+use crate::operator::{Operator, Output, StateReader, StateWriter};
+
+/// A non-window GROUP BY with an updating result.
+pub struct GroupAggregate {
+    key_cols: Vec<usize>,
+    aggs: Vec<Arc<AggregateFunctionExpr>>,
+    arg_types: Vec<DataType>,
+    fns: AggFns,
+    retracting: bool,
+    converter: Option<RowConverter>,
+    groups: HashMap<Box<[u8]>, Group>,
+    schema: SchemaRef,
+    ttl_ms: Option<i64>,
+    last_sweep: i64,
+}
+
+struct Group {
+    accs: Vec<Box<dyn Accumulator>>,
+    /// Rows in the group: inserts minus retractions.
+    rows: i64,
+    /// The result row last emitted (one value per aggregate), empty before the first.
+    emitted: Vec<ScalarValue>,
+    /// Processing time of the last change, for the state TTL.
+    touched_ms: i64,
+}
+
+/// The changes one batch produced, assembled into an output batch at the end.
+#[derive(Default)]
+struct Changes {
+    keys: Vec<Box<[u8]>>,
+    kinds: Vec<RowKind>,
+    values: Vec<Vec<ScalarValue>>,
+}
+
+impl Changes {
+    fn push(&mut self, key: &[u8], kind: RowKind, values: &[ScalarValue]) {
+        self.keys.push(key.into());
+        self.kinds.push(kind);
+        self.values.push(values.to_vec());
+    }
+}
+
+impl GroupAggregate {
+    /// Validates the spec against the input schema.
+    pub fn try_new(
+        spec: &GroupAggSpec,
+        input: &SchemaRef,
+        planned: &SchemaRef,
+    ) -> Result<Self, EngineError> {
+        let converter = if spec.key_cols.is_empty() {
+            None
+        } else {
+            Some(
+                RowConverter::new(
+                    spec.key_cols
+                        .iter()
+                        .map(|&c| SortField::new(input.field(c).data_type().clone()))
+                        .collect(),
+                )
+                .map_err(internal)?,
+            )
+        };
+        let arg_types = spec
+            .aggs
+            .iter()
+            .map(|a| match a.expressions().first() {
+                Some(e) => e.data_type(input).map_err(internal),
+                None => Ok(DataType::Null),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields: Vec<Field> = planned
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        Ok(Self {
+            key_cols: spec.key_cols.clone(),
+            aggs: spec.aggs.clone(),
+            arg_types,
+            fns: AggFns::new(&spec.aggs),
+            retracting: spec.retracting,
+            converter,
+            groups: HashMap::new(),
+            schema: Arc::new(Schema::new(fields)),
+            ttl_ms: spec.state_ttl_ms,
+            last_sweep: now_ms(),
+        })
+    }
+
+    fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>, EngineError> {
+        self.aggs
+            .iter()
+            .zip(&self.arg_types)
+            .map(|(a, t)| {
+                if !self.retracting {
+                    return a.create_accumulator().map_err(internal);
+                }
+                let name = a.fun().name().to_ascii_lowercase();
+                let pick = match name.as_str() {
+                    "min" => Some(Pick::Min),
+                    "max" => Some(Pick::Max),
+                    "count" if a.is_distinct() => Some(Pick::CountDistinct),
+                    _ => None,
+                };
+                match pick {
+                    Some(p) => Ok(Box::new(Multiset::try_new(p, t).map_err(internal)?) as _),
+                    None => a.create_sliding_accumulator().map_err(internal),
+                }
+            })
+            .collect()
+    }
+
+    /// The encoded key of every row of `batch`.
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>, EngineError> {
+        let Some(converter) = &self.converter else {
+            return Ok(vec![Box::from(&[][..]); batch.num_rows()]);
+        };
+        let cols: Vec<ArrayRef> = self
+            .key_cols
+            .iter()
+            .map(|&c| Arc::clone(batch.column(c)))
+            .collect();
+        let rows = converter.convert_columns(&cols).map_err(internal)?;
+        Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
+    }
+
+    fn assemble(&self, changes: Changes) -> Result<RecordBatch, EngineError> {
+        let mut columns: Vec<ArrayRef> = match &self.converter {
+            None => Vec::new(),
+            Some(converter) => {
+                let parser = converter.parser();
+                converter
+                    .convert_rows(changes.keys.iter().map(|k| parser.parse(k)))
+                    .map_err(internal)?
+            }
+        };
+        for a in 0..self.aggs.len() {
+            let values = changes.values.iter().map(|v| v[a].clone());
+            columns.push(ScalarValue::iter_to_array(values).map_err(internal)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        changelog::with_kinds(&self.schema, columns, &changes.kinds).map_err(internal)
+    }
+
+    fn sweep(&mut self, now: i64) {
+        let Some(ttl) = self.ttl_ms else { return };
+        if now - self.last_sweep < ttl / 2 {
+            return;
+        }
+        self.last_sweep = now;
+        self.groups.retain(|_, g| g.touched_ms + ttl > now);
+    }
+}
+
+fn take(values: &[ArrayRef], rows: &[u32]) -> Result<Vec<ArrayRef>, EngineError> {
+    let idx = UInt32Array::from(rows.to_vec());
+    values
+        .iter()
+        .map(|v| arrow::compute::take(v.as_ref(), &idx, None).map_err(internal))
+        .collect()
+}
+
+impl Operator for GroupAggregate {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let ops = changelog::ops(&batch).cloned();
+        let keys = self.keys(&batch)?;
+        let inputs = self.fns.evaluate_inputs(&batch)?;
+        // Rows per key, in first-seen order: (key, inserted rows, retracted rows).
+        let mut order: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut seen: HashMap<&[u8], usize> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let slot = *seen.entry(k.as_ref()).or_insert_with(|| {
+                order.push((i, Vec::new(), Vec::new()));
+                order.len() - 1
+            });
+            if changelog::kind_at(ops.as_ref(), i).is_retract() {
+                order[slot].2.push(i as u32);
+            } else {
+                order[slot].1.push(i as u32);
+            }
+        }
+        let mut changes = Changes::default();
+        for (first, ins, ret) in order {
+            let key = &keys[first];
+            if !self.groups.contains_key(key) {
+                if ins.is_empty() {
+                    // Retractions of a key this subtask does not hold (expired by TTL).
+                    continue;
+                }
+                let accs = self.accumulators()?;
+                self.groups.insert(
+                    key.clone(),
+                    Group {
+                        accs,
+                        rows: 0,
+                        emitted: Vec::new(),
+                        touched_ms: now,
+                    },
+                );
+            }
+            let Some(group) = self.groups.get_mut(key) else {
+                continue;
+            };
+            group.touched_ms = now;
+            for (acc, values) in group.accs.iter_mut().zip(&inputs) {
+                if !ins.is_empty() {
+                    acc.update_batch(&take(values, &ins)?).map_err(internal)?;
+                }
+                if !ret.is_empty() {
+                    acc.retract_batch(&take(values, &ret)?).map_err(internal)?;
+                }
+            }
+            group.rows += ins.len() as i64 - ret.len() as i64;
+            if group.rows <= 0 {
+                if !group.emitted.is_empty() {
+                    changes.push(key, RowKind::Delete, &group.emitted);
+                }
+                self.groups.remove(key);
+                continue;
+            }
+            let now_values = group
+                .accs
+                .iter_mut()
+                .map(|a| a.evaluate().map_err(internal))
+                .collect::<Result<Vec<_>, _>>()?;
+            if group.emitted.is_empty() {
+                changes.push(key, RowKind::Insert, &now_values);
+            } else if group.emitted != now_values {
+                changes.push(key, RowKind::UpdateBefore, &group.emitted);
+                changes.push(key, RowKind::UpdateAfter, &now_values);
+            }
+            group.emitted = now_values;
+        }
+        if !changes.kinds.is_empty() {
+            out.emit(self.assemble(changes)?);
+        }
+        self.sweep(now);
+        Ok(())
+    }
+
+    /// One batch of every group: keys, row count, last change, each aggregate's
+    /// intermediate state, then the values last emitted.
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(self.groups.len());
+        let mut rows = Vec::with_capacity(self.groups.len());
+        let mut touched = Vec::with_capacity(self.groups.len());
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
+        let mut emitted: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggs.len()];
+        for (k, g) in self.groups.iter_mut() {
+            keys.push(k.clone());
+            rows.push(g.rows);
+            touched.push(g.touched_ms);
+            for (a, acc) in g.accs.iter_mut().enumerate() {
+                let s = acc.state().map_err(internal)?;
+                if states.len() <= a {
+                    states.push(vec![Vec::new(); s.len()]);
+                }
+                for (j, v) in s.into_iter().enumerate() {
+                    if let Some(col) = states[a].get_mut(j) {
+                        col.push(v);
+                    }
+                }
+                emitted[a].push(g.emitted.get(a).cloned().unwrap_or(ScalarValue::Null));
+            }
+        }
+        let mut cols: Vec<ArrayRef> = match &self.converter {
+            None => Vec::new(),
+            Some(converter) => {
+                let parser = converter.parser();
+                converter
+                    .convert_rows(keys.iter().map(|k| parser.parse(k)))
+                    .map_err(internal)?
+            }
+        };
+        cols.push(Arc::new(Int64Array::from(rows)));
+        cols.push(Arc::new(Int64Array::from(touched)));
+        for agg in states {
+            for col in agg {
+                cols.push(ScalarValue::iter_to_array(col).map_err(internal)?);
+            }
+        }
+        for (a, col) in emitted.into_iter().enumerate() {
+            let arr = ScalarValue::iter_to_array(col).map_err(internal)?;
+            let want = self.schema.field(self.key_cols.len() + a).data_type();
+            cols.push(if arr.data_type() == want {
+                arr
+            } else {
+                arrow::compute::cast(&arr, want).map_err(internal)?
+            });
+        }
+        state.put("groups", state_batch(cols)?);
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<(), EngineError> {
+        let widths = self
+            .accumulators()?
+            .iter_mut()
+            .map(|a| a.state().map(|s| s.len()).map_err(internal))
+            .collect::<Result<Vec<_>, _>>()?;
+        for batch in state.get("groups") {
+            let n_keys = self.key_cols.len();
+            let cols = batch.columns();
+            let expected = n_keys + 2 + widths.iter().sum::<usize>() + self.aggs.len();
+            if cols.len() != expected {
+                return Err(EngineError::Internal(format!(
+                    "group aggregate snapshot has {} columns, expected {expected}",
+                    cols.len()
+                )));
+            }
+            let keys: Vec<Box<[u8]>> = match &self.converter {
+                None => vec![Box::from(&[][..]); batch.num_rows()],
+                Some(converter) => converter
+                    .convert_columns(&cols[..n_keys])
+                    .map_err(internal)?
+                    .iter()
+                    .map(|r| Box::from(r.as_ref()))
+                    .collect(),
+            };
+            let int = |c: &ArrayRef| -> Result<Int64Array, EngineError> {
+                c.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .ok_or_else(|| EngineError::Internal("snapshot column is not BIGINT".into()))
+            };
+            let rows = int(&cols[n_keys])?;
+            let touched = int(&cols[n_keys + 1])?;
+            let emitted_at = n_keys + 2 + widths.iter().sum::<usize>();
+            for (r, key) in keys.into_iter().enumerate() {
+                let mut accs = self.accumulators()?;
+                let mut at = n_keys + 2;
+                for (acc, w) in accs.iter_mut().zip(&widths) {
+                    let one: Vec<ArrayRef> =
+                        cols[at..at + w].iter().map(|c| c.slice(r, 1)).collect();
+                    acc.merge_batch(&one).map_err(internal)?;
+                    at += w;
+                }
+                let emitted = (0..self.aggs.len())
+                    .map(|a| ScalarValue::try_from_array(&cols[emitted_at + a], r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                self.groups.insert(
+                    key,
+                    Group {
+                        accs,
+                        rows: rows.value(r),
+                        emitted,
+                        touched_ms: touched.value(r),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("group aggregate: {e}"))
+}

@@ -1,0 +1,388 @@
+//! Top-N and deduplication: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn`
+//! filtered by `rn <= N` (Flink's Rank operator).
+//!
+//! Each partition keeps its rows sorted by the ORDER BY columns (ties in arrival order),
+//! in Arrow's order-preserving row format. Over an append-only input only the first N
+//! rows can ever be shown, so only they are kept; over a changelog every row is kept so
+//! a retraction can let the next one in. After each batch, every touched partition's
+//! numbered top N is compared with what was emitted before the batch, and only the
+//! differences go out (`-U`/`+U` where a rank's row changed, `+I`, `-D`) — with
+//! `rn = 1` and a time ORDER BY this is deduplication (keep first or last).
+//!
+//! Window Top-N (the partition includes `window_end` of a window TVF's rows): rows are
+//! held until the watermark passes the window's end, then its top N are emitted once,
+//! append-only, and forgotten.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use hashbrown::HashMap;
+use runnel_common::Timestamp;
+use runnel_common::changelog::{self, RowKind};
+use runnel_common::time::now_ms;
+use runnel_sql::RankSpec;
+
+use super::aggregate::state_batch;
+use super::window_assign::millis;
+use crate::error::EngineError;
+use crate::operator::{Operator, Output, StateReader, StateWriter};
+
+/// A partition key in Arrow's row format.
+type Key = Box<[u8]>;
+
+/// One stored row: its sort key and its columns.
+#[derive(Debug, Clone, PartialEq)]
+struct Ranked {
+    order: Box<[u8]>,
+    row: Box<[u8]>,
+}
+
+#[derive(Default)]
+struct Partition {
+    rows: Vec<Ranked>,
+    touched_ms: i64,
+    window_end: Option<Timestamp>,
+}
+
+impl Partition {
+    /// Inserts after rows that sort equal (arrival order breaks ties).
+    fn insert(&mut self, r: Ranked) {
+        let at = self.rows.partition_point(|x| x.order <= r.order);
+        self.rows.insert(at, r);
+    }
+}
+
+/// The Rank operator.
+pub struct Rank {
+    partition: Vec<usize>,
+    order: Vec<usize>,
+    limit: usize,
+    /// Keep every row (the input retracts).
+    keep_all: bool,
+    window_end: Option<usize>,
+    width: usize,
+    rows: RowConverter,
+    keys: Option<RowConverter>,
+    sorter: RowConverter,
+    state: HashMap<Box<[u8]>, Partition>,
+    /// Window Top-N: partitions by window end.
+    by_end: BTreeMap<Timestamp, Vec<Box<[u8]>>>,
+    schema: SchemaRef,
+    ttl_ms: Option<i64>,
+    last_sweep: i64,
+}
+
+impl Rank {
+    /// Validates the spec against the input schema.
+    pub fn try_new(
+        spec: &RankSpec,
+        input: &SchemaRef,
+        planned: &SchemaRef,
+        keep_all: bool,
+    ) -> Result<Self, EngineError> {
+        let width = input.fields().len();
+        let field = |c: usize| SortField::new(input.field(c).data_type().clone());
+        let rows = RowConverter::new((0..width).map(field).collect()).map_err(internal)?;
+        let keys = if spec.partition.is_empty() {
+            None
+        } else {
+            Some(
+                RowConverter::new(spec.partition.iter().map(|&c| field(c)).collect())
+                    .map_err(internal)?,
+            )
+        };
+        let sorter = RowConverter::new(
+            spec.order
+                .iter()
+                .map(|&(c, descending)| {
+                    SortField::new_with_options(
+                        input.field(c).data_type().clone(),
+                        SortOptions {
+                            descending,
+                            nulls_first: !descending,
+                        },
+                    )
+                })
+                .collect(),
+        )
+        .map_err(internal)?;
+        Ok(Self {
+            partition: spec.partition.clone(),
+            order: spec.order.iter().map(|(c, _)| *c).collect(),
+            limit: spec.limit,
+            keep_all,
+            window_end: spec.window_end,
+            width,
+            rows,
+            keys,
+            sorter,
+            state: HashMap::new(),
+            by_end: BTreeMap::new(),
+            schema: Arc::clone(planned),
+            ttl_ms: spec.state_ttl_ms,
+            last_sweep: now_ms(),
+        })
+    }
+
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<(Key, Ranked)>, EngineError> {
+        let n = batch.num_rows();
+        let cols = |idx: &[usize]| -> Vec<ArrayRef> {
+            idx.iter().map(|&c| Arc::clone(batch.column(c))).collect()
+        };
+        let all: Vec<usize> = (0..self.width).collect();
+        let rows = self.rows.convert_columns(&cols(&all)).map_err(internal)?;
+        let order = self
+            .sorter
+            .convert_columns(&cols(&self.order))
+            .map_err(internal)?;
+        let keys: Vec<Box<[u8]>> = match &self.keys {
+            None => vec![Box::from(&[][..]); n],
+            Some(k) => k
+                .convert_columns(&cols(&self.partition))
+                .map_err(internal)?
+                .iter()
+                .map(|r| Box::from(r.as_ref()))
+                .collect(),
+        };
+        Ok(keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    k,
+                    Ranked {
+                        order: order.row(i).as_ref().into(),
+                        row: rows.row(i).as_ref().into(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Output rows: each row's columns and its number.
+    fn assemble(
+        &self,
+        rows: &[(&[u8], u64)],
+        kinds: Option<&[RowKind]>,
+    ) -> Result<RecordBatch, EngineError> {
+        let parser = self.rows.parser();
+        let mut columns = self
+            .rows
+            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))
+            .map_err(internal)?;
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|(_, n)| *n),
+        )));
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match kinds {
+            None => RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal),
+            Some(k) => changelog::with_kinds(&self.schema, columns, k).map_err(internal),
+        }
+    }
+
+    fn sweep(&mut self, now: i64) {
+        let Some(ttl) = self.ttl_ms else { return };
+        if self.window_end.is_some() || now - self.last_sweep < ttl / 2 {
+            return;
+        }
+        self.last_sweep = now;
+        self.state.retain(|_, p| p.touched_ms + ttl > now);
+    }
+
+    fn schema_of_rows(&self) -> Schema {
+        Schema::new(self.schema.fields()[..self.width].to_vec())
+    }
+}
+
+impl Operator for Rank {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let ops = changelog::ops(&batch).cloned();
+        let encoded = self.encode(&batch)?;
+        let ends = match self.window_end {
+            Some(c) => Some(millis(&batch, c)?),
+            None => None,
+        };
+        // The top N of every touched partition before this batch.
+        let mut before: Vec<(Box<[u8]>, Vec<Ranked>)> = Vec::new();
+        let mut seen: HashMap<Box<[u8]>, ()> = HashMap::new();
+        for (i, (key, ranked)) in encoded.into_iter().enumerate() {
+            if self.window_end.is_none() && seen.insert(key.clone(), ()).is_none() {
+                let top = self.state.get(&key).map_or(Vec::new(), |p| {
+                    p.rows.iter().take(self.limit).cloned().collect()
+                });
+                before.push((key.clone(), top));
+            }
+            let kind = changelog::kind_at(ops.as_ref(), i);
+            let limit = self.limit;
+            let keep_all = self.keep_all;
+            let part = self.state.entry(key.clone()).or_default();
+            part.touched_ms = now;
+            if kind.is_retract() {
+                if let Some(pos) = part.rows.iter().position(|r| *r == ranked) {
+                    part.rows.remove(pos);
+                }
+            } else {
+                part.insert(ranked);
+                if !keep_all {
+                    part.rows.truncate(limit);
+                }
+            }
+            if let Some(ends) = &ends
+                && part.window_end.is_none()
+            {
+                let end = ends.value(i);
+                part.window_end = Some(end);
+                self.by_end.entry(end).or_default().push(key);
+            }
+        }
+        if self.window_end.is_some() {
+            return Ok(());
+        }
+        let mut rows: Vec<(Box<[u8]>, u64)> = Vec::new();
+        let mut kinds = Vec::new();
+        for (key, old) in before {
+            let new: Vec<Ranked> = self.state.get(&key).map_or(Vec::new(), |p| {
+                p.rows.iter().take(self.limit).cloned().collect()
+            });
+            for n in 0..old.len().max(new.len()) {
+                let rank = n as u64 + 1;
+                match (old.get(n), new.get(n)) {
+                    (Some(a), Some(b)) if a.row == b.row => {}
+                    (Some(a), Some(b)) => {
+                        rows.push((a.row.clone(), rank));
+                        kinds.push(RowKind::UpdateBefore);
+                        rows.push((b.row.clone(), rank));
+                        kinds.push(RowKind::UpdateAfter);
+                    }
+                    (Some(a), None) => {
+                        rows.push((a.row.clone(), rank));
+                        kinds.push(RowKind::Delete);
+                    }
+                    (None, Some(b)) => {
+                        rows.push((b.row.clone(), rank));
+                        kinds.push(RowKind::Insert);
+                    }
+                    (None, None) => {}
+                }
+            }
+            if self.state.get(&key).is_some_and(|p| p.rows.is_empty()) {
+                self.state.remove(&key);
+            }
+        }
+        if !rows.is_empty() {
+            let refs: Vec<(&[u8], u64)> = rows.iter().map(|(r, n)| (&**r, *n)).collect();
+            out.emit(self.assemble(&refs, Some(&kinds))?);
+        }
+        self.sweep(now);
+        Ok(())
+    }
+
+    /// Window Top-N: windows the watermark passed are ranked and emitted once.
+    fn process_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        if self.window_end.is_none() {
+            return Ok(());
+        }
+        let open = self.by_end.split_off(&watermark.saturating_add(1));
+        let done = std::mem::replace(&mut self.by_end, open);
+        let mut rows: Vec<(Box<[u8]>, u64)> = Vec::new();
+        for key in done.into_values().flatten() {
+            if let Some(p) = self.state.remove(&key) {
+                for (n, r) in p.rows.into_iter().take(self.limit).enumerate() {
+                    rows.push((r.row, n as u64 + 1));
+                }
+            }
+        }
+        if !rows.is_empty() {
+            let refs: Vec<(&[u8], u64)> = rows.iter().map(|(r, n)| (&**r, *n)).collect();
+            out.emit(self.assemble(&refs, None)?);
+        }
+        Ok(())
+    }
+
+    /// Every kept row, partition by partition in rank order, with its last change.
+    fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
+        let mut rows: Vec<&[u8]> = Vec::new();
+        let mut touched = Vec::new();
+        for p in self.state.values() {
+            for r in &p.rows {
+                rows.push(&r.row);
+                touched.push(p.touched_ms);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let parser = self.rows.parser();
+        let mut cols = self
+            .rows
+            .convert_rows(rows.iter().map(|r| parser.parse(r)))
+            .map_err(internal)?;
+        cols.push(Arc::new(Int64Array::from(touched)));
+        state.put("rows", state_batch(cols)?);
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<(), EngineError> {
+        let schema = Arc::new(self.schema_of_rows());
+        for batch in state.get("rows") {
+            if batch.num_columns() != self.width + 1 {
+                return Err(internal("rank snapshot has the wrong number of columns"));
+            }
+            let data =
+                RecordBatch::try_new(Arc::clone(&schema), batch.columns()[..self.width].to_vec())
+                    .map_err(internal)?;
+            let touched = batch
+                .column(self.width)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| internal("rank snapshot column is not BIGINT"))?;
+            let ends = match self.window_end {
+                Some(c) => Some(millis(&data, c)?),
+                None => None,
+            };
+            for (i, (key, ranked)) in self.encode(&data)?.into_iter().enumerate() {
+                let part = self.state.entry(key.clone()).or_default();
+                part.touched_ms = touched.value(i);
+                // Written in rank order: appending keeps it.
+                part.rows.push(ranked);
+                if let Some(ends) = &ends
+                    && part.window_end.is_none()
+                {
+                    let end = ends.value(i);
+                    part.window_end = Some(end);
+                    self.by_end.entry(end).or_default().push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("rank: {e}"))
+}
