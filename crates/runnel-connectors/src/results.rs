@@ -131,6 +131,23 @@ impl Panel {
     pub(crate) fn push(&self, mut rows: Vec<Value>, images: Vec<Option<Vec<u8>>>) {
         let mut state = self.lock();
         for (i, row) in rows.iter_mut().enumerate() {
+            if retracts(row) {
+                // `-U` / `-D` of an updating result: the row (by key, else by value) goes.
+                let key = self
+                    .config
+                    .key
+                    .as_ref()
+                    .and_then(|k| row.get(k))
+                    .map(key_string);
+                let pos = match &key {
+                    Some(k) => state.rows.iter().position(|(rk, _)| rk.as_ref() == Some(k)),
+                    None => state.rows.iter().position(|(_, r)| same_row(r, row)),
+                };
+                if let Some(pos) = pos {
+                    state.rows.remove(pos);
+                }
+                continue;
+            }
             let key = self
                 .config
                 .key
@@ -179,6 +196,27 @@ impl Panel {
         }
         // No subscriber is fine: the page may not be open.
         let _ = self.tx.send(Arc::new(rows));
+    }
+}
+
+/// Whether a dashboard row is the retraction (`-U`, `-D`) of an updating result.
+fn retracts(row: &Value) -> bool {
+    matches!(row.get("_op").and_then(Value::as_str), Some("-U" | "-D"))
+}
+
+/// Rows equal but for their row kind.
+fn same_row(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let data = |m: &serde_json::Map<String, Value>| {
+                m.iter()
+                    .filter(|(k, _)| !k.starts_with('_'))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            data(x) == data(y)
+        }
+        _ => a == b,
     }
 }
 

@@ -377,10 +377,18 @@ impl Sink for DashboardSink {
         }
         self.buf.clear();
         JsonEncoder.encode(&shown, &mut self.buf)?;
+        let changelog = runnel_common::changelog::ops(&batch).is_some();
         let mut rows = Vec::with_capacity(n);
         for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let row: Value = serde_json::from_slice(line)
+            let mut row: Value = serde_json::from_slice(line)
                 .map_err(|e| ConnectorError::Other(format!("dashboard row encoding: {e}")))?;
+            // An updating result's row kind travels as `_op` (hidden on the page).
+            if changelog
+                && let Value::Object(map) = &mut row
+                && let Some(op) = map.remove("op")
+            {
+                map.insert("_op".into(), op);
+            }
             rows.push(row);
         }
         self.metrics.rows.add(n as u64);
@@ -473,6 +481,28 @@ mod tests {
         let rows = d.panel("live").unwrap().rows();
         let cams: Vec<_> = rows.iter().map(|r| r["camera"].as_str().unwrap()).collect();
         assert_eq!(cams, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn an_updating_result_replaces_and_removes_rows() {
+        use runnel_common::changelog::{RowKind, attach};
+        let d = Arc::new(Dashboards::default());
+        let s = spec(&[]);
+        let mut sinks = build(&s, vec![ctx(&d)]).unwrap();
+        let kinds = |k: &[RowKind]| -> arrow::array::ArrayRef {
+            Arc::new(arrow::array::Int8Array::from_iter_values(
+                k.iter().map(|x| *x as i8),
+            ))
+        };
+        let b = batch(&s, &["a", "b"]);
+        let b = attach(&b, kinds(&[RowKind::Insert, RowKind::Insert])).unwrap();
+        sinks[0].write(b).await.unwrap();
+        let b = batch(&s, &["a"]);
+        let b = attach(&b, kinds(&[RowKind::Delete])).unwrap();
+        sinks[0].write(b).await.unwrap();
+        let rows = d.panel("live").unwrap().rows();
+        let cams: Vec<_> = rows.iter().map(|r| r["camera"].as_str().unwrap()).collect();
+        assert_eq!(cams, ["b"]);
     }
 
     #[test]

@@ -598,10 +598,18 @@ class Panel {
 
   onRows(msg) {
     if (msg.reset) this.clear();
-    for (const row of msg.rows || []) if (row && typeof row === 'object') this.add(row);
+    for (const row of msg.rows || []) {
+      if (!row || typeof row !== 'object') continue;
+      // An updating result's retraction (-U, -D) takes the row away; +U replaces it.
+      if (row._op === '-U' || row._op === '-D') this.retract(row);
+      else this.add(row);
+    }
     this.updated = Date.now();
     schedule(this);
   }
+
+  // Views that keep one entry per key replace it on +U; others ignore retractions.
+  retract(_row) {}
 
   setMeta(text) {
     this.meta.textContent = this.updated ? `${text} · updated ${fmtClock(this.updated)}` : text;
@@ -620,6 +628,14 @@ class TablePanel extends Panel {
     this.rows.delete(k);
     this.rows.set(k, row);
     while (this.rows.size > this.maxRows) this.rows.delete(this.rows.keys().next().value);
+  }
+
+  retract(row) {
+    const k = this.keyOf(row);
+    if (k !== undefined) { this.rows.delete(k); return; }
+    const data = (r) => JSON.stringify(Object.entries(r).filter(([c]) => !c.startsWith('_')));
+    const want = data(row);
+    for (const [key, r] of this.rows) if (data(r) === want) { this.rows.delete(key); return; }
   }
 
   columns() {
