@@ -142,16 +142,16 @@ fn not_yet(message: &str) -> Option<String> {
             invalid.to_ascii_uppercase()
         ),
         "tumble" | "hop" | "session" | "cumulate" => format!(
-            "group window {}(time_col, …) in GROUP BY is not supported yet; use the window \
-             table function: FROM TABLE({}(TABLE t, DESCRIPTOR(time_col), INTERVAL …)) \
-             GROUP BY window_start, window_end",
+            "{}(time_col, …) is a group window: use it in GROUP BY (over one table or view), \
+             or use the window table function FROM TABLE({}(TABLE t, DESCRIPTOR(time_col), \
+             INTERVAL …))",
             invalid.to_ascii_uppercase(),
             invalid.to_ascii_uppercase()
         ),
         "tumble_start" | "tumble_end" | "hop_start" | "hop_end" | "session_start"
         | "session_end" | "tumble_rowtime" | "hop_rowtime" | "session_rowtime" => format!(
-            "{}() of group windows is not supported yet; use window_start / window_end of a \
-             window table function",
+            "{}() needs the matching group window in GROUP BY (e.g. GROUP BY TUMBLE(ts, \
+             INTERVAL '1' MINUTE) for TUMBLE_START)",
             invalid.to_ascii_uppercase()
         ),
         "proctime" => "PROCTIME() (processing time) is not supported yet; declare an \

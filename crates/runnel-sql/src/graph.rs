@@ -66,6 +66,13 @@ pub enum WindowKind {
         /// Window length (a multiple of the slide).
         size_ms: i64,
     },
+    /// `CUMULATE(…, step, size)`: windows growing by `step` from each `size` boundary.
+    Cumulate {
+        /// How much each window is longer than the one before.
+        step_ms: i64,
+        /// The largest window (a multiple of the step).
+        size_ms: i64,
+    },
     /// `SESSION(… PARTITION BY …, gap)`.
     Session {
         /// Inactivity that closes a session.

@@ -22,6 +22,7 @@ pub mod dialect;
 pub mod error;
 pub mod functions;
 pub mod graph;
+mod group_window;
 mod lower;
 pub mod window;
 
@@ -227,7 +228,12 @@ impl Planner {
         Ok(graph)
     }
 
-    fn plan_query(&self, query: sqlparser::ast::Query, line: u64) -> Result<LogicalPlan, SqlError> {
+    fn plan_query(
+        &self,
+        mut query: sqlparser::ast::Query,
+        line: u64,
+    ) -> Result<LogicalPlan, SqlError> {
+        group_window::rewrite(&mut query).map_err(|message| SqlError::Plan { line, message })?;
         let options = ParserOptions::new().with_enable_ident_normalization(false);
         let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);
         let plan = sql_to_rel

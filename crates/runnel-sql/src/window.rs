@@ -57,7 +57,7 @@ impl RelationPlanner for WindowTvfPlanner {
             _ => return Ok(RelationPlanning::Original(Box::new(relation))),
         };
         let fname = object_last(&name).to_ascii_uppercase();
-        if !matches!(fname.as_str(), "TUMBLE" | "HOP" | "SESSION") {
+        if !matches!(fname.as_str(), "TUMBLE" | "HOP" | "CUMULATE" | "SESSION") {
             return Ok(RelationPlanning::Original(Box::new(relation)));
         }
         let planned = plan_tvf(&fname, args, alias, ctx)?;
@@ -114,6 +114,9 @@ fn plan_tvf(
     let usage = match fname {
         "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL 'size' SECOND)",
         "HOP" => "HOP(TABLE t, DESCRIPTOR(ts), INTERVAL 'slide' SECOND, INTERVAL 'size' SECOND)",
+        "CUMULATE" => {
+            "CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL 'step' SECOND, INTERVAL 'size' SECOND)"
+        }
         _ => "SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), INTERVAL 'gap' SECOND)",
     };
     let exprs: Vec<&SqlExpr> = args.iter().filter_map(arg_expr).collect();
@@ -213,6 +216,17 @@ fn plan_tvf(
             }
             WindowKind::Hop {
                 slide_ms: *slide,
+                size_ms: *size,
+            }
+        }
+        ("CUMULATE", [step, size]) if *step > 0 && *size > 0 => {
+            if size % step != 0 {
+                return plan_err!(
+                    "CUMULATE: the size ({size} ms) must be a multiple of the step ({step} ms)"
+                );
+            }
+            WindowKind::Cumulate {
+                step_ms: *step,
                 size_ms: *size,
             }
         }

@@ -104,6 +104,17 @@ impl Operator for WindowAssign {
                         ends.push(s + size_ms);
                     }
                 }
+                WindowKind::Cumulate { step_ms, size_ms } => {
+                    // Every window of the row's size period that ends after it.
+                    let base = window_start(t, size_ms);
+                    let mut end = window_start(t, step_ms) + step_ms;
+                    while end <= base + size_ms {
+                        rows.push(i as u32);
+                        starts.push(base);
+                        ends.push(end);
+                        end += step_ms;
+                    }
+                }
                 WindowKind::Session { gap_ms } => {
                     rows.push(i as u32);
                     starts.push(t);
