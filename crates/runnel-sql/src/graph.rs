@@ -119,6 +119,33 @@ pub enum NodeSpec {
     Join(JoinSpec),
     /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` kept to the first N rows.
     Rank(RankSpec),
+    /// Aggregates `OVER (PARTITION BY … ORDER BY time ROWS|RANGE … PRECEDING)`.
+    Over(OverSpec),
+}
+
+/// OVER aggregates in event-time order: each row is emitted, with its aggregates over
+/// the frame ending at it, once the watermark passes it.
+#[derive(Clone, Debug)]
+pub struct OverSpec {
+    /// PARTITION BY columns of the input.
+    pub partition: Vec<usize>,
+    /// The event-time column the rows are ordered by.
+    pub time_col: usize,
+    /// Which preceding rows each row's aggregates cover.
+    pub frame: OverFrame,
+    /// The aggregate functions, compiled against the input schema.
+    pub aggs: Vec<Arc<datafusion_physical_expr::aggregate::AggregateFunctionExpr>>,
+}
+
+/// The frame of an OVER aggregate (it always ends at the current row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverFrame {
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW`.
+    Rows(u64),
+    /// `RANGE BETWEEN INTERVAL … PRECEDING AND CURRENT ROW` (ms).
+    Range(i64),
+    /// `… UNBOUNDED PRECEDING AND CURRENT ROW`.
+    Unbounded,
 }
 
 /// A non-window GROUP BY: one accumulator set per key, results updated as rows arrive.
@@ -347,6 +374,17 @@ impl fmt::Debug for NodeSpec {
                     ""
                 }
             ),
+            NodeSpec::Over(o) => write!(
+                f,
+                "Over(partition {:?}, {:?}, aggs [{}])",
+                o.partition,
+                o.frame,
+                o.aggs
+                    .iter()
+                    .map(|x| x.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             NodeSpec::Rank(r) => write!(
                 f,
                 "Rank(partition {:?}, order {:?}, top {}{})",
@@ -376,6 +414,7 @@ impl NodeSpec {
             NodeSpec::GroupAggregate(_) => "aggregate",
             NodeSpec::Join(_) => "join",
             NodeSpec::Rank(_) => "rank",
+            NodeSpec::Over(_) => "over",
         }
     }
 }

@@ -37,8 +37,8 @@ use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
-    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
-    Partitioning, PipelineGraph, ProjectSpec, RankSpec, WindowAggSpec, WindowAssignSpec,
+    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec, OverFrame,
+    OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankSpec, WindowAggSpec, WindowAssignSpec,
     WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};

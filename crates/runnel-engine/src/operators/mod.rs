@@ -4,6 +4,7 @@ pub mod aggregate;
 pub mod group_aggregate;
 pub mod join;
 pub mod multiset;
+pub mod over;
 pub mod project;
 pub mod rank;
 #[cfg(test)]
@@ -88,6 +89,7 @@ pub fn build(
                 node.updating.is_none(),
             )?)
         }
+        NodeSpec::Over(spec) => Box::new(over::Over::try_new(spec, input, &node.schema, late)?),
         NodeSpec::Rank(spec) => Box::new(rank::Rank::try_new(
             spec,
             input,

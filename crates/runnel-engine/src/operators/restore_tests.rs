@@ -76,7 +76,8 @@ fn run(op: &mut dyn Operator, inputs: &[SchemaRef], steps: &[Step]) -> Vec<Recor
 
 /// Runs `steps` straight through, and again with a snapshot/restore after `cut`.
 fn same_after_restore(sql: &str, kind: &str, steps: &[Step], cut: usize) {
-    let (node, inputs) = plan(sql, kind);
+    let sql = sql.to_string();
+    let (node, inputs) = plan(&sql, kind);
     let metrics = NodeMetrics::default();
     let mut straight = build(&node, &inputs, &metrics).expect("builds");
     let expected = run(straight.as_mut(), &inputs, steps);
@@ -192,4 +193,30 @@ fn window_top_n_restores() {
         ],
         2,
     );
+}
+
+#[test]
+fn over_aggregate_restores() {
+    for frame in [
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+    ] {
+        same_after_restore(
+            &format!(
+                "CREATE TABLE o (a BIGINT, p BIGINT, s BIGINT, mx BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT auction, price, SUM(price) OVER w, MAX(price) OVER w FROM bid
+                 WINDOW w AS (PARTITION BY auction ORDER BY ts {frame});"
+            ),
+            "over",
+            &[
+                Step::Rows(0, B1),
+                Step::Rows(0, B2),
+                Step::Watermark(1_767_225_600_000 + 3_000),
+                Step::Rows(0, B3),
+                Step::Watermark(i64::MAX),
+            ],
+            3,
+        );
+    }
 }

@@ -224,7 +224,7 @@ impl Lowerer {
             .filter(|ms| *ms > 0)
     }
 
-    fn aggregate_expr(
+    pub(super) fn aggregate_expr(
         &self,
         e: &Expr,
         input: &DFSchemaRef,

@@ -17,6 +17,7 @@ use runnel_common::TableSpec;
 use runnel_common::types::sql_name;
 
 mod aggregate;
+mod over;
 mod rank;
 
 use crate::catalog::{Relation, RelationSource};
@@ -354,7 +355,7 @@ impl Lowerer {
                          enclosing query, WHERE rn <= N (or rn = 1)",
                     ));
                 }
-                Err(self.unsupported("OVER (…) window functions are not supported yet"))
+                self.lower_over(w)
             }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 Err(self.unsupported("a query must read from a declared table (FROM …)"))
