@@ -96,10 +96,24 @@ pub enum NexmarkQuery {
     Q1,
     /// Bids whose auction id is a multiple of 123
     Q2,
+    /// Local item suggestion: auctions joined with their sellers (regular join)
+    Q3,
+    /// Average winning price per category (join, aggregate over an updating aggregate)
+    Q4,
     /// Hot items: bids per auction per HOP 10 s / 2 s window, keep each window's maximum
     Q5,
-    /// Highest bid per 10 s tumbling window
+    /// Highest bid: bids joined with their 10 s window's maximum price
     Q7,
+    /// Only the maximum price per 10 s window (the simplified q7 of earlier benchmarks)
+    Q7Max,
+    /// Winning bids: join and ROW_NUMBER per auction
+    Q9,
+    /// Last bid per bidder and auction (deduplication)
+    Q18,
+    /// Top 10 bids per auction (Top-N)
+    Q19,
+    /// Bids joined with their auction, category 10 (regular join)
+    Q20,
     /// Count, sum and max of bids per auction per 10 s tumbling window
     Tumble,
 }
