@@ -285,10 +285,17 @@ fn project(spec: &TableSpec, stream: NexmarkStream) -> Result<Vec<usize>, Connec
         .fields()
         .iter()
         .map(|f| {
+            // Flink's Nexmark names too: `dateTime`, `itemName`, `emailAddress`, … (and
+            // `customTime`, the newer queries' name of the event time).
+            let norm = |n: &str| n.replace('_', "").to_ascii_lowercase();
+            let wanted = match norm(f.name()).as_str() {
+                "customtime" => "datetime".to_string(),
+                other => other.to_string(),
+            };
             let idx = cols
                 .iter()
                 .position(|(n, _)| *n == f.name().as_str())
-                .or_else(|| cols.iter().position(|(n, _)| n.eq_ignore_ascii_case(f.name())))
+                .or_else(|| cols.iter().position(|(n, _)| norm(n) == wanted))
                 .ok_or_else(|| {
                     ConnectorError::Other(format!(
                         "table '{}': column '{}' is not produced by the nexmark '{}' stream; its columns are: {}",

@@ -83,6 +83,19 @@ async fn bids_look_like_nexmark() {
 }
 
 #[test]
+fn flink_column_names_are_accepted() {
+    let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("itemName", DataType::Utf8, true),
+        Field::new("initialBid", DataType::Int64, true),
+        Field::new("dateTime", ts.clone(), true),
+        Field::new("expires", ts, true),
+    ]));
+    assert!(build(&spec(schema, &[("stream", "auction")]), vec![ctx(0, 1)]).is_ok());
+}
+
+#[test]
 fn unknown_columns_and_types_are_errors() {
     let schema = Arc::new(Schema::new(vec![Field::new("nope", DataType::Int64, true)]));
     let err = build(&spec(schema, &[("stream", "bid")]), vec![ctx(0, 1)])
