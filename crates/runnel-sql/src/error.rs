@@ -154,9 +154,6 @@ fn not_yet(message: &str) -> Option<String> {
              INTERVAL '1' MINUTE) for TUMBLE_START)",
             invalid.to_ascii_uppercase()
         ),
-        "proctime" => "PROCTIME() (processing time) is not supported yet; declare an \
-                       event-time column with WATERMARK FOR"
-            .to_string(),
         _ => return None,
     };
     Some(text)

@@ -49,6 +49,8 @@ pub struct WindowCols {
     pub end: usize,
     /// Set while rows carry unmerged session windows (`window_end` = row time + gap).
     pub session_gap_ms: Option<i64>,
+    /// The windows are over a `PROCTIME()` column: they close by the wall clock.
+    pub processing_time: bool,
 }
 
 /// A window table-valued function.
@@ -254,6 +256,8 @@ pub struct WindowAggSpec {
     pub aggs: Vec<Arc<datafusion_physical_expr::aggregate::AggregateFunctionExpr>>,
     /// Session windows: rows are merged into sessions by this gap.
     pub session_gap_ms: Option<i64>,
+    /// Processing-time windows: fire when the wall clock passes their end.
+    pub processing_time: bool,
 }
 
 /// One group column of a window aggregate's output.

@@ -35,6 +35,8 @@ pub struct WindowAggregate {
     watermark: Timestamp,
     schema: SchemaRef,
     late: Counter,
+    /// Windows over PROCTIME(): they close by the wall clock, and no row is late.
+    processing_time: bool,
 }
 
 struct WindowState {
@@ -73,6 +75,7 @@ impl WindowAggregate {
             watermark: TS_MIN,
             schema,
             late,
+            processing_time: spec.processing_time,
         })
     }
 
@@ -111,12 +114,27 @@ impl WindowAggregate {
     }
 }
 
+impl WindowAggregate {
+    /// Fires every window that ends at or before `time` + 1 ms.
+    fn fire_until(&mut self, time: Timestamp, out: &mut Output) -> Result<(), EngineError> {
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() - 1 > time {
+                break;
+            }
+            let end = *entry.key();
+            let state = entry.remove();
+            self.fire(end, state, out)?;
+        }
+        Ok(())
+    }
+}
+
 impl Operator for WindowAggregate {
     fn process_batch(
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut Output,
     ) -> Result<(), EngineError> {
         let ends = millis(&batch, self.end_col)?;
         let starts = millis(&batch, self.start_col)?;
@@ -140,7 +158,7 @@ impl Operator for WindowAggregate {
                 continue;
             }
             let end = ends.value(i);
-            if end - 1 <= self.watermark {
+            if !self.processing_time && end - 1 <= self.watermark {
                 late += 1;
                 continue;
             }
@@ -200,6 +218,9 @@ impl Operator for WindowAggregate {
                 n,
             )?;
         }
+        if self.processing_time {
+            self.fire_until(runnel_common::time::now_ms(), out)?;
+        }
         Ok(())
     }
 
@@ -252,15 +273,14 @@ impl Operator for WindowAggregate {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         self.watermark = watermark;
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() - 1 > watermark {
-                break;
-            }
-            let end = *entry.key();
-            let state = entry.remove();
-            self.fire(end, state, out)?;
-        }
-        Ok(())
+        // Processing-time windows close by the clock (watermarks only pace the calls),
+        // and all at once when the input ends.
+        let until = if self.processing_time && watermark != runnel_common::time::TS_MAX {
+            runnel_common::time::now_ms()
+        } else {
+            watermark
+        };
+        self.fire_until(until, out)
     }
 }
 

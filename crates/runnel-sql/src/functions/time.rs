@@ -44,6 +44,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
             |_| Ok(DataType::Utf8),
             from_unixtime,
         ),
+        volatile("proctime", coerce_none, |_| Ok(TS_MS), proctime),
         volatile(
             "unix_timestamp",
             coerce_unix_timestamp,
@@ -551,6 +552,24 @@ fn timestampdiff(_: &str, args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         out.append_option(v.and_then(|v| i32::try_from(v).ok()));
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// `PROCTIME()` takes no arguments.
+fn coerce_none(args: &[DataType]) -> Result<Vec<DataType>> {
+    if args.is_empty() {
+        Ok(Vec::new())
+    } else {
+        datafusion_common::plan_err!("PROCTIME() takes no arguments")
+    }
+}
+
+/// `PROCTIME()`: the wall clock when the row is processed (a processing-time attribute;
+/// windows over it fire by the clock, not by watermarks).
+fn proctime(_: &str, _: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(Arc::new(arrow::array::TimestampMillisecondArray::from(
+        vec![now; rows],
+    )))
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ impl Lowerer {
             group_layout: layout.clone(),
             aggs,
             session_gap_ms: win.session_gap_ms,
+            processing_time: win.processing_time,
         };
         let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
         let inputs = inputs
@@ -110,6 +111,7 @@ impl Lowerer {
                 start,
                 end,
                 session_gap_ms: None,
+                processing_time: false,
             });
         }
         Ok(vec![id])

@@ -409,10 +409,22 @@ impl Lowerer {
                     WindowKind::Session { gap_ms } => Some(gap_ms),
                     _ => None,
                 };
+                // Windows over a PROCTIME() column close by the wall clock.
+                let processing_time = matches!(&self.graph.nodes[inputs_of(&self.graph, id)].spec,
+                NodeSpec::Project(p) if p.exprs.get(tvf.time_col).is_some_and(|e| {
+                    e.downcast_ref::<datafusion_physical_expr::ScalarFunctionExpr>()
+                        .is_some_and(|f| f.name() == "proctime")
+                }));
+                if processing_time && session_gap_ms.is_some() {
+                    return Err(self.unsupported(
+                        "SESSION windows over PROCTIME() are not supported; use TUMBLE or HOP",
+                    ));
+                }
                 self.graph.nodes[id].window = Some(WindowCols {
                     start: n,
                     end: n + 1,
                     session_gap_ms,
+                    processing_time,
                 });
                 self.graph.nodes[id].event_time = Some(tvf.time_col);
                 Ok(vec![id])
@@ -550,6 +562,7 @@ impl Lowerer {
                 start: lw.start,
                 end: lw.end,
                 session_gap_ms: None,
+                processing_time: false,
             });
             return Ok(vec![id]);
         }
@@ -667,6 +680,7 @@ impl Lowerer {
                     start: pos(w.start)?,
                     end: pos(w.end)?,
                     session_gap_ms: w.session_gap_ms,
+                    processing_time: w.processing_time,
                 })
             });
         let label = if filter.is_some() {
@@ -861,4 +875,9 @@ fn interval_ms(e: &Expr) -> Option<i64> {
         Expr::Cast(c) => interval_ms(&c.expr),
         _ => None,
     }
+}
+
+/// The first input of node `id`.
+fn inputs_of(graph: &PipelineGraph, id: usize) -> usize {
+    graph.nodes[id].inputs.first().map_or(id, |i| i.node)
 }

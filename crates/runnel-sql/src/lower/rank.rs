@@ -200,6 +200,7 @@ impl Lowerer {
         if window_end.is_some() {
             self.graph.nodes[id].window = window.map(|w| WindowCols {
                 session_gap_ms: None,
+                processing_time: false,
                 ..w
             });
             self.graph.nodes[id].event_time = event_time;
