@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
@@ -22,6 +22,7 @@ use runnel_sql::GroupAggSpec;
 
 use super::aggregate::{AggFns, state_batch};
 use super::multiset::{Multiset, Pick};
+use super::rows;
 use crate::error::EngineError;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
@@ -72,19 +73,7 @@ impl GroupAggregate {
         input: &SchemaRef,
         planned: &SchemaRef,
     ) -> Result<Self, EngineError> {
-        let converter = if spec.key_cols.is_empty() {
-            None
-        } else {
-            Some(
-                RowConverter::new(
-                    spec.key_cols
-                        .iter()
-                        .map(|&c| SortField::new(input.field(c).data_type().clone()))
-                        .collect(),
-                )
-                .map_err(internal)?,
-            )
-        };
+        let converter = rows::codec(input, &spec.key_cols)?;
         let arg_types = spec
             .aggs
             .iter()
@@ -137,43 +126,19 @@ impl GroupAggregate {
 
     /// The encoded key of every row of `batch`.
     fn keys(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>, EngineError> {
-        let Some(converter) = &self.converter else {
-            return Ok(vec![Box::from(&[][..]); batch.num_rows()]);
-        };
-        let cols: Vec<ArrayRef> = self
-            .key_cols
-            .iter()
-            .map(|&c| Arc::clone(batch.column(c)))
-            .collect();
-        let rows = converter.convert_columns(&cols).map_err(internal)?;
-        Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
+        rows::encode(self.converter.as_ref(), batch, &self.key_cols)
     }
 
     fn assemble(&self, changes: Changes) -> Result<RecordBatch, EngineError> {
         let mut columns: Vec<ArrayRef> = match &self.converter {
             None => Vec::new(),
-            Some(converter) => {
-                let parser = converter.parser();
-                converter
-                    .convert_rows(changes.keys.iter().map(|k| parser.parse(k)))
-                    .map_err(internal)?
-            }
+            Some(converter) => rows::decode(converter, changes.keys.iter().map(|k| &**k))?,
         };
         for a in 0..self.aggs.len() {
             let values = changes.values.iter().map(|v| v[a].clone());
             columns.push(ScalarValue::iter_to_array(values).map_err(internal)?);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = super::rows::conform(columns, &self.schema)?;
         changelog::with_kinds(&self.schema, columns, &changes.kinds).map_err(internal)
     }
 
@@ -309,12 +274,7 @@ impl Operator for GroupAggregate {
         }
         let mut cols: Vec<ArrayRef> = match &self.converter {
             None => Vec::new(),
-            Some(converter) => {
-                let parser = converter.parser();
-                converter
-                    .convert_rows(keys.iter().map(|k| parser.parse(k)))
-                    .map_err(internal)?
-            }
+            Some(converter) => rows::decode(converter, keys.iter().map(|k| &**k))?,
         };
         cols.push(Arc::new(Int64Array::from(rows)));
         cols.push(Arc::new(Int64Array::from(touched)));

@@ -281,17 +281,7 @@ impl Join {
     fn assemble(&self, out: Joined<'_>) -> Result<RecordBatch, EngineError> {
         let mut columns = self.sides[0].columns(&out.left)?;
         columns.extend(self.sides[1].columns(&out.right)?);
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = super::rows::conform(columns, &self.schema)?;
         if self.append_only {
             return RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal);
         }

@@ -9,6 +9,7 @@ pub mod project;
 pub mod rank;
 #[cfg(test)]
 mod restore_tests;
+pub mod rows;
 pub mod session;
 pub mod window_aggregate;
 pub mod window_assign;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
@@ -24,6 +24,7 @@ use runnel_common::time::TS_MIN;
 use runnel_sql::{OverFrame, OverSpec};
 
 use super::aggregate::{AggFns, state_batch};
+use super::rows;
 use super::window_assign::millis;
 use crate::error::EngineError;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
@@ -73,16 +74,8 @@ impl Over {
         late: Counter,
     ) -> Result<Self, EngineError> {
         let width = input.fields().len();
-        let field = |c: usize| SortField::new(input.field(c).data_type().clone());
-        let rows = RowConverter::new((0..width).map(field).collect()).map_err(internal)?;
-        let keys = if spec.partition.is_empty() {
-            None
-        } else {
-            Some(
-                RowConverter::new(spec.partition.iter().map(|&c| field(c)).collect())
-                    .map_err(internal)?,
-            )
-        };
+        let rows = rows::row_codec(input, width)?;
+        let keys = rows::codec(input, &spec.partition)?;
         let fields: Vec<Field> = planned
             .fields()
             .iter()
@@ -119,21 +112,7 @@ impl Over {
         let n = batch.num_rows();
         let all: Vec<ArrayRef> = batch.columns()[..self.width].to_vec();
         let rows = self.rows.convert_columns(&all).map_err(internal)?;
-        let keys: Vec<Box<[u8]>> = match &self.keys {
-            None => vec![Box::from(&[][..]); n],
-            Some(k) => {
-                let cols: Vec<ArrayRef> = self
-                    .partition
-                    .iter()
-                    .map(|&c| Arc::clone(batch.column(c)))
-                    .collect();
-                k.convert_columns(&cols)
-                    .map_err(internal)?
-                    .iter()
-                    .map(|r| Box::from(r.as_ref()))
-                    .collect()
-            }
-        };
+        let keys = rows::encode(self.keys.as_ref(), batch, &self.partition)?;
         let times = millis(batch, self.time_col)?;
         let inputs = self.fns.evaluate_inputs(batch)?;
         let mut out = Vec::with_capacity(n);
@@ -241,25 +220,11 @@ impl Over {
         if rows.is_empty() {
             return Ok(());
         }
-        let parser = self.rows.parser();
-        let mut columns = self
-            .rows
-            .convert_rows(rows.iter().map(|r| parser.parse(r)))
-            .map_err(internal)?;
+        let mut columns = rows::decode(&self.rows, rows.iter().map(|r| &**r))?;
         for col in values {
             columns.push(ScalarValue::iter_to_array(col).map_err(internal)?);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = super::rows::conform(columns, &self.schema)?;
         out.emit(RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal)?);
         Ok(())
     }
@@ -314,11 +279,7 @@ impl Operator for Over {
             }
         }
         if !rows.is_empty() {
-            let parser = self.rows.parser();
-            let mut cols = self
-                .rows
-                .convert_rows(rows.iter().map(|r| parser.parse(r)))
-                .map_err(internal)?;
+            let mut cols = rows::decode(&self.rows, rows.iter().copied())?;
             cols.push(Arc::new(BooleanArray::from(in_frame)));
             state.put("rows", state_batch(cols)?);
         }

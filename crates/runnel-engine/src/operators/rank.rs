@@ -27,6 +27,7 @@ use runnel_common::time::now_ms;
 use runnel_sql::RankSpec;
 
 use super::aggregate::state_batch;
+use super::rows;
 use super::window_assign::millis;
 use crate::error::EngineError;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
@@ -85,16 +86,8 @@ impl Rank {
         keep_all: bool,
     ) -> Result<Self, EngineError> {
         let width = input.fields().len();
-        let field = |c: usize| SortField::new(input.field(c).data_type().clone());
-        let rows = RowConverter::new((0..width).map(field).collect()).map_err(internal)?;
-        let keys = if spec.partition.is_empty() {
-            None
-        } else {
-            Some(
-                RowConverter::new(spec.partition.iter().map(|&c| field(c)).collect())
-                    .map_err(internal)?,
-            )
-        };
+        let rows = rows::row_codec(input, width)?;
+        let keys = rows::codec(input, &spec.partition)?;
         let sorter = RowConverter::new(
             spec.order
                 .iter()
@@ -129,7 +122,6 @@ impl Rank {
     }
 
     fn encode(&self, batch: &RecordBatch) -> Result<Vec<(Key, Ranked)>, EngineError> {
-        let n = batch.num_rows();
         let cols = |idx: &[usize]| -> Vec<ArrayRef> {
             idx.iter().map(|&c| Arc::clone(batch.column(c))).collect()
         };
@@ -139,15 +131,7 @@ impl Rank {
             .sorter
             .convert_columns(&cols(&self.order))
             .map_err(internal)?;
-        let keys: Vec<Box<[u8]>> = match &self.keys {
-            None => vec![Box::from(&[][..]); n],
-            Some(k) => k
-                .convert_columns(&cols(&self.partition))
-                .map_err(internal)?
-                .iter()
-                .map(|r| Box::from(r.as_ref()))
-                .collect(),
-        };
+        let keys = rows::encode(self.keys.as_ref(), batch, &self.partition)?;
         Ok(keys
             .into_iter()
             .enumerate()
@@ -169,25 +153,11 @@ impl Rank {
         rows: &[(&[u8], u64)],
         kinds: Option<&[RowKind]>,
     ) -> Result<RecordBatch, EngineError> {
-        let parser = self.rows.parser();
-        let mut columns = self
-            .rows
-            .convert_rows(rows.iter().map(|(r, _)| parser.parse(r)))
-            .map_err(internal)?;
+        let mut columns = rows::decode(&self.rows, rows.iter().map(|(r, _)| *r))?;
         columns.push(Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|(_, n)| *n),
         )));
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    arrow::compute::cast(&c, f.data_type()).map_err(internal)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = super::rows::conform(columns, &self.schema)?;
         match kinds {
             None => RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal),
             Some(k) => changelog::with_kinds(&self.schema, columns, k).map_err(internal),
@@ -336,11 +306,7 @@ impl Operator for Rank {
         if rows.is_empty() {
             return Ok(());
         }
-        let parser = self.rows.parser();
-        let mut cols = self
-            .rows
-            .convert_rows(rows.iter().map(|r| parser.parse(r)))
-            .map_err(internal)?;
+        let mut cols = rows::decode(&self.rows, rows.iter().copied())?;
         cols.push(Arc::new(Int64Array::from(touched)));
         state.put("rows", state_batch(cols)?);
         Ok(())
