@@ -1,5 +1,5 @@
 //! Session windows: rows of a key belong to one session while consecutive
-//! event times are less than `gap` apart; `window_end` = last event + gap.
+//! event times are at most `gap` apart (sessions that touch merge, as in Flink); `window_end` = last event + gap.
 //! Rows are buffered per subtask and, once the watermark may have closed a
 //! session, sorted by (key, time) and cut into sessions in one vectorized
 //! pass; closed sessions are aggregated and emitted, open ones stay buffered.
@@ -176,7 +176,7 @@ impl Operator for SessionAggregate {
                 (Some(rs), Some(&(first, _, _, _))) => rs.row(order_v[first] as usize) == rs.row(r),
             };
             match sessions.last_mut() {
-                Some(s) if same_key && t - s.3 < self.gap => {
+                Some(s) if same_key && t - s.3 <= self.gap => {
                     s.1 = pos;
                     s.3 = t;
                 }
