@@ -153,6 +153,13 @@ impl GroupAggregate {
 }
 
 fn take(values: &[ArrayRef], rows: &[u32]) -> Result<Vec<ArrayRef>, EngineError> {
+    // A run of consecutive rows (often a single one) is a zero-copy slice.
+    if let (Some(&first), Some(&last)) = (rows.first(), rows.last())
+        && (last - first) as usize + 1 == rows.len()
+    {
+        let (at, n) = (first as usize, rows.len());
+        return Ok(values.iter().map(|v| v.slice(at, n)).collect());
+    }
     let idx = UInt32Array::from(rows.to_vec());
     values
         .iter()

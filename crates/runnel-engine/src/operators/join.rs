@@ -26,15 +26,17 @@ use super::window_assign::millis;
 use crate::error::EngineError;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
-/// A row or key in Arrow's row format.
-type Bytes = Box<[u8]>;
+/// A row in Arrow's row format, shared (cheap to clone) between the state and the output.
+type Bytes = Arc<[u8]>;
+/// A join key in Arrow's row format.
+type Key = Box<[u8]>;
 /// A joined output row: left part, right part (`None`: NULL-padded), and its kind.
 type JoinedRow = (Option<Bytes>, Option<Bytes>, RowKind);
 
 /// One stored row of a side.
 #[derive(Debug, Clone)]
 struct Entry {
-    row: Box<[u8]>,
+    row: Bytes,
     /// Rows of the other side it currently joins with.
     matches: u32,
     /// Event time (interval joins) or the processing time it arrived (state TTL).
@@ -56,7 +58,7 @@ struct Side {
     /// Interval joins: a row can match the other side's rows until the watermark
     /// passes its time plus this.
     keep_ms: i64,
-    state: HashMap<Box<[u8]>, Vec<Entry>>,
+    state: HashMap<Key, Vec<Entry>>,
 }
 
 impl Side {
@@ -86,10 +88,10 @@ impl Side {
     }
 
     /// Encoded keys and rows of `batch`'s data columns.
-    fn encode(&self, batch: &RecordBatch) -> Result<(Vec<Bytes>, Vec<Bytes>), EngineError> {
+    fn encode(&self, batch: &RecordBatch) -> Result<(Vec<Key>, Vec<Bytes>), EngineError> {
         let cols: Vec<ArrayRef> = batch.columns()[..self.width].to_vec();
         let rows = self.rows.convert_columns(&cols).map_err(internal)?;
-        let keys: Vec<Box<[u8]>> = if self.key_cols.is_empty() {
+        let keys: Vec<Key> = if self.key_cols.is_empty() {
             vec![Box::from(&[][..]); batch.num_rows()]
         } else {
             let kc: Vec<ArrayRef> = self
@@ -100,7 +102,7 @@ impl Side {
             let k = self.keys.convert_columns(&kc).map_err(internal)?;
             k.iter().map(|r| Box::from(r.as_ref())).collect()
         };
-        Ok((keys, rows.iter().map(|r| Box::from(r.as_ref())).collect()))
+        Ok((keys, rows.iter().map(|r| Arc::from(r.as_ref())).collect()))
     }
 
     /// The columns of `rows` (`None`: a NULL row).
@@ -198,7 +200,7 @@ impl Join {
         &self,
         me: usize,
         batch: &RecordBatch,
-        keys: &[Box<[u8]>],
+        keys: &[Key],
     ) -> Result<Vec<Vec<usize>>, EngineError> {
         let other = &self.sides[1 - me];
         let mut cand: Vec<Vec<usize>> = keys
@@ -312,7 +314,7 @@ impl Operator for Join {
             let (mine, other) = if me == 0 { (a, b) } else { (b, a) };
             for (i, (key, row)) in keys.iter().zip(&rows).enumerate() {
                 let kind = changelog::kind_at(ops.as_ref(), i);
-                let pick = |m: Option<Box<[u8]>>, o: Option<Box<[u8]>>| {
+                let pick = |m: Option<Bytes>, o: Option<Bytes>| {
                     if me == 0 { (m, o) } else { (o, m) }
                 };
                 let others = other.state.get_mut(key);
