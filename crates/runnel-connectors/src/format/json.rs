@@ -656,6 +656,23 @@ mod tests {
     }
 
     #[test]
+    fn a_changelog_batch_gets_an_op_field() {
+        use runnel_common::changelog::{RowKind, with_kinds};
+        let schema = Schema::new(vec![Field::new("k", DataType::Utf8, true)]);
+        let b = with_kinds(
+            &schema,
+            vec![Arc::new(StringArray::from(vec!["a", "a"])) as ArrayRef],
+            &[RowKind::UpdateBefore, RowKind::UpdateAfter],
+        )
+        .unwrap();
+        let text = encode_to_string(&b).unwrap();
+        assert_eq!(
+            text,
+            "{\"k\":\"a\",\"op\":\"-U\"}\n{\"k\":\"a\",\"op\":\"+U\"}\n"
+        );
+    }
+
+    #[test]
     fn encodes_nested_and_special_values() {
         let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
             Some(vec![Some(1), None]),
