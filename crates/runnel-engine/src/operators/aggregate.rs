@@ -276,17 +276,7 @@ pub fn assemble(
         .collect();
     cols.extend(values);
     // Window columns of the input may carry a time zone; match the planned type.
-    let cols = cols
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                arrow::compute::cast(&c, f.data_type()).map_err(internal)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let cols = super::rows::conform(cols, schema)?;
     RecordBatch::try_new(Arc::clone(schema), cols).map_err(internal)
 }
 
