@@ -175,6 +175,10 @@ pub enum JoinKind {
     Right,
     /// Both.
     Full,
+    /// Left rows that have a match (`IN` / `EXISTS`); only left columns.
+    Semi,
+    /// Left rows that have no match (`NOT IN` / `NOT EXISTS`); only left columns.
+    Anti,
 }
 
 /// A regular join: equal keys plus an optional residual condition.

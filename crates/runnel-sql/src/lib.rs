@@ -254,6 +254,20 @@ impl Planner {
             })?;
         functions::check_literal_patterns(&plan)
             .map_err(|message| SqlError::Plan { line, message })?;
+        // `x IN (SELECT …)` / `EXISTS (…)` become semi and anti joins.
+        let plan = datafusion_optimizer::Optimizer::with_rules(vec![Arc::new(
+            datafusion_optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery::new(
+            ),
+        )])
+        .optimize(
+            plan,
+            &datafusion_optimizer::OptimizerContext::new(),
+            |_, _| {},
+        )
+        .map_err(|e| SqlError::Plan {
+            line,
+            message: clean_datafusion_message(&e),
+        })?;
         Ok(plan)
     }
 }

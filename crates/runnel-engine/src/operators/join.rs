@@ -147,6 +147,8 @@ pub struct Join {
     filter: Option<Arc<dyn PhysicalExpr>>,
     /// Both inputs append-only and INNER: the output is append-only too.
     append_only: bool,
+    /// Semi (`Some(false)`) or anti (`Some(true)`) join: only left rows go out.
+    semi: Option<bool>,
     interval: bool,
     ttl_ms: Option<i64>,
     last_sweep: i64,
@@ -173,12 +175,17 @@ impl Join {
             r.time_col = Some(b.right_time);
             r.keep_ms = b.right_keep_ms;
         }
+        // Both sides' columns, as the residual condition sees them (named as planned
+        // where the output has them).
         let fields: Vec<Field> = left
             .fields()
             .iter()
             .chain(right.fields().iter())
-            .zip(planned.fields())
-            .map(|(f, p)| Field::new(p.name(), f.data_type().clone(), true))
+            .enumerate()
+            .map(|(i, f)| {
+                let name = planned.fields().get(i).map_or(f.name(), |p| p.name());
+                Field::new(name, f.data_type().clone(), true)
+            })
             .collect();
         let data_schema = Arc::new(Schema::new(fields));
         Ok(Self {
@@ -186,6 +193,11 @@ impl Join {
             left_inputs: spec.left_inputs,
             filter: spec.filter.clone(),
             append_only,
+            semi: match spec.kind {
+                JoinKind::Semi => Some(false),
+                JoinKind::Anti => Some(true),
+                _ => None,
+            },
             interval: spec.interval.is_some(),
             ttl_ms: spec.state_ttl_ms,
             last_sweep: now_ms(),
@@ -280,6 +292,97 @@ impl Join {
         }
     }
 
+    /// A semi or anti join's changes for a batch on side `me`: left rows appear and
+    /// disappear as their count of matches crosses zero.
+    #[allow(clippy::too_many_arguments)]
+    fn semi_changes(
+        &mut self,
+        me: usize,
+        anti: bool,
+        keys: &[Key],
+        rows: &[Bytes],
+        matched: &[Vec<usize>],
+        ops: Option<&arrow::array::Int8Array>,
+        now: i64,
+    ) -> Vec<(Bytes, RowKind)> {
+        let mut out = Vec::new();
+        let [left, right] = &mut self.sides;
+        let (appear, vanish) = if anti {
+            (RowKind::Delete, RowKind::Insert)
+        } else {
+            (RowKind::Insert, RowKind::Delete)
+        };
+        for (i, (key, row)) in keys.iter().zip(rows).enumerate() {
+            let retract = changelog::kind_at(ops, i).is_retract();
+            let hits = &matched[i];
+            if me == 0 {
+                let shown = |n: u32| if anti { n == 0 } else { n > 0 };
+                if retract {
+                    let Some(list) = left.state.get_mut(key) else {
+                        continue;
+                    };
+                    let Some(pos) = list.iter().position(|e| e.row == *row) else {
+                        continue;
+                    };
+                    let e = list.swap_remove(pos);
+                    if list.is_empty() {
+                        left.state.remove(key);
+                    }
+                    if shown(e.matches) {
+                        out.push((e.row, RowKind::Delete));
+                    }
+                } else {
+                    let n = hits.len() as u32;
+                    if shown(n) {
+                        out.push((row.clone(), RowKind::Insert));
+                    }
+                    left.state.entry(key.clone()).or_default().push(Entry {
+                        row: row.clone(),
+                        matches: n,
+                        time: now,
+                    });
+                }
+                continue;
+            }
+            if retract {
+                let Some(list) = right.state.get_mut(key) else {
+                    continue;
+                };
+                let Some(pos) = list.iter().position(|e| e.row == *row) else {
+                    continue;
+                };
+                list.swap_remove(pos);
+                if list.is_empty() {
+                    right.state.remove(key);
+                }
+            } else {
+                right.state.entry(key.clone()).or_default().push(Entry {
+                    row: row.clone(),
+                    matches: 0,
+                    time: now,
+                });
+            }
+            let Some(lefts) = left.state.get_mut(key) else {
+                continue;
+            };
+            for &j in hits {
+                let Some(e) = lefts.get_mut(j) else { continue };
+                if retract {
+                    e.matches = e.matches.saturating_sub(1);
+                    if e.matches == 0 {
+                        out.push((e.row.clone(), vanish));
+                    }
+                } else {
+                    e.matches += 1;
+                    if e.matches == 1 {
+                        out.push((e.row.clone(), appear));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn assemble(&self, out: Joined<'_>) -> Result<RecordBatch, EngineError> {
         let mut columns = self.sides[0].columns(&out.left)?;
         columns.extend(self.sides[1].columns(&out.right)?);
@@ -307,6 +410,22 @@ impl Operator for Join {
             Some(c) => Some(millis(&batch, c)?.values().to_vec()),
             None => None,
         };
+        if let Some(anti) = self.semi {
+            let changes = self.semi_changes(me, anti, &keys, &rows, &matched, ops.as_ref(), now);
+            if !changes.is_empty() {
+                let left: Vec<Option<&[u8]>> = changes.iter().map(|(r, _)| Some(&**r)).collect();
+                let kinds: Vec<RowKind> = changes.iter().map(|(_, k)| *k).collect();
+                let columns = self.sides[0].columns(&left)?;
+                let columns = super::rows::conform(columns, &self.schema)?;
+                out.emit(if self.append_only {
+                    RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal)?
+                } else {
+                    changelog::with_kinds(&self.schema, columns, &kinds).map_err(internal)?
+                });
+            }
+            self.sweep(now);
+            return Ok(());
+        }
         // Changes to apply after the borrow of the other side's rows ends.
         let mut emitted: Vec<JoinedRow> = Vec::new();
         {

@@ -445,6 +445,8 @@ impl Lowerer {
             JoinType::Left => JoinKind::Left,
             JoinType::Right => JoinKind::Right,
             JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::Semi,
+            JoinType::LeftAnti => JoinKind::Anti,
             other => {
                 return Err(self.unsupported(&format!(
                     "{other} joins (IN / EXISTS subqueries) are not supported on streams yet; \
@@ -527,9 +529,11 @@ impl Lowerer {
             _ => None,
         };
         let residual = datafusion_expr::utils::conjunction(rest);
+        // The condition sees both sides (a semi or anti join outputs the left only).
+        let both = Arc::new(ls.join(rs).map_err(|e| SqlError::Internal(e.to_string()))?);
         let filter = match residual {
             None => None,
-            Some(f) => Some(self.physical(&f, &join.schema)?),
+            Some(f) => Some(self.physical(&f, &both)?),
         };
         let n_left = left.len();
         let mut inputs: Vec<Input> = left
@@ -579,13 +583,15 @@ impl Lowerer {
         let label = match (kind, interval.is_some()) {
             (_, true) => "interval join".to_string(),
             (JoinKind::Inner, _) => "join".to_string(),
+            (JoinKind::Semi, _) => "semi join (IN / EXISTS)".to_string(),
+            (JoinKind::Anti, _) => "anti join (NOT IN / NOT EXISTS)".to_string(),
             (k, _) => format!("{} outer join", format!("{k:?}").to_ascii_lowercase()),
         };
         let id = self.push(label.clone(), NodeSpec::Join(spec), schema, inputs);
         let node = &mut self.graph.nodes[id];
         if interval.is_some() {
             node.event_time = left_time;
-        } else if kind != JoinKind::Inner || updating {
+        } else if !matches!(kind, JoinKind::Inner | JoinKind::Semi) || updating {
             node.updating = Some(format!("the {label} at line {}", self.line));
         }
         Ok(vec![id])

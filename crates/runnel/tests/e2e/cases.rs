@@ -99,11 +99,12 @@ fn final_state(changelog: &str) -> Result<Vec<String>, String> {
     for line in changelog.lines().filter(|l| !l.trim().is_empty()) {
         let mut v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{line}: {e}"))?;
+        // Rows of an append-only INSERT into the same table carry no op: inserts.
         let op = v
             .as_object_mut()
             .and_then(|o| o.remove("op"))
             .and_then(|o| o.as_str().map(str::to_string))
-            .ok_or_else(|| format!("no op in {line}"))?;
+            .unwrap_or_else(|| "+I".to_string());
         let row = v.to_string();
         match op.as_str() {
             "+I" | "+U" => rows.push(row),
