@@ -87,6 +87,17 @@ impl Side {
         })
     }
 
+    /// Takes one stored copy of `row` out of the rows of `key`.
+    fn remove(&mut self, key: &Key, row: &Bytes) -> Option<Entry> {
+        let list = self.state.get_mut(key)?;
+        let pos = list.iter().position(|e| e.row == *row)?;
+        let e = list.swap_remove(pos);
+        if list.is_empty() {
+            self.state.remove(key);
+        }
+        Some(e)
+    }
+
     /// Encoded keys and rows of `batch`'s data columns.
     fn encode(&self, batch: &RecordBatch) -> Result<(Vec<Key>, Vec<Bytes>), EngineError> {
         let cols: Vec<ArrayRef> = batch.columns()[..self.width].to_vec();
@@ -318,16 +329,9 @@ impl Join {
             if me == 0 {
                 let shown = |n: u32| if anti { n == 0 } else { n > 0 };
                 if retract {
-                    let Some(list) = left.state.get_mut(key) else {
+                    let Some(e) = left.remove(key, row) else {
                         continue;
                     };
-                    let Some(pos) = list.iter().position(|e| e.row == *row) else {
-                        continue;
-                    };
-                    let e = list.swap_remove(pos);
-                    if list.is_empty() {
-                        left.state.remove(key);
-                    }
                     if shown(e.matches) {
                         out.push((e.row, RowKind::Delete));
                     }
@@ -345,15 +349,8 @@ impl Join {
                 continue;
             }
             if retract {
-                let Some(list) = right.state.get_mut(key) else {
+                if right.remove(key, row).is_none() {
                     continue;
-                };
-                let Some(pos) = list.iter().position(|e| e.row == *row) else {
-                    continue;
-                };
-                list.swap_remove(pos);
-                if list.is_empty() {
-                    right.state.remove(key);
                 }
             } else {
                 right.state.entry(key.clone()).or_default().push(Entry {
@@ -439,15 +436,8 @@ impl Operator for Join {
                 let others = other.state.get_mut(key);
                 let hits = &matched[i];
                 if kind.is_retract() {
-                    let Some(list) = mine.state.get_mut(key) else {
+                    if mine.remove(key, row).is_none() {
                         continue;
-                    };
-                    let Some(pos) = list.iter().position(|e| e.row == *row) else {
-                        continue;
-                    };
-                    list.swap_remove(pos);
-                    if list.is_empty() {
-                        mine.state.remove(key);
                     }
                     if hits.is_empty() {
                         if mine.outer {
