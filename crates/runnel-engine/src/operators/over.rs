@@ -147,8 +147,14 @@ impl Over {
         let mut rows: Vec<Box<[u8]>> = Vec::new();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggs.len()];
         let frame = self.frame;
-        // Partitions in key order, so the output does not depend on hashing.
-        let mut keys: Vec<Box<[u8]>> = self.state.keys().cloned().collect();
+        // Partitions with rows to emit, in key order (the output must not depend on
+        // hashing); the others have nothing the watermark could release.
+        let mut keys: Vec<Box<[u8]>> = self
+            .state
+            .iter()
+            .filter(|(_, p)| p.pending.iter().any(|h| h.time <= watermark))
+            .map(|(k, _)| k.clone())
+            .collect();
         keys.sort();
         for key in keys {
             let needs_accs = self.state.get(&key).is_some_and(|p| p.accs.is_empty());

@@ -194,9 +194,9 @@ impl Operator for Rank {
         };
         // The top N of every touched partition before this batch.
         let mut before: Vec<(Box<[u8]>, Vec<Ranked>)> = Vec::new();
-        let mut seen: HashMap<Box<[u8]>, ()> = HashMap::new();
+        let mut seen: hashbrown::HashSet<Key> = hashbrown::HashSet::new();
         for (i, (key, ranked)) in encoded.into_iter().enumerate() {
-            if self.window_end.is_none() && seen.insert(key.clone(), ()).is_none() {
+            if self.window_end.is_none() && seen.insert(key.clone()) {
                 let top = self.state.get(&key).map_or(Vec::new(), |p| {
                     p.rows.iter().take(self.limit).cloned().collect()
                 });

@@ -10,9 +10,7 @@ use datafusion_physical_expr::expressions::Column;
 
 use super::Lowerer;
 use crate::error::{SqlError, clean_datafusion_message};
-use crate::graph::{
-    GroupAggSpec, GroupCol, Input, NodeSpec, Partitioning, WindowAggSpec, WindowCols,
-};
+use crate::graph::{GroupAggSpec, GroupCol, NodeSpec, WindowAggSpec, WindowCols};
 
 impl Lowerer {
     /// GROUP BY window_start, window_end[, keys] over windowed rows.
@@ -86,13 +84,7 @@ impl Lowerer {
             processing_time: win.processing_time,
         };
         let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
-        let inputs = inputs
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Hash(hash.clone()),
-            })
-            .collect();
+        let inputs = super::hashed(inputs, &hash);
         let label = if win.session_gap_ms.is_some() {
             "session aggregate"
         } else {
@@ -135,9 +127,7 @@ impl Lowerer {
         let mut extra = Vec::new();
         for g in &agg.group_expr {
             match g {
-                Expr::Column(c) if input_schema.index_of_column(c).is_ok() => {
-                    key_cols.push(input_schema.index_of_column(c).unwrap_or_default());
-                }
+                Expr::Column(c) if let Ok(i) = input_schema.index_of_column(c) => key_cols.push(i),
                 other => {
                     key_cols.push(width + extra.len());
                     extra.push(self.physical(other, input_schema)?);
@@ -179,13 +169,7 @@ impl Lowerer {
             state_ttl_ms: self.state_ttl_ms(),
         };
         let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
-        let inputs = inputs
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Hash(key_cols.clone()),
-            })
-            .collect();
+        let inputs = super::hashed(inputs, &key_cols);
         let label = "group aggregate".to_string();
         let id = self.push(
             label.clone(),

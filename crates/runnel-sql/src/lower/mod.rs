@@ -346,10 +346,7 @@ impl Lowerer {
             }
             LogicalPlan::Join(join) => self.lower_join(join),
             LogicalPlan::Window(w) => {
-                if w.window_expr
-                    .iter()
-                    .any(|e| e.to_string().to_ascii_lowercase().contains("row_number"))
-                {
+                if w.window_expr.iter().any(rank::is_row_number) {
                     return Err(self.unsupported(
                         "ROW_NUMBER() OVER (…) runs as Top-N or deduplication: filter it in the \
                          enclosing query, WHERE rn <= N (or rn = 1)",
@@ -536,17 +533,8 @@ impl Lowerer {
             Some(f) => Some(self.physical(&f, &both)?),
         };
         let n_left = left.len();
-        let mut inputs: Vec<Input> = left
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Hash(left_keys.clone()),
-            })
-            .collect();
-        inputs.extend(right.into_iter().map(|node| Input {
-            node,
-            partitioning: Partitioning::Hash(right_keys.clone()),
-        }));
+        let mut inputs = hashed(left, &left_keys);
+        inputs.extend(hashed(right, &right_keys));
         let schema: SchemaRef = Arc::new(join.schema.as_arrow().clone());
         if window_join && let Some(lw) = lw {
             let spec = WindowJoinSpec {
@@ -740,6 +728,17 @@ pub(super) fn forward(nodes: Vec<usize>) -> Vec<Input> {
         .map(|node| Input {
             node,
             partitioning: Partitioning::Forward,
+        })
+        .collect()
+}
+
+/// Edges from each of `nodes`, hash-partitioned by the upstream columns `cols`.
+pub(super) fn hashed(nodes: Vec<usize>, cols: &[usize]) -> Vec<Input> {
+    nodes
+        .into_iter()
+        .map(|node| Input {
+            node,
+            partitioning: Partitioning::Hash(cols.to_vec()),
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use datafusion_expr::{Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDe
 
 use super::Lowerer;
 use crate::error::SqlError;
-use crate::graph::{Input, NodeSpec, OverFrame, OverSpec, Partitioning};
+use crate::graph::{NodeSpec, OverFrame, OverSpec};
 
 impl Lowerer {
     pub(super) fn lower_over(&mut self, w: &Window) -> Result<Vec<usize>, SqlError> {
@@ -125,13 +125,7 @@ impl Lowerer {
             aggs,
         };
         let schema: SchemaRef = Arc::new(w.schema.as_arrow().clone());
-        let inputs: Vec<Input> = inputs
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Hash(partition.clone()),
-            })
-            .collect();
+        let inputs = super::hashed(inputs, &partition);
         let id = self.push(
             "over aggregate".into(),
             NodeSpec::Over(spec),

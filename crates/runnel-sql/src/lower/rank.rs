@@ -10,7 +10,7 @@ use datafusion_expr::{Expr, LogicalPlan, Operator as Op};
 
 use super::Lowerer;
 use crate::error::SqlError;
-use crate::graph::{Input, NodeSpec, Partitioning, RankSpec, WindowCols};
+use crate::graph::{NodeSpec, RankSpec, WindowCols};
 
 /// A Top-N pattern found under a filter.
 pub(super) struct TopN<'a> {
@@ -29,7 +29,7 @@ fn strip_alias(plan: &LogicalPlan) -> &LogicalPlan {
 }
 
 /// Whether `e` is a call of ROW_NUMBER.
-fn is_row_number(e: &Expr) -> bool {
+pub(super) fn is_row_number(e: &Expr) -> bool {
     let inner = match e {
         Expr::Alias(a) => a.expr.as_ref(),
         other => other,
@@ -183,13 +183,7 @@ impl Lowerer {
             state_ttl_ms: self.state_ttl_ms(),
         };
         let schema: SchemaRef = Arc::new(w.schema.as_arrow().clone());
-        let inputs: Vec<Input> = inputs
-            .into_iter()
-            .map(|node| Input {
-                node,
-                partitioning: Partitioning::Hash(partition.clone()),
-            })
-            .collect();
+        let inputs = super::hashed(inputs, &partition);
         let label = if t.limit == 1 { "deduplicate" } else { "top-n" };
         let label = if window_end.is_some() {
             format!("window {label}")
