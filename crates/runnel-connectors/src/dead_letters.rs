@@ -49,6 +49,11 @@ pub enum Location {
         /// The function.
         name: String,
     },
+    /// A row an operator's expression failed on (division by zero, overflow, …).
+    Operator {
+        /// The operator's label.
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Location {
@@ -61,6 +66,7 @@ impl std::fmt::Display for Location {
                 offset,
             } => write!(f, "{topic}/{partition}/{offset}"),
             Location::Function { name } => write!(f, "{name}()"),
+            Location::Operator { name } => write!(f, "operator {name}"),
         }
     }
 }
@@ -124,6 +130,9 @@ impl DeadLetter {
                 }
                 Location::Function { name } => {
                     map.insert("function".into(), json!(name));
+                }
+                Location::Operator { name } => {
+                    map.insert("operator".into(), json!(name));
                 }
             }
         }

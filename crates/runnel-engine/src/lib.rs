@@ -13,6 +13,7 @@
 pub mod channel;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod input;
 pub mod metrics;
 pub mod operator;
@@ -54,8 +55,11 @@ pub struct RunConfig {
     pub dashboards: std::sync::Arc<runnel_connectors::sink::dashboard::Dashboards>,
     /// Checkpointing, if on.
     pub checkpoint: Option<checkpoint::CheckpointConfig>,
-    /// Where sources put records they cannot read.
+    /// Where sources put records they cannot read, and operators rows whose
+    /// expressions fail.
     pub dead_letters: std::sync::Arc<runnel_connectors::dead_letters::DeadLetters>,
+    /// What an operator does with a row whose expression fails.
+    pub on_error: eval::OnError,
 }
 
 impl Default for RunConfig {
@@ -72,6 +76,7 @@ impl Default for RunConfig {
             dashboards: Default::default(),
             checkpoint: None,
             dead_letters: Default::default(),
+            on_error: eval::OnError::default(),
         }
     }
 }
@@ -151,7 +156,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
         let built = match &node.spec {
             NodeSpec::Source(spec) => source_tasks(spec, node, m, &wiring, &parts, config)?,
             NodeSpec::Sink(spec) => sink_tasks(spec, node, m, &mut wiring, &parts, config)?,
-            _ => operator_tasks(graph, node, m, &mut wiring, &parts)?,
+            _ => operator_tasks(graph, node, m, config, &mut wiring, &parts)?,
         };
         pending.extend(built);
     }
@@ -412,9 +417,27 @@ fn operator_tasks(
     graph: &PipelineGraph,
     node: &runnel_sql::Node,
     m: &NodeMetrics,
+    config: &RunConfig,
     wiring: &mut Wiring<'_>,
     parts: &Parts,
 ) -> Result<Vec<Task>, EngineError> {
+    // Rows whose expressions fail: one dead-letter writer per operator, counted as the
+    // node's dead letters.
+    let operator = format!("{} #{}", node.label, node.id);
+    let writer = (config.on_error == eval::OnError::DeadLetter).then(|| {
+        config.dead_letters.writer(
+            &operator,
+            None,
+            runnel_connectors::dead_letters::Target::File(
+                config
+                    .data_dir
+                    .join("dead-letters")
+                    .join("expressions.jsonl"),
+            ),
+            &m.connector,
+        )
+    });
+    let errors = eval::RowErrors::new(&operator, config.on_error, writer);
     let input_schemas: Vec<_> = node
         .inputs
         .iter()
@@ -422,7 +445,7 @@ fn operator_tasks(
         .collect();
     let mut tasks = Vec::with_capacity(wiring.parallelism);
     for s in 0..wiring.parallelism {
-        let op = operators::build(node, &input_schemas, m)?;
+        let op = operators::build(node, &input_schemas, m, &errors)?;
         let batch_latency = ::metrics::histogram!(
             "runnel_operator_batch_duration_seconds",
             "node" => node.id.to_string(),

@@ -323,6 +323,7 @@ impl Prepared {
             dashboards: resources.hub.clone(),
             checkpoint,
             dead_letters,
+            on_error: self.settings.on_error,
             ..RunConfig::default()
         };
         let started = Instant::now();
@@ -403,8 +404,10 @@ impl Running {
     /// The engine's error.
     pub async fn join(&mut self) -> Result<(), RuntimeError> {
         let result = self.pipeline.join().await.map_err(RuntimeError::from);
-        self.state
-            .set(if result.is_ok() { "finished" } else { "failed" });
+        match &result {
+            Ok(()) => self.state.set("finished"),
+            Err(e) => self.state.fail(e.to_string()),
+        }
         self.outcome = Some((result.is_ok(), false));
         result
     }

@@ -29,6 +29,8 @@ pub enum SettingType {
     Location,
     /// Only this value is accepted (Flink settings whose other values runnel cannot honour).
     Fixed(&'static str),
+    /// One of these words (`describe` shows them joined by `|`).
+    Choice(&'static str, &'static [&'static str]),
     /// A Flink setting runnel accepts and ignores (it has no effect here).
     Ignored,
 }
@@ -44,6 +46,7 @@ impl SettingType {
             SettingType::Bool => "true|false",
             SettingType::Location => "path, file:// or s3://",
             SettingType::Fixed(v) => v,
+            SettingType::Choice(shown, _) => shown,
             SettingType::Ignored => "any (ignored)",
         }
     }
@@ -170,6 +173,12 @@ pub const SETTINGS: &[SettingDef] = &[
         "a log topic every table's dead letters go to (a table's own option wins)",
     ),
     def(
+        "pipeline.on-error",
+        SettingType::Choice("dead-letter|fail", &["dead-letter", "fail"]),
+        "dead-letter",
+        "a row whose expression fails (division by zero, overflow): 'dead-letter' it and go on, or 'fail' the pipeline",
+    ),
+    def(
         "vision.model",
         SettingType::Text,
         "the bundled EfficientNet-Lite0",
@@ -287,6 +296,8 @@ pub struct Settings {
     pub vision: VisionSettings,
     /// `dead-letter.path` / `dead-letter.topic`: where every table's dead letters go.
     pub dead_letters: Option<Target>,
+    /// `pipeline.on-error`: what an operator does with a row whose expression fails.
+    pub on_error: runnel_engine::eval::OnError,
 }
 
 impl Default for Settings {
@@ -302,6 +313,7 @@ impl Default for Settings {
             s3: S3Settings::default(),
             vision: VisionSettings::default(),
             dead_letters: None,
+            on_error: runnel_engine::eval::OnError::DeadLetter,
         }
     }
 }
@@ -372,6 +384,11 @@ impl Settings {
             }
             SettingType::Fixed(only) if value.eq_ignore_ascii_case(only) => return Ok(()),
             SettingType::Fixed(only) => return Err(bad(&format!("'{only}'"))),
+            SettingType::Choice(shown, words)
+                if !words.iter().any(|w| value.eq_ignore_ascii_case(w)) =>
+            {
+                return Err(bad(&format!("one of {shown}")));
+            }
             _ => {}
         }
         match key {
@@ -410,6 +427,10 @@ impl Settings {
             }
             "dead-letter.path" => self.dead_letters = Some(Target::File(PathBuf::from(value))),
             "dead-letter.topic" => self.dead_letters = Some(Target::Topic(value.to_string())),
+            "pipeline.on-error" => {
+                self.on_error = runnel_engine::eval::OnError::parse(value)
+                    .map_err(|_| bad("one of dead-letter|fail"))?;
+            }
             "vision.model" => self.vision.model = Some(PathBuf::from(value)),
             "vision.threads" => self.vision.threads = Some(count()?),
             "vision.batch" => self.vision.batch = Some(count()?),
@@ -458,6 +479,7 @@ mod tests {
                 SettingType::Duration | SettingType::DurationOrOff => "1 s",
                 SettingType::Bool => "true",
                 SettingType::Fixed(v) => v,
+                SettingType::Choice(_, words) => words[0],
                 _ => "x",
             };
             let r = settings(&format!("SET '{}' = '{value}';", d.key));

@@ -62,6 +62,9 @@ pub struct PipelineStatus {
     pub state: String,
     /// `ok`, or what is wrong.
     pub health: String,
+    /// Why a `failed` pipeline stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Start time, ms since the epoch.
     pub started_ms: i64,
     /// Seconds since start.
@@ -90,16 +93,21 @@ pub struct PipelineHandle {
 
 /// Where a pipeline is in its life, shared with the status closure.
 #[derive(Clone, Default)]
-pub struct RunState(Arc<Mutex<&'static str>>);
+pub struct RunState(Arc<Mutex<(&'static str, Option<String>)>>);
 
 impl RunState {
     /// Sets `starting`, `running`, `finished` or `failed`.
     pub fn set(&self, state: &'static str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 = state;
     }
 
-    fn get(&self) -> &'static str {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    /// Sets `failed` with the error that stopped the pipeline.
+    pub fn fail(&self, error: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = ("failed", Some(error));
+    }
+
+    fn get(&self) -> (&'static str, Option<String>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -216,7 +224,7 @@ impl Tracker {
             .zip(counts.iter().zip(&rates))
             .map(|(n, (c, r))| self.node(n, *c, *r, wall))
             .collect();
-        let run_state = self.state.get();
+        let (run_state, error) = self.state.get();
         PipelineStatus {
             name: self.name.clone(),
             state: run_state.to_string(),
@@ -225,6 +233,7 @@ impl Tracker {
             } else {
                 "ok".into()
             },
+            error,
             started_ms: self.started_ms,
             uptime_s: self.started.elapsed().as_secs_f64(),
             parallelism: self.parallelism,

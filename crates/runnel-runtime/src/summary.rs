@@ -58,6 +58,22 @@ pub fn render(
                         group(late)
                     );
                 }
+                let dead = m.connector.dead_letters.get();
+                if dead > 0 {
+                    let path = m
+                        .connector
+                        .dead_letter_path
+                        .lock()
+                        .ok()
+                        .and_then(|p| p.clone())
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        s,
+                        "  {:<27} {:>12} rows whose expressions failed, dead-lettered -> {path}",
+                        node.label,
+                        group(dead)
+                    );
+                }
             }
         }
     }

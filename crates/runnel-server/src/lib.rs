@@ -28,6 +28,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 mod error;
+pub mod guard;
 mod ingest;
 pub mod loadgen;
 pub mod prometheus;
@@ -144,23 +145,49 @@ pub fn router(state: ServerState) -> Router {
         .merge(topic_routes(state))
 }
 
+/// How the HTTP surface is protected.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// The bearer token every request but the page must carry (at least 16 bytes).
+    pub token: Option<String>,
+    /// The URL users reach the server at, when it is not the bound address (a proxy, a
+    /// DNS name): its host is accepted in `Host` headers.
+    pub public_url: Option<String>,
+}
+
 /// The whole HTTP surface: ingest and topics, the admin API and page, `/metrics`, with
-/// request metrics and, when `token` is set, bearer-token authentication on every route
-/// but the static page.
-pub fn app(state: ServerState, admin: AdminState, token: Option<String>) -> Router {
+/// request metrics, the [`guard`] against other web sites, and, when a token is set,
+/// bearer-token authentication on every route but the static page. `bound` is where
+/// the server listens.
+///
+/// # Errors
+/// The token or `--public-url` is unusable.
+pub fn app(
+    state: ServerState,
+    admin: AdminState,
+    config: &HttpConfig,
+    bound: std::net::SocketAddr,
+) -> Result<Router, String> {
     prometheus::install();
+    auth::check_token(config.token.as_deref())?;
+    let guard = guard::Guard::new(bound, config.public_url.as_deref())?;
     let mut app = router(state).merge(admin_routes(admin.clone())).merge(
         Router::new()
             .route("/metrics", get(prometheus::metrics_handler))
             .with_state(admin),
     );
-    if let Some(token) = token {
+    if let Some(token) = &config.token {
         app = app.layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
+            Arc::new(auth::Token::new(token)),
             auth::require_token,
         ));
     }
-    app.layer(axum::middleware::from_fn(prometheus::track_http))
+    Ok(app
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guard::check,
+        ))
+        .layer(axum::middleware::from_fn(prometheus::track_http)))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -188,25 +215,24 @@ pub struct Server {
 
 impl Server {
     /// Binds `listen` (refusing a non-loopback address without a token) and serves the
-    /// whole [`app`] over `log` and `admin`; unknown topics are created on first POST.
+    /// whole [`app`] over `state` and `admin`.
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be resolved or bound, or is not
-    /// loopback and no token is set.
+    /// loopback and no token is set, or the token or public URL is unusable.
     pub async fn start(
         listen: &str,
-        token: Option<String>,
-        log: Arc<Log>,
+        config: &HttpConfig,
+        state: ServerState,
         admin: AdminState,
     ) -> Result<Server, ServerError> {
-        let listener = auth::bind(listen, token.as_deref())
+        let listener = auth::bind(listen, config.token.as_deref())
             .await
             .map_err(ServerError::Bind)?;
         let addr = listener
             .local_addr()
             .map_err(|e| ServerError::Bind(format!("reading the listening address: {e}")))?;
-        let state = ServerState::new(log).with_auto_create(Some(1));
-        let app = app(state, admin, token);
+        let app = app(state, admin, config, addr).map_err(ServerError::Bind)?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             serve(listener, app, async {

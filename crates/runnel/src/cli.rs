@@ -65,10 +65,9 @@ pub struct RunArgs {
     /// can POST records into the log topics the pipeline reads
     #[arg(long)]
     pub listen: Option<String>,
-    /// Require this bearer token on every API, ingest and dashboard request (needed to
-    /// listen on a non-loopback address)
-    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// Authentication and how the server is reached
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Ignore earlier checkpoints of this pipeline and start over
     #[arg(long)]
     pub from_scratch: bool,
@@ -133,4 +132,27 @@ pub struct NexmarkArgs {
     /// Take checkpoints this often (e.g. '10 s'); default: none
     #[arg(long)]
     pub checkpoint_interval: Option<String>,
+}
+
+/// How the HTTP server is protected and reached (`run --listen`, `serve`, `demo`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpArgs {
+    /// Require this bearer token (at least 16 characters) on every API, ingest and
+    /// dashboard request; needed to listen on a non-loopback address
+    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// The URL users reach the server at (behind a proxy or under a DNS name): its host
+    /// is accepted in Host headers besides loopback names and the bound address
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+impl HttpArgs {
+    /// The server's settings.
+    pub fn config(&self) -> runnel_server::HttpConfig {
+        runnel_server::HttpConfig {
+            token: self.auth_token.clone(),
+            public_url: self.public_url.clone(),
+        }
+    }
 }

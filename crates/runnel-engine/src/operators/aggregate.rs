@@ -15,6 +15,7 @@ use hashbrown::HashMap;
 use runnel_sql::GroupCol;
 
 use crate::error::EngineError;
+use crate::eval::Failure;
 
 /// The aggregate functions of one windowed GROUP BY.
 pub struct AggFns {
@@ -58,7 +59,10 @@ impl AggFns {
     }
 
     /// Evaluates every aggregate's inputs over `batch`.
-    pub fn evaluate_inputs(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>, EngineError> {
+    ///
+    /// # Errors
+    /// The failing argument expression and its error.
+    pub fn evaluate_inputs(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>, Failure> {
         self.inputs
             .iter()
             .map(|exprs| {
@@ -67,7 +71,7 @@ impl AggFns {
                     .map(|e| {
                         e.evaluate(batch)
                             .and_then(|v| v.into_array(batch.num_rows()))
-                            .map_err(internal)
+                            .map_err(|err| Failure::new(e, err))
                     })
                     .collect()
             })

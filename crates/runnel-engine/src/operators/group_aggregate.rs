@@ -24,6 +24,7 @@ use super::aggregate::{AggFns, state_batch};
 use super::multiset::{Multiset, Pick};
 use super::rows;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// A non-window GROUP BY with an updating result.
@@ -38,6 +39,8 @@ pub struct GroupAggregate {
     schema: SchemaRef,
     ttl_ms: Option<i64>,
     last_sweep: i64,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 struct Group {
@@ -72,6 +75,7 @@ impl GroupAggregate {
         spec: &GroupAggSpec,
         input: &SchemaRef,
         planned: &SchemaRef,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let converter = rows::codec(input, &spec.key_cols)?;
         let arg_types = spec
@@ -88,6 +92,7 @@ impl GroupAggregate {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         Ok(Self {
+            errors,
             key_cols: spec.key_cols.clone(),
             aggs: spec.aggs.clone(),
             arg_types,
@@ -175,9 +180,12 @@ impl Operator for GroupAggregate {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         let now = now_ms();
+        let Some((inputs, batch)) = self.errors.guard(batch, |b| self.fns.evaluate_inputs(b))?
+        else {
+            return Ok(());
+        };
         let ops = changelog::ops(&batch).cloned();
         let keys = self.keys(&batch)?;
-        let inputs = self.fns.evaluate_inputs(&batch)?;
         // Rows per key, in first-seen order: (key, inserted rows, retracted rows).
         let mut order: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
         let mut seen: HashMap<&[u8], usize> = HashMap::new();

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
@@ -24,6 +24,7 @@ use runnel_sql::{JoinKind, JoinSpec};
 use super::aggregate::state_batch;
 use super::window_assign::millis;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// A row in Arrow's row format, shared (cheap to clone) between the state and the output.
@@ -165,6 +166,8 @@ pub struct Join {
     last_sweep: i64,
     schema: SchemaRef,
     data_schema: SchemaRef,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 impl Join {
@@ -175,6 +178,7 @@ impl Join {
         right: &SchemaRef,
         planned: &SchemaRef,
         append_only: bool,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let outer_left = matches!(spec.kind, JoinKind::Left | JoinKind::Full);
         let outer_right = matches!(spec.kind, JoinKind::Right | JoinKind::Full);
@@ -200,6 +204,7 @@ impl Join {
             .collect();
         let data_schema = Arc::new(Schema::new(fields));
         Ok(Self {
+            errors,
             sides: [l, r],
             left_inputs: spec.left_inputs,
             filter: spec.filter.clone(),
@@ -266,14 +271,7 @@ impl Join {
         };
         let pairs =
             RecordBatch::try_new(Arc::clone(&self.data_schema), columns).map_err(internal)?;
-        let mask = filter
-            .evaluate(&pairs)
-            .and_then(|v| v.into_array(pairs.num_rows()))
-            .map_err(internal)?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| internal("join condition is not BOOLEAN"))?;
+        let mask = self.errors.mask(&pairs, "ON", filter)?;
         let mut at = 0;
         for c in cand.iter_mut() {
             let n = c.len();

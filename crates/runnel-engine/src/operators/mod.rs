@@ -19,6 +19,7 @@ use arrow::datatypes::SchemaRef;
 use runnel_sql::{Node, NodeSpec};
 
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::metrics::NodeMetrics;
 use crate::operator::Operator;
 
@@ -27,6 +28,7 @@ pub fn build(
     node: &Node,
     inputs: &[SchemaRef],
     metrics: &NodeMetrics,
+    errors: &RowErrors,
 ) -> Result<Box<dyn Operator>, EngineError> {
     let input = inputs
         .first()
@@ -38,6 +40,7 @@ pub fn build(
             spec,
             input,
             &node.schema,
+            errors.clone(),
         )?),
         NodeSpec::WindowAssign(spec) => Box::new(window_assign::WindowAssign::try_new(
             &node.label,
@@ -53,12 +56,14 @@ pub fn build(
                 input,
                 &node.schema,
                 late,
+                errors.clone(),
             )?),
             None => Box::new(window_aggregate::WindowAggregate::try_new(
                 spec,
                 input,
                 &node.schema,
                 late,
+                errors.clone(),
             )?),
         },
         NodeSpec::WindowJoin(spec) => {
@@ -71,12 +76,14 @@ pub fn build(
                 right,
                 &node.schema,
                 late,
+                errors.clone(),
             )?)
         }
         NodeSpec::GroupAggregate(spec) => Box::new(group_aggregate::GroupAggregate::try_new(
             spec,
             input,
             &node.schema,
+            errors.clone(),
         )?),
         NodeSpec::Join(spec) => {
             let right = inputs.get(spec.left_inputs).ok_or_else(|| {
@@ -88,9 +95,16 @@ pub fn build(
                 right,
                 &node.schema,
                 node.updating.is_none(),
+                errors.clone(),
             )?)
         }
-        NodeSpec::Over(spec) => Box::new(over::Over::try_new(spec, input, &node.schema, late)?),
+        NodeSpec::Over(spec) => Box::new(over::Over::try_new(
+            spec,
+            input,
+            &node.schema,
+            late,
+            errors.clone(),
+        )?),
         NodeSpec::Rank(spec) => Box::new(rank::Rank::try_new(
             spec,
             input,

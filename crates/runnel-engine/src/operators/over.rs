@@ -27,6 +27,7 @@ use super::aggregate::{AggFns, state_batch};
 use super::rows;
 use super::window_assign::millis;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// A partition key in Arrow's row format.
@@ -63,6 +64,8 @@ pub struct Over {
     watermark: Timestamp,
     schema: SchemaRef,
     late: Counter,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 impl Over {
@@ -72,6 +75,7 @@ impl Over {
         input: &SchemaRef,
         planned: &SchemaRef,
         late: Counter,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let width = input.fields().len();
         let rows = rows::row_codec(input, width)?;
@@ -82,6 +86,7 @@ impl Over {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         Ok(Self {
+            errors,
             partition: spec.partition.clone(),
             time_col: spec.time_col,
             frame: spec.frame,
@@ -108,13 +113,17 @@ impl Over {
     }
 
     /// Each row of `batch` as (partition key, held row).
-    fn hold(&self, batch: &RecordBatch) -> Result<Vec<(Key, Held)>, EngineError> {
+    fn hold(&self, batch: RecordBatch) -> Result<Vec<(Key, Held)>, EngineError> {
+        let Some((inputs, batch)) = self.errors.guard(batch, |b| self.fns.evaluate_inputs(b))?
+        else {
+            return Ok(Vec::new());
+        };
+        let batch = &batch;
         let n = batch.num_rows();
         let all: Vec<ArrayRef> = batch.columns()[..self.width].to_vec();
         let rows = self.rows.convert_columns(&all).map_err(internal)?;
         let keys = rows::encode(self.keys.as_ref(), batch, &self.partition)?;
         let times = millis(batch, self.time_col)?;
-        let inputs = self.fns.evaluate_inputs(batch)?;
         let mut out = Vec::with_capacity(n);
         for (i, key) in keys.into_iter().enumerate() {
             let args = inputs
@@ -250,7 +259,7 @@ impl Operator for Over {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> Result<(), EngineError> {
-        for (key, held) in self.hold(&batch)? {
+        for (key, held) in self.hold(batch)? {
             if held.time == TS_MIN || held.time <= self.watermark {
                 self.late.add(1);
                 continue;
@@ -338,7 +347,7 @@ impl Operator for Over {
                 .downcast_ref::<BooleanArray>()
                 .cloned()
                 .ok_or_else(|| internal("OVER snapshot flag is not BOOLEAN"))?;
-            for (i, (key, held)) in self.hold(&data)?.into_iter().enumerate() {
+            for (i, (key, held)) in self.hold(data.clone())?.into_iter().enumerate() {
                 let needs = self.state.get(&key).is_none_or(|p| p.accs.is_empty());
                 let accs = if needs {
                     Some(self.accumulators()?)

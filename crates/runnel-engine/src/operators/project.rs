@@ -13,15 +13,16 @@ use runnel_common::changelog;
 use runnel_sql::ProjectSpec;
 
 use crate::error::EngineError;
+use crate::eval::{Failure, RowErrors};
 use crate::operator::{Operator, Output};
 
 /// `SELECT exprs FROM input WHERE filter`, vectorized.
 pub struct Project {
-    label: String,
     filter: Option<Arc<dyn PhysicalExpr>>,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     blocking: bool,
+    errors: RowErrors,
 }
 
 impl Project {
@@ -32,6 +33,7 @@ impl Project {
         spec: &ProjectSpec,
         input: &SchemaRef,
         output: &SchemaRef,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let mut fields = Vec::with_capacity(spec.exprs.len());
         for (expr, named) in spec.exprs.iter().zip(output.fields()) {
@@ -42,18 +44,63 @@ impl Project {
             fields.push(Field::new(named.name(), f.data_type().clone(), true));
         }
         Ok(Self {
-            label: label.to_string(),
             filter: spec.filter.clone(),
             exprs: spec.exprs.clone(),
             schema: Arc::new(Schema::new(fields)),
             blocking: spec.blocking,
+            errors,
         })
     }
+}
 
-    fn eval_err(&self, e: impl std::fmt::Display) -> EngineError {
-        EngineError::Eval {
-            operator: self.label.clone(),
-            message: e.to_string(),
+impl Project {
+    /// WHERE then SELECT over `batch`: the projected columns of the rows that pass.
+    fn eval(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>, Failure> {
+        let filtered;
+        let batch = match &self.filter {
+            None => batch,
+            Some(pred) => {
+                let where_ = || format!("WHERE {pred}");
+                let mask = pred
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| Failure::new(where_(), e))?;
+                let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
+                    return Err(Failure::new(
+                        where_(),
+                        format!("yields {}, not BOOLEAN", mask.data_type()),
+                    ));
+                };
+                if mask.true_count() == batch.num_rows() {
+                    batch
+                } else {
+                    filtered =
+                        filter_record_batch(batch, mask).map_err(|e| Failure::new(where_(), e))?;
+                    &filtered
+                }
+            }
+        };
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let rows = batch.num_rows();
+        let mut columns = Vec::with_capacity(self.exprs.len());
+        for expr in &self.exprs {
+            let v = expr
+                .evaluate(batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(|e| Failure::new(expr, e))?;
+            columns.push(v);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let out = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map_err(|e| Failure::new("SELECT", e))?;
+        // A changelog's row kinds travel along (the filter above kept them in step).
+        match changelog::ops(batch) {
+            None => Ok(Some(out)),
+            Some(ops) => changelog::attach(&out, Arc::new(ops.clone()) as ArrayRef)
+                .map(Some)
+                .map_err(|e| Failure::new("SELECT", e)),
         }
     }
 }
@@ -69,47 +116,9 @@ impl Operator for Project {
         batch: RecordBatch,
         out: &mut Output,
     ) -> Result<(), EngineError> {
-        let batch = match &self.filter {
-            None => batch,
-            Some(pred) => {
-                let mask = pred
-                    .evaluate(&batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(|e| self.eval_err(e))?;
-                let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
-                    return Err(
-                        self.eval_err(format!("WHERE yields {}, not BOOLEAN", mask.data_type()))
-                    );
-                };
-                if mask.true_count() == batch.num_rows() {
-                    batch
-                } else {
-                    filter_record_batch(&batch, mask).map_err(|e| self.eval_err(e))?
-                }
-            }
-        };
-        if batch.num_rows() == 0 {
-            return Ok(());
+        if let Some((Some(out_batch), _)) = self.errors.guard(batch, |b| self.eval(b))? {
+            out.emit(out_batch);
         }
-        // A changelog's row kinds travel along (the filter above kept them in step).
-        let ops = changelog::ops(&batch).map(|o| Arc::new(o.clone()) as ArrayRef);
-        let rows = batch.num_rows();
-        let mut columns = Vec::with_capacity(self.exprs.len());
-        for expr in &self.exprs {
-            let v = expr
-                .evaluate(&batch)
-                .and_then(|v| v.into_array(rows))
-                .map_err(|e| self.eval_err(e))?;
-            columns.push(v);
-        }
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        let out_batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
-            .map_err(|e| self.eval_err(e))?;
-        let out_batch = match ops {
-            None => out_batch,
-            Some(ops) => changelog::attach(&out_batch, ops).map_err(|e| self.eval_err(e))?,
-        };
-        out.emit(out_batch);
         Ok(())
     }
 }

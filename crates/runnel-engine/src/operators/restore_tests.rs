@@ -79,15 +79,33 @@ fn same_after_restore(sql: &str, kind: &str, steps: &[Step], cut: usize) {
     let sql = sql.to_string();
     let (node, inputs) = plan(&sql, kind);
     let metrics = NodeMetrics::default();
-    let mut straight = build(&node, &inputs, &metrics).expect("builds");
+    let mut straight = build(
+        &node,
+        &inputs,
+        &metrics,
+        &crate::eval::RowErrors::strict("test"),
+    )
+    .expect("builds");
     let expected = run(straight.as_mut(), &inputs, steps);
     assert!(!expected.is_empty(), "{kind}: no output at all");
 
-    let mut first = build(&node, &inputs, &metrics).expect("builds");
+    let mut first = build(
+        &node,
+        &inputs,
+        &metrics,
+        &crate::eval::RowErrors::strict("test"),
+    )
+    .expect("builds");
     let mut got = run(first.as_mut(), &inputs, &steps[..cut]);
     let mut state = StateWriter::default();
     first.snapshot(&mut state).expect("snapshots");
-    let mut second = build(&node, &inputs, &metrics).expect("builds");
+    let mut second = build(
+        &node,
+        &inputs,
+        &metrics,
+        &crate::eval::RowErrors::strict("test"),
+    )
+    .expect("builds");
     second
         .restore(&StateReader {
             entries: state.entries,

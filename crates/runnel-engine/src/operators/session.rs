@@ -18,6 +18,7 @@ use runnel_sql::{GroupCol, WindowAggSpec};
 use super::aggregate::{AggFns, assemble, evaluate, key_converter, output_schema, update};
 use super::window_assign::millis;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// GROUP BY window_start, window_end, keys over SESSION windows.
@@ -34,6 +35,8 @@ pub struct SessionAggregate {
     watermark: Timestamp,
     schema: SchemaRef,
     late: Counter,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 impl SessionAggregate {
@@ -44,6 +47,7 @@ impl SessionAggregate {
         input: &SchemaRef,
         planned: &SchemaRef,
         late: Counter,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let fns = AggFns::new(&spec.aggs);
         let converter = key_converter(input, &spec.key_cols)?;
@@ -57,6 +61,7 @@ impl SessionAggregate {
             planned,
         );
         Ok(Self {
+            errors,
             gap,
             key_cols: spec.key_cols.clone(),
             time_col: spec.start_col,
@@ -80,6 +85,14 @@ impl Operator for SessionAggregate {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> Result<(), EngineError> {
+        // Rows whose aggregate arguments fail are set aside now, not when the session
+        // closes.
+        let Some(((), batch)) = self
+            .errors
+            .guard(batch, |b| self.fns.evaluate_inputs(b).map(|_| ()))?
+        else {
+            return Ok(());
+        };
         let ts = millis(&batch, self.time_col)?;
         // A row whose own session [ts, ts + gap) would already have closed is late.
         let keep: Vec<u32> = (0..batch.num_rows())

@@ -21,6 +21,7 @@ use super::aggregate::{
 };
 use super::window_assign::millis;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// GROUP BY window_start, window_end[, keys] for fixed windows.
@@ -37,6 +38,8 @@ pub struct WindowAggregate {
     late: Counter,
     /// Windows over PROCTIME(): they close by the wall clock, and no row is late.
     processing_time: bool,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 struct WindowState {
@@ -52,6 +55,7 @@ impl WindowAggregate {
         input: &SchemaRef,
         planned: &SchemaRef,
         late: Counter,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let fns = AggFns::new(&spec.aggs);
         let converter = key_converter(input, &spec.key_cols)?;
@@ -65,6 +69,7 @@ impl WindowAggregate {
             planned,
         );
         Ok(Self {
+            errors,
             key_cols: spec.key_cols.clone(),
             start_col: spec.start_col,
             end_col: spec.end_col,
@@ -136,6 +141,10 @@ impl Operator for WindowAggregate {
         batch: RecordBatch,
         out: &mut Output,
     ) -> Result<(), EngineError> {
+        let Some((inputs, batch)) = self.errors.guard(batch, |b| self.fns.evaluate_inputs(b))?
+        else {
+            return Ok(());
+        };
         let ends = millis(&batch, self.end_col)?;
         let starts = millis(&batch, self.start_col)?;
         let key_arrays: Vec<_> = self
@@ -148,7 +157,6 @@ impl Operator for WindowAggregate {
         } else {
             Some(self.converter.convert_columns(&key_arrays)?)
         };
-        let inputs = self.fns.evaluate_inputs(&batch)?;
         // Rows per window touched by this batch (usually one or a few).
         let mut touched: Vec<(Timestamp, Vec<u32>, Vec<usize>)> = Vec::new();
         let mut late = 0u64;
@@ -311,8 +319,14 @@ mod tests {
             unreachable!("matched above")
         };
         let input = graph.nodes[node.inputs[0].node].schema.clone();
-        let op = WindowAggregate::try_new(spec, &input, &node.schema, Counter::default())
-            .expect("builds");
+        let op = WindowAggregate::try_new(
+            spec,
+            &input,
+            &node.schema,
+            Counter::default(),
+            RowErrors::strict("test"),
+        )
+        .expect("builds");
         (op, input)
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
@@ -19,6 +19,7 @@ use runnel_sql::WindowJoinSpec;
 
 use super::window_assign::millis;
 use crate::error::EngineError;
+use crate::eval::RowErrors;
 use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// Inner join of two windowed inputs on window and keys.
@@ -37,6 +38,8 @@ pub struct WindowJoin {
     right: BTreeMap<Timestamp, Vec<RecordBatch>>,
     watermark: Timestamp,
     late: Counter,
+    /// Rows whose expressions fail.
+    errors: RowErrors,
 }
 
 impl WindowJoin {
@@ -47,6 +50,7 @@ impl WindowJoin {
         right: &SchemaRef,
         output: &SchemaRef,
         late: Counter,
+        errors: RowErrors,
     ) -> Result<Self, EngineError> {
         let pos = spec
             .left_keys
@@ -62,6 +66,7 @@ impl WindowJoin {
                 .collect(),
         )?;
         Ok(Self {
+            errors,
             left_keys: spec.left_keys.clone(),
             right_keys: spec.right_keys.clone(),
             left_end: spec.left_end,
@@ -153,16 +158,8 @@ impl WindowJoin {
         let joined = match &self.filter {
             None => joined,
             Some(f) => {
-                let mask = f
-                    .evaluate(&joined)
-                    .and_then(|v| v.into_array(joined.num_rows()))
-                    .map_err(|e| EngineError::Internal(format!("window join filter: {e}")))?;
-                let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
-                    return Err(EngineError::Internal(
-                        "window join filter is not boolean".into(),
-                    ));
-                };
-                filter_record_batch(&joined, mask)?
+                let mask = self.errors.mask(&joined, "ON", f)?;
+                filter_record_batch(&joined, &mask)?
             }
         };
         out.emit(joined);

@@ -390,6 +390,9 @@ function renderHeader(st) {
   health.className = `badge health-${healthLevel(h)}`;
   health.hidden = false;
   health.title = typeof st.health === 'object' ? JSON.stringify(st.health) : `health: ${h}`;
+  const failure = $('failure');
+  failure.textContent = st.error ? `The pipeline failed: ${st.error}` : '';
+  failure.hidden = !st.error;
   tickUptime();
 }
 

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::cmd::camera_sim::{self, SimConfig, SimStats};
 use crate::cmd::run;
 use runnel_runtime::{PrepareOptions, Resources, prepare};
-use runnel_server::Server;
+use runnel_server::{Server, ServerState};
 
 /// The demo pipeline, built in so the demo runs from any directory.
 const CAMERA_SQL: &str = include_str!("../../../../examples/camera.sql");
@@ -51,9 +51,9 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C)
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Require this bearer token (needed to listen on a non-loopback address)
-    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// Authentication and how the server is reached
+    #[command(flatten)]
+    pub http: crate::cli::HttpArgs,
 }
 
 /// Runs the demo until Ctrl-C or `--duration`.
@@ -101,7 +101,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let admin = AdminState::new(resources.hub.clone());
-    let server = Server::start(&args.listen, args.auth_token.clone(), log, admin.clone()).await?;
+    let server = Server::start(
+        &args.listen,
+        &args.http.config(),
+        ServerState::new(log).with_auto_create(Some(1)),
+        admin.clone(),
+    )
+    .await?;
     let url = format!("http://{}", server.addr);
     // The one line on stdout, so scripts (and tests) can find the server.
     println!("dashboard: {url}/");
@@ -130,7 +136,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             url: url.clone(),
             photos,
             topic: "frames".into(),
-            token: args.auth_token.clone(),
+            token: args.http.auth_token.clone(),
         };
         let stats = stats.clone();
         tokio::spawn(camera_sim::run(sim, stats, async {

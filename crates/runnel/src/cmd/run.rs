@@ -4,7 +4,7 @@
 use anyhow::Context;
 use runnel_connectors::descriptor::Resource;
 use runnel_runtime::{PrepareOptions, Resources, prepare};
-use runnel_server::{AdminState, Server};
+use runnel_server::{AdminState, Server, ServerState};
 
 use crate::cli::RunArgs;
 
@@ -33,7 +33,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if prepared.needs(Resource::Log) || args.listen.is_some() {
         let log = resources.open_log().await?;
         if let Some(addr) = &args.listen {
-            let s = Server::start(addr, args.auth_token.clone(), log, admin.clone()).await?;
+            let s = Server::start(
+                addr,
+                &args.http.config(),
+                ServerState::new(log).with_auto_create(Some(1)),
+                admin.clone(),
+            )
+            .await?;
             eprintln!(
                 "runnel: dashboard and API on http://{} (log in {})",
                 s.addr,
@@ -43,6 +49,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let result = run_to_end(prepared, resources.clone(), &admin, shutdown_signal()).await;
+    if let (Err(e), Some(s)) = (&result, &server) {
+        // A failed pipeline does not take the page, the API and the log down with it:
+        // they keep serving (and report the failure) until the user stops them.
+        eprintln!(
+            "runnel: the pipeline failed: {e:#}\nrunnel: the page and API stay up on              http://{} to show it; press Ctrl-C to stop",
+            s.addr
+        );
+        shutdown_signal().await;
+    }
     if let Some(server) = server {
         server.stop().await;
     }

@@ -26,10 +26,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes (larger ones get 413)
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
-    /// Require this bearer token on every request (needed to listen on a non-loopback
-    /// address)
-    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// Authentication and how the server is reached
+    #[command(flatten)]
+    pub http: crate::cli::HttpArgs,
 }
 
 /// Runs `runnel serve` until Ctrl-C (or SIGTERM), then closes the log cleanly.
@@ -43,21 +42,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = ServerState::new(log.clone())
         .with_auto_create(args.auto_create.then_some(args.auto_create_partitions))
         .with_max_body_bytes(args.max_body_bytes);
-    let listener = runnel_server::auth::bind(&args.listen, args.auth_token.as_deref())
+    let admin = runnel_server::AdminState::default();
+    admin.set_ready(true);
+    let server = runnel_server::Server::start(&args.listen, &args.http.config(), state, admin)
         .await
-        .map_err(anyhow::Error::msg)?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let addr = server.addr;
     println!(
         "runnel serving http://{addr} (log in {})",
         args.data_dir.display()
     );
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
-    let admin = runnel_server::AdminState::default();
-    admin.set_ready(true);
-    let app = runnel_server::app(state, admin, args.auth_token.clone());
-    let served = runnel_server::serve(listener, app, shutdown_signal()).await;
+    shutdown_signal().await;
+    server.stop().await;
     // Once serve returns, its connections are closed and the log should be ours alone;
     // if a handler still holds it, dropping the last reference closes it just the same.
     tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
@@ -70,7 +67,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("closing the log failed")??;
-    served?;
     eprintln!("runnel: stopped; log closed");
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! either `expected.jsonl` (the rows the sink `output.jsonl` must hold, in any
 //! order), `expected_final.jsonl` (for an updating query: the rows left after applying
 //! the changelog the sink wrote, `op` by `op`, as the sink's final state) or
-//! `expected_error.txt` (a line that stderr must contain). Each case
+//! `expected_error.txt` (a line that stderr must contain); optionally
+//! `expected_stderr.txt` (lines stderr of a successful run must contain) and
+//! `expected_rejects.txt` (texts the dead letters in `rejects.jsonl` must contain). Each case
 //! runs at parallelism 1 and 4 and must give the same rows. Adding a case
 //! needs no Rust.
 
@@ -86,6 +88,14 @@ fn run_case(case: &Path, parallelism: &str) -> Result<(), String> {
         for needle in expected_dl.lines().filter(|l| !l.trim().is_empty()) {
             if !run.stderr.contains(needle) {
                 return Err(format!("stderr lacks {needle:?}:\n{}", run.stderr));
+            }
+        }
+    }
+    if let Ok(expected) = std::fs::read_to_string(case.join("expected_rejects.txt")) {
+        let rejects = dir.read("rejects.jsonl");
+        for needle in expected.lines().filter(|l| !l.trim().is_empty()) {
+            if !rejects.contains(needle) {
+                return Err(format!("rejects.jsonl lacks {needle:?}:\n{rejects}"));
             }
         }
     }

@@ -31,9 +31,12 @@ pub(crate) fn http(
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: 127.0.0.1\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -591,7 +594,7 @@ fn run_with_listen_consumes_posted_records() {
         port,
         "POST",
         "/v1/topics/readings/records",
-        &[("Content-Type", "text/plain")],
+        &[("Content-Type", "application/octet-stream")],
         b"not json",
     )
     .expect("posting raw");
@@ -665,5 +668,74 @@ fn idle_partition_does_not_stall_windows() {
             "{\"k\":\"a\",\"n\":2,\"window_start\":\"2026-01-01T00:00:00.000Z\"}",
         ],
         "pipeline status: {status:?}"
+    );
+}
+
+/// Issue 16: a row whose expression fails is dead-lettered and the pipeline goes on;
+/// with `'pipeline.on-error' = 'fail'` the pipeline fails, but the server of
+/// `runnel run --listen` stays up and reports the failure.
+#[test]
+fn expression_errors_do_not_stop_the_pipeline_or_the_server() {
+    let body = b"{\"x\": 1, \"y\": 0}\n{\"x\": 8, \"y\": 2}\n";
+    let post = |port: u16| {
+        http(
+            port,
+            "POST",
+            "/v1/topics/s/records",
+            &[("Content-Type", "application/x-ndjson")],
+            body,
+        )
+        .expect("posting")
+    };
+    let pipeline = "CREATE TABLE s (x BIGINT, y BIGINT) WITH (connector = 'log', topic = 's');
+         CREATE TABLE o (q BIGINT) WITH (connector = 'log', topic = 'o');
+         INSERT INTO o SELECT x / y FROM s;";
+
+    // Non-strict (the default): the good row arrives, the bad one is a dead letter.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("p.sql"), pipeline).expect("writing pipeline");
+    let port = free_port();
+    let server = run_listening(dir.path(), port);
+    assert_eq!(post(port).0, 200);
+    assert_eq!(wait_for_values(port, "o", 1), ["{\"q\":4}"]);
+    let letters = dir.path().join("data/dead-letters/expressions.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains("Divide by zero") {
+        text = std::fs::read_to_string(&letters).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text.contains("evaluating x / y"), "{text}");
+    assert!(text.contains(r#"\"y\":0"#), "{text}");
+    drop(server);
+
+    // Strict: the pipeline fails; the API reports it and ingest still answers.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!("SET 'pipeline.on-error' = 'fail';\n{pipeline}"),
+    )
+    .expect("writing pipeline");
+    let port = free_port();
+    let _server = run_listening(dir.path(), port);
+    assert_eq!(post(port).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Ok((200, text)) = http(port, "GET", "/api/pipelines/p", &[], b"") {
+            status = serde_json::from_str(&text).unwrap_or_default();
+            if status["state"] == "failed" {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Divide by zero"), "{status}");
+    assert_eq!(
+        post(port).0,
+        200,
+        "ingest answers after the pipeline failed"
     );
 }

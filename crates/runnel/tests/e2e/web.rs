@@ -256,6 +256,17 @@ fn non_loopback_needs_a_token_and_requests_need_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--auth-token"), "{err}");
 
+    // An empty or short token is refused at start, never "any token".
+    for bad in ["", " ", "short"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["serve", "--listen", &listen, "--data-dir", "data"])
+            .current_dir(dir.path())
+            .env("RUNNEL_AUTH_TOKEN", bad)
+            .output()
+            .expect("running runnel");
+        assert!(!out.status.success(), "token {bad:?} accepted");
+    }
+
     let token = "s3cret-token-value";
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args([
@@ -312,8 +323,38 @@ fn non_loopback_needs_a_token_and_requests_need_it() {
         b"",
     )
     .unwrap();
-    assert_eq!(status, 200);
-    let (status, _) = http(port, "POST", "/v1/topics/t/records", &[], b"{}").unwrap();
+    assert_eq!(
+        status, 401,
+        "a query-string token only opens event streams and images"
+    );
+    let (status, _) = http(
+        port,
+        "GET",
+        &format!("/api/pipelines/x/events?access_token={token}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 404, "…which it does: past auth, no such pipeline");
+    for empty in ["", "+"] {
+        let (status, _) = http(
+            port,
+            "POST",
+            &format!("/v1/topics/t/records?access_token={empty}"),
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(status, 401, "write with ?access_token={empty}");
+    }
+    let (status, _) = http(
+        port,
+        "POST",
+        "/v1/topics/t/records",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    )
+    .unwrap();
     assert_eq!(status, 401, "ingest without the token");
     let (status, _) = http(
         port,
@@ -633,4 +674,66 @@ fn sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// Issue 16: with no token on loopback, another web site can neither write (cross-site
+/// requests) nor read through a rebound DNS name.
+#[test]
+fn other_sites_cannot_write_or_rebind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Server::spawn(
+        dir.path(),
+        port,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "--auto-create",
+        ],
+    );
+    let own = format!("http://127.0.0.1:{port}");
+    let post = |headers: &[(&str, &str)]| {
+        http(port, "POST", "/v1/topics/t/records", headers, b"{\"a\":1}")
+            .expect("posting")
+            .0
+    };
+    let json = ("Content-Type", "application/json");
+    assert_eq!(post(&[json, ("Origin", "https://evil.example")]), 403);
+    assert_eq!(post(&[json, ("Origin", "null")]), 403);
+    assert_eq!(post(&[("Content-Type", "text/plain")]), 415);
+    assert_eq!(
+        post(&[("Content-Type", "application/x-www-form-urlencoded")]),
+        415
+    );
+    assert_eq!(post(&[]), 415);
+    let host = format!("127.0.0.1:{port}");
+    assert_eq!(
+        post(&[json, ("Origin", own.as_str()), ("Host", host.as_str())]),
+        200
+    );
+    assert_eq!(post(&[json]), 200, "a non-browser client");
+    assert_eq!(post(&[("Content-Type", "text/plain"), ("X-Key", "k")]), 200);
+    let (status, body) = http(
+        port,
+        "GET",
+        "/api/pipelines",
+        &[("Host", &format!("evil.example:{port}"))],
+        b"",
+    )
+    .expect("get");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("bad_host"), "{body}");
+    let (status, _) = http(
+        port,
+        "GET",
+        "/api/pipelines",
+        &[("Host", &format!("localhost:{port}"))],
+        b"",
+    )
+    .expect("get");
+    assert_eq!(status, 200);
 }
