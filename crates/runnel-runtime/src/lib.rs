@@ -130,6 +130,24 @@ fn explain(e: ConnectorError) -> (Option<String>, String) {
 /// Syntax and planning errors, unknown or bad settings and connector options (each with
 /// line and column), a function whose model does not load, parallelism 0.
 pub fn prepare(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeError> {
+    // Parsing and planning recurse over the query (DataFusion's tree rewrites): on a
+    // thread of their own with a large stack, a deep but allowed expression never
+    // overflows the caller's.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("runnel-planner".into())
+            .stack_size(PLANNER_STACK_BYTES)
+            .spawn_scoped(scope, || prepare_here(sql, options))
+            .map_err(|e| RuntimeError::Internal(format!("starting the planner thread: {e}")))?
+            .join()
+            .map_err(|_| RuntimeError::Internal("the planner panicked".into()))?
+    })
+}
+
+/// Stack of the planning thread.
+const PLANNER_STACK_BYTES: usize = 256 << 20;
+
+fn prepare_here(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeError> {
     let statements = runnel_sql::parse_script(sql)?;
     let settings = Settings::from_statements(&statements)?;
     let rejects = Rejects::default();

@@ -81,8 +81,61 @@ pub struct ColumnDef {
     pub not_null: bool,
 }
 
+/// Deepest expression nesting a query may have (`1 + 1 + …` nests one level per term).
+/// Planning and evaluation recurse over expressions; past this they could exhaust the
+/// stack, so such a query is refused with an error instead.
+pub const MAX_EXPRESSION_DEPTH: usize = 500;
+
+/// Refuses a query whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`].
+fn check_depth(query: &Query, line: u64) -> Result<(), SqlError> {
+    use sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Depth {
+        now: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &sqlparser::ast::Expr) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_EXPRESSION_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &sqlparser::ast::Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    match query.visit(&mut Depth { now: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(SqlError::Statement {
+            line,
+            message: format!(
+                "an expression nests deeper than {MAX_EXPRESSION_DEPTH} levels (e.g. a chain \
+                 of that many `+` or `OR` terms); split it up, or use IN (…) for long lists \
+                 of alternatives"
+            ),
+        }),
+    }
+}
+
 /// Parses a whole script into statements.
 pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    let statements = parse_statements(sql)?;
+    for s in &statements {
+        match s {
+            Statement::Insert { query, line, .. } | Statement::CreateView { query, line, .. } => {
+                check_depth(query, *line)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(statements)
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let dialect = FlinkDialect;
     let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
     let mut out = Vec::new();

@@ -11,6 +11,8 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Operators evaluate expressions recursively; deep (allowed) ones need room.
+        .thread_stack_size(16 << 20)
         .build()
     {
         Ok(rt) => rt,
