@@ -223,10 +223,12 @@ impl GroupCommit {
         if s.written.end_offset == s.synced.end_offset && s.sync_error.is_none() {
             return Ok(());
         }
+        // What this flush fsyncs; writes arriving during the fsync are the next one's.
+        let target = s.written.end_offset;
         let s = self.lead_flush(s, sync, rollback);
         match &s.sync_error {
             Some(e) => Err(CommitError::SyncFailed(e.clone())),
-            None if s.synced.end_offset < s.written.end_offset => Err(CommitError::SyncFailed(
+            None if s.synced.end_offset < target => Err(CommitError::SyncFailed(
                 "fsync failed; unsynced writes were rolled back".into(),
             )),
             None => Ok(()),
@@ -375,5 +377,24 @@ mod tests {
         let t = gc.record_write(pos(6));
         gc.wait_durable(t, &|_| Ok(()), &|_| {}).unwrap();
         assert_eq!(gc.acked().end_offset, 6);
+    }
+
+    /// Issue 16: a write arriving while the background fsync runs is not a failure of
+    /// that fsync.
+    #[test]
+    fn writes_during_a_background_flush_are_not_reported_as_rolled_back() {
+        let gc = GroupCommit::new(pos(0), true);
+        gc.record_write(pos(3));
+        let r = gc.flush(
+            &|_| {
+                gc.record_write(pos(4));
+                Ok(())
+            },
+            &|_| {},
+        );
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(gc.synced(), pos(3));
+        assert!(gc.flush(&|_| Ok(()), &|_| {}).is_ok());
+        assert_eq!(gc.synced(), pos(4));
     }
 }

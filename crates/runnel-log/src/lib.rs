@@ -111,12 +111,15 @@ pub struct LogHealth {
     pub corruption: Vec<CorruptionReport>,
     /// Partitions refusing writes (a background fsync failed).
     pub unavailable: Vec<UnavailablePartition>,
+    /// Topics that could not be opened (a missing or damaged `topic.json`, a partition
+    /// that cannot be recovered): set aside, with why, so the rest of the log opens.
+    pub quarantined: Vec<(String, String)>,
 }
 
 impl LogHealth {
     /// True when there is nothing to report.
     pub fn is_healthy(&self) -> bool {
-        self.corruption.is_empty() && self.unavailable.is_empty()
+        self.corruption.is_empty() && self.unavailable.is_empty() && self.quarantined.is_empty()
     }
 }
 
@@ -137,6 +140,8 @@ struct Shared {
     stop: Mutex<bool>,
     stop_cv: Condvar,
     closed: AtomicBool,
+    /// Topics set aside at open: (name, why).
+    quarantined: Vec<(String, String)>,
     _lock: File,
 }
 
@@ -178,6 +183,7 @@ impl Log {
             recovery_point_interval: options.recovery_point_interval,
         };
         let mut topics = BTreeMap::new();
+        let mut quarantined = Vec::new();
         let topics_dir = dir.join("topics");
         let entries = fs::read_dir(&topics_dir)
             .map_err(|e| LogError::io(format!("listing {}", topics_dir.display()), e))?;
@@ -190,8 +196,21 @@ impl Log {
             if fsutil::validate_name("topic", &name).is_err() || !entry.path().is_dir() {
                 continue;
             }
-            let topic = open_topic(&entry.path(), &name, tuning)?;
-            topics.insert(name, Arc::new(topic));
+            match open_topic(&entry.path(), &name, tuning) {
+                Ok(topic) => {
+                    topics.insert(name, Arc::new(topic));
+                }
+                // One topic that cannot be opened must not keep the log (and the server
+                // with it) from starting: it is set aside, reported, and left on disk.
+                Err(e) => {
+                    tracing::error!(
+                        topic = %name,
+                        error = %e,
+                        "topic cannot be opened; quarantined (its files are left as they are)"
+                    );
+                    quarantined.push((name, e.to_string()));
+                }
+            }
         }
         let offsets = ConsumerOffsets::load(dir.join("groups"))?;
         let shared = Arc::new(Shared {
@@ -203,6 +222,7 @@ impl Log {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             closed: AtomicBool::new(false),
+            quarantined,
             _lock: lock,
         });
         let bg = shared.clone();
@@ -357,9 +377,21 @@ impl Log {
         }
     }
 
-    /// Corruption found and partitions refusing writes, for the status API.
+    /// Why topic `name` was quarantined at open, if it was.
+    pub fn quarantined(&self, name: &str) -> Option<String> {
+        self.shared
+            .quarantined
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// What is wrong with the log: damage, partitions refusing writes, quarantined topics.
     pub fn health(&self) -> LogHealth {
-        let mut health = LogHealth::default();
+        let mut health = LogHealth {
+            quarantined: self.shared.quarantined.clone(),
+            ..LogHealth::default()
+        };
         for topic in self.topics_snapshot() {
             for p in topic.partitions() {
                 health.corruption.extend(p.corruption());

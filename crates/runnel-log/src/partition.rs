@@ -295,14 +295,30 @@ impl Partition {
             } else {
                 seg.size()
             };
-            budget = seg.read(offset, limit, max_records, budget, &mut out, &|r| {
+            budget = match seg.read(offset, limit, max_records, budget, &mut out, &|r| {
                 self.report_corruption(seg, r)
-            })?;
+            }) {
+                Ok(b) => b,
+                // The records before the damage are good: hand them out; the next read,
+                // starting at the damage, gets the error.
+                Err(LogError::Corrupt { .. }) if !out.is_empty() => return Ok(out),
+                Err(e) => return Err(e),
+            };
             if out.len() >= max_records || budget == 0 {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Where reading can go on after damage at `offset`: the first offset past the
+    /// damaged batch that holds it, if `offset` is in a reported damaged range.
+    pub fn resume_after_damage(&self, offset: u64) -> Option<u64> {
+        self.corruption()
+            .iter()
+            .filter(|c| c.first_offset <= offset && offset < c.resume_offset)
+            .map(|c| c.resume_offset)
+            .max()
     }
 
     /// Next offset to be acknowledged: the high watermark readers can see up to.

@@ -185,7 +185,21 @@ pub(crate) fn recover(
             seg.sync_data()
                 .map_err(|e| LogError::io(format!("fsync {}", seg.log_path().display()), e))?;
         }
-        seg.set_recovered(scan.size, scan.end_offset, scan.max_ts);
+        // Offsets the recovery point recorded as durable were handed out (and maybe
+        // read): whatever happened to their bytes, they are never handed out again.
+        let mut end_offset = scan.end_offset;
+        if let Some(r) = rp.filter(|r| is_last && r.segment == base && r.end_offset > end_offset) {
+            let reason = format!(
+                "offsets {end_offset}..{} were recorded as durable but are not in the log; \
+                 they are not handed out again",
+                r.end_offset
+            );
+            tracing::warn!(file = %seg.log_path().display(), "{reason}");
+            corruption.push(report(end_offset, r.end_offset, scan.size, reason));
+            end_offset = r.end_offset;
+            changed = true;
+        }
+        seg.set_recovered(scan.size, end_offset, scan.max_ts);
         for range in scan.corrupt {
             tracing::warn!(
                 file = %seg.log_path().display(),
@@ -203,7 +217,7 @@ pub(crate) fn recover(
             ));
             seg.add_corruption(range);
         }
-        if rp.is_some_and(|r| r.segment == base && r.end_offset > scan.end_offset) {
+        if !is_last && rp.is_some_and(|r| r.segment == base && r.end_offset > scan.end_offset) {
             tracing::warn!(
                 file = %seg.log_path().display(),
                 "the recovery point recorded offsets up to {} as durable, but only {} were found",
@@ -211,7 +225,7 @@ pub(crate) fn recover(
                 scan.end_offset
             );
         }
-        expected = Some(scan.end_offset);
+        expected = Some(end_offset);
         segments.push(Arc::new(seg));
     }
     let last = segments
@@ -352,7 +366,27 @@ fn scan(
                 let next = reader
                     .find_next_frame(pos + 1, expected, base)
                     .map_err(|e| io_err(pos, e))?;
+                let written = match next {
+                    None if is_last => reader
+                        .written_frame(pos, expected)
+                        .map_err(|e| io_err(pos, e))?,
+                    _ => None,
+                };
                 match next {
+                    // A frame written whole and then damaged (a bit flip) was
+                    // acknowledged: corruption, and its offsets are never handed out again.
+                    None if is_last && written.is_some() => {
+                        let (len, n) = written.unwrap_or((0, 1));
+                        corrupt.push(CorruptRange {
+                            position: pos,
+                            skip_to: pos + len,
+                            first_offset: expected,
+                            resume_offset: expected + n,
+                            reason: format!("{reason} in a batch that was written whole"),
+                        });
+                        pos += len;
+                        expected += n;
+                    }
                     None if is_last => {
                         torn = Some((pos, file_len - pos, reason));
                         break;

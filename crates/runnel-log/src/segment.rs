@@ -562,6 +562,54 @@ impl SegmentReader<'_> {
         Ok(got)
     }
 
+    /// For a frame at `pos` that fails its CRC: if it was written whole — its magic,
+    /// version and length are sound, all its bytes are in the file and it does not end
+    /// in zeros (what a write cut short by a crash leaves) — its length and how many
+    /// offsets it held (its unverified count when its base offset is `expected` and the
+    /// count is plausible, else 1: a frame holds at least one record). `None` when the
+    /// frame looks torn.
+    pub fn written_frame(&mut self, pos: u64, expected: u64) -> io::Result<Option<(u64, u64)>> {
+        let avail = self.fill(pos, frame::HEADER_LEN)?;
+        let start = (pos - self.buf_start) as usize;
+        let Ok(len) = frame::frame_len(&self.buf[start..start + avail]) else {
+            return Ok(None);
+        };
+        if pos + len as u64 > self.limit || len < frame::HEADER_LEN {
+            return Ok(None);
+        }
+        let avail = self.fill(pos, len)?;
+        if avail < len {
+            return Ok(None);
+        }
+        let start = (pos - self.buf_start) as usize;
+        let bytes = &self.buf[start..start + len];
+        let tail = &bytes[len.saturating_sub(16).max(frame::HEADER_LEN)..];
+        if !tail.is_empty() && tail.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let le_u64 = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        let count = bytes
+            .get(20..24)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .map_or(0, u64::from);
+        // A record takes at least 4 payload bytes, which bounds the count from above.
+        let most = ((len - frame::HEADER_LEN) as u64 / 4).max(1);
+        let n = if le_u64(12) == Some(expected) && (1..=most).contains(&count) {
+            count
+        } else {
+            // The header is damaged too: skip as many offsets as the batch could have
+            // held, so that none it did hold is reused.
+            most
+        };
+        Ok(Some((len as u64, n)))
+    }
+
     /// Position of the next frame magic at or after `from`, if any (resync after damage).
     pub fn find_magic(&mut self, mut from: u64) -> io::Result<Option<u64>> {
         let pat = frame::MAGIC_AND_VERSION;

@@ -45,6 +45,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a human.
     pub detail: String,
+    /// For a read that starts at damaged records: where reading can go on.
+    pub next_offset: Option<u64>,
 }
 
 impl ApiError {
@@ -54,6 +56,7 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            next_offset: None,
         }
     }
 
@@ -107,8 +110,16 @@ impl From<LogError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "detail": self.detail });
+        let mut body = serde_json::json!({ "error": self.code, "detail": self.detail });
+        if let (Some(next), Some(map)) = (self.next_offset, body.as_object_mut()) {
+            map.insert("next_offset".into(), next.into());
+        }
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(next) = self.next_offset {
+            response
+                .headers_mut()
+                .insert("x-next-offset", HeaderValue::from(next));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

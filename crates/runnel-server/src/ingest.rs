@@ -115,7 +115,24 @@ async fn get_records(
             })
         })?;
         let from = offset.unwrap_or_else(|| p.start_offset());
-        let records = p.read(from, max, READ_MAX_BYTES)?;
+        let records = match p.read(from, max, READ_MAX_BYTES) {
+            Ok(r) => r,
+            // Reading starts at a damaged batch: say where reading can go on.
+            Err(e @ runnel_log::LogError::Corrupt { .. }) => {
+                metrics::counter!("runnel_log_damaged_reads_total").increment(1);
+                let mut err = ApiError::from(e);
+                if let Some(next) = p.resume_after_damage(from) {
+                    err.detail = format!(
+                        "{}; the records from offset {from} to {} are damaged: read on from next_offset={next}",
+                        err.detail,
+                        next - 1
+                    );
+                    err.next_offset = Some(next);
+                }
+                return Err(err);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let next = records.last().map_or(from, |r| r.offset + 1);
         let mut out = String::new();
         for r in &records {
@@ -138,17 +155,30 @@ async fn get_records(
 }
 
 /// Key, event time and `X-Meta-*` headers of a request.
+/// Earliest and latest accepted `X-Event-Time`: years 1 to 9999 (what a timestamp
+/// column can show; the extremes of i64 are runnel's "no time" markers).
+const EVENT_TIME_RANGE: std::ops::RangeInclusive<i64> = -62_135_596_800_000..=253_402_300_799_999;
+
 fn request_meta(headers: &HeaderMap) -> Result<RecordMeta, ApiError> {
+    for single in ["x-key", "x-event-time"] {
+        let n = headers.get_all(single).iter().count();
+        if n > 1 {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                format!("{single} is given {n} times; give it once"),
+            ));
+        }
+    }
     let key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
     let event_time = match headers.get("x-event-time") {
         None => None,
         Some(v) => {
             let text = v.to_str().unwrap_or_default();
-            Some(parse_timestamp(text).ok_or_else(|| {
+            Some(parse_timestamp(text).filter(|t| EVENT_TIME_RANGE.contains(t)).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_event_time",
                     format!(
-                        "X-Event-Time '{}' is neither RFC 3339 (2026-01-01T00:00:00Z) nor epoch milliseconds",
+                        "X-Event-Time '{}' is neither RFC 3339 (2026-01-01T00:00:00Z) nor epoch milliseconds of the years 1 to 9999",
                         String::from_utf8_lossy(v.as_bytes())
                     ),
                 )

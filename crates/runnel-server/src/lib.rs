@@ -118,6 +118,13 @@ impl ServerState {
         if let Some(t) = self.log.topic(name) {
             return Ok(t);
         }
+        if let Some(why) = self.log.quarantined(name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "topic_quarantined",
+                format!("topic '{name}' could not be opened and is set aside: {why}"),
+            ));
+        }
         let (Some(partitions), true) = (self.auto_create, create) else {
             return Err(LogError::UnknownTopic(name.to_owned()).into());
         };
@@ -190,7 +197,27 @@ pub fn app(
         .layer(axum::middleware::from_fn(prometheus::track_http)))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Most connections served at once; past it a new connection gets a 503 and is closed.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// A client must send a request's headers within this time (also closes idle
+/// keep-alive connections), so idle or slow connections cannot pile up.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a connection past [`MAX_CONNECTIONS`] is told before it is closed.
+fn busy_answer() -> Vec<u8> {
+    let body = r#"{"error":"busy","detail":"too many open connections; retry in a second"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
+/// requests (event streams are cut). At most [`MAX_CONNECTIONS`] connections are served
+/// at once and each must send its headers within [`HEADER_READ_TIMEOUT`].
 ///
 /// # Errors
 /// `Serve` if accepting connections fails.
@@ -199,10 +226,60 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::AsyncWriteExt as _;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (mut stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of file descriptors and the like: back off, keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("runnel_http_connections_refused_total").increment(1);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                    let _ = stream.write_all(&busy_answer()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// A running HTTP server: ingest, admin API, page, metrics.

@@ -93,16 +93,34 @@ pub fn record_json(partition: u32, record: &StoredRecord) -> String {
         },
         _ => WireValue::Base64(BASE64.encode(&record.value)),
     };
+    let mut headers: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for (k, v) in &record.headers {
+        let v = serde_json::Value::String(text_or_base64(v));
+        // A name given more than once keeps every value, as an array.
+        match headers.entry(k.as_str()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => match e.get_mut() {
+                serde_json::Value::Array(all) => all.push(v),
+                first => *first = serde_json::Value::Array(vec![first.take(), v]),
+            },
+        }
+    }
+    let key_is_text = record
+        .key
+        .as_deref()
+        .is_none_or(|k| std::str::from_utf8(k).is_ok());
     let out = WireRecord {
         partition,
         offset: record.offset,
         key: record.key.as_deref().map(text_or_base64),
+        // A key that is not UTF-8 is shown in base64 and says so, so that it never reads
+        // back like a text key spelled the same.
+        key_encoding: (!key_is_text).then_some("base64"),
         event_time: record.event_time.map(format_timestamp),
-        headers: record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), text_or_base64(v)))
-            .collect(),
+        headers,
+        value_encoding: matches!(value, WireValue::Base64(_)).then_some("base64"),
         value,
     };
     serde_json::to_string(&out).unwrap_or_else(|e| {
@@ -125,8 +143,12 @@ struct WireRecord<'a> {
     partition: u32,
     offset: u64,
     key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_encoding: Option<&'static str>,
     event_time: Option<String>,
-    headers: BTreeMap<&'a str, String>,
+    headers: BTreeMap<&'a str, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_encoding: Option<&'static str>,
     value: WireValue,
 }
 
@@ -144,8 +166,49 @@ fn text_or_base64(bytes: &[u8]) -> String {
     }
 }
 
+/// Checks the `\\u` escapes of valid JSON text: a UTF-16 surrogate must be a high one
+/// followed by a low one (serde_json's raw values do not look inside strings).
+fn check_escapes(json: &str) -> Result<(), String> {
+    let b = json.as_bytes();
+    let hex = |at: usize| -> Option<u16> {
+        b.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let unit = hex(i + 2).ok_or("a \\u escape without four hex digits")?;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                    return Err(format!("lone UTF-16 surrogate \\u{unit:04x} in a string"));
+                }
+                i += 12;
+            }
+            0xDC00..=0xDFFF => {
+                return Err(format!("lone UTF-16 surrogate \\u{unit:04x} in a string"));
+            }
+            _ => i += 6,
+        }
+    }
+    Ok(())
+}
+
 fn json_values(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
     let whole: &RawValue = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("invalid JSON body: {e}")))?;
+    check_escapes(whole.get())
         .map_err(|e| ApiError::bad_request("malformed_json", format!("invalid JSON body: {e}")))?;
     if whole.get().starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(|e| {
@@ -173,6 +236,12 @@ fn ndjson_values(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
                     e.column(),
                     serde_message(&e)
                 ),
+            )
+        })?;
+        check_escapes(value.get()).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("line {}: {e}; nothing of this request was stored", i + 1),
             )
         })?;
         out.push(value.get().as_bytes().to_vec());
@@ -214,6 +283,55 @@ mod tests {
             r[0].headers[0],
             ("content-type".into(), b"application/json".to_vec())
         );
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused() {
+        for bad in [
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00x"}"#,
+            r#"["\ud800\u0041"]"#,
+        ] {
+            assert!(
+                parse_records(Some(JSON), bad.as_bytes(), &RecordMeta::default()).is_err(),
+                "{bad}"
+            );
+            assert!(
+                parse_records(Some(NDJSON), bad.as_bytes(), &RecordMeta::default()).is_err(),
+                "{bad}"
+            );
+        }
+        for good in [
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":"\\ud800"}"#,
+            r#"{"a":"\u00e9"}"#,
+        ] {
+            assert!(
+                parse_records(Some(JSON), good.as_bytes(), &RecordMeta::default()).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_and_repeated_headers_read_back_unambiguously() {
+        let stored = |key: &[u8]| StoredRecord {
+            offset: 0,
+            timestamp: 0,
+            key: Some(key.to_vec()),
+            value: b"v".to_vec(),
+            headers: vec![("h".into(), b"1".to_vec()), ("h".into(), b"2".to_vec())],
+            event_time: None,
+        };
+        let text: serde_json::Value =
+            serde_json::from_str(&record_json(0, &stored(b"/w=="))).unwrap_or_default();
+        let bytes: serde_json::Value =
+            serde_json::from_str(&record_json(0, &stored(&[0xff]))).unwrap_or_default();
+        assert_eq!(text["key"], "/w==");
+        assert_eq!(bytes["key"], "/w==");
+        assert!(text.get("key_encoding").is_none());
+        assert_eq!(bytes["key_encoding"], "base64");
+        assert_eq!(text["headers"]["h"], serde_json::json!(["1", "2"]));
     }
 
     #[test]

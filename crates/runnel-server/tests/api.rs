@@ -616,3 +616,37 @@ async fn load_generator_posts_at_the_offered_rate() {
         .sum();
     assert_eq!(stored, 100);
 }
+
+/// Issue 16: event times outside years 1–9999 and repeated single-valued headers are
+/// refused, not stored and read back as something else.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_range_event_time_and_repeated_key_are_refused() {
+    let s = TestServer::with_topic("t", 1).await;
+    for t in [
+        "-9223372036854775808",
+        "9223372036854775807",
+        "253402300800000",
+    ] {
+        let r = s
+            .post(
+                "/v1/topics/t/records",
+                &[("content-type", "application/json"), ("x-event-time", t)],
+                "{}",
+            )
+            .await;
+        assert_eq!(r.status, 400, "{t}: {}", r.text());
+    }
+    let r = s
+        .post(
+            "/v1/topics/t/records",
+            &[
+                ("content-type", "application/json"),
+                ("x-key", "a"),
+                ("x-key", "b"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("x-key is given 2 times"), "{}", r.text());
+}
