@@ -68,3 +68,20 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
         })
     }
 }
+
+/// How many more files this process may open (`RLIMIT_NOFILE` minus those open), where
+/// the system tells (Linux `/proc`); `None` elsewhere.
+pub(crate) fn free_file_descriptors() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    let limit: u64 = match soft {
+        "unlimited" => return None,
+        n => n.parse().ok()?,
+    };
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some(limit.saturating_sub(open))
+}

@@ -104,6 +104,12 @@ pub struct UnavailablePartition {
     pub reason: String,
 }
 
+/// Files an open partition keeps open (active segment log and index, and a spare).
+const FILES_PER_PARTITION: u64 = 3;
+
+/// File descriptors left for everything else (connections, other files).
+const FD_RESERVE: u64 = 256;
+
 /// Problems the status API should show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogHealth {
@@ -257,6 +263,22 @@ impl Log {
         if self.topic(name).is_some() || final_dir.exists() {
             return Err(LogError::TopicExists(name.to_owned()));
         }
+        // Each open partition holds a few files open: refuse before touching the disk
+        // what the process could not keep open (and would then fail to reopen).
+        if let Some(free) = fsutil::free_file_descriptors() {
+            let needed = u64::from(config.partitions) * FILES_PER_PARTITION;
+            if needed + FD_RESERVE > free {
+                return Err(LogError::InvalidConfig {
+                    field: "partitions",
+                    message: format!(
+                        "{} partitions need about {needed} open files, but only {free} more \
+                         can be opened (RLIMIT_NOFILE, `ulimit -n`); use fewer partitions or \
+                         raise the limit",
+                        config.partitions
+                    ),
+                });
+            }
+        }
         // Build the topic in staging and rename it in: a crash never leaves half a topic.
         let staging = self.shared.dir.join("staging");
         let tmp = staging.join(name);
@@ -285,7 +307,17 @@ impl Log {
         fsutil::fsync_dir(&self.shared.dir.join("topics"))?;
         fsutil::fsync_dir(&staging)?;
         let tuning = self.tuning();
-        let topic = Arc::new(open_topic(&final_dir, name, tuning)?);
+        let topic = match open_topic(&final_dir, name, tuning) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                // A topic that cannot be opened now would not open at the next start
+                // either: it is new and empty, so take it back out.
+                if let Err(rm) = fs::remove_dir_all(&final_dir) {
+                    tracing::warn!(dir = %final_dir.display(), error = %rm, "could not remove a topic that failed to open");
+                }
+                return Err(e);
+            }
+        };
         self.shared
             .topics
             .write()

@@ -17,7 +17,7 @@ pub const MIN_SEGMENT_BYTES: u64 = 1 << 10;
 /// Largest allowed segment size (positions in the index are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Most partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 4096;
+pub const MAX_PARTITIONS: u32 = 1024;
 
 /// When appends are made durable.
 ///

@@ -968,3 +968,20 @@ fn a_topic_with_a_damaged_config_is_quarantined() {
         Err(LogError::TopicExists(_))
     ));
 }
+
+/// Issue 16: a topic with more partitions than the process can keep open is refused
+/// before anything is written, and the log still opens afterwards.
+#[test]
+fn too_many_partitions_for_the_file_limit_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let too_many = log.create_topic("wide", TopicConfig::with_partitions(5000));
+    assert!(
+        matches!(too_many, Err(LogError::InvalidConfig { .. })),
+        "{too_many:?}"
+    );
+    assert!(!dir.path().join("topics/wide").exists());
+    drop(log);
+    let log = open(dir.path());
+    assert!(log.health().is_healthy());
+}

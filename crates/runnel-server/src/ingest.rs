@@ -52,6 +52,21 @@ async fn post_records(
         state.resolve_topic(&topic_name, false).await?;
     }
     let meta = request_meta(&headers)?;
+    // Bound the memory of requests in flight before reading a byte of the body.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(state.max_body_bytes())
+        .min(state.max_body_bytes());
+    let Some(_reserved) = state.reserve_ingest(declared) else {
+        metrics::counter!("runnel_ingest_rejected_busy_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too much ingest data in flight; retry in a second",
+        ));
+    };
     let body = read_body(&headers, body, state.max_body_bytes()).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -61,10 +76,14 @@ async fn post_records(
             })
         })
         .transpose()?;
-    let records = wire::parse_records(content_type, &body, &meta)?;
-    drop(body);
+    // Parsing a large body takes a while: off the async threads, so /healthz and event
+    // streams keep answering.
+    let content_type = content_type.map(str::to_owned);
+    let key = meta.key.clone();
+    let records =
+        blocking(move || wire::parse_records(content_type.as_deref(), &body, &meta)).await?;
     let topic = state.resolve_topic(&topic_name, true).await?;
-    let partition = topic.partition_for(meta.key.as_deref());
+    let partition = topic.partition_for(key.as_deref());
     let appended = blocking(move || {
         let p = topic.partition(partition).ok_or_else(|| {
             ApiError::internal(format!("partition_for chose missing partition {partition}"))

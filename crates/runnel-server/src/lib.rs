@@ -64,7 +64,17 @@ pub struct ServerState {
     auto_create: Option<u32>,
     max_body_bytes: usize,
     started: Instant,
+    /// Memory that ingest requests being parsed and appended may take, in KiB.
+    ingest_budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// Memory the requests being ingested may take at once: a request is charged
+/// [`INGEST_AMPLIFICATION`] times its body (what parsed records cost at worst, for tiny
+/// records), and past the budget a POST gets 503 with Retry-After.
+pub const INGEST_BUDGET_BYTES: usize = 768 << 20;
+
+/// Bytes of memory one body byte may become while its records are parsed and appended.
+pub const INGEST_AMPLIFICATION: usize = 40;
 
 impl ServerState {
     /// State serving `log`: no auto-create, a 16 MiB body limit.
@@ -74,6 +84,7 @@ impl ServerState {
             auto_create: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             started: Instant::now(),
+            ingest_budget: Arc::new(tokio::sync::Semaphore::new(INGEST_BUDGET_BYTES >> 10)),
         }
     }
 
@@ -102,6 +113,14 @@ impl ServerState {
     /// Largest accepted request body in bytes.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// Reserves memory for ingesting a body of `bytes`; `None` (answer 503) when the
+    /// requests in flight already hold the budget.
+    pub(crate) fn reserve_ingest(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = (bytes.saturating_mul(INGEST_AMPLIFICATION) >> 10)
+            .clamp(1, INGEST_BUDGET_BYTES >> 10) as u32;
+        self.ingest_budget.clone().try_acquire_many_owned(kib).ok()
     }
 
     /// When this state was built (the server's start, for uptime).
@@ -194,6 +213,7 @@ pub fn app(
             Arc::new(guard),
             guard::check,
         ))
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::middleware::from_fn(prometheus::track_http)))
 }
 

@@ -739,3 +739,33 @@ fn expression_errors_do_not_stop_the_pipeline_or_the_server() {
         "ingest answers after the pipeline failed"
     );
 }
+
+/// Issue 16: under a 1024-file limit, a 1000-partition topic is refused before it
+/// touches the disk, and the log opens again afterwards.
+#[test]
+fn a_topic_the_file_limit_cannot_hold_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = env!("CARGO_BIN_EXE_runnel");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 1024 && '{bin}' topics create wide --partitions 1000 --data-dir data"
+        ))
+        .current_dir(dir.path())
+        .output()
+        .expect("running runnel");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+    assert!(!dir.path().join("data/topics/wide").exists());
+    let out = Command::new(bin)
+        .args(["topics", "create", "narrow", "--data-dir", "data"])
+        .current_dir(dir.path())
+        .output()
+        .expect("running runnel");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -736,4 +736,27 @@ fn other_sites_cannot_write_or_rebind() {
     )
     .expect("get");
     assert_eq!(status, 200);
+    // Security headers: a content security policy and no framing on the page, no caching
+    // of API answers.
+    let raw = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.to_ascii_lowercase()
+    };
+    let page = raw("/");
+    assert!(
+        page.contains("content-security-policy: default-src 'self'"),
+        "{page}"
+    );
+    assert!(page.contains("frame-ancestors 'none'"), "{page}");
+    assert!(page.contains("x-frame-options: deny"), "{page}");
+    assert!(page.contains("x-content-type-options: nosniff"), "{page}");
+    let api = raw("/api/pipelines");
+    assert!(api.contains("cache-control: no-store"), "{api}");
 }
