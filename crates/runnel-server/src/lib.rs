@@ -32,6 +32,7 @@ pub mod guard;
 mod ingest;
 pub mod loadgen;
 pub mod prometheus;
+pub mod tls;
 mod topics;
 pub mod wire;
 
@@ -179,6 +180,8 @@ pub struct HttpConfig {
     /// The URL users reach the server at, when it is not the bound address (a proxy, a
     /// DNS name): its host is accepted in `Host` headers.
     pub public_url: Option<String>,
+    /// Serve HTTPS with this certificate.
+    pub tls: Option<tls::TlsSource>,
 }
 
 /// The whole HTTP surface: ingest and topics, the admin API and page, `/metrics`, with
@@ -246,7 +249,20 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    serve_with(listener, router, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (the handshake must also finish within
+/// [`HEADER_READ_TIMEOUT`]).
+///
+/// # Errors
+/// `Serve` if accepting connections fails.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<tls::Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     use tokio::io::AsyncWriteExt as _;
 
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -279,20 +295,19 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let mut stop = stop_rx.clone();
+        let router = router.clone();
+        let stop = stop_rx.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         connections.spawn(async move {
             let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match acceptor {
+                None => serve_connection(stream, router, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, router, stop).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
             }
         });
@@ -302,10 +317,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves HTTP/1.1 on one connection until it ends or the server stops.
+async fn serve_connection<I>(io: I, router: Router, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// A running HTTP server: ingest, admin API, page, metrics.
 pub struct Server {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// Its TLS certificate, when it serves HTTPS.
+    pub tls: Option<Arc<tls::Tls>>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -330,14 +368,40 @@ impl Server {
             .local_addr()
             .map_err(|e| ServerError::Bind(format!("reading the listening address: {e}")))?;
         let app = app(state, admin, config, addr).map_err(ServerError::Bind)?;
+        let tls = match &config.tls {
+            Some(source) => Some(tls::Tls::load(source.clone()).map_err(ServerError::Bind)?),
+            None => None,
+        };
+        if tls.is_none() && !addr.ip().is_loopback() {
+            eprintln!(
+                "runnel: warning: serving {addr} without TLS: the auth token and all data \
+                 travel in the clear; pass --tls-cert/--tls-key (or --tls-self-signed)"
+            );
+        }
+        #[cfg(unix)]
+        if let Some(t) = tls.clone().filter(|t| t.reloadable()) {
+            reload_on_sighup(t);
+        }
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tls.clone();
         let task = tokio::spawn(async move {
-            serve(listener, app, async {
+            serve_with(listener, app, served, async {
                 let _ = stop_rx.await;
             })
             .await
         });
-        Ok(Server { addr, stop, task })
+        Ok(Server {
+            addr,
+            tls,
+            stop,
+            task,
+        })
+    }
+
+    /// The URL it serves, `http://` or `https://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish (event streams are cut).
@@ -346,6 +410,31 @@ impl Server {
         // Event streams never end by themselves; do not wait on them for long.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
     }
+}
+
+/// Reads the certificate files again on every SIGHUP (a failed reload keeps the old one).
+#[cfg(unix)]
+fn reload_on_sighup(tls: Arc<tls::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let t = tls.clone();
+            match tokio::task::spawn_blocking(move || t.reload()).await {
+                Ok(Ok(fingerprint)) => {
+                    tracing::info!(%fingerprint, "TLS certificate reloaded");
+                    eprintln!("runnel: TLS certificate reloaded (SHA-256 {fingerprint})");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "TLS reload failed; keeping the old certificate");
+                }
+                Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
+            }
+        }
+    });
 }
 
 /// Runs blocking log work off the async threads (the log API blocks on disk I/O).

@@ -145,14 +145,43 @@ pub struct HttpArgs {
     /// is accepted in Host headers besides loopback names and the bound address
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key; both are read again
+    /// on SIGHUP)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Serve HTTPS with a certificate generated at start for localhost (prints its
+    /// SHA-256 fingerprint; for trying TLS out)
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
 }
 
 impl HttpArgs {
     /// The server's settings.
     pub fn config(&self) -> runnel_server::HttpConfig {
+        use runnel_server::tls::TlsSource;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if self.tls_self_signed => Some(TlsSource::SelfSigned),
+            _ => None,
+        };
         runnel_server::HttpConfig {
             token: self.auth_token.clone(),
             public_url: self.public_url.clone(),
+            tls,
         }
+    }
+}
+
+/// Prints where a started server listens, with its certificate's fingerprint under TLS.
+pub fn announce(server: &runnel_server::Server, what: &str) {
+    eprintln!("runnel: {what} on {}", server.url());
+    if let Some(tls) = &server.tls {
+        eprintln!("runnel: TLS certificate SHA-256 {}", tls.fingerprint());
     }
 }

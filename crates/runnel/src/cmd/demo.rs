@@ -101,6 +101,12 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let admin = AdminState::new(resources.hub.clone());
+    if args.http.tls_cert.is_some() || args.http.tls_self_signed {
+        anyhow::bail!(
+            "the demo's simulated cameras post over plain HTTP, so `runnel demo` does not \
+             serve TLS; use `runnel run examples/camera.sql --listen … --tls-cert … --tls-key …`"
+        );
+    }
     let server = Server::start(
         &args.listen,
         &args.http.config(),

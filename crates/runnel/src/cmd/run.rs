@@ -40,10 +40,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 admin.clone(),
             )
             .await?;
-            eprintln!(
-                "runnel: dashboard and API on http://{} (log in {})",
-                s.addr,
-                args.data_dir.display()
+            crate::cli::announce(
+                &s,
+                &format!("dashboard and API (log in {})", args.data_dir.display()),
             );
             server = Some(s);
         }
@@ -53,8 +52,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // A failed pipeline does not take the page, the API and the log down with it:
         // they keep serving (and report the failure) until the user stops them.
         eprintln!(
-            "runnel: the pipeline failed: {e:#}\nrunnel: the page and API stay up on              http://{} to show it; press Ctrl-C to stop",
-            s.addr
+            "runnel: the pipeline failed: {e:#}\nrunnel: the page and API stay up on {} to \
+             show it; press Ctrl-C to stop",
+            s.url()
         );
         shutdown_signal().await;
     }

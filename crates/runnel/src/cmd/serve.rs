@@ -49,9 +49,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let addr = server.addr;
     println!(
-        "runnel serving http://{addr} (log in {})",
+        "runnel serving {} (log in {})",
+        server.url(),
         args.data_dir.display()
     );
+    if let Some(tls) = &server.tls {
+        println!("TLS certificate SHA-256 {}", tls.fingerprint());
+    }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
     shutdown_signal().await;
     server.stop().await;

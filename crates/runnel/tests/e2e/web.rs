@@ -760,3 +760,157 @@ fn other_sites_cannot_write_or_rebind() {
     let api = raw("/api/pipelines");
     assert!(api.contains("cache-control: no-store"), "{api}");
 }
+
+/// `curl` and `openssl`, installed with apt-get when missing and run as root.
+fn tls_tools() {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+            || Command::new(tool)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+    };
+    if !(have("curl") && have("openssl")) {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "[ \"$(id -u)\" = 0 ] && (apt-get install -y curl openssl || \
+                 (apt-get update && apt-get install -y curl openssl)) >/dev/null",
+            ])
+            .status();
+    }
+    assert!(
+        have("curl") && have("openssl"),
+        "the TLS test needs curl and openssl (apt-get install curl openssl)"
+    );
+}
+
+/// Issue 16: HTTPS with PEM files, reloaded on SIGHUP, and with a self-signed certificate.
+#[test]
+fn tls_with_files_reloaded_on_sighup_and_self_signed() {
+    tls_tools();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    for n in ["1", "2"] {
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                &format!("k{n}.pem"),
+                "-out",
+                &format!("c{n}.pem"),
+            ])
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+    std::fs::copy(d.join("c1.pem"), d.join("cert.pem")).expect("copy");
+    std::fs::copy(d.join("k1.pem"), d.join("key.pem")).expect("copy");
+    let curl = |ca: &str, port: u16| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert", ca])
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .current_dir(d)
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout == b"ok")
+    };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting runnel serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !curl("c1.pem", port) {
+        assert!(Instant::now() < deadline, "HTTPS with c1 did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(!matches!(
+        http(port, "GET", "/healthz", &[], b""),
+        Ok((200, _))
+    ));
+    std::fs::copy(d.join("c2.pem"), d.join("cert.pem")).expect("copy");
+    std::fs::copy(d.join("k2.pem"), d.join("key.pem")).expect("copy");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !curl("c2.pem", port) {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!curl("c1.pem", port), "the old certificate is still served");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data2",
+            "--tls-self-signed",
+        ])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting runnel serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner: Vec<String> = lines.by_ref().take(2).map_while(Result::ok).collect();
+    assert!(banner[0].contains("https://"), "{banner:?}");
+    assert!(
+        banner[1].starts_with("TLS certificate SHA-256 "),
+        "{banner:?}"
+    );
+    let insecure = Command::new("curl")
+        .args(["-sk", "--max-time", "5"])
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .expect("curl");
+    assert_eq!(insecure.stdout, b"ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
