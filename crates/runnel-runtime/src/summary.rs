@@ -28,13 +28,7 @@ pub fn render(
                 let _ = write!(s, "  source {:<20} {:>12} rows read", t.name, group(rows));
                 let dead = m.connector.dead_letters.get();
                 if dead > 0 {
-                    let path = m
-                        .connector
-                        .dead_letter_path
-                        .lock()
-                        .ok()
-                        .and_then(|p| p.clone())
-                        .unwrap_or_default();
+                    let path = dead_letter_path(m);
                     let _ = write!(s, ", {} dead-lettered -> {path}", group(dead));
                 }
                 s.push('\n');
@@ -60,13 +54,7 @@ pub fn render(
                 }
                 let dead = m.connector.dead_letters.get();
                 if dead > 0 {
-                    let path = m
-                        .connector
-                        .dead_letter_path
-                        .lock()
-                        .ok()
-                        .and_then(|p| p.clone())
-                        .unwrap_or_default();
+                    let path = dead_letter_path(m);
                     let _ = writeln!(
                         s,
                         "  {:<27} {:>12} rows whose expressions failed, dead-lettered -> {path}",
@@ -78,6 +66,16 @@ pub fn render(
         }
     }
     s
+}
+
+/// Where a node's dead letters went (empty before the first).
+fn dead_letter_path(m: &runnel_engine::metrics::NodeMetrics) -> String {
+    m.connector
+        .dead_letter_path
+        .lock()
+        .ok()
+        .and_then(|p| p.clone())
+        .unwrap_or_default()
 }
 
 /// 1234567 → "1,234,567".

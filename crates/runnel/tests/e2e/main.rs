@@ -3,6 +3,7 @@
 mod cases;
 mod checkpoints;
 mod cli;
+mod fuzz;
 mod harness;
 mod log_cli;
 mod planning;

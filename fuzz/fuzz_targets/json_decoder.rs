@@ -1,0 +1,9 @@
+//! The JSON-lines decoder of `file` and `log` sources: any bytes either decode or are
+//! rejected row by row; never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = runnel_connectors::format::json::decode_all(runnel_fuzz::every_type(), data);
+});
