@@ -126,7 +126,13 @@ impl Connection {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, &self.authority);
+            .header(header::HOST, &self.authority)
+            // A custom header: marks runnel's own clients as not a cross-site browser
+            // request, whatever the content type (see `guard`).
+            .header(
+                crate::guard::CLIENT_HEADER,
+                concat!("runnel/", env!("CARGO_PKG_VERSION")),
+            );
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }

@@ -10,7 +10,9 @@
 //! - A POST must carry what a browser cannot send cross-site without asking first (a
 //!   CORS preflight, which runnel never grants): a content type other than `text/plain`,
 //!   `application/x-www-form-urlencoded` and `multipart/form-data` (JSON, NDJSON,
-//!   `application/octet-stream`, `image/jpeg`, …), or an `X-Key` header.
+//!   `application/octet-stream`, `image/jpeg`, …), or a header a page cannot add without a
+//!   preflight: `X-Key`, `X-Event-Time`, `X-Meta-*` or `X-Runnel-Client` (which runnel's
+//!   own clients send).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,6 +23,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+
+/// The header runnel's own HTTP clients send with every request.
+pub const CLIENT_HEADER: &str = "x-runnel-client";
+
+/// Whether the request carries a custom header that a cross-site page could only send
+/// after a CORS preflight (which this server never grants).
+fn has_custom_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| {
+        let k = k.as_str();
+        k == "x-key" || k == "x-event-time" || k == CLIENT_HEADER || k.starts_with("x-meta-")
+    })
+}
 
 /// The host names and addresses this server answers to.
 #[derive(Debug, Clone)]
@@ -169,14 +183,13 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             );
         }
     }
-    if *method == Method::POST && is_simple_content_type(headers) && !headers.contains_key("x-key")
-    {
+    if *method == Method::POST && is_simple_content_type(headers) && !has_custom_header(headers) {
         return ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "a POST needs Content-Type: application/json or application/x-ndjson (or \
              the raw form: any other content type such as application/octet-stream, or \
-             an X-Key header)",
+             an X-Key, X-Event-Time, X-Meta-* or X-Runnel-Client header)",
         )
         .into_response();
     }

@@ -717,6 +717,14 @@ fn other_sites_cannot_write_or_rebind() {
     );
     assert_eq!(post(&[json]), 200, "a non-browser client");
     assert_eq!(post(&[("Content-Type", "text/plain"), ("X-Key", "k")]), 200);
+    assert_eq!(
+        post(&[
+            ("Content-Type", "text/plain"),
+            ("X-Runnel-Client", "runnel/0")
+        ]),
+        200,
+        "runnel's own clients (runnel produce --content-type text/plain)"
+    );
     let (status, body) = http(
         port,
         "GET",
