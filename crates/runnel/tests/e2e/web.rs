@@ -336,26 +336,18 @@ fn non_loopback_needs_a_token_and_requests_need_it() {
     )
     .unwrap();
     assert_eq!(status, 404, "…which it does: past auth, no such pipeline");
-    for empty in ["", "+"] {
+    // No token, an empty one, or one space: all refused for writes.
+    for query in ["", "?access_token=", "?access_token=+"] {
         let (status, _) = http(
             port,
             "POST",
-            &format!("/v1/topics/t/records?access_token={empty}"),
+            &format!("/v1/topics/t/records{query}"),
             &[("Content-Type", "application/json")],
             b"{}",
         )
         .unwrap();
-        assert_eq!(status, 401, "write with ?access_token={empty}");
+        assert_eq!(status, 401, "ingest with {query:?}");
     }
-    let (status, _) = http(
-        port,
-        "POST",
-        "/v1/topics/t/records",
-        &[("Content-Type", "application/json")],
-        b"{}",
-    )
-    .unwrap();
-    assert_eq!(status, 401, "ingest without the token");
     let (status, _) = http(
         port,
         "POST",
