@@ -65,15 +65,6 @@ impl Failure {
     }
 }
 
-impl From<Failure> for EngineError {
-    fn from(f: Failure) -> Self {
-        EngineError::Eval {
-            operator: "aggregate".into(),
-            message: format!("evaluating {}: {}", f.expr, f.message),
-        }
-    }
-}
-
 /// A physical expression's text without DataFusion's column indexes (`x@0` → `x`).
 fn readable(expr: &str) -> String {
     let mut out = String::with_capacity(expr.len());
@@ -119,7 +110,7 @@ impl RowErrors {
     }
 
     /// The error that stops the pipeline.
-    fn fail(&self, f: &Failure) -> EngineError {
+    pub fn fail(&self, f: &Failure) -> EngineError {
         EngineError::Eval {
             operator: self.operator.clone(),
             message: format!("evaluating {}: {}", f.expr, f.message),
@@ -143,11 +134,7 @@ impl RowErrors {
             Ok(v) => return Ok(Some((v, batch))),
             Err(f) => f,
         };
-        if self.on_error == OnError::Fail || batch.num_rows() <= 1 {
-            if self.on_error == OnError::DeadLetter && batch.num_rows() == 1 {
-                self.dead_letter(&batch, &[(0, first)])?;
-                return Ok(None);
-            }
+        if self.on_error == OnError::Fail {
             return Err(self.fail(&first));
         }
         let mut good = Vec::with_capacity(batch.num_rows());

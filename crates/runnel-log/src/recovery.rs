@@ -372,11 +372,10 @@ fn scan(
                         .map_err(|e| io_err(pos, e))?,
                     _ => None,
                 };
-                match next {
+                match (next, written) {
                     // A frame written whole and then damaged (a bit flip) was
                     // acknowledged: corruption, and its offsets are never handed out again.
-                    None if is_last && written.is_some() => {
-                        let (len, n) = written.unwrap_or((0, 1));
+                    (None, Some((len, n))) => {
                         corrupt.push(CorruptRange {
                             position: pos,
                             skip_to: pos + len,
@@ -387,11 +386,11 @@ fn scan(
                         pos += len;
                         expected += n;
                     }
-                    None if is_last => {
+                    (None, None) if is_last => {
                         torn = Some((pos, file_len - pos, reason));
                         break;
                     }
-                    next => {
+                    (next, _) => {
                         let (skip_to, resume) = match next {
                             Some((p, h)) => (p, h.base_offset),
                             None => (file_len, next_base.unwrap_or(expected).max(expected)),

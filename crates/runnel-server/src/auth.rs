@@ -74,7 +74,7 @@ pub async fn bind(addr: &str, token: Option<&str>) -> Result<tokio::net::TcpList
 }
 
 /// Whether `path` is part of the static page, served without a token.
-fn is_public(path: &str) -> bool {
+pub(crate) fn is_public(path: &str) -> bool {
     path == "/" || path == "/index.html" || path.starts_with("/assets/")
 }
 

@@ -213,8 +213,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    let page = path == "/" || path == "/index.html" || path.starts_with("/assets/");
-    if page {
+    if crate::auth::is_public(&path) {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_CSP),

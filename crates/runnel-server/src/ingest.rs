@@ -53,12 +53,9 @@ async fn post_records(
     }
     let meta = request_meta(&headers)?;
     // Bound the memory of requests in flight before reading a byte of the body.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(state.max_body_bytes())
-        .min(state.max_body_bytes());
+    let declared = declared_length(&headers).map_or(state.max_body_bytes(), |n| {
+        n.min(state.max_body_bytes() as u64) as usize
+    });
     let Some(_reserved) = state.reserve_ingest(declared) else {
         metrics::counter!("runnel_ingest_rejected_busy_total").increment(1);
         return Err(ApiError::new(
@@ -220,6 +217,14 @@ fn request_meta(headers: &HeaderMap) -> Result<RecordMeta, ApiError> {
     })
 }
 
+/// The body length the client declared (`Content-Length`), if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads the body, refusing (413) as soon as it is known to exceed `limit`: from
 /// Content-Length before reading, else while streaming, never after buffering it whole.
 async fn read_body(
@@ -227,10 +232,7 @@ async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large(limit));
     }

@@ -226,7 +226,10 @@ impl Operator for SessionAggregate {
         if firsts.is_empty() {
             return Ok(());
         }
-        let inputs = self.fns.evaluate_inputs(&all)?;
+        let inputs = self
+            .fns
+            .evaluate_inputs(&all)
+            .map_err(|f| self.errors.fail(&f))?;
         let mut accs = self.fns.accumulators()?;
         update(
             &mut accs,
