@@ -400,7 +400,11 @@ impl Segment {
     pub fn add_corruption(&self, range: CorruptRange) -> bool {
         match self.corrupt.write() {
             Ok(mut c) => {
-                if c.iter().any(|r| r.position == range.position) {
+                // A valid batch after missing offsets can be both the place of that
+                // gap and, when its records do not decode, a damaged batch itself.
+                if c.iter()
+                    .any(|r| r.position == range.position && r.first_offset == range.first_offset)
+                {
                     return false;
                 }
                 c.push(range);
@@ -410,12 +414,14 @@ impl Segment {
         }
     }
 
+    /// The damage known at `position` (a frame that does not pass its checks there).
     fn known_corruption(&self, position: u64) -> Option<CorruptRange> {
         self.corrupt
             .read()
             .ok()?
             .iter()
-            .find(|r| r.position == position)
+            .filter(|r| r.position == position)
+            .max_by_key(|r| r.resume_offset)
             .cloned()
     }
 
@@ -450,11 +456,45 @@ impl Segment {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     let len = frame.header.frame_len as u64;
-                    if frame.header.end_offset() > from {
-                        budget = frame::decode_records(&frame, from, max_records, budget, out)
-                            .map_err(|e| self.corrupt_error(pos, e.to_string()))?;
+                    let end = frame.header.end_offset();
+                    if end > from {
+                        let before = out.len();
+                        match frame::decode_records(&frame, from, max_records, budget, out) {
+                            Ok(b) => budget = b,
+                            // The checksum holds but the records do not decode (written
+                            // so, or a collision): the batch is damage like any other,
+                            // and its header, which the checksum covers, says which
+                            // offsets it held and where the next batch starts.
+                            Err(e) => {
+                                out.truncate(before);
+                                let base = frame.header.base_offset;
+                                let r = CorruptRange {
+                                    position: pos,
+                                    skip_to: pos + len,
+                                    first_offset: base,
+                                    resume_offset: end,
+                                    reason: format!("batch records do not decode: {e}"),
+                                };
+                                if self.add_corruption(r.clone()) {
+                                    on_corrupt(&r);
+                                }
+                                if from >= end {
+                                    expected = end;
+                                    pos += len;
+                                    continue;
+                                }
+                                return Err(self.corrupt_error(
+                                    pos,
+                                    format!(
+                                        "{}; offsets {base}..{end} are unreadable, the next \
+                                         readable offset is {end}",
+                                        r.reason
+                                    ),
+                                ));
+                            }
+                        }
                     }
-                    expected = frame.header.end_offset();
+                    expected = end;
                     pos += len;
                     continue;
                 }

@@ -603,6 +603,50 @@ fn corruption_in_a_sealed_segment_is_reported_and_later_data_kept() {
     }
 }
 
+/// A batch whose checksum holds but whose records do not decode (a buggy writer or a
+/// crafted file) is damage like any other: reads before it return, a read at it says
+/// `corrupt` and the partition names the offset past it, and later batches stay readable.
+#[test]
+fn a_checksummed_batch_that_does_not_decode_is_skipped_by_its_offsets() {
+    for sealed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = write_batches(dir.path(), if sealed { 1024 } else { 1 << 20 }, 60);
+        let victim = &segs[0];
+        let starts = frame_starts(victim);
+        let target = starts[4] as usize; // offsets 12..15
+        let mut bytes = fs::read(victim).unwrap();
+        bytes[target + 40] = 0xff; // the first record's attributes: unknown bits
+        let len = u32::from_le_bytes(bytes[target + 3..target + 7].try_into().unwrap()) as usize;
+        let crc = crc32c::crc32c(&bytes[target + 11..target + 11 + len]);
+        bytes[target + 7..target + 11].copy_from_slice(&crc.to_le_bytes());
+        fs::write(victim, &bytes).unwrap();
+
+        let log = open(dir.path());
+        let topic = log.topic("r").unwrap();
+        let p = topic.partition(0).unwrap();
+        assert_eq!(p.end_offset(), 180);
+        let before = p.read(0, 100, 1 << 20).unwrap();
+        let offsets: Vec<u64> = before.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..12).collect::<Vec<_>>(), "the readable prefix");
+        match p.read(13, 10, 1 << 20) {
+            Err(LogError::Corrupt { position, .. }) => assert_eq!(position, target as u64),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(p.resume_after_damage(12), Some(15));
+        assert_eq!(p.resume_after_damage(14), Some(15));
+        assert_eq!(log.health().corruption.len(), 1);
+        for off in 15..180 {
+            assert_eq!(
+                p.read(off, 1, 1 << 20).unwrap()[0].value,
+                value(off),
+                "{off}"
+            );
+        }
+        let appended = p.append(vec![Record::from_value("next")]).unwrap();
+        assert_eq!(appended.base_offset, 180);
+    }
+}
+
 // ---------- durability under failures ----------
 
 #[test]
