@@ -137,7 +137,8 @@ fn self_signed() -> Result<CertAndKey, String> {
     Ok((vec![cert], key))
 }
 
-fn sha256_hex(der: &[u8]) -> String {
+/// SHA-256 of `der` as colon-separated upper-case hex (how fingerprints are printed).
+pub(crate) fn sha256_hex(der: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, der)
         .as_ref()
         .iter()

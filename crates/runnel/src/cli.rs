@@ -178,6 +178,50 @@ impl HttpArgs {
     }
 }
 
+/// How a client command reaches a server's `--url`: its token and, over `https://`, which
+/// certificates it trusts (`topics`, `produce`, `consume`, `cameras`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Bearer token of a server started with --auth-token
+    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// For an https:// URL: trust the certificates in this PEM file (a CA, or the
+    /// server's own certificate) instead of the system's CAs
+    #[arg(long, value_name = "PEM", env = "RUNNEL_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For an https:// URL: trust the server's certificate by its SHA-256 fingerprint (the
+    /// one a --tls-self-signed server prints)
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "RUNNEL_TLS_FINGERPRINT",
+        conflicts_with = "tls_ca"
+    )]
+    pub tls_fingerprint: Option<String>,
+}
+
+impl ClientArgs {
+    /// The client's settings.
+    pub fn options(&self) -> runnel_server::client::ClientOptions {
+        use runnel_server::client::Trust;
+        let trust = match (&self.tls_ca, &self.tls_fingerprint) {
+            (Some(path), _) => Trust::CaFile(path.clone()),
+            (None, Some(hex)) => Trust::Fingerprint(hex.clone()),
+            (None, None) => Trust::System,
+        };
+        runnel_server::client::ClientOptions {
+            token: self.auth_token.clone(),
+            trust,
+        }
+    }
+
+    /// A client for `url` with these settings.
+    pub fn client(&self, url: &str) -> anyhow::Result<runnel_server::client::HttpClient> {
+        runnel_server::client::HttpClient::with_options(url, &self.options())
+            .map_err(|e| anyhow::anyhow!("--url {url}: {e}"))
+    }
+}
+
 /// Prints where a started server listens, with its certificate's fingerprint under TLS.
 pub fn announce(server: &runnel_server::Server, what: &str) {
     eprintln!("runnel: {what} on {}", server.url());

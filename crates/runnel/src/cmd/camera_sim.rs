@@ -16,6 +16,8 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use runnel_server::client::HttpClient;
 
+use crate::cli::ClientArgs;
+
 /// The bundled test photos (name, bytes), so the simulator works from any directory.
 pub const BUNDLED: &[(&str, &[u8])] = &[
     (
@@ -64,9 +66,8 @@ pub struct CameraSimArgs {
     /// Topic to post to
     #[arg(long, default_value = "frames")]
     pub topic: String,
-    /// Bearer token, if the server requires one
-    #[arg(long, env = "RUNNEL_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// What the cameras did.
@@ -128,14 +129,12 @@ pub struct SimConfig {
     pub cameras: usize,
     /// Frames per second per camera.
     pub fps: f64,
-    /// Server base URL.
-    pub url: String,
+    /// The server, reached with its token and TLS trust.
+    pub client: HttpClient,
     /// Source photos, decoded.
     pub photos: Vec<RgbImage>,
     /// Topic to post to.
     pub topic: String,
-    /// Bearer token.
-    pub token: Option<String>,
 }
 
 /// Runs `runnel camera-sim` until `--duration` or Ctrl-C, printing a report every 5 s.
@@ -146,19 +145,21 @@ pub async fn camera_sim(args: CameraSimArgs) -> anyhow::Result<()> {
     if !(args.fps > 0.0 && args.fps <= 1000.0) {
         bail!("--fps must be between 0 and 1000, got {}", args.fps);
     }
-    HttpClient::new(&args.url).with_context(|| format!("--url {}", args.url))?;
+    let client = args.client.client(&args.url)?;
     let photos = load_photos(args.images.as_deref())?;
     let config = SimConfig {
         cameras: args.cameras,
         fps: args.fps,
-        url: args.url.clone(),
+        client,
         photos,
         topic: args.topic.clone(),
-        token: args.auth_token.clone(),
     };
     eprintln!(
         "camera-sim: {} cameras at {} frame/s each -> {}/v1/topics/{}/records",
-        config.cameras, config.fps, config.url, config.topic
+        config.cameras,
+        config.fps,
+        config.client.url(),
+        config.topic
     );
     let stats = Arc::new(Mutex::new(SimStats::default()));
     let reporter = {
@@ -289,14 +290,13 @@ pub async fn run(
     for cam in 0..config.cameras {
         let photos = photos.clone();
         let stats = stats.clone();
-        let url = config.url.clone();
+        let client = config.client.clone();
         let path = format!("/v1/topics/{}/records", config.topic);
-        let token = config.token.clone();
         // Cameras start spread over one period, as real ones are not synchronized.
         let offset = period.mul_f64(cam as f64 / config.cameras as f64);
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
-            camera(cam, period, url, path, token, photos, stats).await;
+            camera(cam, period, client, path, photos, stats).await;
         });
     }
     stop.await;
@@ -307,17 +307,12 @@ pub async fn run(
 async fn camera(
     cam: usize,
     period: Duration,
-    url: String,
+    client: HttpClient,
     path: String,
-    token: Option<String>,
     photos: Arc<Vec<RgbImage>>,
     stats: Arc<Mutex<SimStats>>,
 ) {
-    let Ok(client) = HttpClient::new(&url) else {
-        return;
-    };
     let key = format!("cam-{cam}");
-    let auth = token.map(|t| format!("Bearer {t}"));
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(cam as u64 ^ runnel_common::time::now_ms() as u64);
     let mut conn = None;
@@ -337,14 +332,11 @@ async fn camera(
             continue;
         };
         let event_time = runnel_common::time::now_ms().to_string();
-        let mut headers = vec![
+        let headers = [
             ("content-type", "image/jpeg"),
             ("x-key", key.as_str()),
             ("x-event-time", event_time.as_str()),
         ];
-        if let Some(a) = &auth {
-            headers.push(("authorization", a.as_str()));
-        }
         if conn.is_none() {
             match client.connect().await {
                 Ok(c) => conn = Some(c),

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use runnel_log::TopicConfig;
 use runnel_server::AdminState;
+use runnel_server::client::{ClientOptions, HttpClient, Trust};
 use serde_json::Value;
 
 use crate::cmd::camera_sim::{self, SimConfig, SimStats};
@@ -101,12 +102,6 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let admin = AdminState::new(resources.hub.clone());
-    if args.http.tls_cert.is_some() || args.http.tls_self_signed {
-        anyhow::bail!(
-            "the demo's simulated cameras post over plain HTTP, so `runnel demo` does not \
-             serve TLS; use `runnel run examples/camera.sql --listen … --tls-cert … --tls-key …`"
-        );
-    }
     let server = Server::start(
         &args.listen,
         &args.http.config(),
@@ -114,9 +109,12 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         admin.clone(),
     )
     .await?;
-    let url = format!("http://{}", server.addr);
+    let url = server.url();
     // The one line on stdout, so scripts (and tests) can find the server.
     println!("dashboard: {url}/");
+    if let Some(tls) = &server.tls {
+        eprintln!("runnel demo: TLS certificate SHA-256 {}", tls.fingerprint());
+    }
     eprintln!(
         "runnel demo: {} cameras at {} frame/s; data in {}{}; Ctrl-C to stop",
         args.cameras,
@@ -135,14 +133,25 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let printer = tokio::spawn(print_windows(resources.hub.clone()));
     let (cams_stop, cams_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stats = Arc::new(Mutex::new(SimStats::default()));
+    // The simulated cameras post to this server: its token, and its own certificate
+    // pinned by fingerprint (whether generated or read from --tls-cert).
+    let client = HttpClient::with_options(
+        &url,
+        &ClientOptions {
+            token: args.http.auth_token.clone(),
+            trust: server
+                .tls
+                .as_ref()
+                .map_or(Trust::System, |t| Trust::Fingerprint(t.fingerprint())),
+        },
+    )?;
     let cameras = (args.cameras > 0).then(|| {
         let sim = SimConfig {
             cameras: args.cameras,
             fps: args.fps,
-            url: url.clone(),
+            client,
             photos,
             topic: "frames".into(),
-            token: args.http.auth_token.clone(),
         };
         let stats = stats.clone();
         tokio::spawn(camera_sim::run(sim, stats, async {

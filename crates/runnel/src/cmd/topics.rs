@@ -20,6 +20,8 @@ pub struct Target {
     /// Talk to a running `runnel serve` instead, e.g. http://127.0.0.1:8080
     #[arg(long)]
     pub url: Option<String>,
+    #[command(flatten)]
+    pub client: crate::cli::ClientArgs,
 }
 
 /// An opened target.
@@ -34,7 +36,7 @@ impl Target {
     /// Opens the log directory or checks the URL.
     pub fn open(&self) -> anyhow::Result<Backend> {
         match &self.url {
-            Some(url) => Ok(Backend::Url(HttpClient::new(url)?)),
+            Some(url) => Ok(Backend::Url(self.client.client(url)?)),
             None => match Log::open(&self.data_dir, LogOptions::default()) {
                 Ok(log) => Ok(Backend::Dir(Arc::new(log))),
                 Err(e @ LogError::Locked { .. }) => Err(anyhow::Error::new(e).context(

@@ -486,6 +486,40 @@ fn dashboard_page_in_headless_chromium() {
     assert_eq!(summary["ok"], true, "{stdout}");
 }
 
+/// `runnel demo --tls-self-signed`: the page and API over HTTPS, and the simulated cameras
+/// post over it (pinning the generated certificate).
+#[test]
+fn demo_serves_tls_and_its_cameras_post_over_it() {
+    let _heavy = crate::harness::heavy();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["demo", "--listen", &listen, "--data-dir", "data"])
+        .args(["--cameras", "1", "--fps", "4", "--duration", "8"])
+        .arg("--tls-self-signed")
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .output()
+        .expect("running runnel demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("dashboard: https://"), "{stdout}");
+    assert!(stderr.contains("TLS certificate SHA-256 "), "{stderr}");
+    let cameras = stderr
+        .lines()
+        .find(|l| l.contains("cameras: sent"))
+        .unwrap_or_else(|| panic!("no camera summary: {stderr}"));
+    let acked: u64 = cameras
+        .split_whitespace()
+        .skip_while(|w| *w != "acked")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(acked > 0, "{cameras}");
+    assert!(cameras.contains("failed 0"), "{cameras}");
+}
+
 /// `runnel demo`: frames posted over HTTP are classified into the `labels` topic; a
 /// corrupt JPEG and an empty body are dead-lettered and the pipeline goes on.
 #[test]
@@ -788,7 +822,11 @@ fn tls_tools() {
     );
 }
 
-/// Issue 16: HTTPS with PEM files, reloaded on SIGHUP, and with a self-signed certificate.
+/// Token of the self-signed TLS server below.
+const TOKEN: &str = "tls-test-token-0123456789";
+
+/// Issue 16: HTTPS with PEM files, reloaded on SIGHUP, and with a self-signed certificate;
+/// runnel's own client trusting a CA file or a pinned fingerprint, with the token.
 #[test]
 fn tls_with_files_reloaded_on_sighup_and_self_signed() {
     tls_tools();
@@ -879,6 +917,29 @@ fn tls_with_files_reloaded_on_sighup_and_self_signed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!curl("c1.pem", port), "the old certificate is still served");
+    // runnel's own client over https://: trusts the server's certificate file, refuses
+    // another.
+    let url = format!("https://127.0.0.1:{port}");
+    let ok = runnel_cli(
+        d,
+        &["topics", "create", "t", "--url", &url, "--tls-ca", "c2.pem"],
+        &[],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = runnel_cli(
+        d,
+        &["topics", "list", "--url", &url, "--tls-ca", "c1.pem"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("TLS"),
+        "{stderr}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 
@@ -892,6 +953,8 @@ fn tls_with_files_reloaded_on_sighup_and_self_signed() {
             "--data-dir",
             "data2",
             "--tls-self-signed",
+            "--auth-token",
+            TOKEN,
         ])
         .current_dir(d)
         .stdout(Stdio::piped())
@@ -906,11 +969,57 @@ fn tls_with_files_reloaded_on_sighup_and_self_signed() {
         "{banner:?}"
     );
     let insecure = Command::new("curl")
-        .args(["-sk", "--max-time", "5"])
+        .args(["-sk", "--max-time", "5", "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
         .arg(format!("https://127.0.0.1:{port}/healthz"))
         .output()
         .expect("curl");
     assert_eq!(insecure.stdout, b"ok");
+    // Pinned by the printed fingerprint, with the token from the environment.
+    let fingerprint = banner[1]
+        .trim_start_matches("TLS certificate SHA-256 ")
+        .trim()
+        .to_string();
+    let url = format!("https://127.0.0.1:{port}");
+    let pinned = [
+        "topics",
+        "list",
+        "--url",
+        &url,
+        "--tls-fingerprint",
+        &fingerprint,
+    ];
+    let ok = runnel_cli(d, &pinned, &[("RUNNEL_AUTH_TOKEN", TOKEN)]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let no_token = runnel_cli(d, &pinned, &[]);
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(
+        !no_token.status.success() && stderr.contains("401"),
+        "{stderr}"
+    );
+    let other = "00:".repeat(31) + "00";
+    let wrong = ["topics", "list", "--url", &url, "--tls-fingerprint", &other];
+    let refused = runnel_cli(d, &wrong, &[("RUNNEL_AUTH_TOKEN", TOKEN)]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("fingerprint"),
+        "{stderr}"
+    );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs the runnel CLI in `dir` with only the given extra environment (no token).
+fn runnel_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(args)
+        .env_remove("RUNNEL_AUTH_TOKEN")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("running runnel")
 }

@@ -1,0 +1,2 @@
+CREATE TABLE t (a INT) WITH (connector = 'file', path = 'x');
+INSERT INTO t SELEC a FROM t;

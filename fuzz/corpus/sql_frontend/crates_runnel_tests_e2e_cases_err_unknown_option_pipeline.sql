@@ -1,0 +1,3 @@
+CREATE TABLE t (a INT) WITH (connector = 'file', pth = 'x');
+CREATE TABLE o (a INT) WITH (connector = 'blackhole');
+INSERT INTO o SELECT a FROM t;

@@ -1,0 +1,2 @@
+CREATE TABLE o (a INT) WITH (connector = 'blackhole');
+INSERT INTO o SELECT a FROM nope;

@@ -1,0 +1,85 @@
+-- The camera demo (`runnel demo` runs it with four simulated cameras).
+--
+-- Cameras POST one JPEG per second to /v1/topics/frames/records with X-Key: cam-<i>
+-- and X-Event-Time. Every frame is classified with the bundled ImageNet model; the
+-- per-frame results go to the log topic `labels` and to a live gallery, and labels
+-- are counted per camera per 10-second window into a chart, a table and a file.
+--
+-- Run it yourself:  runnel run examples/camera.sql --listen 127.0.0.1:8080
+--                   runnel camera-sim --cameras 4 --fps 1
+
+SET 'pipeline.name' = 'camera-demo';
+-- A camera that stops sending must not hold the windows of the others back.
+SET 'source.idle-timeout' = '3 s';
+
+CREATE TABLE frames (
+  key STRING,                 -- X-Key: the camera
+  `value` BYTES,              -- the JPEG
+  event_time TIMESTAMP(3),    -- X-Event-Time: when the camera took the picture
+  ingest_time TIMESTAMP(3),   -- when runnel's log appended it
+  `partition` INT,
+  `offset` BIGINT,
+  WATERMARK FOR event_time AS event_time - INTERVAL '2' SECOND
+) WITH (connector = 'log', topic = 'frames', format = 'raw');
+
+-- Per-frame results, as JSON lines in the log.
+CREATE TABLE labels (
+  camera STRING, event_time TIMESTAMP(3), label STRING, score DOUBLE, latency_ms BIGINT
+) WITH (connector = 'log', topic = 'labels', format = 'json');
+
+-- The latest frame of each camera with its label, on the web page.
+CREATE TABLE latest_frames (
+  camera STRING, event_time TIMESTAMP(3), label STRING, score DOUBLE, latency_ms BIGINT,
+  `partition` INT, `offset` BIGINT
+) WITH (connector = 'dashboard', title = 'Latest frame per camera', view = 'gallery',
+        key = 'camera', 'image.topic' = 'frames');
+
+-- Frames per label per camera and 10-second window: a chart, a table and files.
+CREATE TABLE label_counts (
+  camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
+) WITH (connector = 'dashboard', title = 'Labels per camera (10 s windows)', view = 'table',
+        'max-rows' = '100');
+
+CREATE TABLE frames_per_camera (
+  camera STRING, window_end TIMESTAMP(3), frames BIGINT, avg_score DOUBLE
+) WITH (connector = 'dashboard', title = 'Frames per camera', view = 'timeseries',
+        x = 'window_end', y = 'frames', series = 'camera');
+
+CREATE TABLE label_counts_file (
+  camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
+) WITH (connector = 'file', path = 'demo-out/label_counts', format = 'json');
+-- (This pipeline never ends, so it checkpoints every 10 s and the file sink writes
+-- exactly-once part files into that directory, committed with each checkpoint.)
+
+-- Classify once per frame; unreadable images give NULL and a dead letter.
+CREATE VIEW classified AS
+SELECT key AS camera, event_time, classify(`value`) AS prediction, ingest_time,
+       `partition`, `offset`
+FROM frames;
+
+-- latency_ms: from the frame's append to the log (just before its POST was
+-- acknowledged) to now, right after it was classified.
+CREATE VIEW results AS
+SELECT camera, event_time, prediction['label'] AS label, prediction['score'] AS score,
+       ms_since(ingest_time) AS latency_ms, `partition`, `offset`
+FROM classified
+WHERE prediction IS NOT NULL;
+
+INSERT INTO labels
+SELECT camera, event_time, label, score, latency_ms FROM results;
+
+INSERT INTO latest_frames
+SELECT camera, event_time, label, score, latency_ms, `partition`, `offset` FROM results;
+
+CREATE VIEW counts AS
+SELECT camera, label, window_start, window_end, COUNT(*) AS frames
+FROM TABLE(TUMBLE(TABLE results, DESCRIPTOR(event_time), INTERVAL '10' SECOND))
+GROUP BY camera, label, window_start, window_end;
+
+INSERT INTO label_counts SELECT * FROM counts;
+INSERT INTO label_counts_file SELECT * FROM counts;
+
+INSERT INTO frames_per_camera
+SELECT camera, window_end, COUNT(*), AVG(score)
+FROM TABLE(TUMBLE(TABLE results, DESCRIPTOR(event_time), INTERVAL '10' SECOND))
+GROUP BY camera, window_start, window_end;
