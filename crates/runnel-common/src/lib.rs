@@ -19,5 +19,5 @@ pub mod types;
 pub use changelog::RowKind;
 pub use message::{Barrier, Message, Watermark};
 pub use options::{OptionError, Options, Position};
-pub use table::{TableSpec, WatermarkSpec};
+pub use table::{MetadataColumn, TableSpec, WatermarkSpec};
 pub use time::Timestamp;

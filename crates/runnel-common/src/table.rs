@@ -17,6 +17,20 @@ pub struct TableSpec {
     pub options: Options,
     /// Line of the `CREATE TABLE` (0 when the table was not declared in a script).
     pub line: u64,
+    /// Columns declared `METADATA [FROM 'key'] [VIRTUAL]`: filled by the connector from
+    /// the record's metadata (a Kafka record's timestamp, partition, offset …).
+    pub metadata: Vec<MetadataColumn>,
+}
+
+/// A column declared `name TYPE METADATA [FROM 'key'] [VIRTUAL]` (Flink's syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    /// Index of the column in the table's schema.
+    pub column: usize,
+    /// The metadata key (`FROM 'key'`, else the column's name).
+    pub key: String,
+    /// `VIRTUAL`: read-only, not written by a sink.
+    pub is_virtual: bool,
 }
 
 /// `WATERMARK FOR col AS col - INTERVAL 'n' unit`.
@@ -32,5 +46,10 @@ impl TableSpec {
     /// The connector name (the planner guarantees the option is present).
     pub fn connector(&self) -> &str {
         self.options.connector().unwrap_or("")
+    }
+
+    /// The metadata key of column `column`, if it is a metadata column.
+    pub fn metadata_of(&self, column: usize) -> Option<&MetadataColumn> {
+        self.metadata.iter().find(|m| m.column == column)
     }
 }

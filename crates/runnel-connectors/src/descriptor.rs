@@ -232,6 +232,8 @@ pub struct Connector {
     pub validate: fn(&TableSpec) -> Result<(), ConnectorError>,
     /// The health check run before data flows (a missing file, an unreachable broker).
     pub check: CheckFn,
+    /// The keys of `METADATA [FROM 'key']` columns it fills (none: such columns are refused).
+    pub metadata: &'static [&'static str],
 }
 
 impl std::fmt::Debug for Connector {
@@ -289,9 +291,15 @@ impl Connector {
         self.sink.is_some()
     }
 
-    /// The option called `key`.
+    /// The option called `key`; an option whose key ends in `.*` (`properties.*`) stands
+    /// for every key with that prefix.
     pub fn option(&self, key: &str) -> Option<&OptionDef> {
-        self.options.iter().find(|o| o.key == key)
+        self.options.iter().find(|o| {
+            o.key == key
+                || o.key
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| key.len() > prefix.len() && key.starts_with(prefix))
+        })
     }
 
     /// Checks `spec`'s options ([`Connector::check_options`]), then the connector's own
@@ -301,6 +309,23 @@ impl Connector {
     /// [`ConnectorError::Option`] naming the key, or the connector's own error.
     pub fn validate(&self, spec: &TableSpec) -> Result<(), ConnectorError> {
         self.check_options(spec)?;
+        for m in &spec.metadata {
+            if !self.metadata.contains(&m.key.as_str()) {
+                let column = spec.schema.field(m.column).name().clone();
+                return Err(ConnectorError::Other(format!(
+                    "table '{}': column '{column}' is METADATA FROM '{}', which the {} \
+                     connector does not provide; {}",
+                    spec.name,
+                    m.key,
+                    self.name,
+                    if self.metadata.is_empty() {
+                        "it has no metadata columns".to_string()
+                    } else {
+                        format!("its metadata keys: {}", self.metadata.join(", "))
+                    }
+                )));
+            }
+        }
         (self.validate)(spec)
     }
 
@@ -450,6 +475,7 @@ mod tests {
             needs: &[],
             validate: no_validation,
             check: no_check,
+            metadata: &[],
         }
     }
 
@@ -459,6 +485,7 @@ mod tests {
             name: "tbl".into(),
             schema: Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
             watermark: None,
+            metadata: Vec::new(),
             options: Options::new(opts.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
         }
     }

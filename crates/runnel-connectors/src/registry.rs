@@ -13,6 +13,8 @@ pub fn connectors() -> Vec<Connector> {
         sink::blackhole::CONNECTOR,
         sink::dashboard::CONNECTOR,
         source::file::CONNECTOR,
+        #[cfg(feature = "kafka")]
+        source::kafka::CONNECTOR,
         source::log::CONNECTOR,
         source::nexmark::CONNECTOR,
         sink::print::CONNECTOR,
@@ -112,6 +114,7 @@ mod tests {
                 name: "t".into(),
                 schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)])),
                 watermark: None,
+                metadata: Vec::new(),
                 options: Options::new(opts),
             };
             let err = c.validate(&spec).expect_err(c.name).to_string();

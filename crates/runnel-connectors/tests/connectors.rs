@@ -16,6 +16,7 @@ fn spec(name: &str, schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
         name: name.into(),
         schema,
         watermark: None,
+        metadata: Vec::new(),
         options: Options::new(opts.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
     }
 }

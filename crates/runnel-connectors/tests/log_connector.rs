@@ -27,6 +27,7 @@ fn spec(name: &str, fields: Vec<Field>, opts: &[(&str, &str)]) -> TableSpec {
         name: name.into(),
         schema: Arc::new(Schema::new(fields)),
         watermark: None,
+        metadata: Vec::new(),
         options: Options::new(o),
     }
 }

@@ -79,6 +79,8 @@ pub struct ColumnDef {
     pub data_type: DataType,
     /// `NOT NULL` was given.
     pub not_null: bool,
+    /// `METADATA [FROM 'key'] [VIRTUAL]`: (key, virtual).
+    pub metadata: Option<(String, bool)>,
 }
 
 /// Deepest expression nesting a query may have (`1 + 1 + …` nests one level per term).
@@ -340,10 +342,23 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
             } else {
                 let _ = parser.parse_keyword(Keyword::NULL);
             }
+            // Flink's `METADATA [FROM 'key'] [VIRTUAL]`.
+            let metadata = if is_word(parser, "METADATA") {
+                parser.next_token();
+                let key = if parser.parse_keyword(Keyword::FROM) {
+                    parser.parse_literal_string()?
+                } else {
+                    ident.value.clone()
+                };
+                Some((key, parser.parse_keyword(Keyword::VIRTUAL)))
+            } else {
+                None
+            };
             columns.push(ColumnDef {
                 name: ident.value,
                 data_type,
                 not_null,
+                metadata,
             });
         }
         if !parser.consume_token(&Token::Comma) {

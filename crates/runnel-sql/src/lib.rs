@@ -317,12 +317,26 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
             ),
         ));
     }
+    let metadata = def
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(column, c)| {
+            let (key, is_virtual) = c.metadata.clone()?;
+            Some(runnel_common::MetadataColumn {
+                column,
+                key,
+                is_virtual,
+            })
+        })
+        .collect();
     Ok(TableSpec {
         line: def.line,
         name: def.name,
         schema,
         watermark,
         options,
+        metadata,
     })
 }
 

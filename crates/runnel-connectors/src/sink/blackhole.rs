@@ -21,6 +21,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[],
     validate: descriptor::no_validation,
     check: descriptor::no_check,
+    metadata: &[],
 };
 
 /// A sink subtask that drops rows after counting them.

@@ -83,6 +83,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[Resource::ResultsHub],
     validate,
     check: descriptor::no_check,
+    metadata: &[],
 };
 
 /// The columns named by options must suit their use (images are BYTES, …).
@@ -422,6 +423,7 @@ mod tests {
             name: "live".into(),
             schema,
             watermark: None,
+            metadata: Vec::new(),
             options: Options::new(pairs),
         }
     }

@@ -379,7 +379,7 @@ impl Sink for LogSink {
 }
 
 /// Runs `f` on `staging` on a blocking thread and hands the staging back.
-async fn blocking_with(
+pub(crate) async fn blocking_with(
     mut staging: Staging,
     f: impl FnOnce(&mut Staging) -> Result<(), ConnectorError> + Send + 'static,
 ) -> Result<(Staging, Result<(), ConnectorError>), ConnectorError> {

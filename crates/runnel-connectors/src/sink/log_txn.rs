@@ -181,6 +181,17 @@ pub fn encode(partition: u32, r: &Record, out: &mut Vec<u8>) {
 
 /// The nonce and records of a staged batch, grouped by partition; `None` if damaged.
 fn decode(bytes: &[u8], partitions: usize) -> Option<(u64, Vec<Vec<Record>>)> {
+    let (nonce, records) = decode_flat(bytes)?;
+    let mut out: Vec<Vec<Record>> = (0..partitions).map(|_| Vec::new()).collect();
+    for (p, r) in records {
+        out.get_mut(p as usize)?.push(r);
+    }
+    Some((nonce, out))
+}
+
+/// The nonce and the (partition, record) pairs of a staged batch, in order; `None` if
+/// damaged.
+pub fn decode_flat(bytes: &[u8]) -> Option<(u64, Vec<(u32, Record)>)> {
     let mut i = 0usize;
     let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
         let s = bytes.get(*i..i.checked_add(n)?)?;
@@ -194,9 +205,9 @@ fn decode(bytes: &[u8], partitions: usize) -> Option<(u64, Vec<Vec<Record>>)> {
         Some(take(i, n)?.to_vec())
     };
     let nonce = u64::from_le_bytes(take(&mut i, 8)?.try_into().ok()?);
-    let mut out: Vec<Vec<Record>> = (0..partitions).map(|_| Vec::new()).collect();
+    let mut out = Vec::new();
     while i < bytes.len() {
-        let p = u32_at(&mut i)? as usize;
+        let p = u32_at(&mut i)?;
         let has_key = take(&mut i, 1)?[0] == 1;
         let key = blob(&mut i)?;
         let value = blob(&mut i)?;
@@ -208,12 +219,15 @@ fn decode(bytes: &[u8], partitions: usize) -> Option<(u64, Vec<Vec<Record>>)> {
         }
         let has_time = take(&mut i, 1)?[0] == 1;
         let t = i64::from_le_bytes(take(&mut i, 8)?.try_into().ok()?);
-        out.get_mut(p)?.push(Record {
-            key: has_key.then_some(key),
-            value,
-            headers,
-            event_time: has_time.then_some(t),
-        });
+        out.push((
+            p,
+            Record {
+                key: has_key.then_some(key),
+                value,
+                headers,
+                event_time: has_time.then_some(t),
+            },
+        ));
     }
     Some((nonce, out))
 }

@@ -4,6 +4,8 @@ pub mod blackhole;
 pub mod dashboard;
 pub mod file;
 pub mod file_parts;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
 pub mod log_txn;
 pub mod print;

@@ -27,6 +27,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[],
     validate: descriptor::no_validation,
     check: descriptor::no_check,
+    metadata: &[],
 };
 
 /// A sink subtask writing JSON lines to stdout.

@@ -62,6 +62,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[],
     validate,
     check,
+    metadata: &[],
 };
 
 /// The declared columns must be ones the formats can read.
@@ -542,6 +543,7 @@ mod tests {
             name: "t".into(),
             schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
             watermark: None,
+            metadata: Vec::new(),
             options: Options::new(opts),
         }
     }

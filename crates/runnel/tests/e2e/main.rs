@@ -5,6 +5,7 @@ mod checkpoints;
 mod cli;
 mod fuzz;
 mod harness;
+mod kafka;
 mod log_cli;
 mod planning;
 mod web;

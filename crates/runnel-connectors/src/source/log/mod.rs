@@ -27,25 +27,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
-};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use runnel_common::TableSpec;
 use runnel_common::metrics::ConnectorMetrics;
 use runnel_common::types::sql_name;
 use runnel_log::{Log, LogError, StoredRecord, Topic, TopicConfig};
 
+use crate::format::check_schema;
 use crate::format::json::JsonDecoder;
-use crate::format::{Reject, check_schema};
 mod reader;
 
-use crate::dead_letters::{DeadLetter, DeadLetterWriter, Location, Target};
+use crate::dead_letters::Target;
 use crate::descriptor::{
     CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Resource, Role,
 };
+use crate::source::records::{Meta, Read, RecordDecoder, ValueFormat};
 use crate::{ConnectorError, Source, SourceContext, SourcePoll};
 use reader::*;
 
@@ -114,6 +110,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[Resource::Log],
     validate,
     check,
+    metadata: &[],
 };
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
@@ -312,104 +309,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// A record metadata column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Meta {
-    Key,
-    Value,
-    Headers,
-    EventTime,
-    Partition,
-    Offset,
-    IngestTime,
-}
-
-impl Meta {
-    fn of(name: &str) -> Option<Meta> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "key" => Meta::Key,
-            "value" => Meta::Value,
-            "headers" => Meta::Headers,
-            "event_time" => Meta::EventTime,
-            "partition" => Meta::Partition,
-            "offset" => Meta::Offset,
-            "ingest_time" => Meta::IngestTime,
-            _ => return None,
-        })
-    }
-
-    /// Whether this column can be built with type `dt`.
-    fn accepts(self, dt: &DataType) -> bool {
-        match self {
-            Meta::Key | Meta::Value => matches!(dt, DataType::Utf8 | DataType::Binary),
-            Meta::Headers => matches!(dt, DataType::Utf8),
-            Meta::EventTime | Meta::IngestTime => matches!(
-                dt,
-                DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64
-            ),
-            Meta::Partition => matches!(dt, DataType::Int32 | DataType::Int64),
-            Meta::Offset => matches!(dt, DataType::Int64),
-        }
-    }
-}
-
-/// One record with the partition it came from.
-type Read<'a> = (u32, &'a StoredRecord);
-
-/// Builds column `meta` of type `dt` (accepted by [`Meta::accepts`]) from `records`.
-pub(super) fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>]) -> ArrayRef {
-    let times = |f: &dyn Fn(&StoredRecord) -> i64| -> ArrayRef {
-        let values: Vec<i64> = records.iter().map(|(_, r)| f(r)).collect();
-        match dt {
-            DataType::Timestamp(_, tz) => {
-                Arc::new(TimestampMillisecondArray::from(values).with_timezone_opt(tz.clone()))
-            }
-            _ => Arc::new(Int64Array::from(values)),
-        }
-    };
-    match meta {
-        Meta::Key | Meta::Value => {
-            let get = |r: &StoredRecord| -> Option<Vec<u8>> {
-                if meta == Meta::Key {
-                    r.key.clone()
-                } else {
-                    Some(r.value.clone())
-                }
-            };
-            if matches!(dt, DataType::Binary) {
-                Arc::new(BinaryArray::from_iter(records.iter().map(|(_, r)| get(r))))
-            } else {
-                Arc::new(StringArray::from_iter(records.iter().map(|(_, r)| {
-                    get(r).map(|b| String::from_utf8_lossy(&b).into_owned())
-                })))
-            }
-        }
-        Meta::Headers => Arc::new(StringArray::from_iter_values(records.iter().map(
-            |(_, r)| {
-                let map: serde_json::Map<String, serde_json::Value> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
-                    .collect();
-                serde_json::Value::Object(map).to_string()
-            },
-        ))),
-        Meta::EventTime => times(&|r| r.event_time.unwrap_or(r.timestamp)),
-        Meta::IngestTime => times(&|r| r.timestamp),
-        Meta::Partition => match dt {
-            DataType::Int32 => Arc::new(Int32Array::from_iter_values(
-                records.iter().map(|(p, _)| *p as i32),
-            )),
-            _ => Arc::new(Int64Array::from_iter_values(
-                records.iter().map(|(p, _)| i64::from(*p)),
-            )),
-        },
-        Meta::Offset => Arc::new(Int64Array::from_iter_values(
-            records.iter().map(|(_, r)| r.offset as i64),
-        )),
-    }
-}
-
 /// Whether the table reads forever (it is not `bounded = 'true'`).
 pub fn never_ends(spec: &TableSpec) -> bool {
     spec.options.get("bounded") != Some("true")
@@ -483,19 +382,24 @@ pub fn build(
                 end: config.bounded.then_some(end),
             });
         }
-        let decoder = match config.format {
-            LogFormat::Json => Some(JsonDecoder::try_new(spec.schema.clone())?),
-            LogFormat::Raw => None,
+        let format = match config.format {
+            LogFormat::Json => ValueFormat::Json(JsonDecoder::try_new(spec.schema.clone())?),
+            LogFormat::Raw => ValueFormat::Raw,
         };
         sources.push(Box::new(LogSource {
             table: spec.name.clone(),
-            schema: spec.schema.clone(),
             log: log.clone(),
             topic: topic.clone(),
             group: config.group.clone(),
             bounded: config.bounded,
-            columns: columns.clone(),
-            decoder,
+            decode: RecordDecoder::new(
+                spec.name.clone(),
+                spec.schema.clone(),
+                columns.clone(),
+                false,
+                format,
+                dead.clone(),
+            ),
             owned,
             cursor: 0,
             batch_size: if ctx.batch_size == 0 {
@@ -504,9 +408,7 @@ pub fn build(
                 ctx.batch_size
             },
             metrics: ctx.metrics,
-            dead: dead.clone(),
             last_commit: Instant::now(),
-            warned_reject: false,
             checkpointing: ctx.checkpointing,
         }));
     }

@@ -25,21 +25,17 @@ impl Owned {
 /// One subtask of the log source.
 pub struct LogSource {
     pub(super) table: String,
-    pub(super) schema: SchemaRef,
     pub(super) log: Arc<Log>,
     pub(super) topic: Arc<Topic>,
     pub(super) group: String,
     pub(super) bounded: bool,
-    pub(super) columns: Vec<Option<Meta>>,
-    pub(super) decoder: Option<JsonDecoder>,
+    pub(super) decode: RecordDecoder,
     pub(super) owned: Vec<Owned>,
     /// Index into `owned` of the partition read first next time (fairness).
     pub(super) cursor: usize,
     pub(super) batch_size: usize,
     pub(super) metrics: ConnectorMetrics,
-    pub(super) dead: Arc<DeadLetterWriter>,
     pub(super) last_commit: Instant,
-    pub(super) warned_reject: bool,
     /// Positions live in checkpoints; committing group offsets ahead of them could skip
     /// records after a crash.
     pub(super) checkpointing: bool,
@@ -162,110 +158,6 @@ impl LogSource {
         }
         Ok(())
     }
-
-    /// Turns fetched records into one batch; rejects go to the dead letters.
-    async fn decode(
-        &mut self,
-        records: &[Read<'_>],
-    ) -> Result<Option<RecordBatch>, ConnectorError> {
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let Some(decoder) = self.decoder.as_mut() else {
-            let arrays: Vec<ArrayRef> = self
-                .schema
-                .fields()
-                .iter()
-                .zip(&self.columns)
-                .map(|(f, m)| {
-                    // check_columns gave every raw column a Meta.
-                    let m = m.unwrap_or(Meta::Value);
-                    meta_array(m, f.data_type(), records)
-                })
-                .collect();
-            return Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?));
-        };
-        // Blank values are rejected here so that decoded rows match the non-rejected records.
-        let mut rejects: Vec<Reject> = records
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, r))| r.value.iter().all(u8::is_ascii_whitespace))
-            .map(|(i, (_, r))| Reject {
-                line: i + 1,
-                reason: "empty record value; expected a JSON object".into(),
-                raw: r.value.clone(),
-            })
-            .collect();
-        let decoded = decoder.decode_lines(
-            records
-                .iter()
-                .enumerate()
-                .map(|(i, (_, r))| (i + 1, r.value.as_slice())),
-        )?;
-        rejects.extend(decoded.rejects);
-        let mut kept = vec![true; records.len()];
-        let mut dead = Vec::with_capacity(rejects.len());
-        for r in rejects {
-            let Some((p, rec)) = records.get(r.line.wrapping_sub(1)) else {
-                continue;
-            };
-            kept[r.line - 1] = false;
-            // Keep the whole original value, not the decoder's trimmed copy.
-            let mut letter = DeadLetter::new(
-                Location::Topic {
-                    topic: self.topic.name().to_string(),
-                    partition: *p,
-                    offset: rec.offset,
-                },
-                r.reason,
-                rec.value.clone(),
-            );
-            letter.time_ms = rec.event_time.unwrap_or(rec.timestamp);
-            dead.push(letter);
-        }
-        if !dead.is_empty() {
-            if !self.warned_reject {
-                self.warned_reject = true;
-                if let Some(d) = dead.first() {
-                    tracing::warn!(table = %self.table, dead_letters = %self.dead.target(),
-                        "record {} rejected: {} (further rejects are counted, not logged)",
-                        d.location, d.reason);
-                }
-            }
-            let dl = self.dead.clone();
-            blocking("writing dead letters", move || dl.write(&dead)).await?;
-        }
-        let Some(batch) = decoded.batch else {
-            return Ok(None);
-        };
-        if self.columns.iter().all(Option::is_none) {
-            return Ok(Some(batch));
-        }
-        let rows: Vec<Read<'_>> = records
-            .iter()
-            .zip(&kept)
-            .filter(|(_, k)| **k)
-            .map(|(r, _)| *r)
-            .collect();
-        if rows.len() != batch.num_rows() {
-            return Err(ConnectorError::Other(format!(
-                "runnel bug (please report): {} rows decoded from {} accepted records",
-                batch.num_rows(),
-                rows.len()
-            )));
-        }
-        let mut arrays = batch.columns().to_vec();
-        for (i, (f, m)) in self.schema.fields().iter().zip(&self.columns).enumerate() {
-            let Some(m) = m else { continue };
-            if arrays[i].null_count() == 0 {
-                continue;
-            }
-            let meta = meta_array(*m, f.data_type(), &rows);
-            let present = arrow::compute::is_not_null(arrays[i].as_ref())?;
-            arrays[i] = arrow::compute::kernels::zip::zip(&present, &arrays[i], &meta)?;
-        }
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
-    }
 }
 
 #[async_trait]
@@ -331,7 +223,7 @@ impl Source for LogSource {
                 recs.iter().map(move |r| (id, r))
             })
             .collect();
-        match self.decode(&records).await? {
+        match self.decode.decode(self.topic.name(), &records).await? {
             Some(batch) => {
                 self.metrics.rows.add(batch.num_rows() as u64);
                 Ok(SourcePoll::Batch(batch))

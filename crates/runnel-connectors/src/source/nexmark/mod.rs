@@ -83,6 +83,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[],
     validate,
     check: descriptor::no_check,
+    metadata: &[],
 };
 
 /// Every declared column must be one the stream produces.

@@ -32,6 +32,7 @@ fn spec(schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
         name: "bids".into(),
         schema,
         watermark: None,
+        metadata: Vec::new(),
         options: Options::new(o),
     }
 }

@@ -1,0 +1,701 @@
+//! `kafka` sink: rows to records of one topic, with Flink's options (see
+//! [`crate::source::kafka`]).
+//!
+//! The value is the row's value columns (every column but `METADATA` ones, and but the
+//! `key.fields` with `value.fields-include = 'EXCEPT_KEY'`) in `format`; the key is the
+//! `key.fields` in `key.format`. A `METADATA FROM 'timestamp'` column sets the record
+//! timestamp, `METADATA FROM 'headers'` (a JSON object) its headers; `VIRTUAL` ones are
+//! not written. `sink.partitioner`: `default` lets the client place records (by key hash,
+//! spread when there is no key), `fixed` sends subtask `i`'s records to partition
+//! `i % partitions`, `round-robin` cycles through the partitions.
+//!
+//! `sink.delivery-guarantee`:
+//! - `none`: records are handed to the client and not waited for;
+//! - `at-least-once` (default): every record is acknowledged by the brokers before a
+//!   checkpoint completes (and at the end), so a restart may write some again;
+//! - `exactly-once`: on the transactional-sink mechanism ([`crate::txn`]). A checkpoint's
+//!   rows are staged on disk, then written in one Kafka transaction when the checkpoint
+//!   completes (per subtask, transactional id `<sink.transactional-id-prefix>-<subtask>`).
+//!   The same transaction commits the checkpoint id as the offset of a marker consumer
+//!   group (`<prefix>-<subtask>-<run nonce>`), so applying a batch again after a crash
+//!   sees it is done; starting the producer aborts a transaction a crash left open.
+//!   Readers with `isolation.level = read_committed` see every row once. Without
+//!   checkpoints the rows are written when the input ends.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use runnel_common::TableSpec;
+use runnel_common::fault::crash_point;
+use runnel_common::metrics::ConnectorMetrics;
+use runnel_log::Record;
+
+use crate::format::csv::CsvEncoder;
+use crate::format::json::JsonEncoder;
+use crate::sink::log::blocking_with;
+use crate::sink::log_txn;
+use crate::source::kafka::{KafkaConfig, KafkaFormat, Quiet};
+use crate::source::log::blocking;
+use crate::txn::{self, Apply, Staging, Txn};
+use crate::{ConnectorError, Sink, SinkContext};
+
+/// How long a broker request of the sink may take before it fails.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Delivery guarantee of the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    None,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// Where records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partitioner {
+    Default,
+    Fixed,
+    RoundRobin,
+}
+
+/// Builds one sink subtask per context.
+///
+/// # Errors
+/// Bad options or columns; a failed recovery of staged exactly-once batches.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    let config = KafkaConfig::try_new(spec)?;
+    let Some(first) = contexts.first() else {
+        return Ok(Vec::new());
+    };
+    let topic = match (config.topics.as_slice(), &config.pattern) {
+        ([t], None) => t.clone(),
+        _ => {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': a kafka sink writes one topic: give 'topic' = '<name>'",
+                spec.name
+            )));
+        }
+    };
+    let o = &spec.options;
+    let delivery = match o.get("sink.delivery-guarantee") {
+        Some("none") => Delivery::None,
+        Some("exactly-once") => Delivery::ExactlyOnce,
+        _ => Delivery::AtLeastOnce,
+    };
+    let partitioner = match o.get("sink.partitioner") {
+        Some("fixed") => Partitioner::Fixed,
+        Some("round-robin") => Partitioner::RoundRobin,
+        _ => Partitioner::Default,
+    };
+    let encode = Encode::try_new(spec, &config)?;
+    let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
+    let prefix = o.get("sink.transactional-id-prefix").map_or_else(
+        || format!("runnel-{safe}-{:08x}", path_hash(&first.data_dir)),
+        str::to_string,
+    );
+    let apply = (delivery == Delivery::ExactlyOnce).then(|| {
+        Arc::new(KafkaApply {
+            table: spec.name.clone(),
+            config: config.clone(),
+            topic: topic.clone(),
+            prefix: prefix.clone(),
+            producers: Mutex::new(HashMap::new()),
+        })
+    });
+    if let Some(apply) = &apply {
+        if first.checkpoint.is_none() {
+            tracing::warn!(table = %spec.name,
+                "sink.delivery-guarantee = 'exactly-once' without checkpoints: rows are \
+                 written when the input ends (SET 'execution.checkpointing.interval' to write \
+                 them as the pipeline runs)");
+        }
+        txn::recover(
+            &stage_dir,
+            "",
+            apply.as_ref(),
+            first.checkpoint.and_then(|m| m.restored),
+        )?;
+    }
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        let staging = apply.as_ref().map(|a| {
+            Staging::new(
+                stage_dir.clone(),
+                "",
+                ctx.subtask,
+                log_txn::header(),
+                a.clone(),
+            )
+        });
+        sinks.push(Box::new(KafkaSink {
+            table: spec.name.clone(),
+            config: config.clone(),
+            topic: topic.clone(),
+            delivery,
+            partitioner,
+            subtask: ctx.subtask,
+            encode: encode.clone(),
+            metrics: ctx.metrics,
+            producer: None,
+            partitions: 0,
+            next_partition: ctx.subtask,
+            pending: Vec::new(),
+            staging,
+            staged: Vec::new(),
+        }));
+    }
+    Ok(sinks)
+}
+
+/// A stable hash of a path (FNV-1a), to tell pipelines' transactional ids apart.
+fn path_hash(path: &Path) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in path.to_string_lossy().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Rows → (key, value, timestamp, headers).
+#[derive(Debug, Clone)]
+struct Encode {
+    table: String,
+    format: KafkaFormat,
+    value: Vec<usize>,
+    key: Option<(KafkaFormat, Vec<usize>)>,
+    timestamp: Option<usize>,
+    headers: Option<usize>,
+}
+
+impl Encode {
+    fn try_new(spec: &TableSpec, config: &KafkaConfig) -> Result<Self, ConnectorError> {
+        let value = config.value_columns(spec);
+        let written = |key: &str| {
+            spec.metadata
+                .iter()
+                .find(|m| m.key == key && !m.is_virtual)
+                .map(|m| m.column)
+        };
+        let raw_ok = |cols: &[usize], what: &str| {
+            if cols.len() == 1
+                && matches!(
+                    spec.schema.field(cols[0]).data_type(),
+                    DataType::Binary | DataType::Utf8
+                )
+            {
+                Ok(())
+            } else {
+                Err(ConnectorError::Other(format!(
+                    "table '{}': a raw {what} is one BYTES or STRING column, not {}",
+                    spec.name,
+                    cols.len()
+                )))
+            }
+        };
+        if config.format == KafkaFormat::Raw {
+            raw_ok(&value, "value")?;
+        }
+        if let Some((KafkaFormat::Raw, cols)) = &config.key {
+            raw_ok(cols, "key")?;
+        }
+        Ok(Encode {
+            table: spec.name.clone(),
+            format: config.format,
+            value,
+            key: config.key.clone(),
+            timestamp: written("timestamp"),
+            headers: written("headers"),
+        })
+    }
+
+    /// One record per row: (key, value, timestamp, headers).
+    fn records(&self, batch: &RecordBatch) -> Result<Vec<Record>, ConnectorError> {
+        let rows = batch.num_rows();
+        let values = encode_columns(batch, &self.value, self.format, rows)?;
+        let keys = match &self.key {
+            Some((format, cols)) => Some(encode_columns(batch, cols, *format, rows)?),
+            None => None,
+        };
+        let mut out = Vec::with_capacity(rows);
+        for (i, value) in values.into_iter().enumerate() {
+            let headers = match self.headers.map(|c| batch.column(c)) {
+                Some(col) if !col.is_null(i) => {
+                    let text = col
+                        .as_string_opt::<i32>()
+                        .map(|a| a.value(i))
+                        .unwrap_or("{}");
+                    match serde_json::from_str::<serde_json::Value>(text) {
+                        Ok(serde_json::Value::Object(map)) => map
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let bytes = match v {
+                                    serde_json::Value::String(s) => s.into_bytes(),
+                                    other => other.to_string().into_bytes(),
+                                };
+                                (k, bytes)
+                            })
+                            .collect(),
+                        _ => {
+                            return Err(ConnectorError::Other(format!(
+                                "table '{}': the headers column must hold a JSON object, got {text}",
+                                self.table
+                            )));
+                        }
+                    }
+                }
+                _ => Vec::new(),
+            };
+            out.push(Record {
+                key: keys.as_ref().and_then(|k| k[i].clone()),
+                value: value.unwrap_or_default(),
+                headers,
+                event_time: self
+                    .timestamp
+                    .and_then(|c| time_at(batch.column(c).as_ref(), i)),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The `cols` of every row in `format` (a null raw column is a null value).
+fn encode_columns(
+    batch: &RecordBatch,
+    cols: &[usize],
+    format: KafkaFormat,
+    rows: usize,
+) -> Result<Vec<Option<Vec<u8>>>, ConnectorError> {
+    if format == KafkaFormat::Raw {
+        let col = batch.column(cols[0]);
+        return Ok((0..rows)
+            .map(|i| {
+                if col.is_null(i) {
+                    return None;
+                }
+                match col.data_type() {
+                    DataType::Utf8 => Some(col.as_string::<i32>().value(i).as_bytes().to_vec()),
+                    _ => Some(col.as_binary::<i32>().value(i).to_vec()),
+                }
+            })
+            .collect());
+    }
+    let projected = batch.project(cols)?;
+    let mut buf = Vec::new();
+    match format {
+        KafkaFormat::Csv => CsvEncoder.encode(&projected, &mut buf)?,
+        _ => JsonEncoder.encode(&projected, &mut buf)?,
+    }
+    // Both encoders write one line per row and escape line ends inside values.
+    let lines: Vec<Option<Vec<u8>>> = buf
+        .split(|b| *b == b'\n')
+        .take(rows)
+        .map(|l| Some(l.strip_suffix(b"\r").unwrap_or(l).to_vec()))
+        .collect();
+    if lines.len() != rows {
+        return Err(ConnectorError::Other(format!(
+            "runnel bug (please report): {} encoded lines for {rows} rows",
+            lines.len()
+        )));
+    }
+    Ok(lines)
+}
+
+fn time_at(col: &dyn Array, i: usize) -> Option<i64> {
+    if col.is_null(i) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Some(col.as_primitive::<TimestampMillisecondType>().value(i))
+        }
+        DataType::Int64 => Some(col.as_primitive::<Int64Type>().value(i)),
+        _ => None,
+    }
+}
+
+/// Kafka headers from (name, value) pairs.
+fn kafka_headers(headers: &[(String, Vec<u8>)]) -> Option<OwnedHeaders> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut h = OwnedHeaders::new_with_capacity(headers.len());
+    for (k, v) in headers {
+        h = h.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    Some(h)
+}
+
+/// Partition any: let the client place the record.
+const ANY_PARTITION: u32 = u32::MAX;
+
+/// One sink subtask.
+pub struct KafkaSink {
+    table: String,
+    config: KafkaConfig,
+    topic: String,
+    delivery: Delivery,
+    partitioner: Partitioner,
+    subtask: usize,
+    encode: Encode,
+    metrics: ConnectorMetrics,
+    producer: Option<FutureProducer<Quiet>>,
+    /// Partitions of the topic (looked up on first use; 0 before).
+    partitions: i32,
+    next_partition: usize,
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    staging: Option<Staging>,
+    staged: Vec<u8>,
+}
+
+impl KafkaSink {
+    /// The producer and the partition count, made on first use.
+    async fn connect(&mut self) -> Result<(), ConnectorError> {
+        if self.producer.is_some() {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        let table = self.table.clone();
+        let topic = self.topic.clone();
+        let acks = self.delivery != Delivery::None;
+        let (producer, partitions) = blocking("connecting to Kafka", move || {
+            let mut client = config.client();
+            if acks && !config.properties.iter().any(|(k, _)| k == "acks") {
+                client.set("acks", "all");
+            }
+            let producer: FutureProducer<Quiet> = client
+                .create_with_context(Quiet::new(&config, &table))
+                .map_err(|e| {
+                    ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
+                })?;
+            let partitions = topic_partitions(producer.client(), &topic, &config, &table)?;
+            Ok((producer, partitions))
+        })
+        .await?;
+        self.producer = Some(producer);
+        self.partitions = partitions;
+        Ok(())
+    }
+
+    fn partition_for(&mut self) -> u32 {
+        match self.partitioner {
+            Partitioner::Default => ANY_PARTITION,
+            Partitioner::Fixed => (self.subtask % self.partitions.max(1) as usize) as u32,
+            Partitioner::RoundRobin => {
+                self.next_partition = (self.next_partition + 1) % self.partitions.max(1) as usize;
+                self.next_partition as u32
+            }
+        }
+    }
+
+    /// Waits for every record sent so far to be acknowledged.
+    async fn drain(&mut self) -> Result<(), ConnectorError> {
+        for f in self.pending.drain(..) {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': writing to Kafka topic '{}' at {} failed: {e}",
+                        self.table, self.topic, self.config.bootstrap
+                    )));
+                }
+                Err(_) => {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': the Kafka producer went away before acknowledging",
+                        self.table
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The number of partitions of `topic` (which must exist).
+fn topic_partitions<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    config: &KafkaConfig,
+    table: &str,
+) -> Result<i32, ConnectorError> {
+    let metadata = client.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| {
+        ConnectorError::Other(format!(
+            "table '{table}': cannot reach Kafka at {}: {e}",
+            config.bootstrap
+        ))
+    })?;
+    let t = metadata.topics().iter().find(|t| t.name() == topic);
+    match t {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as i32)
+        }
+        _ => Err(ConnectorError::Other(format!(
+            "table '{table}': topic '{topic}' does not exist on the Kafka brokers at {}",
+            config.bootstrap
+        ))),
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        if self.partitions == 0 {
+            self.connect().await?;
+        }
+        let records = self.encode.records(&batch)?;
+        let bytes: u64 = records.iter().map(|r| r.data_len() as u64).sum();
+        self.metrics.rows.add(rows as u64);
+        self.metrics.bytes.add(bytes);
+        if let Some(staging) = self.staging.as_mut() {
+            self.staged.clear();
+            for r in &records {
+                let p = match self.partitioner {
+                    Partitioner::Default => ANY_PARTITION,
+                    Partitioner::Fixed => (self.subtask % self.partitions.max(1) as usize) as u32,
+                    Partitioner::RoundRobin => {
+                        self.next_partition =
+                            (self.next_partition + 1) % self.partitions.max(1) as usize;
+                        self.next_partition as u32
+                    }
+                };
+                log_txn::encode(p, r, &mut self.staged);
+            }
+            return staging.write(&self.staged);
+        }
+        for r in records {
+            let p = self.partition_for();
+            let Some(producer) = &self.producer else {
+                break;
+            };
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]);
+            if let Some(k) = &r.key {
+                record = record.key(&k[..]);
+            }
+            if p != ANY_PARTITION {
+                record = record.partition(p as i32);
+            }
+            if let Some(t) = r.event_time {
+                record = record.timestamp(t);
+            }
+            if let Some(h) = kafka_headers(&r.headers) {
+                record = record.headers(h);
+            }
+            // Waits while the client's queue is full (backpressure), up to the timeout.
+            let future = loop {
+                match producer.send_result(record) {
+                    Ok(f) => break f,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(ConnectorError::Other(format!(
+                            "table '{}': writing to Kafka topic '{}': {e}",
+                            self.table, self.topic
+                        )));
+                    }
+                }
+            };
+            if self.delivery == Delivery::AtLeastOnce {
+                self.pending.push(future);
+            }
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        match self.staging.as_mut() {
+            Some(s) => s.seal(checkpoint),
+            None => self.drain().await,
+        }
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let Some(staging) = self.staging.take() else {
+            return Ok(());
+        };
+        let (staging, result) = blocking_with(staging, move |s| s.commit(checkpoint)).await?;
+        self.staging = Some(staging);
+        result
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        if let Some(staging) = self.staging.take() {
+            return blocking_with(staging, Staging::finish).await?.1;
+        }
+        self.drain().await?;
+        if let Some(p) = self.producer.take() {
+            let table = self.table.clone();
+            blocking("flushing the Kafka producer", move || {
+                p.flush(TIMEOUT).map_err(|e| {
+                    ConnectorError::Other(format!("table '{table}': flushing to Kafka: {e}"))
+                })
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The exactly-once apply step: one Kafka transaction per sealed batch.
+pub struct KafkaApply {
+    table: String,
+    config: KafkaConfig,
+    topic: String,
+    prefix: String,
+    /// Transactional producers by subtask, ready (transactions initialised).
+    producers: Mutex<HashMap<usize, Arc<BaseProducer<Quiet>>>>,
+}
+
+impl KafkaApply {
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Other(format!(
+            "table '{}': {what} (Kafka at {}): {e}",
+            self.table, self.config.bootstrap
+        ))
+    }
+
+    /// The subtask's transactional producer; creating it aborts what an earlier
+    /// incarnation left open and fences it off.
+    fn producer(&self, subtask: usize) -> Result<Arc<BaseProducer<Quiet>>, ConnectorError> {
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = producers.get(&subtask) {
+            return Ok(p.clone());
+        }
+        let producer: BaseProducer<Quiet> = self
+            .config
+            .client()
+            .set("transactional.id", format!("{}-{subtask}", self.prefix))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create_with_context(Quiet::new(&self.config, &self.table))
+            .map_err(|e| self.fail("creating the transactional producer", e))?;
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(|e| self.fail("initialising transactions", e))?;
+        let producer = Arc::new(producer);
+        producers.insert(subtask, producer.clone());
+        Ok(producer)
+    }
+
+    /// The marker group of a subtask's run.
+    fn marker_group(&self, subtask: usize, nonce: u64) -> String {
+        format!("{}-{subtask}-{nonce:016x}", self.prefix)
+    }
+
+    /// Whether the marker group says checkpoint `checkpoint` of this run was committed.
+    fn committed(&self, group: &str, checkpoint: u64) -> Result<bool, ConnectorError> {
+        let consumer: BaseConsumer<Quiet> = self
+            .config
+            .client()
+            .set("group.id", group)
+            .create_with_context(Quiet::new(&self.config, &self.table))
+            .map_err(|e| self.fail("creating a consumer for the commit marker", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let got = consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .map_err(|e| self.fail("reading the commit marker", e))?;
+        Ok(matches!(
+            got.find_partition(&self.topic, 0).map(|e| e.offset()),
+            Some(Offset::Offset(n)) if n >= checkpoint as i64
+        ))
+    }
+}
+
+impl Apply for KafkaApply {
+    fn apply(&self, txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
+        let bytes = std::fs::read(sealed)
+            .map_err(|e| ConnectorError::io(format!("reading '{}'", sealed.display()), e))?;
+        let (nonce, records) = log_txn::decode_flat(&bytes).ok_or_else(|| {
+            ConnectorError::Other(format!("staged batch '{}' is damaged", sealed.display()))
+        })?;
+        let group = self.marker_group(txn.subtask, nonce);
+        // The final batch's id is u64::MAX: as an offset, the largest one Kafka takes.
+        let mark = txn.checkpoint.min(i64::MAX as u64);
+        if self.committed(&group, mark)? {
+            return Ok(());
+        }
+        let producer = self.producer(txn.subtask)?;
+        producer
+            .begin_transaction()
+            .map_err(|e| self.fail("beginning a transaction", e))?;
+        let result = (|| {
+            for (p, r) in &records {
+                let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]);
+                if let Some(k) = &r.key {
+                    record = record.key(&k[..]);
+                }
+                if *p != ANY_PARTITION {
+                    record = record.partition(*p as i32);
+                }
+                if let Some(t) = r.event_time {
+                    record = record.timestamp(t);
+                }
+                if let Some(h) = kafka_headers(&r.headers) {
+                    record = record.headers(h);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                        Err((e, _)) => return Err(self.fail("writing a transaction", e)),
+                    }
+                }
+            }
+            let consumer: BaseConsumer<Quiet> = self
+                .config
+                .client()
+                .set("group.id", &group)
+                .create_with_context(Quiet::new(&self.config, &self.table))
+                .map_err(|e| self.fail("creating a consumer for the commit marker", e))?;
+            let metadata = consumer.group_metadata().ok_or_else(|| {
+                self.fail("the commit marker", "the client has no group metadata")
+            })?;
+            let mut marker = TopicPartitionList::new();
+            marker
+                .add_partition_offset(&self.topic, 0, Offset::Offset(mark as i64))
+                .map_err(|e| self.fail("the commit marker", e))?;
+            producer
+                .send_offsets_to_transaction(&marker, &metadata, TIMEOUT)
+                .map_err(|e| self.fail("adding the commit marker to the transaction", e))?;
+            crash_point("mid-apply", txn.checkpoint);
+            producer
+                .commit_transaction(TIMEOUT)
+                .map_err(|e| self.fail("committing a transaction", e))
+        })();
+        if result.is_err() {
+            let _ = producer.abort_transaction(TIMEOUT);
+            // A failed producer may be fenced or in an error state: start afresh next time.
+            self.producers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&txn.subtask);
+        }
+        result
+    }
+}

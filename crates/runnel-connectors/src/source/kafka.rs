@@ -1,0 +1,1074 @@
+//! `kafka` connector (source side, and the descriptor shared with the sink): Flink's Kafka
+//! table options, unchanged.
+//!
+//! A source subtask reads its share of the topic's partitions — all partitions of the
+//! `topic` (or of every topic matching `topic-pattern`), sorted, the `i`-th going to subtask
+//! `i % parallelism` — through an assigned (not subscribed) consumer, so that positions come
+//! from checkpoints: `position()` is `{"<topic>/<partition>": next offset}` and `seek`
+//! restores it. Without a checkpoint, `scan.startup.mode` says where to start. The consumed
+//! offsets are also committed to `properties.group.id` (so lag shows in Kafka's tools) when
+//! a checkpoint is taken, or every few seconds without checkpoints.
+//!
+//! Values are decoded by `format` (`json`, `csv` — one line, columns in declaration order —
+//! or `raw`: one BYTES/STRING column takes the value whole); `METADATA` columns
+//! (`timestamp`, `partition`, `offset`, `headers`, `topic`, `key`) are filled from the
+//! record. A record that does not decode goes to the dead letters (`dead-letter.path`,
+//! default `<data-dir>/dead-letters/<table>.jsonl`) with its topic, partition and offset;
+//! the pipeline goes on. `scan.bounded.mode = 'latest-offset'` stops once every
+//! partition has been read up to the high watermark its last fetch reported (the end at
+//! start, or later if producers are still writing). A broker that goes away is retried by the client; the source reports it
+//! and waits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::DataType;
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+use runnel_common::types::sql_name;
+use runnel_log::StoredRecord;
+
+use crate::dead_letters::Target;
+use crate::descriptor::{
+    CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
+use crate::format::csv::CsvDecoder;
+use crate::format::json::JsonDecoder;
+use crate::source::records::{Meta, Read, RecordDecoder, ValueFormat};
+use crate::{ConnectorError, Source, SourceContext, SourcePoll};
+
+/// `connector = 'kafka'`: a Kafka topic, read and written with Flink's option names.
+pub const CONNECTOR: Connector = Connector {
+    name: "kafka",
+    doc: "a Kafka topic (any Kafka-protocol broker), with Flink's Kafka connector options",
+    options: OPTIONS,
+    source: Some(build),
+    sink: Some(crate::sink::kafka::build),
+    unbounded: never_ends,
+    guarantee: Guarantee::ExactlyOnce,
+    updates: crate::descriptor::append_only,
+    needs: &[],
+    validate,
+    check,
+    metadata: &[
+        "timestamp",
+        "partition",
+        "offset",
+        "headers",
+        "topic",
+        "key",
+    ],
+};
+
+const OPTIONS: &[OptionDef] = &[
+    OptionDef::new(
+        "topic",
+        OptionType::Text,
+        "the topic (a source may list several, separated by ';')",
+    ),
+    OptionDef::new(
+        "topic-pattern",
+        OptionType::Text,
+        "a regular expression: read every topic whose whole name matches",
+    )
+    .source_only(),
+    OptionDef::new(
+        "properties.bootstrap.servers",
+        OptionType::Text,
+        "the brokers, host:port[,host:port…]",
+    )
+    .required(),
+    OptionDef::new(
+        "properties.group.id",
+        OptionType::Text,
+        "consumer group the read offsets are committed to",
+    )
+    .default("runnel-<table>")
+    .source_only(),
+    OptionDef::new(
+        "properties.*",
+        OptionType::Text,
+        "any other Kafka client setting, passed through (security.protocol, sasl.*, ssl.* …)",
+    ),
+    OptionDef::new(
+        "format",
+        OptionType::Choice(&["json", "csv", "raw"]),
+        "value encoding",
+    )
+    .default("json"),
+    OptionDef::new(
+        "value.format",
+        OptionType::Choice(&["json", "csv", "raw"]),
+        "the same as format",
+    ),
+    OptionDef::new(
+        "key.format",
+        OptionType::Choice(&["json", "csv", "raw"]),
+        "key encoding of the key.fields",
+    ),
+    OptionDef::new(
+        "key.fields",
+        OptionType::Text,
+        "columns that make the record key, separated by ';'",
+    ),
+    OptionDef::new(
+        "value.fields-include",
+        OptionType::Choice(&["ALL", "EXCEPT_KEY"]),
+        "whether the key.fields are also in the value",
+    )
+    .default("ALL"),
+    OptionDef::new(
+        "scan.startup.mode",
+        OptionType::Choice(&[
+            "earliest-offset",
+            "latest-offset",
+            "group-offsets",
+            "timestamp",
+            "specific-offsets",
+        ]),
+        "where reading starts without a checkpoint",
+    )
+    .default("group-offsets")
+    .source_only(),
+    OptionDef::new(
+        "scan.startup.timestamp-millis",
+        OptionType::Int {
+            min: 0,
+            max: i64::MAX as u64,
+        },
+        "with scan.startup.mode = 'timestamp': the first record time to read",
+    )
+    .source_only(),
+    OptionDef::new(
+        "scan.startup.specific-offsets",
+        OptionType::Text,
+        "with 'specific-offsets': partition:0,offset:42;partition:1,offset:300",
+    )
+    .source_only(),
+    OptionDef::new(
+        "scan.bounded.mode",
+        OptionType::Choice(&["unbounded", "latest-offset"]),
+        "'latest-offset': stop once every partition's end is reached",
+    )
+    .default("unbounded")
+    .source_only(),
+    OptionDef::new(
+        "scan.topic-partition-discovery.interval",
+        OptionType::Text,
+        "accepted for Flink scripts; partitions are read as found at start",
+    )
+    .source_only(),
+    OptionDef::new(
+        "dead-letter.path",
+        OptionType::Path,
+        "JSON-lines file of records that cannot be read",
+    )
+    .default("<data-dir>/dead-letters/<table>.jsonl")
+    .source_only(),
+    OptionDef::new(
+        "sink.partitioner",
+        OptionType::Choice(&["default", "fixed", "round-robin"]),
+        "default: by key hash (round robin without a key); fixed: subtask i writes partition i",
+    )
+    .default("default")
+    .sink_only(),
+    OptionDef::new(
+        "sink.delivery-guarantee",
+        OptionType::Choice(&["none", "at-least-once", "exactly-once"]),
+        "exactly-once: each checkpoint's rows in one Kafka transaction (needs checkpoints)",
+    )
+    .default("at-least-once")
+    .sink_only(),
+    OptionDef::new(
+        "sink.transactional-id-prefix",
+        OptionType::Text,
+        "prefix of the transactional ids of an exactly-once sink",
+    )
+    .default("runnel-<pipeline data dir>-<table>")
+    .sink_only(),
+    OptionDef::new(
+        "sink.parallelism",
+        OptionType::Int { min: 1, max: 1024 },
+        "accepted for Flink scripts; the pipeline's parallelism is used",
+    )
+    .sink_only(),
+];
+
+/// How values (and keys) are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaFormat {
+    /// A JSON object.
+    Json,
+    /// One CSV line, columns in declaration order.
+    Csv,
+    /// The bytes as they are, in one BYTES or STRING column.
+    Raw,
+}
+
+impl KafkaFormat {
+    fn parse(v: Option<&str>) -> Self {
+        match v {
+            Some("csv") => KafkaFormat::Csv,
+            Some("raw") => KafkaFormat::Raw,
+            _ => KafkaFormat::Json,
+        }
+    }
+}
+
+/// Where a source starts without a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    /// The first retained record.
+    Earliest,
+    /// Records produced after the start.
+    Latest,
+    /// The group's committed offsets (else the earliest).
+    GroupOffsets,
+    /// The first record at or after this time (ms).
+    Timestamp(i64),
+    /// Given offsets per partition (others: earliest).
+    Specific(BTreeMap<i32, i64>),
+}
+
+/// The options of a `kafka` table.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Topics named by `topic` (';'-separated).
+    pub topics: Vec<String>,
+    /// `topic-pattern`, anchored.
+    pub pattern: Option<regex::Regex>,
+    /// `properties.bootstrap.servers`.
+    pub bootstrap: String,
+    /// `properties.group.id` (default `runnel-<table>`).
+    pub group: String,
+    /// Every `properties.*` but the two above, without the prefix.
+    pub properties: Vec<(String, String)>,
+    /// Value format.
+    pub format: KafkaFormat,
+    /// Key format and the key columns.
+    pub key: Option<(KafkaFormat, Vec<usize>)>,
+    /// `value.fields-include = 'EXCEPT_KEY'`.
+    pub value_except_key: bool,
+    /// Where to start.
+    pub startup: Startup,
+    /// `scan.bounded.mode = 'latest-offset'`.
+    pub bounded: bool,
+}
+
+impl KafkaConfig {
+    /// Reads and checks the options (no network).
+    ///
+    /// # Errors
+    /// A missing or malformed option, naming it.
+    pub fn try_new(spec: &TableSpec) -> Result<Self, ConnectorError> {
+        CONNECTOR.check_options(spec)?;
+        let o = &spec.options;
+        let bad = |key: &str, reason: String| {
+            ConnectorError::Other(format!("table '{}': option '{key}': {reason}", spec.name))
+        };
+        let topics: Vec<String> = o
+            .get("topic")
+            .map(|t| {
+                t.split(';')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pattern = o
+            .get("topic-pattern")
+            .map(|p| {
+                regex::Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| bad("topic-pattern", format!("not a regular expression: {e}")))
+            })
+            .transpose()?;
+        if topics.is_empty() && pattern.is_none() {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': a kafka table needs 'topic' (or, to read, 'topic-pattern')",
+                spec.name
+            )));
+        }
+        if !topics.is_empty() && pattern.is_some() {
+            return Err(bad(
+                "topic-pattern",
+                "give either 'topic' or 'topic-pattern', not both".into(),
+            ));
+        }
+        let bootstrap = o
+            .get("properties.bootstrap.servers")
+            .unwrap_or_default()
+            .to_string();
+        let group = o
+            .get("properties.group.id")
+            .map_or_else(|| format!("runnel-{}", spec.name), str::to_string);
+        let properties = o
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("properties.")?, v)))
+            .filter(|(k, _)| !matches!(*k, "bootstrap.servers" | "group.id"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let format = KafkaFormat::parse(o.get("value.format").or(o.get("format")));
+        let key = match o.get("key.fields") {
+            None => None,
+            Some(fields) => {
+                let mut cols = Vec::new();
+                for name in fields.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    let i = spec.schema.index_of(name).map_err(|_| {
+                        bad(
+                            "key.fields",
+                            format!("'{name}' is not a column of the table"),
+                        )
+                    })?;
+                    cols.push(i);
+                }
+                Some((KafkaFormat::parse(o.get("key.format")), cols))
+            }
+        };
+        let startup = match o.get("scan.startup.mode").unwrap_or("group-offsets") {
+            "earliest-offset" => Startup::Earliest,
+            "latest-offset" => Startup::Latest,
+            "timestamp" => {
+                let ms = o
+                    .get("scan.startup.timestamp-millis")
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        bad(
+                            "scan.startup.timestamp-millis",
+                            "scan.startup.mode = 'timestamp' needs it (ms since 1970)".into(),
+                        )
+                    })?;
+                Startup::Timestamp(ms)
+            }
+            "specific-offsets" => {
+                let text = o.get("scan.startup.specific-offsets").ok_or_else(|| {
+                    bad(
+                        "scan.startup.specific-offsets",
+                        "scan.startup.mode = 'specific-offsets' needs it, e.g. \
+                         'partition:0,offset:42;partition:1,offset:300'"
+                            .into(),
+                    )
+                })?;
+                Startup::Specific(
+                    parse_specific_offsets(text)
+                        .map_err(|reason| bad("scan.startup.specific-offsets", reason))?,
+                )
+            }
+            _ => Startup::GroupOffsets,
+        };
+        let config = KafkaConfig {
+            topics,
+            pattern,
+            bootstrap,
+            group,
+            properties,
+            format,
+            key,
+            value_except_key: o.get("value.fields-include") == Some("EXCEPT_KEY"),
+            startup,
+            bounded: o.get("scan.bounded.mode") == Some("latest-offset"),
+        };
+        Ok(config)
+    }
+
+    /// A client configuration with the brokers and every passed-through property.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        // librdkafka's logs go to tracing at warn level and above only.
+        c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The columns of the value: all, or all but the key's with `EXCEPT_KEY`, never the
+    /// metadata columns.
+    pub fn value_columns(&self, spec: &TableSpec) -> Vec<usize> {
+        (0..spec.schema.fields().len())
+            .filter(|i| spec.metadata_of(*i).is_none())
+            .filter(|i| {
+                !(self.value_except_key
+                    && self.key.as_ref().is_some_and(|(_, cols)| cols.contains(i)))
+            })
+            .collect()
+    }
+}
+
+/// The client's context: librdkafka's logs and errors, at most one warning every 30 s
+/// per client (a broker that is down makes it report every connection attempt), the rest
+/// at debug level.
+pub struct Quiet {
+    table: String,
+    bootstrap: String,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Client warnings are shown at most this often.
+const QUIET_PERIOD: Duration = Duration::from_secs(30);
+
+impl Quiet {
+    /// A context for `table`'s clients of `bootstrap`.
+    pub fn new(config: &KafkaConfig, table: &str) -> Self {
+        Quiet {
+            table: table.to_string(),
+            bootstrap: config.bootstrap.clone(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn say(&self, message: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= QUIET_PERIOD) {
+            *last = Some(Instant::now());
+            tracing::warn!(table = %self.table, bootstrap = %self.bootstrap,
+                "Kafka client: {message} (the client retries; further client messages in the \
+                 next {} s are at debug level)", QUIET_PERIOD.as_secs());
+        } else {
+            tracing::debug!(table = %self.table, "Kafka client: {message}");
+        }
+    }
+}
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                self.say(&format!("{fac}: {message}"));
+            }
+            _ => tracing::debug!(table = %self.table, "Kafka client {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.say(&format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+impl rdkafka::producer::ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// `partition:0,offset:42;partition:1,offset:300` → {0: 42, 1: 300}.
+fn parse_specific_offsets(text: &str) -> Result<BTreeMap<i32, i64>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut partition = None;
+        let mut offset = None;
+        for kv in part.split(',') {
+            match kv.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("partition", v)) => partition = v.parse::<i32>().ok(),
+                Some(("offset", v)) => offset = v.parse::<i64>().ok(),
+                _ => {}
+            }
+        }
+        match (partition, offset) {
+            (Some(p), Some(o)) if p >= 0 && o >= 0 => {
+                out.insert(p, o);
+            }
+            _ => {
+                return Err(format!(
+                    "'{part}' is not 'partition:<n>,offset:<n>' (entries separated by ';')"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    let config = KafkaConfig::try_new(spec)?;
+    value_format(spec, &config).map(|_| ())
+}
+
+/// Whether the table reads forever (not `scan.bounded.mode = 'latest-offset'`).
+pub fn never_ends(spec: &TableSpec) -> bool {
+    spec.options.get("scan.bounded.mode") != Some("latest-offset")
+}
+
+/// The columns' metadata (from `METADATA` columns), checked against their types.
+fn metadata_columns(spec: &TableSpec) -> Result<Vec<Option<Meta>>, ConnectorError> {
+    (0..spec.schema.fields().len())
+        .map(|i| {
+            let Some(m) = spec.metadata_of(i) else {
+                return Ok(None);
+            };
+            let meta = match m.key.as_str() {
+                "timestamp" => Meta::IngestTime,
+                "partition" => Meta::Partition,
+                "offset" => Meta::Offset,
+                "headers" => Meta::Headers,
+                "topic" => Meta::Topic,
+                _ => Meta::Key,
+            };
+            let f = spec.schema.field(i);
+            if !meta.accepts(f.data_type()) {
+                return Err(ConnectorError::Type {
+                    table: spec.name.clone(),
+                    column: f.name().clone(),
+                    data_type: sql_name(f.data_type()),
+                    reason: format!(
+                        "METADATA FROM '{}' needs {}",
+                        m.key,
+                        match meta {
+                            Meta::IngestTime => "TIMESTAMP_LTZ(3), TIMESTAMP(3) or BIGINT",
+                            Meta::Partition => "INT or BIGINT",
+                            Meta::Offset => "BIGINT",
+                            Meta::Headers => "STRING (a JSON object of the headers)",
+                            Meta::Topic => "STRING",
+                            _ => "STRING or BYTES",
+                        }
+                    ),
+                });
+            }
+            Ok(Some(meta))
+        })
+        .collect()
+}
+
+/// How the value becomes the non-metadata columns, checked against the schema.
+fn value_format(spec: &TableSpec, config: &KafkaConfig) -> Result<ValueFormat, ConnectorError> {
+    let physical: Vec<usize> = (0..spec.schema.fields().len())
+        .filter(|i| spec.metadata_of(*i).is_none())
+        .collect();
+    let sub = Arc::new(
+        spec.schema
+            .project(&physical)
+            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?,
+    );
+    Ok(match config.format {
+        KafkaFormat::Json => ValueFormat::Json(JsonDecoder::try_new(spec.schema.clone())?),
+        KafkaFormat::Csv => {
+            crate::format::check_schema(&spec.name, &sub)?;
+            let header = csv::ByteRecord::from(
+                sub.fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>(),
+            );
+            ValueFormat::Csv(CsvDecoder::try_new(spec.schema.clone(), &header)?)
+        }
+        KafkaFormat::Raw => {
+            if physical.len() != 1
+                || !matches!(
+                    spec.schema.field(physical[0]).data_type(),
+                    DataType::Binary | DataType::Utf8
+                )
+            {
+                return Err(ConnectorError::Other(format!(
+                    "table '{}': format = 'raw' takes the whole value into one BYTES or STRING \
+                     column; the table has {} columns besides METADATA ones",
+                    spec.name,
+                    physical.len()
+                )));
+            }
+            ValueFormat::Raw
+        }
+    })
+}
+
+/// How long the health check waits for the brokers.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reaches the brokers and, for a source or a named topic, finds the topics.
+fn check(spec: TableSpec, role: Role, _ctx: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let config = KafkaConfig::try_new(&spec)?;
+        let table = spec.name.clone();
+        crate::source::log::blocking("checking the Kafka brokers", move || {
+            let consumer: rdkafka::consumer::BaseConsumer<Quiet> = config
+                .client()
+                .set("group.id", &config.group)
+                .create_with_context(Quiet::new(&config, &table))
+                .map_err(|e| {
+                    ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
+                })?;
+            let topic = (config.topics.len() == 1).then(|| config.topics[0].as_str());
+            let metadata = consumer.fetch_metadata(topic, CHECK_TIMEOUT).map_err(|e| {
+                ConnectorError::Other(format!(
+                    "table '{table}': cannot reach Kafka at {} within {} s: {e}",
+                    config.bootstrap,
+                    CHECK_TIMEOUT.as_secs()
+                ))
+            })?;
+            if role != Role::Sink {
+                let found = matching_topics(&config, &metadata);
+                if found.is_empty() {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{table}': no topic {} on the Kafka brokers at {}",
+                        describe_topics(&config),
+                        config.bootstrap
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
+    })
+}
+
+fn describe_topics(config: &KafkaConfig) -> String {
+    match &config.pattern {
+        Some(p) => format!("matches topic-pattern {}", p.as_str()),
+        None => format!("named {}", config.topics.join(", ")),
+    }
+}
+
+/// (topic, partition count) of the topics this table reads, sorted by name.
+fn matching_topics(
+    config: &KafkaConfig,
+    metadata: &rdkafka::metadata::Metadata,
+) -> Vec<(String, i32)> {
+    let mut out: Vec<(String, i32)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .filter(|t| match &config.pattern {
+            Some(p) => p.is_match(t.name()) && !t.name().starts_with("__"),
+            None => config.topics.iter().any(|n| n == t.name()),
+        })
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Builds one source subtask per context; they connect on their first poll.
+///
+/// # Errors
+/// Bad options or columns.
+pub fn build(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    let config = KafkaConfig::try_new(spec)?;
+    let Some(first) = contexts.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = metadata_columns(spec)?;
+    let dead = first.dead_letters.writer(
+        &spec.name,
+        crate::dead_letters::own_target(spec),
+        Target::File(
+            first
+                .data_dir
+                .join("dead-letters")
+                .join(format!("{}.jsonl", spec.name)),
+        ),
+        &first.metrics,
+    );
+    let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        out.push(Box::new(KafkaSource {
+            table: spec.name.clone(),
+            config: config.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism.max(1),
+            decode: RecordDecoder::new(
+                spec.name.clone(),
+                spec.schema.clone(),
+                columns.clone(),
+                true,
+                value_format(spec, &config)?,
+                dead.clone(),
+            ),
+            batch_size: if ctx.batch_size == 0 {
+                1024
+            } else {
+                ctx.batch_size
+            },
+            metrics: ctx.metrics,
+            checkpointing: ctx.checkpointing,
+            consumer: None,
+            owned: BTreeMap::new(),
+            restored: None,
+            last_commit: Instant::now(),
+            last_error: None,
+        }));
+    }
+    Ok(out)
+}
+
+/// A partition this subtask reads.
+#[derive(Debug, Clone)]
+struct Owned {
+    /// Next offset to read.
+    next: i64,
+    /// A bounded read has caught up with the partition's end.
+    done: bool,
+}
+
+/// One subtask of the Kafka source.
+pub struct KafkaSource {
+    table: String,
+    config: KafkaConfig,
+    subtask: usize,
+    parallelism: usize,
+    decode: RecordDecoder,
+    batch_size: usize,
+    metrics: ConnectorMetrics,
+    checkpointing: bool,
+    consumer: Option<Arc<StreamConsumer<Quiet>>>,
+    /// (topic, partition) → where it is.
+    owned: BTreeMap<(String, i32), Owned>,
+    /// Positions from a checkpoint, applied when connecting.
+    restored: Option<BTreeMap<(String, i32), i64>>,
+    last_commit: Instant,
+    /// The last client error reported, and when (reported at most every 10 s).
+    last_error: Option<Instant>,
+}
+
+/// Longest wait for records in one poll.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Offsets go to the group at most this often without checkpoints.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+impl KafkaSource {
+    /// Connects, finds the partitions, picks this subtask's share and where each starts.
+    async fn connect(&mut self) -> Result<(), ConnectorError> {
+        let config = self.config.clone();
+        let table = self.table.clone();
+        let (subtask, parallelism) = (self.subtask, self.parallelism);
+        let restored = self.restored.clone();
+        let (consumer, owned) = crate::source::log::blocking("connecting to Kafka", move || {
+            let consumer: StreamConsumer<Quiet> = config
+                .client()
+                .set("group.id", &config.group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "false")
+                .create_with_context(Quiet::new(&config, &table))
+                .map_err(|e| {
+                    ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
+                })?;
+            let topic = (config.topics.len() == 1).then(|| config.topics[0].as_str());
+            let metadata = consumer.fetch_metadata(topic, CHECK_TIMEOUT).map_err(|e| {
+                ConnectorError::Other(format!(
+                    "table '{table}': cannot reach Kafka at {}: {e}",
+                    config.bootstrap
+                ))
+            })?;
+            let topics = matching_topics(&config, &metadata);
+            if topics.is_empty() {
+                return Err(ConnectorError::Other(format!(
+                    "table '{table}': no topic {} on the Kafka brokers at {}",
+                    describe_topics(&config),
+                    config.bootstrap
+                )));
+            }
+            let all: Vec<(String, i32)> = topics
+                .iter()
+                .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+                .collect();
+            let mine: Vec<(String, i32)> = all
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % parallelism == subtask)
+                .map(|(_, tp)| tp)
+                .collect();
+            let mut owned = BTreeMap::new();
+            let mut tpl = TopicPartitionList::new();
+            let starts = start_offsets(&consumer, &config, &mine, restored.as_ref(), &table)?;
+            for ((t, p), start) in mine.iter().zip(starts) {
+                // Symbolic starts become offsets now, so that a checkpoint taken before
+                // the first record still says exactly where to resume.
+                let (low, high) = consumer
+                    .fetch_watermarks(t, *p, CHECK_TIMEOUT)
+                    .map_err(|e| {
+                        ConnectorError::Other(format!("table '{table}': offsets of {t}/{p}: {e}"))
+                    })?;
+                let next = match start {
+                    Offset::Offset(n) => n.max(low),
+                    Offset::End => high,
+                    _ => low,
+                };
+                tpl.add_partition_offset(t, *p, Offset::Offset(next))
+                    .map_err(|e| {
+                        ConnectorError::Other(format!("table '{table}': assigning {t}/{p}: {e}"))
+                    })?;
+                owned.insert((t.clone(), *p), Owned { next, done: false });
+            }
+            consumer.assign(&tpl).map_err(|e| {
+                ConnectorError::Other(format!("table '{table}': assigning partitions: {e}"))
+            })?;
+            Ok((Arc::new(consumer), owned))
+        })
+        .await?;
+        self.consumer = Some(consumer);
+        self.owned = owned;
+        Ok(())
+    }
+
+    /// Commits the read positions to the group, asynchronously: they are for Kafka's tools
+    /// (lag) and for `group-offsets` starts; checkpoints hold the positions that count.
+    fn commit(&self) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &self.owned {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o.next));
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(table = %self.table, error = %e, "committing offsets to the group");
+        }
+    }
+
+    fn report(&mut self, e: &rdkafka::error::KafkaError) {
+        if self
+            .last_error
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_error = Some(Instant::now());
+            tracing::warn!(table = %self.table, bootstrap = %self.config.bootstrap, error = %e,
+                "Kafka read failed; the client retries");
+        }
+    }
+}
+
+/// The high watermark the last fetch of `topic`/`partition` reported, without asking the
+/// broker (`None` before the first fetch). Kafka's ListOffsets answer would do at start,
+/// but fetch responses are what some Kafka-protocol brokers keep exact.
+fn cached_high_watermark(
+    consumer: &StreamConsumer<Quiet>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; the topic is a
+    // NUL-terminated string; librdkafka only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Where each partition starts: a restored position, else the startup mode.
+fn start_offsets(
+    consumer: &StreamConsumer<Quiet>,
+    config: &KafkaConfig,
+    parts: &[(String, i32)],
+    restored: Option<&BTreeMap<(String, i32), i64>>,
+    table: &str,
+) -> Result<Vec<Offset>, ConnectorError> {
+    let fail = |what: &str, e: rdkafka::error::KafkaError| {
+        ConnectorError::Other(format!("table '{table}': {what}: {e}"))
+    };
+    if let Some(r) = restored {
+        // Partitions not in the checkpoint are new since: read them from the start.
+        return Ok(parts
+            .iter()
+            .map(|tp| r.get(tp).map_or(Offset::Beginning, |n| Offset::Offset(*n)))
+            .collect());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    Ok(match &config.startup {
+        Startup::Earliest => vec![Offset::Beginning; parts.len()],
+        Startup::Latest => vec![Offset::End; parts.len()],
+        Startup::Specific(map) => parts
+            .iter()
+            .map(|(_, p)| map.get(p).map_or(Offset::Beginning, |n| Offset::Offset(*n)))
+            .collect(),
+        Startup::GroupOffsets => {
+            let committed = consumer
+                .committed_offsets(tpl, CHECK_TIMEOUT)
+                .map_err(|e| fail("reading the group's committed offsets", e))?;
+            parts
+                .iter()
+                .map(
+                    |(t, p)| match committed.find_partition(t, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(n)) => Offset::Offset(n),
+                        _ => Offset::Beginning,
+                    },
+                )
+                .collect()
+        }
+        Startup::Timestamp(ms) => {
+            let mut query = TopicPartitionList::new();
+            for (t, p) in parts {
+                query
+                    .add_partition_offset(t, *p, Offset::Offset(*ms))
+                    .map_err(|e| fail("asking for offsets by time", e))?;
+            }
+            let found = consumer
+                .offsets_for_times(query, CHECK_TIMEOUT)
+                .map_err(|e| fail("asking for offsets by time", e))?;
+            parts
+                .iter()
+                .map(
+                    |(t, p)| match found.find_partition(t, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(n)) => Offset::Offset(n),
+                        _ => Offset::End,
+                    },
+                )
+                .collect()
+        }
+    })
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn poll(&mut self) -> Result<SourcePoll, ConnectorError> {
+        if self.consumer.is_none() {
+            self.connect().await?;
+        }
+        if !self.checkpointing && self.last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.last_commit = Instant::now();
+            self.commit();
+        }
+        if self.owned.values().all(|o| o.done) {
+            if self.config.bounded {
+                self.commit();
+                return Ok(SourcePoll::End);
+            }
+            if self.owned.is_empty() {
+                // More subtasks than partitions: this one idles.
+                tokio::time::sleep(POLL_WAIT).await;
+                return Ok(SourcePoll::Pending);
+            }
+        }
+        let Some(consumer) = self.consumer.clone() else {
+            return Ok(SourcePoll::Pending);
+        };
+        let deadline = tokio::time::Instant::now() + POLL_WAIT;
+        let mut got: Vec<(String, i32, StoredRecord)> = Vec::new();
+        let mut bytes = 0u64;
+        while got.len() < self.batch_size {
+            let m = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    self.report(&e);
+                    break;
+                }
+                Ok(Ok(m)) => m,
+            };
+            let key = (m.topic().to_string(), m.partition());
+            let Some(o) = self.owned.get_mut(&key) else {
+                continue;
+            };
+            o.next = m.offset() + 1;
+            let value = m.payload().unwrap_or_default().to_vec();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            bytes += value.len() as u64;
+            got.push((
+                key.0,
+                key.1,
+                StoredRecord {
+                    offset: m.offset().max(0) as u64,
+                    timestamp: m.timestamp().to_millis().unwrap_or(0),
+                    event_time: None,
+                    key: m.key().map(<[u8]>::to_vec),
+                    value,
+                    headers,
+                },
+            ));
+        }
+        if got.is_empty() {
+            if self.config.bounded {
+                // Idle for a whole poll: every fetched record was handed out. A partition
+                // whose position reached the high watermark of the last fetch is done.
+                for ((t, p), o) in &mut self.owned {
+                    if let Some(high) = cached_high_watermark(&consumer, t, *p)
+                        && o.next >= high
+                    {
+                        o.done = true;
+                    }
+                }
+            }
+            return Ok(SourcePoll::Pending);
+        }
+        self.metrics.bytes.add(bytes);
+        // One decode per topic (dead letters name it).
+        let mut batches = Vec::new();
+        let mut topics: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+        topics.dedup();
+        let topics: Vec<String> = topics.into_iter().map(str::to_string).collect();
+        for topic in topics {
+            let records: Vec<Read<'_>> = got
+                .iter()
+                .filter(|(t, _, _)| *t == topic)
+                .map(|(_, p, r)| (*p as u32, r))
+                .collect();
+            if let Some(b) = self.decode.decode(&topic, &records).await? {
+                batches.push(b);
+            }
+        }
+        let batch = match batches.len() {
+            0 => return Ok(SourcePoll::Pending),
+            1 => batches.remove(0),
+            _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)?,
+        };
+        self.metrics.rows.add(batch.num_rows() as u64);
+        Ok(SourcePoll::Batch(batch))
+    }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        // Asked at each checkpoint: a good moment to show progress to the group too.
+        self.commit();
+        let mut map: serde_json::Map<String, serde_json::Value> = self
+            .owned
+            .iter()
+            .map(|((t, p), o)| (format!("{t}/{p}"), o.next.into()))
+            .collect();
+        // Not connected yet after a restore: the restored positions still stand.
+        if self.consumer.is_none()
+            && let Some(r) = &self.restored
+        {
+            map = r
+                .iter()
+                .map(|((t, p), n)| (format!("{t}/{p}"), (*n).into()))
+                .collect();
+        }
+        Some(serde_json::Value::Object(map))
+    }
+
+    async fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+        let Some(map) = position.as_object() else {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': cannot resume the kafka source from position {position}; \
+                 expected {{\"<topic>/<partition>\": <offset>, …}}",
+                self.table
+            )));
+        };
+        let restored: BTreeMap<(String, i32), i64> = map
+            .iter()
+            .filter_map(|(k, v)| {
+                let (t, p) = k.rsplit_once('/')?;
+                Some(((t.to_string(), p.parse().ok()?), v.as_i64()?))
+            })
+            .collect();
+        self.restored = Some(restored);
+        self.consumer = None;
+        Ok(())
+    }
+}

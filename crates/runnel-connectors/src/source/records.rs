@@ -1,0 +1,333 @@
+//! Records of a log or a broker (key, value, headers, timestamps, partition, offset) into
+//! rows: the value decoded by the table's format, metadata columns filled from the record,
+//! and what cannot be read sent to the dead letters with topic, partition and offset.
+//! Shared by the `log` and `kafka` sources.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use runnel_log::StoredRecord;
+
+use crate::ConnectorError;
+use crate::dead_letters::{DeadLetter, DeadLetterWriter, Location};
+use crate::format::Reject;
+use crate::format::csv::CsvDecoder;
+use crate::format::json::JsonDecoder;
+use crate::source::log::blocking;
+
+/// A record metadata column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    /// The record's key.
+    Key,
+    /// The record's value, whole.
+    Value,
+    /// The headers, as a JSON object of strings.
+    Headers,
+    /// The event time given with the record, else its timestamp.
+    EventTime,
+    /// The partition it came from.
+    Partition,
+    /// Its offset.
+    Offset,
+    /// Its timestamp (append time in the log; the record timestamp in Kafka).
+    IngestTime,
+    /// The topic it came from.
+    Topic,
+}
+
+impl Meta {
+    /// The column a `format = 'raw'` log table (or a `json` one) fills by name.
+    pub fn of(name: &str) -> Option<Meta> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "key" => Meta::Key,
+            "value" => Meta::Value,
+            "headers" => Meta::Headers,
+            "event_time" => Meta::EventTime,
+            "partition" => Meta::Partition,
+            "offset" => Meta::Offset,
+            "ingest_time" => Meta::IngestTime,
+            _ => return None,
+        })
+    }
+
+    /// Whether this column can be built with type `dt`.
+    pub fn accepts(self, dt: &DataType) -> bool {
+        match self {
+            Meta::Key | Meta::Value => matches!(dt, DataType::Utf8 | DataType::Binary),
+            Meta::Headers | Meta::Topic => matches!(dt, DataType::Utf8),
+            Meta::EventTime | Meta::IngestTime => matches!(
+                dt,
+                DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64
+            ),
+            Meta::Partition => matches!(dt, DataType::Int32 | DataType::Int64),
+            Meta::Offset => matches!(dt, DataType::Int64),
+        }
+    }
+}
+
+/// One record with the partition it came from.
+pub type Read<'a> = (u32, &'a StoredRecord);
+
+/// Builds column `meta` of type `dt` (accepted by [`Meta::accepts`]) from `records` of
+/// `topic`.
+pub fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>], topic: &str) -> ArrayRef {
+    let times = |f: &dyn Fn(&StoredRecord) -> i64| -> ArrayRef {
+        let values: Vec<i64> = records.iter().map(|(_, r)| f(r)).collect();
+        match dt {
+            DataType::Timestamp(_, tz) => {
+                Arc::new(TimestampMillisecondArray::from(values).with_timezone_opt(tz.clone()))
+            }
+            _ => Arc::new(Int64Array::from(values)),
+        }
+    };
+    match meta {
+        Meta::Key | Meta::Value => {
+            let get = |r: &StoredRecord| -> Option<Vec<u8>> {
+                if meta == Meta::Key {
+                    r.key.clone()
+                } else {
+                    Some(r.value.clone())
+                }
+            };
+            if matches!(dt, DataType::Binary) {
+                Arc::new(BinaryArray::from_iter(records.iter().map(|(_, r)| get(r))))
+            } else {
+                Arc::new(StringArray::from_iter(records.iter().map(|(_, r)| {
+                    get(r).map(|b| String::from_utf8_lossy(&b).into_owned())
+                })))
+            }
+        }
+        Meta::Headers => Arc::new(StringArray::from_iter_values(records.iter().map(
+            |(_, r)| {
+                let map: serde_json::Map<String, serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+                    .collect();
+                serde_json::Value::Object(map).to_string()
+            },
+        ))),
+        Meta::Topic => Arc::new(StringArray::from_iter_values(
+            records.iter().map(|_| topic.to_string()),
+        )),
+        Meta::EventTime => times(&|r| r.event_time.unwrap_or(r.timestamp)),
+        Meta::IngestTime => times(&|r| r.timestamp),
+        Meta::Partition => match dt {
+            DataType::Int32 => Arc::new(Int32Array::from_iter_values(
+                records.iter().map(|(p, _)| *p as i32),
+            )),
+            _ => Arc::new(Int64Array::from_iter_values(
+                records.iter().map(|(p, _)| i64::from(*p)),
+            )),
+        },
+        Meta::Offset => Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|(_, r)| r.offset as i64),
+        )),
+    }
+}
+
+/// How a record's value becomes a row.
+pub enum ValueFormat {
+    /// One JSON object per value.
+    Json(JsonDecoder),
+    /// One CSV line per value (no header; the columns in declaration order).
+    Csv(CsvDecoder),
+    /// No decoding: every column is metadata (the value itself among them).
+    Raw,
+}
+
+/// Decodes records of one table into batches of its schema.
+pub struct RecordDecoder {
+    /// Table name, for messages.
+    pub table: String,
+    schema: SchemaRef,
+    /// For each column, the metadata it is built or filled from.
+    columns: Vec<Option<Meta>>,
+    /// Metadata replaces what the value says (`METADATA` columns); else it only fills
+    /// the column where the value left it null (the log's by-name columns).
+    replace: bool,
+    format: ValueFormat,
+    dead: Arc<DeadLetterWriter>,
+    warned_reject: bool,
+}
+
+impl RecordDecoder {
+    /// A decoder for `schema`.
+    pub fn new(
+        table: String,
+        schema: SchemaRef,
+        columns: Vec<Option<Meta>>,
+        replace: bool,
+        format: ValueFormat,
+        dead: Arc<DeadLetterWriter>,
+    ) -> Self {
+        RecordDecoder {
+            table,
+            schema,
+            columns,
+            replace,
+            format,
+            dead,
+            warned_reject: false,
+        }
+    }
+
+    /// Where rejected records go, for messages.
+    pub fn dead_letters(&self) -> &Arc<DeadLetterWriter> {
+        &self.dead
+    }
+
+    /// Turns records of `topic` into one batch; rejects go to the dead letters.
+    ///
+    /// # Errors
+    /// The dead letters cannot be written, or a runnel bug assembling the batch.
+    pub async fn decode(
+        &mut self,
+        topic: &str,
+        records: &[Read<'_>],
+    ) -> Result<Option<RecordBatch>, ConnectorError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        // Blank values are rejected here so that decoded rows match the non-rejected records.
+        let mut rejects: Vec<Reject> = Vec::new();
+        let decoded = match &mut self.format {
+            ValueFormat::Raw => {
+                let arrays: Vec<ArrayRef> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .zip(&self.columns)
+                    .map(|(f, m)| {
+                        meta_array(m.unwrap_or(Meta::Value), f.data_type(), records, topic)
+                    })
+                    .collect();
+                return Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?));
+            }
+            ValueFormat::Json(decoder) => {
+                rejects.extend(
+                    records
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (_, r))| r.value.iter().all(u8::is_ascii_whitespace))
+                        .map(|(i, (_, r))| Reject {
+                            line: i + 1,
+                            reason: "empty record value; expected a JSON object".into(),
+                            raw: r.value.clone(),
+                        }),
+                );
+                decoder.decode_lines(
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, r))| (i + 1, r.value.as_slice())),
+                )?
+            }
+            ValueFormat::Csv(decoder) => {
+                let mut lines = Vec::with_capacity(records.len());
+                for (i, (_, r)) in records.iter().enumerate() {
+                    match csv_line(&r.value, i + 1) {
+                        Ok(line) => lines.push(line),
+                        Err(reason) => rejects.push(Reject {
+                            line: i + 1,
+                            reason,
+                            raw: r.value.clone(),
+                        }),
+                    }
+                }
+                decoder.decode_records(lines.iter())?
+            }
+        };
+        rejects.extend(decoded.rejects);
+        let mut kept = vec![true; records.len()];
+        let mut dead = Vec::with_capacity(rejects.len());
+        for r in rejects {
+            let Some((p, rec)) = records.get(r.line.wrapping_sub(1)) else {
+                continue;
+            };
+            kept[r.line - 1] = false;
+            // Keep the whole original value, not the decoder's trimmed copy.
+            let mut letter = DeadLetter::new(
+                Location::Topic {
+                    topic: topic.to_string(),
+                    partition: *p,
+                    offset: rec.offset,
+                },
+                r.reason,
+                rec.value.clone(),
+            );
+            letter.time_ms = rec.event_time.unwrap_or(rec.timestamp);
+            dead.push(letter);
+        }
+        if !dead.is_empty() {
+            if !self.warned_reject {
+                self.warned_reject = true;
+                if let Some(d) = dead.first() {
+                    tracing::warn!(table = %self.table, dead_letters = %self.dead.target(),
+                        "record {} rejected: {} (further rejects are counted, not logged)",
+                        d.location, d.reason);
+                }
+            }
+            let dl = self.dead.clone();
+            blocking("writing dead letters", move || dl.write(&dead)).await?;
+        }
+        let Some(batch) = decoded.batch else {
+            return Ok(None);
+        };
+        if self.columns.iter().all(Option::is_none) {
+            return Ok(Some(batch));
+        }
+        let rows: Vec<Read<'_>> = records
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| *r)
+            .collect();
+        if rows.len() != batch.num_rows() {
+            return Err(ConnectorError::Other(format!(
+                "runnel bug (please report): {} rows decoded from {} accepted records",
+                batch.num_rows(),
+                rows.len()
+            )));
+        }
+        let mut arrays = batch.columns().to_vec();
+        for (i, (f, m)) in self.schema.fields().iter().zip(&self.columns).enumerate() {
+            let Some(m) = m else { continue };
+            if !self.replace && arrays[i].null_count() == 0 {
+                continue;
+            }
+            let meta = meta_array(*m, f.data_type(), &rows, topic);
+            arrays[i] = if self.replace {
+                meta
+            } else {
+                let present = arrow::compute::is_not_null(arrays[i].as_ref())?;
+                arrow::compute::kernels::zip::zip(&present, &arrays[i], &meta)?
+            };
+        }
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+    }
+}
+
+/// One record value as one CSV record, numbered `line` for its reject.
+fn csv_line(value: &[u8], line: usize) -> Result<csv::ByteRecord, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(value);
+    let mut record = csv::ByteRecord::new();
+    match reader.read_byte_record(&mut record) {
+        Ok(true) => {
+            let mut pos = csv::Position::new();
+            pos.set_line(line as u64);
+            record.set_position(Some(pos));
+            Ok(record)
+        }
+        Ok(false) => Err("empty record value; expected a CSV line".into()),
+        Err(e) => Err(format!("not a CSV line: {e}")),
+    }
+}

