@@ -997,9 +997,20 @@ impl Source for KafkaSource {
             if self.config.bounded {
                 // Idle for a whole poll: every fetched record was handed out. A partition
                 // whose position reached the high watermark of the last fetch is done.
+                // The consumer's own position also steps over transaction markers, which
+                // are never handed out (a read_committed reader ends past the last one).
+                let positions = consumer.position().ok();
                 for ((t, p), o) in &mut self.owned {
+                    let at = positions
+                        .as_ref()
+                        .and_then(|l| l.find_partition(t, *p))
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(n) => Some(n),
+                            _ => None,
+                        })
+                        .map_or(o.next, |n| n.max(o.next));
                     if let Some(high) = cached_high_watermark(&consumer, t, *p)
-                        && o.next >= high
+                        && at >= high
                     {
                         o.done = true;
                     }

@@ -327,3 +327,179 @@ fn kafka_unreachable_broker_fails_the_check_naming_it() {
     // librdkafka's retries are summarised, not printed one per attempt.
     assert!(run.stderr.lines().count() < 10, "{}", run.stderr);
 }
+
+/// Records in the input topic of the exactly-once tests.
+const EO_RECORDS: usize = 40_000;
+/// Keys of those records.
+const EO_KEYS: usize = 8;
+
+/// kafka → (filter, TUMBLE) → kafka exactly-once, writing to `<prefix>_copy` and
+/// `<prefix>_counts`.
+fn eo_pipeline(bootstrap: &str, prefix: &str) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '100 ms';
+         SET 'execution.batch-size' = '500';
+         CREATE TABLE events (k STRING, seq BIGINT, ts TIMESTAMP(3),
+                              WATERMARK FOR ts AS ts - INTERVAL '1' HOUR)
+           WITH ('connector' = 'kafka', 'topic' = 'eo_in', 'properties.bootstrap.servers' = '{bootstrap}',
+                 'properties.group.id' = '{prefix}', 'scan.startup.mode' = 'earliest-offset',
+                 'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+         CREATE TABLE copy (k STRING, seq BIGINT)
+           WITH ('connector' = 'kafka', 'topic' = '{prefix}_copy', 'properties.bootstrap.servers' = '{bootstrap}',
+                 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{prefix}',
+                 'key.fields' = 'k', 'key.format' = 'raw', 'format' = 'json');
+         CREATE TABLE counts (k STRING, window_end TIMESTAMP(3), n BIGINT, mx BIGINT)
+           WITH ('connector' = 'kafka', 'topic' = '{prefix}_counts', 'properties.bootstrap.servers' = '{bootstrap}',
+                 'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{prefix}-c');
+         INSERT INTO copy SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
+         INSERT INTO counts
+         SELECT k, window_end, COUNT(*), MAX(seq)
+         FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end;"
+    )
+}
+
+/// The committed rows of `topic` as a read_committed reader sees them, sorted.
+fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) -> Vec<String> {
+    let out = format!("{topic}.jsonl");
+    dir.write(
+        "read.sql",
+        &format!(
+            "CREATE TABLE t ({columns}) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+               'properties.bootstrap.servers' = '{bootstrap}', 'properties.isolation.level' = 'read_committed',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+             CREATE TABLE o ({columns}) WITH ('connector' = 'file', 'path' = '{out}');
+             INSERT INTO o SELECT * FROM t;"
+        ),
+    );
+    let _ = std::fs::remove_file(dir.path().join(&out));
+    dir.runnel(&["run", "read.sql", "--data-dir", &format!("read-{topic}")])
+        .assert_ok();
+    sorted_lines(&dir.read(&out))
+}
+
+/// Fills `eo_in` (4 partitions) with per-key sequence numbers.
+fn eo_input(broker: &Broker, dir: &TestDir) {
+    broker.create_topic("eo_in", 4);
+    let base: u64 = 1_764_000_000_000;
+    let mut lines = String::new();
+    for i in 0..EO_RECORDS {
+        lines.push_str(&format!(
+            "{{\"k\":\"k{}\",\"seq\":{},\"ts\":{}}}\n",
+            i % EO_KEYS,
+            i / EO_KEYS,
+            base + i as u64
+        ));
+    }
+    dir.write("eo_in.jsonl", &lines);
+    let bootstrap = &broker.bootstrap;
+    dir.write(
+        "fill.sql",
+        &format!(
+            "CREATE TABLE src (k STRING, seq BIGINT, ts BIGINT) WITH ('connector' = 'file', 'path' = 'eo_in.jsonl');
+             CREATE TABLE k (k STRING, seq BIGINT, ts BIGINT) WITH ('connector' = 'kafka', 'topic' = 'eo_in',
+               'properties.bootstrap.servers' = '{bootstrap}', 'key.fields' = 'k', 'key.format' = 'raw');
+             INSERT INTO k SELECT k, seq, ts FROM src;"
+        ),
+    );
+    dir.runnel(&["run", "fill.sql", "--data-dir", "fill"])
+        .assert_ok();
+}
+
+/// The exactly-once promise across SIGKILLs at random moments and a crash inside the
+/// transaction: read_committed output equals an uninterrupted run's, nothing missing,
+/// nothing twice.
+#[test]
+fn kafka_exactly_once_survives_sigkills_and_a_crash_mid_transaction() {
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap.clone();
+    let dir = TestDir::new();
+    eo_input(&broker, &dir);
+    let copy_cols = "k STRING, seq BIGINT";
+    let count_cols = "k STRING, window_end TIMESTAMP(3), n BIGINT, mx BIGINT";
+
+    for p in ["ref", "kill", "mid"] {
+        broker.create_topic(&format!("{p}_copy"), 2);
+        broker.create_topic(&format!("{p}_counts"), 1);
+        dir.write(&format!("{p}.sql"), &eo_pipeline(&bootstrap, p));
+    }
+    dir.runnel(&["run", "ref.sql", "--data-dir", "ref", "-p", "2"])
+        .assert_ok();
+    let want_copy = read_committed(&dir, &bootstrap, "ref_copy", copy_cols);
+    let want_counts = read_committed(&dir, &bootstrap, "ref_counts", count_cols);
+    let per_key = (0..EO_RECORDS / EO_KEYS).filter(|s| s % 3 != 1).count();
+    assert_eq!(want_copy.len(), per_key * EO_KEYS);
+    assert!(!want_counts.is_empty());
+
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut resumed = 0;
+    for _ in 0..8 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(150 + seed % 900);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["run", "kill.sql", "--data-dir", "kill", "-p", "2"])
+            .current_dir(dir.path())
+            .env("RUNNEL_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runnel");
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().expect("wait");
+        if String::from_utf8_lossy(&out.stderr).contains("resuming kill from checkpoint") {
+            resumed += 1;
+        }
+    }
+    assert!(resumed > 0, "no run resumed from a checkpoint");
+    dir.runnel(&["run", "kill.sql", "--data-dir", "kill", "-p", "2"])
+        .assert_ok();
+    let got_copy = read_committed(&dir, &bootstrap, "kill_copy", copy_cols);
+    assert_eq!(got_copy.len(), want_copy.len(), "copy: gap or duplicate");
+    assert!(
+        got_copy == want_copy,
+        "copy differs from the uninterrupted run"
+    );
+    assert_eq!(
+        read_committed(&dir, &bootstrap, "kill_counts", count_cols),
+        want_counts,
+        "windowed counts differ"
+    );
+
+    // A crash inside a transaction (records sent, not committed), then a restart.
+    let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "mid.sql", "--data-dir", "mid", "-p", "2"])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "error")
+        .env("RUNNEL_FAIL_AT", "mid-apply")
+        .env("RUNNEL_FAIL_AT_CHECKPOINT", "2")
+        .output()
+        .expect("running runnel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("injected crash"),
+        "{stderr}"
+    );
+    dir.runnel(&["run", "mid.sql", "--data-dir", "mid", "-p", "2"])
+        .assert_ok();
+    let got = read_committed(&dir, &bootstrap, "mid_copy", copy_cols);
+    assert!(
+        got == want_copy,
+        "mid-apply: copy differs ({} rows)",
+        got.len()
+    );
+    assert_eq!(
+        read_committed(&dir, &bootstrap, "mid_counts", count_cols),
+        want_counts,
+        "mid-apply: counts differ"
+    );
+}
