@@ -82,6 +82,26 @@ pub trait Source: Send {
     async fn seek(&mut self, _position: &serde_json::Value) -> Result<(), ConnectorError> {
         Ok(())
     }
+
+    /// The splits (e.g. Kafka partitions) this subtask reads, when it reads several whose
+    /// event times advance separately: the engine then keeps a watermark per split and
+    /// emits the smallest over the splits that are not idle, as Flink does per Kafka
+    /// partition. Default: none (one watermark for the subtask).
+    fn splits(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// For the batch the last `poll` returned, with [`Source::splits`]: how many of its
+    /// rows, in order, came from each split (a split's rows are contiguous).
+    fn batch_splits(&mut self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
+
+    /// How long a split (or the whole subtask) may go without data before it stops holding
+    /// event time back; `None`: the pipeline's default.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Where a sink subtask is and what it shares with its siblings.

@@ -107,6 +107,10 @@ pub async fn run_source(
     let mut emitted = TS_MIN;
     let mut last_data = Instant::now();
     let mut idle = false;
+    let idle_timeout = source.idle_timeout().unwrap_or(timing.idle_timeout);
+    // Per split (partition), when the source reads several: the largest event time seen
+    // and when data last came.
+    let mut splits: std::collections::HashMap<String, (Timestamp, Instant)> = Default::default();
     let mut triggers = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
     if let Some(entry) = ckpt.as_ref().and_then(CheckpointHandle::restored_entry) {
         (emitted, idle) =
@@ -142,7 +146,27 @@ pub async fn run_source(
                         if let Some(m) = max_event_time(&batch, spec.column) {
                             max_seen = max_seen.max(m);
                         }
-                        (max_seen > TS_MIN).then(|| max_seen.saturating_sub(spec.delay_ms))
+                        let parts = source.batch_splits();
+                        if parts.is_empty() && splits.is_empty() {
+                            (max_seen > TS_MIN).then(|| max_seen.saturating_sub(spec.delay_ms))
+                        } else {
+                            let now = Instant::now();
+                            for s in source.splits() {
+                                splits.entry(s).or_insert((TS_MIN, now));
+                            }
+                            let mut at = 0;
+                            for (split, rows) in parts {
+                                let rows = rows.min(batch.num_rows().saturating_sub(at));
+                                let m = max_event_time(&batch.slice(at, rows), spec.column);
+                                at += rows;
+                                let e = splits.entry(split).or_insert((TS_MIN, now));
+                                e.1 = now;
+                                if let Some(m) = m {
+                                    e.0 = e.0.max(m);
+                                }
+                            }
+                            split_watermark(&splits, idle_timeout, spec.delay_ms)
+                        }
                     }
                     None => None,
                 };
@@ -158,10 +182,20 @@ pub async fn run_source(
                 }
             }
             SourcePoll::Pending => {
-                if !idle && last_data.elapsed() >= timing.idle_timeout {
+                if !idle && last_data.elapsed() >= idle_timeout {
                     idle = true;
                     outputs
                         .broadcast(Message::Watermark(Watermark::Idle))
+                        .await?;
+                } else if let Some(spec) = timing.watermark.as_ref().filter(|_| !idle)
+                    // A split that fell idle no longer holds the others back.
+                    && let Some(wm) = split_watermark(&splits, idle_timeout, spec.delay_ms)
+                    && wm > emitted
+                {
+                    emitted = wm;
+                    metrics.watermark.set(wm);
+                    outputs
+                        .broadcast(Message::Watermark(Watermark::At(wm)))
                         .await?;
                 }
                 tokio::task::yield_now().await;
@@ -231,6 +265,22 @@ async fn restore_source(
             .await?;
     }
     Ok((emitted, entry.idle))
+}
+
+/// The watermark over splits: the smallest largest-event-time among splits that had data
+/// within `idle_timeout` (a split with none yet holds everything back until then), minus
+/// the delay; `None` when no split counts or none has seen an event time.
+fn split_watermark(
+    splits: &std::collections::HashMap<String, (Timestamp, Instant)>,
+    idle_timeout: Duration,
+    delay_ms: i64,
+) -> Option<Timestamp> {
+    let active = splits
+        .values()
+        .filter(|(_, last)| last.elapsed() < idle_timeout)
+        .map(|(max, _)| *max)
+        .min()?;
+    (active > TS_MIN).then(|| active.saturating_sub(delay_ms))
 }
 
 fn max_event_time(batch: &RecordBatch, column: usize) -> Option<Timestamp> {

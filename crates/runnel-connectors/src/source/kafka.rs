@@ -165,6 +165,13 @@ const OPTIONS: &[OptionDef] = &[
     )
     .source_only(),
     OptionDef::new(
+        "source.idle-timeout",
+        OptionType::Text,
+        "a partition without data this long stops holding event time back (e.g. '5 s')",
+    )
+    .default("the pipeline's, 5 s")
+    .source_only(),
+    OptionDef::new(
         "dead-letter.path",
         OptionType::Path,
         "JSON-lines file of records that cannot be read",
@@ -259,6 +266,8 @@ pub struct KafkaConfig {
     pub startup: Startup,
     /// `scan.bounded.mode = 'latest-offset'`.
     pub bounded: bool,
+    /// `source.idle-timeout`: a partition silent this long stops holding event time back.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl KafkaConfig {
@@ -372,6 +381,20 @@ impl KafkaConfig {
             value_except_key: o.get("value.fields-include") == Some("EXCEPT_KEY"),
             startup,
             bounded: o.get("scan.bounded.mode") == Some("latest-offset"),
+            idle_timeout: o
+                .get("source.idle-timeout")
+                .map(|v| {
+                    runnel_common::time::parse_duration_ms(v)
+                        .filter(|ms| *ms > 0)
+                        .map(|ms| Duration::from_millis(ms as u64))
+                        .ok_or_else(|| {
+                            bad(
+                                "source.idle-timeout",
+                                format!("'{v}' is not a duration such as '5 s' or '500 ms'"),
+                            )
+                        })
+                })
+                .transpose()?,
         };
         Ok(config)
     }
@@ -694,6 +717,8 @@ pub fn build(
             restored: None,
             last_commit: Instant::now(),
             last_error: None,
+            last_splits: Vec::new(),
+            idle_timeout: config.idle_timeout,
         }));
     }
     Ok(out)
@@ -726,6 +751,10 @@ pub struct KafkaSource {
     last_commit: Instant,
     /// The last client error reported, and when (reported at most every 10 s).
     last_error: Option<Instant>,
+    /// Rows per partition of the last batch.
+    last_splits: Vec<(String, usize)>,
+    /// `source.idle-timeout`.
+    idle_timeout: Option<Duration>,
 }
 
 /// Longest wait for records in one poll.
@@ -1019,18 +1048,19 @@ impl Source for KafkaSource {
             return Ok(SourcePoll::Pending);
         }
         self.metrics.bytes.add(bytes);
-        // One decode per topic (dead letters name it).
+        // One decode per partition, so that each partition's rows are contiguous and
+        // counted for its own watermark (and dead letters name the topic).
+        let mut groups: BTreeMap<(String, i32), Vec<StoredRecord>> = BTreeMap::new();
+        for (t, p, r) in got {
+            groups.entry((t, p)).or_default().push(r);
+        }
         let mut batches = Vec::new();
-        let mut topics: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
-        topics.dedup();
-        let topics: Vec<String> = topics.into_iter().map(str::to_string).collect();
-        for topic in topics {
-            let records: Vec<Read<'_>> = got
-                .iter()
-                .filter(|(t, _, _)| *t == topic)
-                .map(|(_, p, r)| (*p as u32, r))
-                .collect();
-            if let Some(b) = self.decode.decode(&topic, &records).await? {
+        self.last_splits.clear();
+        for ((topic, p), records) in &groups {
+            let reads: Vec<Read<'_>> = records.iter().map(|r| (*p as u32, r)).collect();
+            if let Some(b) = self.decode.decode(topic, &reads).await? {
+                self.last_splits
+                    .push((format!("{topic}/{p}"), b.num_rows()));
                 batches.push(b);
             }
         }
@@ -1041,6 +1071,18 @@ impl Source for KafkaSource {
         };
         self.metrics.rows.add(batch.num_rows() as u64);
         Ok(SourcePoll::Batch(batch))
+    }
+
+    fn splits(&self) -> Vec<String> {
+        self.owned.keys().map(|(t, p)| format!("{t}/{p}")).collect()
+    }
+
+    fn batch_splits(&mut self) -> Vec<(String, usize)> {
+        std::mem::take(&mut self.last_splits)
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 
     fn position(&self) -> Option<serde_json::Value> {

@@ -503,3 +503,90 @@ fn kafka_exactly_once_survives_sigkills_and_a_crash_mid_transaction() {
         "mid-apply: counts differ"
     );
 }
+
+/// Watermarks per partition (Flink's rule): a subtask reading two partitions emits the
+/// smaller of their watermarks, so the partition read second is never late; and a
+/// partition without data stops holding event time back after `source.idle-timeout`.
+#[test]
+fn kafka_watermarks_are_per_partition_and_an_idle_partition_lets_go() {
+    let broker = Broker::start();
+    broker.create_topic("wm", 2);
+    broker.create_topic("wm_idle", 2);
+    let dir = TestDir::new();
+    let base: i64 = 1_764_000_000_000;
+    let n = 20_000;
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"seq\":{i},\"ts\":{}}}\n", base + i * 10))
+        .collect();
+    dir.write("wm.jsonl", &lines);
+    let bootstrap = &broker.bootstrap;
+    // Round robin: both partitions hold the same time range, each in order.
+    dir.write(
+        "fill.sql",
+        &format!(
+            "CREATE TABLE src (seq BIGINT, ts BIGINT) WITH ('connector' = 'file', 'path' = 'wm.jsonl');
+             CREATE TABLE k (seq BIGINT, ts BIGINT) WITH ('connector' = 'kafka', 'topic' = 'wm',
+               'properties.bootstrap.servers' = '{bootstrap}', 'sink.partitioner' = 'round-robin');
+             CREATE TABLE k2 (seq BIGINT, ts BIGINT) WITH ('connector' = 'kafka', 'topic' = 'wm_idle',
+               'properties.bootstrap.servers' = '{bootstrap}', 'sink.partitioner' = 'fixed');
+             INSERT INTO k SELECT seq, ts FROM src;
+             INSERT INTO k2 SELECT seq, ts FROM src;"
+        ),
+    );
+    dir.runnel(&["run", "fill.sql", "--data-dir", "fill", "-p", "1"])
+        .assert_ok();
+    let window_sql = |topic: &str, extra: &str, sink: &str| {
+        format!(
+            "CREATE TABLE k (seq BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH (
+               'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset'{extra});
+             CREATE TABLE out (window_end TIMESTAMP(3), n BIGINT) WITH ({sink});
+             INSERT INTO out SELECT window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE k, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end;"
+        )
+    };
+    dir.write(
+        "count.sql",
+        &window_sql(
+            "wm",
+            ", 'scan.bounded.mode' = 'latest-offset'",
+            "'connector' = 'file', 'path' = 'counts.jsonl'",
+        ),
+    );
+    dir.runnel(&["run", "count.sql", "--data-dir", "c", "-p", "1"])
+        .assert_ok();
+    let counts = sorted_lines(&dir.read("counts.jsonl"));
+    assert_eq!(counts.len(), 20, "{counts:?}");
+    for line in &counts {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(
+            v["n"], 1000,
+            "a partition's rows were dropped as late: {counts:?}"
+        );
+    }
+
+    // wm_idle: everything is in partition 0 (subtask 0 of the filling pipeline); partition
+    // 1 never gets data. An unbounded read fires windows only once partition 1 is idle.
+    dir.write(
+        "idle.sql",
+        &window_sql(
+            "wm_idle",
+            ", 'source.idle-timeout' = '500 ms'",
+            "'connector' = 'print'",
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "idle.sql", "--data-dir", "i", "-p", "1"])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting runnel");
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let fired = sorted_lines(&String::from_utf8_lossy(&out.stdout));
+    // Every window but the last (event time stops at the last record) has fired.
+    assert_eq!(fired.len(), 19, "{fired:?}");
+}
