@@ -447,6 +447,8 @@ impl Quiet {
     }
 
     fn say(&self, message: &str) {
+        metrics::counter!("runnel_kafka_client_errors_total", "table" => self.table.clone())
+            .increment(1);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= QUIET_PERIOD) {
             *last = Some(Instant::now());

@@ -590,3 +590,48 @@ fn kafka_watermarks_are_per_partition_and_an_idle_partition_lets_go() {
     // Every window but the last (event time stops at the last record) has fired.
     assert_eq!(fired.len(), 19, "{fired:?}");
 }
+
+/// The broker stops answering mid-run (SIGSTOP) and comes back (SIGCONT): the pipeline
+/// waits, resumes, and the exactly-once output is whole, nothing twice.
+#[test]
+fn kafka_broker_pause_mid_run_loses_and_repeats_nothing() {
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap.clone();
+    let dir = TestDir::new();
+    eo_input(&broker, &dir);
+    broker.create_topic("pause_copy", 2);
+    broker.create_topic("pause_counts", 1);
+    dir.write("pause.sql", &eo_pipeline(&bootstrap, "pause"));
+    let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "pause.sql", "--data-dir", "pause", "-p", "2"])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting runnel");
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = broker.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    signal("-CONT");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = read_committed(&dir, &bootstrap, "pause_copy", "k STRING, seq BIGINT");
+    let per_key = (0..EO_RECORDS / EO_KEYS).filter(|s| s % 3 != 1).count();
+    assert_eq!(copy.len(), per_key * EO_KEYS, "gap or duplicate after the pause");
+    let unique: std::collections::BTreeSet<&String> = copy.iter().collect();
+    assert_eq!(unique.len(), copy.len(), "a row was committed twice");
+}
