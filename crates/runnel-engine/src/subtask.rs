@@ -171,14 +171,8 @@ pub async fn run_source(
                     None => None,
                 };
                 outputs.send_batch(batch).await?;
-                if let Some(wm) = wm
-                    && wm > emitted
-                {
-                    emitted = wm;
-                    metrics.watermark.set(wm);
-                    outputs
-                        .broadcast(Message::Watermark(Watermark::At(wm)))
-                        .await?;
+                if let Some(wm) = wm {
+                    emit_watermark(&mut emitted, wm, &outputs, &metrics).await?;
                 }
             }
             SourcePoll::Pending => {
@@ -190,13 +184,8 @@ pub async fn run_source(
                 } else if let Some(spec) = timing.watermark.as_ref().filter(|_| !idle)
                     // A split that fell idle no longer holds the others back.
                     && let Some(wm) = split_watermark(&splits, idle_timeout, spec.delay_ms)
-                    && wm > emitted
                 {
-                    emitted = wm;
-                    metrics.watermark.set(wm);
-                    outputs
-                        .broadcast(Message::Watermark(Watermark::At(wm)))
-                        .await?;
+                    emit_watermark(&mut emitted, wm, &outputs, &metrics).await?;
                 }
                 tokio::task::yield_now().await;
             }
@@ -265,6 +254,23 @@ async fn restore_source(
             .await?;
     }
     Ok((emitted, entry.idle))
+}
+
+/// Emits watermark `wm` if it is past `emitted`.
+async fn emit_watermark(
+    emitted: &mut Timestamp,
+    wm: Timestamp,
+    outputs: &Outputs,
+    metrics: &NodeMetrics,
+) -> Result<(), EngineError> {
+    if wm > *emitted {
+        *emitted = wm;
+        metrics.watermark.set(wm);
+        outputs
+            .broadcast(Message::Watermark(Watermark::At(wm)))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The watermark over splits: the smallest largest-event-time among splits that had data

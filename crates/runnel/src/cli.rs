@@ -84,6 +84,9 @@ pub enum BenchCommand {
     Ingest(crate::cmd::bench_log::BenchIngestArgs),
     /// Image classification (decode + resize + inference): images/s and latency
     Vision(crate::cmd::bench_vision::BenchVisionArgs),
+    /// Kafka: Nexmark bids produced into a topic, then copied at each delivery guarantee
+    #[cfg(feature = "kafka")]
+    Kafka(crate::cmd::bench_kafka::BenchKafkaArgs),
 }
 
 /// Nexmark queries `runnel bench nexmark` can run.

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -43,7 +43,7 @@ use runnel_log::Record;
 
 use crate::format::csv::CsvEncoder;
 use crate::format::json::JsonEncoder;
-use crate::sink::log::blocking_with;
+use crate::sink::log::{blocking_with, parse_headers, time_at};
 use crate::sink::log_txn;
 use crate::source::kafka::{KafkaConfig, KafkaFormat, Quiet};
 use crate::source::log::blocking;
@@ -234,30 +234,10 @@ impl Encode {
         let mut out = Vec::with_capacity(rows);
         for (i, value) in values.into_iter().enumerate() {
             let headers = match self.headers.map(|c| batch.column(c)) {
-                Some(col) if !col.is_null(i) => {
-                    let text = col
-                        .as_string_opt::<i32>()
-                        .map(|a| a.value(i))
-                        .unwrap_or("{}");
-                    match serde_json::from_str::<serde_json::Value>(text) {
-                        Ok(serde_json::Value::Object(map)) => map
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let bytes = match v {
-                                    serde_json::Value::String(s) => s.into_bytes(),
-                                    other => other.to_string().into_bytes(),
-                                };
-                                (k, bytes)
-                            })
-                            .collect(),
-                        _ => {
-                            return Err(ConnectorError::Other(format!(
-                                "table '{}': the headers column must hold a JSON object, got {text}",
-                                self.table
-                            )));
-                        }
-                    }
-                }
+                Some(col) if !col.is_null(i) => match col.as_string_opt::<i32>() {
+                    Some(a) => parse_headers(&self.table, a.value(i).as_bytes())?,
+                    None => Vec::new(),
+                },
                 _ => Vec::new(),
             };
             out.push(Record {
@@ -313,19 +293,6 @@ fn encode_columns(
         )));
     }
     Ok(lines)
-}
-
-fn time_at(col: &dyn Array, i: usize) -> Option<i64> {
-    if col.is_null(i) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            Some(col.as_primitive::<TimestampMillisecondType>().value(i))
-        }
-        DataType::Int64 => Some(col.as_primitive::<Int64Type>().value(i)),
-        _ => None,
-    }
 }
 
 /// Kafka headers from (name, value) pairs.
@@ -667,6 +634,10 @@ impl Apply for KafkaApply {
                     }
                 }
             }
+            // Everything is on the brokers (in the open transaction) before the marker.
+            producer
+                .flush(TIMEOUT)
+                .map_err(|e| self.fail("writing a transaction", e))?;
             let consumer: BaseConsumer<Quiet> = self
                 .config
                 .client()

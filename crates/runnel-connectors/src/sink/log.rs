@@ -182,7 +182,7 @@ fn bytes_at(col: &dyn Array, fmt: Option<&ArrayFormatter<'_>>, i: usize) -> Opti
 }
 
 /// Milliseconds of row `i` of a TIMESTAMP(3) or BIGINT column.
-fn time_at(col: &dyn Array, i: usize) -> Option<i64> {
+pub(crate) fn time_at(col: &dyn Array, i: usize) -> Option<i64> {
     if col.is_null(i) {
         return None;
     }
@@ -250,7 +250,10 @@ impl LogSink {
 }
 
 /// Headers from a JSON object's text: string values as they are, others as JSON text.
-fn parse_headers(table: &str, text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ConnectorError> {
+pub(crate) fn parse_headers(
+    table: &str,
+    text: &[u8],
+) -> Result<Vec<(String, Vec<u8>)>, ConnectorError> {
     match serde_json::from_slice::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(map)) => Ok(map
             .into_iter()

@@ -927,15 +927,7 @@ fn start_offsets(
             let committed = consumer
                 .committed_offsets(tpl, CHECK_TIMEOUT)
                 .map_err(|e| fail("reading the group's committed offsets", e))?;
-            parts
-                .iter()
-                .map(
-                    |(t, p)| match committed.find_partition(t, *p).map(|e| e.offset()) {
-                        Some(Offset::Offset(n)) => Offset::Offset(n),
-                        _ => Offset::Beginning,
-                    },
-                )
-                .collect()
+            found_offsets(&committed, parts, Offset::Beginning)
         }
         Startup::Timestamp(ms) => {
             let mut query = TopicPartitionList::new();
@@ -947,17 +939,26 @@ fn start_offsets(
             let found = consumer
                 .offsets_for_times(query, CHECK_TIMEOUT)
                 .map_err(|e| fail("asking for offsets by time", e))?;
-            parts
-                .iter()
-                .map(
-                    |(t, p)| match found.find_partition(t, *p).map(|e| e.offset()) {
-                        Some(Offset::Offset(n)) => Offset::Offset(n),
-                        _ => Offset::End,
-                    },
-                )
-                .collect()
+            found_offsets(&found, parts, Offset::End)
         }
     })
+}
+
+/// The offset `list` gives each of `parts`, or `otherwise` where it gives none.
+fn found_offsets(
+    list: &TopicPartitionList,
+    parts: &[(String, i32)],
+    otherwise: Offset,
+) -> Vec<Offset> {
+    parts
+        .iter()
+        .map(
+            |(t, p)| match list.find_partition(t, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => Offset::Offset(n),
+                _ => otherwise,
+            },
+        )
+        .collect()
 }
 
 #[async_trait]

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+#[cfg(feature = "kafka")]
+pub mod bench_kafka;
 pub mod bench_log;
 pub mod bench_vision;
 pub mod camera_sim;
@@ -28,6 +30,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Nexmark(args)) => bench::nexmark(args).await,
         Command::Bench(BenchCommand::Log(args)) => bench_log::bench_log(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => bench_log::bench_ingest(args).await,
+        #[cfg(feature = "kafka")]
+        Command::Bench(BenchCommand::Kafka(args)) => bench_kafka::bench_kafka(args).await,
         Command::Consume(args) => consume::consume(args).await,
         Command::Produce(args) => produce::produce(args).await,
         Command::Serve(args) => serve::serve(args).await,

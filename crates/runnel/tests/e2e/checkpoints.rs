@@ -146,34 +146,14 @@ fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
 
     let t = TestDir::new();
     prepare(&t);
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut resumed = 0;
-    for _ in 0..20 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait = Duration::from_millis(40 + seed % 400);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .args(["run", "p.sql", "--data-dir", "d", "-p", "2"])
-            .current_dir(t.path())
-            .env("RUNNEL_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting runnel");
-        let started = Instant::now();
-        while started.elapsed() < wait {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill(); // SIGKILL
-        let out = child.wait_with_output().expect("wait");
-        if String::from_utf8_lossy(&out.stderr).contains("resuming p from checkpoint") {
-            resumed += 1;
-        }
-    }
+    let resumed = crate::harness::kill_at_random_moments(
+        t.path(),
+        &["run", "p.sql", "--data-dir", "d", "-p", "2"],
+        20,
+        Duration::from_millis(40),
+        400,
+        "resuming p from checkpoint",
+    );
     assert!(resumed > 0, "no run resumed from a checkpoint");
     let r = run_to_end(&t, &[]);
     assert!(r.success, "{}", r.stderr);

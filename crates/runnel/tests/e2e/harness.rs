@@ -131,3 +131,47 @@ pub static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Starts `runnel ARGS…` in `dir` `times` times and SIGKILLs each run after a random
+/// 0..`spread` beyond `least` (a fixed seed); returns how many runs said `resumed` on
+/// stderr.
+pub fn kill_at_random_moments(
+    dir: &Path,
+    args: &[&str],
+    times: usize,
+    least: std::time::Duration,
+    spread: u64,
+    resumed: &str,
+) -> usize {
+    use std::process::Stdio;
+    use std::time::Instant;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut count = 0;
+    for _ in 0..times {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = least + std::time::Duration::from_millis(seed % spread.max(1));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(args)
+            .current_dir(dir)
+            .env("RUNNEL_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runnel");
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().expect("wait");
+        if String::from_utf8_lossy(&out.stderr).contains(resumed) {
+            count += 1;
+        }
+    }
+    count
+}
