@@ -20,6 +20,8 @@ pub struct TableSpec {
     /// Columns declared `METADATA [FROM 'key'] [VIRTUAL]`: filled by the connector from
     /// the record's metadata (a Kafka record's timestamp, partition, offset …).
     pub metadata: Vec<MetadataColumn>,
+    /// `PRIMARY KEY (…) NOT ENFORCED`: indexes of its columns (empty: none).
+    pub primary_key: Vec<usize>,
 }
 
 /// A column declared `name TYPE METADATA [FROM 'key'] [VIRTUAL]` (Flink's syntax).

@@ -486,6 +486,7 @@ mod tests {
             schema: Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
             watermark: None,
             metadata: Vec::new(),
+            primary_key: Vec::new(),
             options: Options::new(opts.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
         }
     }

@@ -18,6 +18,8 @@ pub fn connectors() -> Vec<Connector> {
         source::log::CONNECTOR,
         source::nexmark::CONNECTOR,
         sink::print::CONNECTOR,
+        #[cfg(feature = "kafka")]
+        sink::upsert_kafka::CONNECTOR,
     ]
 }
 
@@ -102,12 +104,14 @@ mod tests {
                 assert!(!o.doc.is_empty(), "{}.{}", c.name, o.key);
             }
             let mut opts = vec![("connector".to_string(), c.name.to_string())];
-            opts.extend(
-                c.options
-                    .iter()
-                    .filter(|o| o.required)
-                    .map(|o| (o.key.to_string(), o.default.unwrap_or("x").to_string())),
-            );
+            opts.extend(c.options.iter().filter(|o| o.required).map(|o| {
+                let value = match (o.default, o.ty) {
+                    (Some(d), _) => d,
+                    (None, crate::descriptor::OptionType::Choice(c)) => c[0],
+                    (None, _) => "x",
+                };
+                (o.key.to_string(), value.to_string())
+            }));
             opts.push(("no-such-option".into(), "1".into()));
             let spec = TableSpec {
                 line: 1,
@@ -115,6 +119,7 @@ mod tests {
                 schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)])),
                 watermark: None,
                 metadata: Vec::new(),
+                primary_key: Vec::new(),
                 options: Options::new(opts),
             };
             let err = c.validate(&spec).expect_err(c.name).to_string();

@@ -28,6 +28,7 @@ fn spec(name: &str, fields: Vec<Field>, opts: &[(&str, &str)]) -> TableSpec {
         schema: Arc::new(Schema::new(fields)),
         watermark: None,
         metadata: Vec::new(),
+        primary_key: Vec::new(),
         options: Options::new(o),
     }
 }

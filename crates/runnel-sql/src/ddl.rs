@@ -66,6 +66,8 @@ pub struct TableDef {
     pub watermark: Option<(String, i64)>,
     /// `WITH (…)` options, keys as written (quotes removed), with where each key was written.
     pub options: Vec<(String, String, Position)>,
+    /// `PRIMARY KEY (…) NOT ENFORCED` columns.
+    pub primary_key: Vec<String>,
     /// Line of `CREATE`.
     pub line: u64,
 }
@@ -297,6 +299,7 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
     parser.expect_token(&Token::LParen)?;
     let mut columns: Vec<ColumnDef> = Vec::new();
     let mut watermark = None;
+    let mut primary_key = Vec::new();
     loop {
         let start = parser.peek_token();
         if is_word(parser, "WATERMARK") {
@@ -321,12 +324,22 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
             }
             watermark = Some((col, delay));
         } else if parser.parse_keyword(Keyword::PRIMARY) {
-            // PRIMARY KEY (…) NOT ENFORCED: accepted and ignored, as Flink does for append streams.
+            // PRIMARY KEY (…) NOT ENFORCED: not checked (as in Flink); upserting sinks key
+            // their writes by it.
             parser.expect_keyword_is(Keyword::KEY)?;
             parser.expect_token(&Token::LParen)?;
-            parser.parse_comma_separated(|p| p.parse_identifier())?;
+            let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
             parser.expect_token(&Token::RParen)?;
             let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+            for c in cols {
+                if !columns.iter().any(|d| d.name == c.value) {
+                    return Err(SqlError::at(
+                        start.span.start.line,
+                        format!("PRIMARY KEY: table '{name}' has no column '{}'", c.value),
+                    ));
+                }
+                primary_key.push(c.value);
+            }
         } else {
             let ident = parser.parse_identifier()?;
             if columns.iter().any(|c| c.name == ident.value) {
@@ -400,6 +413,7 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         columns,
         watermark,
         options,
+        primary_key,
         line,
     })
 }

@@ -330,6 +330,11 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
             })
         })
         .collect();
+    let primary_key = def
+        .primary_key
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
     Ok(TableSpec {
         line: def.line,
         name: def.name,
@@ -337,6 +342,7 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
         watermark,
         options,
         metadata,
+        primary_key,
     })
 }
 

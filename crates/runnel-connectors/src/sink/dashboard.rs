@@ -424,6 +424,7 @@ mod tests {
             schema,
             watermark: None,
             metadata: Vec::new(),
+            primary_key: Vec::new(),
             options: Options::new(pairs),
         }
     }

@@ -77,7 +77,16 @@ pub fn build(
     spec: &TableSpec,
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
-    let config = KafkaConfig::try_new(spec)?;
+    build_with(spec, contexts, KafkaConfig::try_new(spec)?)
+}
+
+/// Builds the sink subtasks with `config` (`kafka`, or `upsert-kafka` with its key set to
+/// the primary key).
+pub(crate) fn build_with(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+    config: KafkaConfig,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };
@@ -180,6 +189,8 @@ struct Encode {
     key: Option<(KafkaFormat, Vec<usize>)>,
     timestamp: Option<usize>,
     headers: Option<usize>,
+    /// Upsert mode: a retraction is a tombstone (a record with the key and no value).
+    upsert: bool,
 }
 
 impl Encode {
@@ -220,12 +231,14 @@ impl Encode {
             key: config.key.clone(),
             timestamp: written("timestamp"),
             headers: written("headers"),
+            upsert: config.upsert,
         })
     }
 
     /// One record per row: (key, value, timestamp, headers).
     fn records(&self, batch: &RecordBatch) -> Result<Vec<Record>, ConnectorError> {
         let rows = batch.num_rows();
+        let ops = runnel_common::changelog::ops(batch).cloned();
         let values = encode_columns(batch, &self.value, self.format, rows)?;
         let keys = match &self.key {
             Some((format, cols)) => Some(encode_columns(batch, cols, *format, rows)?),
@@ -240,9 +253,19 @@ impl Encode {
                 },
                 _ => Vec::new(),
             };
+            // As Flink's upsert sink: a retraction (`-D`, and `-U`, which may have no `+U`
+            // after it when a filter drops the new value) is a tombstone for its key.
+            let kind = runnel_common::changelog::kind_at(ops.as_ref(), i);
+            let mut headers = headers;
+            let value = if self.upsert && kind.is_retract() {
+                headers.push((TOMBSTONE.into(), Vec::new()));
+                Vec::new()
+            } else {
+                value.unwrap_or_default()
+            };
             out.push(Record {
                 key: keys.as_ref().and_then(|k| k[i].clone()),
-                value: value.unwrap_or_default(),
+                value,
                 headers,
                 event_time: self
                     .timestamp
@@ -308,6 +331,28 @@ fn kafka_headers(headers: &[(String, Vec<u8>)]) -> Option<OwnedHeaders> {
         });
     }
     Some(h)
+}
+
+/// Marks a record (in staging and on its way to the client) as a tombstone: sent with
+/// no value, never as a header.
+const TOMBSTONE: &str = "\0runnel-tombstone";
+
+/// Record headers: (name, value) pairs.
+type HeaderList = Vec<(String, Vec<u8>)>;
+
+/// The record's value, `None` for a tombstone, and its headers without the mark.
+fn payload(r: &Record) -> (Option<&[u8]>, HeaderList) {
+    if r.headers.iter().any(|(k, _)| k == TOMBSTONE) {
+        let headers = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k != TOMBSTONE)
+            .cloned()
+            .collect();
+        (None, headers)
+    } else {
+        (Some(&r.value[..]), r.headers.clone())
+    }
 }
 
 /// Partition any: let the client place the record.
@@ -455,7 +500,11 @@ impl Sink for KafkaSink {
             let Some(producer) = &self.producer else {
                 break;
             };
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]);
+            let (value, headers) = payload(&r);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
             if let Some(k) = &r.key {
                 record = record.key(&k[..]);
             }
@@ -465,7 +514,7 @@ impl Sink for KafkaSink {
             if let Some(t) = r.event_time {
                 record = record.timestamp(t);
             }
-            if let Some(h) = kafka_headers(&r.headers) {
+            if let Some(h) = kafka_headers(&headers) {
                 record = record.headers(h);
             }
             // Waits while the client's queue is full (backpressure), up to the timeout.
@@ -610,7 +659,11 @@ impl Apply for KafkaApply {
             .map_err(|e| self.fail("beginning a transaction", e))?;
         let result = (|| {
             for (p, r) in &records {
-                let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]);
+                let (value, headers) = payload(r);
+                let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
+                if let Some(v) = value {
+                    record = record.payload(v);
+                }
                 if let Some(k) = &r.key {
                     record = record.key(&k[..]);
                 }
@@ -620,7 +673,7 @@ impl Apply for KafkaApply {
                 if let Some(t) = r.event_time {
                     record = record.timestamp(t);
                 }
-                if let Some(h) = kafka_headers(&r.headers) {
+                if let Some(h) = kafka_headers(&headers) {
                     record = record.headers(h);
                 }
                 loop {

@@ -9,3 +9,5 @@ pub mod kafka;
 pub mod log;
 pub mod log_txn;
 pub mod print;
+#[cfg(feature = "kafka")]
+pub mod upsert_kafka;

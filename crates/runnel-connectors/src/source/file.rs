@@ -544,6 +544,7 @@ mod tests {
             schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
             watermark: None,
             metadata: Vec::new(),
+            primary_key: Vec::new(),
             options: Options::new(opts),
         }
     }

@@ -268,6 +268,8 @@ pub struct KafkaConfig {
     pub bounded: bool,
     /// `source.idle-timeout`: a partition silent this long stops holding event time back.
     pub idle_timeout: Option<Duration>,
+    /// `upsert-kafka`: keyed by the primary key, deletions as tombstones.
+    pub upsert: bool,
 }
 
 impl KafkaConfig {
@@ -277,6 +279,14 @@ impl KafkaConfig {
     /// A missing or malformed option, naming it.
     pub fn try_new(spec: &TableSpec) -> Result<Self, ConnectorError> {
         CONNECTOR.check_options(spec)?;
+        Self::from_options(spec)
+    }
+
+    /// Reads the options, already checked against the connector's list.
+    ///
+    /// # Errors
+    /// A malformed option, naming it.
+    pub fn from_options(spec: &TableSpec) -> Result<Self, ConnectorError> {
         let o = &spec.options;
         let bad = |key: &str, reason: String| {
             ConnectorError::Other(format!("table '{}': option '{key}': {reason}", spec.name))
@@ -395,6 +405,7 @@ impl KafkaConfig {
                         })
                 })
                 .transpose()?,
+            upsert: false,
         };
         Ok(config)
     }

@@ -646,3 +646,72 @@ fn kafka_broker_pause_mid_run_loses_and_repeats_nothing() {
     let unique: std::collections::BTreeSet<&String> = copy.iter().collect();
     assert_eq!(unique.len(), copy.len(), "a row was committed twice");
 }
+
+/// `upsert-kafka`: an updating GROUP BY written as upserts keyed by the primary key, a
+/// row that leaves the result (HAVING) as a tombstone; read back, the last record of each
+/// key is the final result.
+#[test]
+fn upsert_kafka_writes_upserts_and_tombstones() {
+    let broker = Broker::start();
+    broker.create_topic("upserts", 1);
+    let dir = TestDir::new();
+    // k0 ×1, k1 ×2, k2 ×4: with HAVING COUNT(*) < 3, k2 appears and then leaves.
+    let input: String = ["k0", "k1", "k1", "k2", "k2", "k2", "k2"]
+        .iter()
+        .map(|k| format!("{{\"k\":\"{k}\"}}\n"))
+        .collect();
+    dir.write("in.jsonl", &input);
+    let bootstrap = &broker.bootstrap;
+    dir.write(
+        "up.sql",
+        &format!(
+            "SET 'execution.batch-size' = '1';
+             CREATE TABLE src (k STRING) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE u (k STRING, c BIGINT, PRIMARY KEY (k) NOT ENFORCED) WITH (
+               'connector' = 'upsert-kafka', 'topic' = 'upserts',
+               'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'raw', 'value.format' = 'json');
+             INSERT INTO u SELECT k, COUNT(*) FROM src GROUP BY k HAVING COUNT(*) < 3;"
+        ),
+    );
+    dir.runnel(&["run", "up.sql", "--data-dir", "d1", "-p", "1"])
+        .assert_ok();
+    dir.write(
+        "read.sql",
+        &format!(
+            "CREATE TABLE t (v STRING, k STRING METADATA FROM 'key', o BIGINT METADATA FROM 'offset') WITH (
+               'connector' = 'kafka', 'topic' = 'upserts', 'properties.bootstrap.servers' = '{bootstrap}',
+               'format' = 'raw', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+             CREATE TABLE o (k STRING, o BIGINT, v STRING) WITH ('connector' = 'file', 'path' = 'log.jsonl');
+             INSERT INTO o SELECT k, o, v FROM t;"
+        ),
+    );
+    dir.runnel(&["run", "read.sql", "--data-dir", "d2"])
+        .assert_ok();
+    let mut last: std::collections::BTreeMap<String, (i64, String)> = Default::default();
+    for line in dir.read("log.jsonl").lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let k = v["k"].as_str().expect("key").to_string();
+        let o = v["o"].as_i64().expect("offset");
+        let value = v["v"].as_str().unwrap_or("").to_string();
+        if last.get(&k).is_none_or(|(lo, _)| o > *lo) {
+            last.insert(k, (o, value));
+        }
+    }
+    let finals: Vec<(String, String)> = last.into_iter().map(|(k, (_, v))| (k, v)).collect();
+    let parse = |v: &str| serde_json::from_str::<serde_json::Value>(v).ok();
+    assert_eq!(finals.len(), 3, "{finals:?}");
+    assert_eq!(
+        parse(&finals[0].1),
+        parse(r#"{"k":"k0","c":1}"#),
+        "{finals:?}"
+    );
+    assert_eq!(
+        parse(&finals[1].1),
+        parse(r#"{"k":"k1","c":2}"#),
+        "{finals:?}"
+    );
+    assert_eq!(
+        finals[2].1, "",
+        "k2 left the result: a tombstone, {finals:?}"
+    );
+}

@@ -33,6 +33,7 @@ fn spec(schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
         schema,
         watermark: None,
         metadata: Vec::new(),
+        primary_key: Vec::new(),
         options: Options::new(o),
     }
 }
