@@ -9,7 +9,7 @@
 use runnel_common::TableSpec;
 
 use crate::descriptor::{self, Connector, Guarantee, OptionDef, OptionType};
-use crate::source::kafka::{KafkaConfig, KafkaFormat};
+use crate::source::kafka::{BOOTSTRAP_SERVERS, KafkaConfig, KafkaFormat, PROPERTIES};
 use crate::{ConnectorError, Sink, SinkContext};
 
 /// `connector = 'upsert-kafka'`.
@@ -18,17 +18,8 @@ pub const CONNECTOR: Connector = Connector {
     doc: "an updating result written to a Kafka topic as upserts and tombstones, keyed by the PRIMARY KEY",
     options: &[
         OptionDef::new("topic", OptionType::Text, "the topic").required(),
-        OptionDef::new(
-            "properties.bootstrap.servers",
-            OptionType::Text,
-            "the brokers, host:port[,host:port…]",
-        )
-        .required(),
-        OptionDef::new(
-            "properties.*",
-            OptionType::Text,
-            "any other Kafka client setting, passed through",
-        ),
+        BOOTSTRAP_SERVERS,
+        PROPERTIES,
         OptionDef::new(
             "key.format",
             OptionType::Choice(&["json", "csv", "raw"]),

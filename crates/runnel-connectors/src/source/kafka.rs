@@ -66,6 +66,21 @@ pub const CONNECTOR: Connector = Connector {
     ],
 };
 
+/// `properties.bootstrap.servers`, required by every Kafka table.
+pub(crate) const BOOTSTRAP_SERVERS: OptionDef = OptionDef::new(
+    "properties.bootstrap.servers",
+    OptionType::Text,
+    "the brokers, host:port[,host:port…]",
+)
+.required();
+
+/// `properties.*`: passed through to the client.
+pub(crate) const PROPERTIES: OptionDef = OptionDef::new(
+    "properties.*",
+    OptionType::Text,
+    "any other Kafka client setting, passed through (security.protocol, sasl.*, ssl.* …)",
+);
+
 const OPTIONS: &[OptionDef] = &[
     OptionDef::new(
         "topic",
@@ -78,12 +93,7 @@ const OPTIONS: &[OptionDef] = &[
         "a regular expression: read every topic whose whole name matches",
     )
     .source_only(),
-    OptionDef::new(
-        "properties.bootstrap.servers",
-        OptionType::Text,
-        "the brokers, host:port[,host:port…]",
-    )
-    .required(),
+    BOOTSTRAP_SERVERS,
     OptionDef::new(
         "properties.group.id",
         OptionType::Text,
@@ -91,11 +101,7 @@ const OPTIONS: &[OptionDef] = &[
     )
     .default("runnel-<table>")
     .source_only(),
-    OptionDef::new(
-        "properties.*",
-        OptionType::Text,
-        "any other Kafka client setting, passed through (security.protocol, sasl.*, ssl.* …)",
-    ),
+    PROPERTIES,
     OptionDef::new(
         "format",
         OptionType::Choice(&["json", "csv", "raw"]),
