@@ -151,8 +151,12 @@ pub async fn run_source(
                             (max_seen > TS_MIN).then(|| max_seen.saturating_sub(spec.delay_ms))
                         } else {
                             let now = Instant::now();
-                            for s in source.splits() {
-                                splits.entry(s).or_insert((TS_MIN, now));
+                            // Every split holds event time back from the start, also
+                            // one that has sent nothing yet; they are known once connected.
+                            if splits.is_empty() {
+                                for s in source.splits() {
+                                    splits.insert(s, (TS_MIN, now));
+                                }
                             }
                             let mut at = 0;
                             for (split, rows) in parts {
