@@ -44,4 +44,30 @@ pub struct ConnectorMetrics {
     pub dead_letters: Counter,
     /// Where dead letters were written, for the run summary.
     pub dead_letter_path: Arc<std::sync::Mutex<Option<String>>>,
+    /// What is wrong with the external system right now (a broker that cannot be
+    /// reached), while the connector retries; `None` when all is well.
+    pub problem: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl ConnectorMetrics {
+    /// Notes a problem with the external system (shown on the page until cleared).
+    pub fn set_problem(&self, what: impl Into<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(what.into());
+    }
+
+    /// The external system works again.
+    pub fn clear_problem(&self) {
+        let mut p = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_some() {
+            *p = None;
+        }
+    }
+
+    /// The current problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }

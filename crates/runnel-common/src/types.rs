@@ -1,6 +1,8 @@
 //! Flink SQL type names ↔ Arrow data types.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
 /// The Arrow type of a Flink SQL type name with its optional parameters,
 /// e.g. `("DECIMAL", [10, 2])`. `None` if runnel does not support the type.
@@ -31,6 +33,32 @@ pub fn arrow_type(name: &str, params: &[u64]) -> Option<DataType> {
     })
 }
 
+/// Flink's `MAP<key, value>`: Arrow's map of non-null keys to nullable values.
+pub fn map_type(key: DataType, value: DataType) -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("key", key, false),
+        Field::new("value", value, true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
+}
+
+/// The key and value types of a `MAP<key, value>` type.
+pub fn map_types(dt: &DataType) -> Option<(&DataType, &DataType)> {
+    let DataType::Map(entries, _) = dt else {
+        return None;
+    };
+    let DataType::Struct(fields) = entries.data_type() else {
+        return None;
+    };
+    match fields.iter().collect::<Vec<_>>().as_slice() {
+        [k, v] => Some((k.data_type(), v.data_type())),
+        _ => None,
+    }
+}
+
 /// The Flink SQL name of an Arrow type, for error messages.
 pub fn sql_name(dt: &DataType) -> String {
     match dt {
@@ -48,9 +76,13 @@ pub fn sql_name(dt: &DataType) -> String {
         DataType::Timestamp(_, Some(_)) => "TIMESTAMP_LTZ(3)".into(),
         DataType::Date32 => "DATE".into(),
         DataType::Null => "NULL".into(),
+        DataType::Map(..) => match map_types(dt) {
+            Some((k, v)) => format!("MAP<{}, {}>", sql_name(k), sql_name(v)),
+            None => format!("{dt}"),
+        },
         other => format!("{other}"),
     }
 }
 
 /// Names of the supported types, for "unknown type" errors.
-pub const SUPPORTED: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), VARCHAR/STRING, BYTES/VARBINARY, DATE, TIMESTAMP(3), TIMESTAMP_LTZ(3)";
+pub const SUPPORTED: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), VARCHAR/STRING, BYTES/VARBINARY, DATE, TIMESTAMP(3), TIMESTAMP_LTZ(3), MAP<key, value>";

@@ -234,6 +234,10 @@ pub struct Connector {
     pub check: CheckFn,
     /// The keys of `METADATA [FROM 'key']` columns it fills (none: such columns are refused).
     pub metadata: &'static [&'static str],
+    /// As a source, its rows are upserts keyed by the table's PRIMARY KEY (a new value
+    /// per key, or a deletion carrying only the key), which the plan turns into a
+    /// changelog (`upsert-kafka`).
+    pub upserts: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -476,6 +480,7 @@ mod tests {
             validate: no_validation,
             check: no_check,
             metadata: &[],
+            upserts: false,
         }
     }
 

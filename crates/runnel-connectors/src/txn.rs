@@ -135,18 +135,33 @@ pub fn recover(
         if restored.is_some_and(|r| txn.checkpoint <= r) && !apply.applied(&txn)? {
             apply.apply(&txn, &path)?;
         }
-        remove_if_exists(&path)?;
+        remove_sealed(&path)?;
     }
     let entries = std::fs::read_dir(dir).map_err(io(format!("reading '{}'", dir.display())))?;
     for e in entries {
         let e = e.map_err(io(format!("reading '{}'", dir.display())))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) && name.ends_with(".inprogress") {
+        let orphan = name.ends_with(".progress") && !dir.join(&name[..name.len() - 9]).exists();
+        if name.starts_with(prefix) && (name.ends_with(".inprogress") || orphan) {
             remove_if_exists(&e.path())?;
         }
     }
     apply.discard_after(restored)?;
     sync_dir(dir)
+}
+
+/// Where an [`Apply`] step may keep its progress on the sealed batch at `sealed`; it is
+/// deleted with the batch.
+pub fn progress_path(sealed: &Path) -> PathBuf {
+    let mut name = sealed.as_os_str().to_owned();
+    name.push(".progress");
+    PathBuf::from(name)
+}
+
+/// Deletes a sealed batch and its apply progress.
+fn remove_sealed(path: &Path) -> Result<(), ConnectorError> {
+    remove_if_exists(path)?;
+    remove_if_exists(&progress_path(path))
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), ConnectorError> {
@@ -255,7 +270,7 @@ impl Staging {
         for (txn, path) in &mine {
             self.apply.apply(txn, path)?;
             crash_point("after-apply", txn.checkpoint);
-            remove_if_exists(path)?;
+            remove_sealed(path)?;
         }
         if !mine.is_empty() {
             sync_dir(&self.dir)?;

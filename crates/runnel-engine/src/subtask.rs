@@ -180,16 +180,17 @@ pub async fn run_source(
                 }
             }
             SourcePoll::Pending => {
+                // A split that fell idle no longer holds the others back.
+                if let Some(spec) = timing.watermark.as_ref().filter(|_| !idle)
+                    && let Some(wm) = split_watermark(&splits, idle_timeout, spec.delay_ms)
+                {
+                    emit_watermark(&mut emitted, wm, &outputs, &metrics).await?;
+                }
                 if !idle && last_data.elapsed() >= idle_timeout {
                     idle = true;
                     outputs
                         .broadcast(Message::Watermark(Watermark::Idle))
                         .await?;
-                } else if let Some(spec) = timing.watermark.as_ref().filter(|_| !idle)
-                    // A split that fell idle no longer holds the others back.
-                    && let Some(wm) = split_watermark(&splits, idle_timeout, spec.delay_ms)
-                {
-                    emit_watermark(&mut emitted, wm, &outputs, &metrics).await?;
                 }
                 tokio::task::yield_now().await;
             }
@@ -279,7 +280,9 @@ async fn emit_watermark(
 
 /// The watermark over splits: the smallest largest-event-time among splits that had data
 /// within `idle_timeout` (a split with none yet holds everything back until then), minus
-/// the delay; `None` when no split counts or none has seen an event time.
+/// the delay. When every split is idle, the smallest among those that ever had data (the
+/// input is quiet: event time moves up to what every partition with data has shown).
+/// `None` when no split has seen an event time.
 fn split_watermark(
     splits: &std::collections::HashMap<String, (Timestamp, Instant)>,
     idle_timeout: Duration,
@@ -289,8 +292,16 @@ fn split_watermark(
         .values()
         .filter(|(_, last)| last.elapsed() < idle_timeout)
         .map(|(max, _)| *max)
-        .min()?;
-    (active > TS_MIN).then(|| active.saturating_sub(delay_ms))
+        .min();
+    let at = match active {
+        Some(a) => a,
+        None => splits
+            .values()
+            .map(|(max, _)| *max)
+            .filter(|m| *m > TS_MIN)
+            .min()?,
+    };
+    (at > TS_MIN).then(|| at.saturating_sub(delay_ms))
 }
 
 fn max_event_time(batch: &RecordBatch, column: usize) -> Option<Timestamp> {

@@ -108,6 +108,10 @@ impl TableCheck for ConnectorCheck {
     fn accepts_updates(&self, spec: &TableSpec) -> bool {
         registry::lookup(spec).is_ok_and(|c| (c.updates)(spec))
     }
+
+    fn reads_upserts(&self, spec: &TableSpec) -> bool {
+        registry::lookup(spec).is_ok_and(|c| c.upserts)
+    }
 }
 
 /// A connector error as the planner reports it: the option key and a message without

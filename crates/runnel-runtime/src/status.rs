@@ -40,6 +40,10 @@ pub struct NodeStatus {
     pub late_rows: u64,
     /// Records sent to a dead-letter output.
     pub dead_letters: u64,
+    /// What is wrong with the connector's external system right now (a broker that
+    /// cannot be reached) while it retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// An edge of the pipeline graph.
@@ -294,6 +298,7 @@ impl Tracker {
             blocked_ms: m.blocked_ns.get() / 1_000_000,
             late_rows: m.late_rows.get(),
             dead_letters: dead,
+            problem: m.connector.problem(),
         }
     }
 }

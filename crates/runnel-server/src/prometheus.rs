@@ -135,6 +135,12 @@ const FAMILIES: &[Family] = &[
         |n| Some(n.dead_letters as f64),
     ),
     (
+        "runnel_connector_problem",
+        "gauge",
+        "1 while a source or sink cannot reach its external system (it retries), else 0",
+        |n| Some(if n.problem.is_some() { 1.0 } else { 0.0 }),
+    ),
+    (
         "runnel_operator_backpressure_seconds_total",
         "counter",
         "Time spent waiting on full output channels",

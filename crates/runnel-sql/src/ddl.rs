@@ -432,6 +432,13 @@ fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
         }
     };
     let mut name = word;
+    if name == "MAP" && parser.consume_token(&Token::Lt) {
+        let key = parse_type(parser)?;
+        parser.expect_token(&Token::Comma)?;
+        let value = parse_type(parser)?;
+        parser.expect_token(&Token::Gt)?;
+        return Ok(types::map_type(key, value));
+    }
     if name == "DOUBLE" {
         let _ = parser.parse_keyword(Keyword::PRECISION);
     }
@@ -569,6 +576,22 @@ mod tests {
             };
             assert_eq!(t.watermark, Some(("ts".into(), ms)));
         }
+    }
+
+    #[test]
+    fn map_types_parse_and_print_as_flink_writes_them() {
+        let Statement::CreateTable(t) = one(
+            "CREATE TABLE t (h MAP<STRING, BYTES> METADATA FROM 'headers', m MAP<STRING, INT>)
+             WITH (connector = 'file')",
+        ) else {
+            panic!()
+        };
+        let names: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| types::sql_name(&c.data_type))
+            .collect();
+        assert_eq!(names, ["MAP<STRING, BYTES>", "MAP<STRING, INT>"]);
     }
 
     #[test]

@@ -123,6 +123,18 @@ pub enum NodeSpec {
     Rank(RankSpec),
     /// Aggregates `OVER (PARTITION BY … ORDER BY time ROWS|RANGE … PRECEDING)`.
     Over(OverSpec),
+    /// An upsert source's rows (a new value per key, or a deletion naming only the key)
+    /// turned into a changelog with the retracted rows (Flink's ChangelogNormalize).
+    Normalize(NormalizeSpec),
+}
+
+/// Keyed upserts to a changelog: the last row per key is kept.
+#[derive(Debug, Clone)]
+pub struct NormalizeSpec {
+    /// The key columns (the table's PRIMARY KEY).
+    pub key: Vec<usize>,
+    /// `table.exec.state.ttl`: keys untouched this long are forgotten.
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// OVER aggregates in event-time order: each row is emitted, with its aggregates over
@@ -393,6 +405,7 @@ impl fmt::Debug for NodeSpec {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            NodeSpec::Normalize(n) => write!(f, "Normalize(key {:?})", n.key),
             NodeSpec::Rank(r) => write!(
                 f,
                 "Rank(partition {:?}, order {:?}, top {}{})",
@@ -423,6 +436,7 @@ impl NodeSpec {
             NodeSpec::Join(_) => "join",
             NodeSpec::Rank(_) => "rank",
             NodeSpec::Over(_) => "over",
+            NodeSpec::Normalize(_) => "normalize",
         }
     }
 }

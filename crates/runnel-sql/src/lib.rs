@@ -37,9 +37,9 @@ use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
-    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec, OverFrame,
-    OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankSpec, WindowAggSpec, WindowAssignSpec,
-    WindowCols, WindowJoinSpec, WindowKind,
+    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
+    NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankSpec,
+    WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
@@ -59,6 +59,13 @@ pub trait TableCheck: Send + Sync {
     /// append-only sink fed one is a planning error naming the updating operator.
     fn accepts_updates(&self, _spec: &TableSpec) -> bool {
         true
+    }
+
+    /// Whether the source table `spec` reads upserts keyed by its PRIMARY KEY (a new
+    /// value per key, or a deletion naming only the key), which the plan turns into a
+    /// changelog (`upsert-kafka`).
+    fn reads_upserts(&self, _spec: &TableSpec) -> bool {
+        false
     }
 }
 
@@ -146,6 +153,13 @@ impl Planner {
                             at,
                             format!("CREATE TABLE {}: {message}", spec.name),
                         ));
+                    }
+                    if self
+                        .table_check
+                        .as_ref()
+                        .is_some_and(|c| c.reads_upserts(&spec))
+                    {
+                        lowerer.upsert_sources.insert(spec.name.clone());
                     }
                     let schema = spec.schema.clone();
                     let name = spec.name.clone();
@@ -403,6 +417,24 @@ mod tests {
             .expect("aggregate");
         assert_eq!(agg.inputs[0].partitioning, Partitioning::Hash(vec![0]));
         assert!(agg.updating.is_some(), "{}", graph.explain());
+    }
+
+    #[test]
+    fn insert_skips_virtual_metadata_columns_and_refuses_to_write_them() {
+        let sink = "CREATE TABLE o (k STRING, p INT METADATA FROM 'partition' VIRTUAL, \
+                    ts TIMESTAMP(3) METADATA FROM 'timestamp') WITH (connector = 'blackhole');";
+        let graph = Planner::new()
+            .plan(&format!(
+                "{SRC}\n{sink}\nINSERT INTO o SELECT k, ts FROM t;"
+            ))
+            .expect("the VIRTUAL column is not written");
+        assert!(graph.nodes.iter().any(|n| n.spec.kind() == "sink"));
+        let err = Planner::new()
+            .plan(&format!(
+                "{SRC}\n{sink}\nINSERT INTO o (k, p) SELECT k, 1 FROM t;"
+            ))
+            .expect_err("a VIRTUAL column is read-only");
+        assert!(err.to_string().contains("read-only"), "{err}");
     }
 
     #[test]

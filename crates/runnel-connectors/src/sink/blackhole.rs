@@ -22,6 +22,7 @@ pub const CONNECTOR: Connector = Connector {
     validate: descriptor::no_validation,
     check: descriptor::no_check,
     metadata: &[],
+    upserts: false,
 };
 
 /// A sink subtask that drops rows after counting them.

@@ -84,6 +84,7 @@ pub const CONNECTOR: Connector = Connector {
     validate,
     check: descriptor::no_check,
     metadata: &[],
+    upserts: false,
 };
 
 /// The columns named by options must suit their use (images are BYTES, …).

@@ -21,8 +21,16 @@
 //!   sees it is done; starting the producer aborts a transaction a crash left open.
 //!   Readers with `isolation.level = read_committed` see every row once. Without
 //!   checkpoints the rows are written when the input ends.
+//!
+//!   Each record of such a transaction carries a header `runnel-txn` =
+//!   `<transactional id>/<checkpoint>/<n>`, and before its first attempt the apply notes
+//!   where the topic's partitions ended (in the batch's progress file). Applying a batch
+//!   again after a crash first reads from there as a `read_committed` reader: a broker
+//!   that honours aborts shows none of the aborted attempt's records and all are written
+//!   again; a Kafka-protocol broker that shows records of aborted transactions anyway
+//!   (tansu 0.6 does) shows some, and those are not written twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +41,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_common::TableSpec;
@@ -138,6 +146,16 @@ pub(crate) fn build_with(
             apply.as_ref(),
             first.checkpoint.and_then(|m| m.restored),
         )?;
+        // Every subtask's transactional id starts now: a transaction an earlier run left
+        // open is aborted at once, not when (or if) the broker times it out, so
+        // read_committed readers are not held behind it.
+        // (A transaction is only ever begun after a checkpoint completed, so a run that
+        // restores none has nothing to abort.)
+        if first.checkpoint.and_then(|m| m.restored).is_some() {
+            for ctx in &contexts {
+                apply.producer(ctx.subtask)?;
+            }
+        }
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
@@ -224,6 +242,23 @@ impl Encode {
         if let Some((KafkaFormat::Raw, cols)) = &config.key {
             raw_ok(cols, "key")?;
         }
+        if let Some(c) = written("headers") {
+            let dt = spec.schema.field(c).data_type();
+            let ok = matches!(dt, DataType::Utf8)
+                || matches!(
+                    runnel_common::types::map_types(dt),
+                    Some((DataType::Utf8, DataType::Binary | DataType::Utf8))
+                );
+            if !ok {
+                return Err(ConnectorError::Other(format!(
+                    "table '{}': column {} (METADATA FROM 'headers') must be MAP<STRING, BYTES>, \
+                     MAP<STRING, STRING> or STRING (a JSON object), not {}",
+                    spec.name,
+                    spec.schema.field(c).name(),
+                    runnel_common::types::sql_name(dt)
+                )));
+            }
+        }
         Ok(Encode {
             table: spec.name.clone(),
             format: config.format,
@@ -249,7 +284,7 @@ impl Encode {
             let headers = match self.headers.map(|c| batch.column(c)) {
                 Some(col) if !col.is_null(i) => match col.as_string_opt::<i32>() {
                     Some(a) => parse_headers(&self.table, a.value(i).as_bytes())?,
-                    None => Vec::new(),
+                    None => map_headers(col.as_ref(), i),
                 },
                 _ => Vec::new(),
             };
@@ -319,19 +354,53 @@ fn encode_columns(
 }
 
 /// Kafka headers from (name, value) pairs.
-fn kafka_headers(headers: &[(String, Vec<u8>)]) -> Option<OwnedHeaders> {
-    if headers.is_empty() {
+/// Row `i` of a `MAP<STRING, BYTES|STRING>` headers column (NULL values as empty).
+fn map_headers(col: &dyn Array, i: usize) -> HeaderList {
+    let Some(map) = col.as_map_opt() else {
+        return Vec::new();
+    };
+    let entries = map.value(i);
+    let (Some(keys), values) = (entries.column(0).as_string_opt::<i32>(), entries.column(1)) else {
+        return Vec::new();
+    };
+    (0..entries.len())
+        .map(|j| {
+            let value = if values.is_null(j) {
+                Vec::new()
+            } else if let Some(b) = values.as_binary_opt::<i32>() {
+                b.value(j).to_vec()
+            } else if let Some(s) = values.as_string_opt::<i32>() {
+                s.value(j).as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+            (keys.value(j).to_string(), value)
+        })
+        .collect()
+}
+
+fn kafka_headers(headers: &[(String, Vec<u8>)], tag: Option<&str>) -> Option<OwnedHeaders> {
+    if headers.is_empty() && tag.is_none() {
         return None;
     }
-    let mut h = OwnedHeaders::new_with_capacity(headers.len());
+    let mut h = OwnedHeaders::new_with_capacity(headers.len() + 1);
     for (k, v) in headers {
         h = h.insert(Header {
             key: k,
             value: Some(v),
         });
     }
+    if let Some(tag) = tag {
+        h = h.insert(Header {
+            key: TXN_HEADER,
+            value: Some(tag),
+        });
+    }
     Some(h)
 }
+
+/// The header that names an exactly-once record's transaction and place in it.
+const TXN_HEADER: &str = "runnel-txn";
 
 /// Marks a record (in staging and on its way to the client) as a tombstone: sent with
 /// no value, never as a header.
@@ -387,13 +456,14 @@ impl KafkaSink {
         let table = self.table.clone();
         let topic = self.topic.clone();
         let acks = self.delivery != Delivery::None;
+        let metrics = self.metrics.clone();
         let (producer, partitions) = blocking("connecting to Kafka", move || {
             let mut client = config.client();
             if acks && !config.properties.iter().any(|(k, _)| k == "acks") {
                 client.set("acks", "all");
             }
             let producer: FutureProducer<Quiet> = client
-                .create_with_context(Quiet::new(&config, &table))
+                .create_with_context(Quiet::new(&config, &table).reporting(&metrics))
                 .map_err(|e| {
                     ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
                 })?;
@@ -419,6 +489,7 @@ impl KafkaSink {
 
     /// Waits for every record sent so far to be acknowledged.
     async fn drain(&mut self) -> Result<(), ConnectorError> {
+        let acknowledged = !self.pending.is_empty();
         for f in self.pending.drain(..) {
             match f.await {
                 Ok(Ok(_)) => {}
@@ -435,6 +506,9 @@ impl KafkaSink {
                     )));
                 }
             }
+        }
+        if acknowledged {
+            self.metrics.clear_problem();
         }
         Ok(())
     }
@@ -514,7 +588,7 @@ impl Sink for KafkaSink {
             if let Some(t) = r.event_time {
                 record = record.timestamp(t);
             }
-            if let Some(h) = kafka_headers(&headers) {
+            if let Some(h) = kafka_headers(&headers, None) {
                 record = record.headers(h);
             }
             // Waits while the client's queue is full (backpressure), up to the timeout.
@@ -574,6 +648,17 @@ impl Sink for KafkaSink {
     }
 }
 
+/// Partition ends noted by [`KafkaApply::note_ends`]; `None` when there are none (or a
+/// crash cut the note short, which happens before anything is written).
+fn read_ends(progress: &Path) -> Option<Vec<(i32, i64)>> {
+    let bytes = std::fs::read(progress).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.as_object()?
+        .iter()
+        .map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+        .collect()
+}
+
 /// The exactly-once apply step: one Kafka transaction per sealed batch.
 pub struct KafkaApply {
     table: String,
@@ -615,6 +700,91 @@ impl KafkaApply {
         Ok(producer)
     }
 
+    /// Notes in `progress` where each partition of the topic ends now, before the first
+    /// attempt at a batch writes anything.
+    fn note_ends(
+        &self,
+        producer: &BaseProducer<Quiet>,
+        progress: &Path,
+    ) -> Result<(), ConnectorError> {
+        let client = producer.client();
+        let partitions = topic_partitions(client, &self.topic, &self.config, &self.table)?;
+        let mut ends = serde_json::Map::new();
+        for p in 0..partitions {
+            let (_, high) = client
+                .fetch_watermarks(&self.topic, p, TIMEOUT)
+                .map_err(|e| self.fail("looking up where the topic ends", e))?;
+            ends.insert(p.to_string(), high.into());
+        }
+        let bytes = serde_json::Value::Object(ends).to_string();
+        let ctx = || format!("writing '{}'", progress.display());
+        let mut f = std::fs::File::create(progress).map_err(|e| ConnectorError::io(ctx(), e))?;
+        std::io::Write::write_all(&mut f, bytes.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| ConnectorError::io(ctx(), e))?;
+        if let Some(dir) = progress.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| ConnectorError::io(format!("fsync '{}'", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The numbers of the records of transaction `tag` that a `read_committed` reader
+    /// sees after `from`: none on a broker that hides aborted transactions.
+    fn already_visible(
+        &self,
+        from: &[(i32, i64)],
+        tag: &str,
+    ) -> Result<HashSet<u64>, ConnectorError> {
+        let consumer: BaseConsumer<Quiet> = self
+            .config
+            .client()
+            .set("group.id", format!("{}-read-back", self.prefix))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create_with_context(Quiet::new(&self.config, &self.table))
+            .map_err(|e| self.fail("creating a consumer to read back", e))?;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in from {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .map_err(|e| self.fail("reading back", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| self.fail("reading back", e))?;
+        let mut open: HashSet<i32> = from.iter().map(|&(p, _)| p).collect();
+        let ours = format!("{tag}/");
+        let mut seen = HashSet::new();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !open.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(self.fail(
+                    "reading back what an interrupted transaction left",
+                    "timed out",
+                ));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(_)) => {} // the client retries; the deadline bounds it
+                Some(Ok(m)) => {
+                    let number = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == TXN_HEADER)
+                            .and_then(|h| std::str::from_utf8(h.value?).ok())
+                            .and_then(|v| v.strip_prefix(&ours)?.parse::<u64>().ok())
+                    });
+                    seen.extend(number);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
     /// The marker group of a subtask's run.
     fn marker_group(&self, subtask: usize, nonce: u64) -> String {
         format!("{}-{subtask}-{nonce:016x}", self.prefix)
@@ -653,12 +823,32 @@ impl Apply for KafkaApply {
         if self.committed(&group, mark)? {
             return Ok(());
         }
+        // Creating the producer aborts what an earlier attempt left open.
         let producer = self.producer(txn.subtask)?;
+        let tag = format!("{}-{}/{}", self.prefix, txn.subtask, txn.checkpoint);
+        let progress = txn::progress_path(sealed);
+        let shown = match read_ends(&progress) {
+            Some(from) => self.already_visible(&from, &tag)?,
+            None => {
+                self.note_ends(&producer, &progress)?;
+                HashSet::new()
+            }
+        };
+        if !shown.is_empty() {
+            tracing::warn!(table = %self.table, bootstrap = %self.config.bootstrap,
+                checkpoint = txn.checkpoint, records = shown.len(),
+                "the Kafka broker shows read_committed readers records of an aborted \
+                 transaction; those records are not written again");
+        }
         producer
             .begin_transaction()
             .map_err(|e| self.fail("beginning a transaction", e))?;
         let result = (|| {
-            for (p, r) in &records {
+            for (n, (p, r)) in records.iter().enumerate() {
+                if shown.contains(&(n as u64)) {
+                    continue;
+                }
+                let tag = format!("{tag}/{n}");
                 let (value, headers) = payload(r);
                 let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
                 if let Some(v) = value {
@@ -673,7 +863,7 @@ impl Apply for KafkaApply {
                 if let Some(t) = r.event_time {
                     record = record.timestamp(t);
                 }
-                if let Some(h) = kafka_headers(&headers) {
+                if let Some(h) = kafka_headers(&headers, Some(&tag)) {
                     record = record.headers(h);
                 }
                 loop {

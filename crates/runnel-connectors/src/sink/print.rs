@@ -28,6 +28,7 @@ pub const CONNECTOR: Connector = Connector {
     validate: descriptor::no_validation,
     check: descriptor::no_check,
     metadata: &[],
+    upserts: false,
 };
 
 /// A sink subtask writing JSON lines to stdout.

@@ -1,21 +1,30 @@
-//! `upsert-kafka` (sink): an updating result as a compacted-topic changelog, with Flink's
-//! options. The record key is the table's `PRIMARY KEY (…) NOT ENFORCED` in `key.format`;
-//! an insert or an update's new value is written as the row in `value.format`, a
-//! retraction (a deletion, or an update's old value — a filter may drop the new one) as a
-//! tombstone (the key with no value), as Flink's upsert sink does. Delivery is
-//! the `kafka` sink's (at-least-once by default; `exactly-once` with checkpoints). Reading
-//! such a topic back as a changelog is not supported yet.
+//! `upsert-kafka`: a compacted-topic changelog, with Flink's options. The record key is
+//! the table's `PRIMARY KEY (…) NOT ENFORCED` in `key.format`.
+//!
+//! As a sink it takes an updating result: an insert or an update's new value is written
+//! as the row in `value.format`, a retraction (a deletion, or an update's old value — a
+//! filter may drop the new one) as a tombstone (the key with no value), as Flink's upsert
+//! sink does. Delivery is the `kafka` sink's (at-least-once by default; `exactly-once`
+//! with checkpoints).
+//!
+//! As a source it reads the topic from its start as a changelog: a record with a value
+//! is the new row of its key, a tombstone (no or an empty value) deletes the key. The
+//! plan follows the source with a normalize step keyed by the primary key (Flink's
+//! ChangelogNormalize) that keeps each key's last row, so downstream operators see
+//! `+I` for a new key, `-U`/`+U` for a change and `-D` with the deleted row.
 
 use runnel_common::TableSpec;
 
-use crate::descriptor::{self, Connector, Guarantee, OptionDef, OptionType};
-use crate::source::kafka::{BOOTSTRAP_SERVERS, KafkaConfig, KafkaFormat, PROPERTIES};
-use crate::{ConnectorError, Sink, SinkContext};
+use crate::descriptor::{
+    self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
+use crate::source::kafka::{BOOTSTRAP_SERVERS, KafkaConfig, KafkaFormat, PROPERTIES, Startup};
+use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext};
 
 /// `connector = 'upsert-kafka'`.
 pub const CONNECTOR: Connector = Connector {
     name: "upsert-kafka",
-    doc: "an updating result written to a Kafka topic as upserts and tombstones, keyed by the PRIMARY KEY",
+    doc: "a compacted Kafka topic as a changelog keyed by the PRIMARY KEY: upserts and tombstones",
     options: &[
         OptionDef::new("topic", OptionType::Text, "the topic").required(),
         BOOTSTRAP_SERVERS,
@@ -39,21 +48,45 @@ pub const CONNECTOR: Connector = Connector {
         )
         .default("ALL"),
         OptionDef::new(
+            "scan.bounded.mode",
+            OptionType::Choice(&["unbounded", "latest-offset"]),
+            "'latest-offset': stop once every partition's end is reached",
+        )
+        .default("unbounded")
+        .source_only(),
+        OptionDef::new(
+            "source.idle-timeout",
+            OptionType::Text,
+            "a partition without data this long stops holding event time back (e.g. '5 s')",
+        )
+        .default("the pipeline's, 5 s")
+        .source_only(),
+        OptionDef::new(
+            "dead-letter.path",
+            OptionType::Path,
+            "JSON-lines file of records that cannot be read",
+        )
+        .default("<data-dir>/dead-letters/<table>.jsonl")
+        .source_only(),
+        OptionDef::new(
             "sink.delivery-guarantee",
             OptionType::Choice(&["none", "at-least-once", "exactly-once"]),
             "as for the kafka sink",
         )
-        .default("at-least-once"),
+        .default("at-least-once")
+        .sink_only(),
         OptionDef::new(
             "sink.transactional-id-prefix",
             OptionType::Text,
             "prefix of the transactional ids of an exactly-once sink",
-        ),
+        )
+        .sink_only(),
         OptionDef::new(
             "sink.parallelism",
             OptionType::Int { min: 1, max: 1024 },
             "accepted for Flink scripts; the pipeline's parallelism is used",
-        ),
+        )
+        .sink_only(),
         OptionDef::new(
             "sink.buffer-flush.max-rows",
             OptionType::Int {
@@ -61,22 +94,25 @@ pub const CONNECTOR: Connector = Connector {
                 max: u64::MAX,
             },
             "accepted for Flink scripts; the client batches by itself",
-        ),
+        )
+        .sink_only(),
         OptionDef::new(
             "sink.buffer-flush.interval",
             OptionType::Text,
             "accepted for Flink scripts; the client batches by itself",
-        ),
+        )
+        .sink_only(),
     ],
-    source: None,
+    source: Some(build_source),
     sink: Some(build),
-    unbounded: descriptor::never_unbounded,
+    unbounded: crate::source::kafka::never_ends,
     guarantee: Guarantee::ExactlyOnce,
     updates: descriptor::takes_updates,
     needs: &[],
     validate,
-    check: descriptor::no_check,
-    metadata: &["timestamp", "headers"],
+    check,
+    metadata: &["timestamp", "partition", "offset", "headers", "topic"],
+    upserts: true,
 };
 
 /// The `kafka` configuration of an upsert table: key = the primary key.
@@ -97,11 +133,25 @@ fn config(spec: &TableSpec) -> Result<KafkaConfig, ConnectorError> {
     };
     config.key = Some((key_format, spec.primary_key.clone()));
     config.upsert = true;
+    // A changelog is read whole: from the start (Flink's upsert-kafka has no startup mode).
+    config.startup = Startup::Earliest;
+    crate::source::kafka::key_format(spec, key_format, &spec.primary_key)?;
     Ok(config)
 }
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
     config(spec).map(|_| ())
+}
+
+fn check(spec: TableSpec, role: Role, _ctx: CheckContext) -> CheckFuture {
+    Box::pin(async move { crate::source::kafka::check_with(config(&spec)?, &spec, role).await })
+}
+
+fn build_source(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    crate::source::kafka::build_with(spec, contexts, config(spec)?)
 }
 
 fn build(

@@ -63,6 +63,7 @@ pub const CONNECTOR: Connector = Connector {
     validate,
     check,
     metadata: &[],
+    upserts: false,
 };
 
 /// The declared columns must be ones the formats can read.

@@ -64,6 +64,7 @@ pub const CONNECTOR: Connector = Connector {
         "topic",
         "key",
     ],
+    upserts: false,
 };
 
 /// `properties.bootstrap.servers`, required by every Kafka table.
@@ -448,6 +449,8 @@ pub struct Quiet {
     table: String,
     bootstrap: String,
     last: std::sync::Mutex<Option<Instant>>,
+    /// Where client trouble is reported for the page (see [`Quiet::reporting`]).
+    metrics: Option<ConnectorMetrics>,
 }
 
 /// Client warnings are shown at most this often.
@@ -460,10 +463,21 @@ impl Quiet {
             table: table.to_string(),
             bootstrap: config.bootstrap.clone(),
             last: std::sync::Mutex::new(None),
+            metrics: None,
         }
     }
 
+    /// Also notes client trouble as the connector's problem (cleared by the connector
+    /// when records flow again).
+    pub fn reporting(mut self, metrics: &ConnectorMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     fn say(&self, message: &str) {
+        if let Some(m) = &self.metrics {
+            m.set_problem(format!("Kafka at {}: {message}", self.bootstrap));
+        }
         metrics::counter!("runnel_kafka_client_errors_total", "table" => self.table.clone())
             .increment(1);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -580,16 +594,28 @@ fn metadata_columns(spec: &TableSpec) -> Result<Vec<Option<Meta>>, ConnectorErro
 
 /// How the value becomes the non-metadata columns, checked against the schema.
 fn value_format(spec: &TableSpec, config: &KafkaConfig) -> Result<ValueFormat, ConnectorError> {
-    let physical: Vec<usize> = (0..spec.schema.fields().len())
-        .filter(|i| spec.metadata_of(*i).is_none())
-        .collect();
+    // With `value.fields-include = 'EXCEPT_KEY'` the key columns come from the key.
+    let physical = config.value_columns(spec);
     let sub = Arc::new(
         spec.schema
             .project(&physical)
             .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?,
     );
+    // Metadata columns are filled from the record afterwards: the value decoders see them
+    // as STRING placeholders, so their types (a MAP of headers) need no text form.
+    let placeholders: arrow::datatypes::Fields = spec
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match spec.metadata_of(i) {
+            Some(_) => Arc::new(arrow::datatypes::Field::new(f.name(), DataType::Utf8, true)),
+            None => f.clone(),
+        })
+        .collect();
+    let decode_schema = Arc::new(arrow::datatypes::Schema::new(placeholders));
     Ok(match config.format {
-        KafkaFormat::Json => ValueFormat::Json(JsonDecoder::try_new(spec.schema.clone())?),
+        KafkaFormat::Json => ValueFormat::Json(JsonDecoder::try_new(decode_schema)?),
         KafkaFormat::Csv => {
             crate::format::check_schema(&spec.name, &sub)?;
             let header = csv::ByteRecord::from(
@@ -598,7 +624,7 @@ fn value_format(spec: &TableSpec, config: &KafkaConfig) -> Result<ValueFormat, C
                     .map(|f| f.name().as_str())
                     .collect::<Vec<_>>(),
             );
-            ValueFormat::Csv(CsvDecoder::try_new(spec.schema.clone(), &header)?)
+            ValueFormat::Csv(CsvDecoder::try_new(decode_schema, &header)?)
         }
         KafkaFormat::Raw => {
             if physical.len() != 1
@@ -609,7 +635,8 @@ fn value_format(spec: &TableSpec, config: &KafkaConfig) -> Result<ValueFormat, C
             {
                 return Err(ConnectorError::Other(format!(
                     "table '{}': format = 'raw' takes the whole value into one BYTES or STRING \
-                     column; the table has {} columns besides METADATA ones",
+                     column; the value has {} columns (besides METADATA ones and, with \
+                     'value.fields-include' = 'EXCEPT_KEY', the key.fields)",
                     spec.name,
                     physical.len()
                 )));
@@ -624,8 +651,19 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reaches the brokers and, for a source or a named topic, finds the topics.
 fn check(spec: TableSpec, role: Role, _ctx: CheckContext) -> CheckFuture {
-    Box::pin(async move {
-        let config = KafkaConfig::try_new(&spec)?;
+    Box::pin(async move { check_with(KafkaConfig::try_new(&spec)?, &spec, role).await })
+}
+
+/// The health check of a Kafka table with its configuration read (`kafka`, `upsert-kafka`).
+///
+/// # Errors
+/// The brokers cannot be reached (the message names them), or a source's topic is missing.
+pub(crate) async fn check_with(
+    config: KafkaConfig,
+    spec: &TableSpec,
+    role: Role,
+) -> Result<(), ConnectorError> {
+    {
         let table = spec.name.clone();
         crate::source::log::blocking("checking the Kafka brokers", move || {
             let consumer: rdkafka::consumer::BaseConsumer<Quiet> = config
@@ -656,7 +694,7 @@ fn check(spec: TableSpec, role: Role, _ctx: CheckContext) -> CheckFuture {
             Ok(())
         })
         .await
-    })
+    }
 }
 
 fn describe_topics(config: &KafkaConfig) -> String {
@@ -693,7 +731,18 @@ pub fn build(
     spec: &TableSpec,
     contexts: Vec<SourceContext>,
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
-    let config = KafkaConfig::try_new(spec)?;
+    build_with(spec, contexts, KafkaConfig::try_new(spec)?)
+}
+
+/// [`build`] with the configuration read (`kafka`, `upsert-kafka`).
+///
+/// # Errors
+/// Bad columns.
+pub(crate) fn build_with(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+    config: KafkaConfig,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };
@@ -711,7 +760,26 @@ pub fn build(
     );
     let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
+        // Key columns come from the record key for upserts and with EXCEPT_KEY.
+        let keys = match &config.key {
+            Some((format, cols)) if config.upsert || config.value_except_key => {
+                let (schema, format) = key_format(spec, *format, cols)?;
+                Some(KeyColumns {
+                    columns: cols.clone(),
+                    decode: RecordDecoder::new(
+                        spec.name.clone(),
+                        schema,
+                        vec![None; cols.len()],
+                        true,
+                        format,
+                        dead.clone(),
+                    ),
+                })
+            }
+            _ => None,
+        };
         out.push(Box::new(KafkaSource {
+            keys,
             table: spec.name.clone(),
             config: config.clone(),
             subtask: ctx.subtask,
@@ -752,8 +820,171 @@ struct Owned {
     done: bool,
 }
 
+/// How record keys become the key columns (`key.fields`, or an upsert table's PRIMARY
+/// KEY).
+struct KeyColumns {
+    /// The key columns, in key order.
+    columns: Vec<usize>,
+    /// Decodes a key (handed over as a record value) into those columns.
+    decode: RecordDecoder,
+}
+
+/// The schema and decoder of a record key holding columns `cols` in `format`.
+///
+/// # Errors
+/// `raw` with other than one BYTES/STRING column; columns a format cannot hold.
+pub(crate) fn key_format(
+    spec: &TableSpec,
+    format: KafkaFormat,
+    cols: &[usize],
+) -> Result<(arrow::datatypes::SchemaRef, ValueFormat), ConnectorError> {
+    let schema = Arc::new(
+        spec.schema
+            .project(cols)
+            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?,
+    );
+    let decoder = match format {
+        KafkaFormat::Json => ValueFormat::Json(JsonDecoder::try_new(schema.clone())?),
+        KafkaFormat::Csv => {
+            crate::format::check_schema(&spec.name, &schema)?;
+            let header = csv::ByteRecord::from(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>(),
+            );
+            ValueFormat::Csv(CsvDecoder::try_new(schema.clone(), &header)?)
+        }
+        KafkaFormat::Raw => {
+            if cols.len() != 1
+                || !matches!(
+                    schema.field(0).data_type(),
+                    DataType::Binary | DataType::Utf8
+                )
+            {
+                return Err(ConnectorError::Other(format!(
+                    "table '{}': key.format = 'raw' takes the whole key into one BYTES or \
+                     STRING column; the key has {} column(s) ({})",
+                    spec.name,
+                    cols.len(),
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), sql_name(f.data_type())))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            ValueFormat::Raw
+        }
+    };
+    Ok((schema, decoder))
+}
+
+/// Records of one partition as rows with their key columns from the key, in record
+/// order; a record whose key or value does not decode goes to the dead letters.
+///
+/// With `upsert`, the rows are a changelog: a record with a value is `+U`, one without
+/// (a tombstone) `-D` of its key (the other columns NULL; the normalize step after the
+/// source fills in the deleted row).
+async fn keyed_rows(
+    values: &mut RecordDecoder,
+    keys: &mut KeyColumns,
+    upsert: bool,
+    schema: &arrow::datatypes::SchemaRef,
+    topic: &str,
+    partition: u32,
+    records: &[StoredRecord],
+) -> Result<Option<arrow::record_batch::RecordBatch>, ConnectorError> {
+    use arrow::array::{Array, ArrayRef, UInt32Array, new_null_array};
+    use runnel_common::changelog::{self, RowKind};
+    let as_keys: Vec<StoredRecord> = records
+        .iter()
+        .map(|r| StoredRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            event_time: r.event_time,
+            key: None,
+            value: r.key.clone().unwrap_or_default(),
+            headers: Vec::new(),
+        })
+        .collect();
+    let reads: Vec<Read<'_>> = as_keys.iter().map(|r| (partition, r)).collect();
+    let (key_batch, key_kept) = keys.decode.decode_kept(topic, &reads).await?;
+    let Some(key_batch) = key_batch else {
+        return Ok(None);
+    };
+    let tombstone = |r: &StoredRecord| upsert && r.value.is_empty();
+    let value_reads: Vec<Read<'_>> = records
+        .iter()
+        .zip(&key_kept)
+        .filter(|(r, k)| **k && !tombstone(r))
+        .map(|(r, _)| (partition, r))
+        .collect();
+    let (value_batch, value_kept) = values.decode_kept(topic, &value_reads).await?;
+    // Per output row: its key row, and its value row (None for a deletion).
+    let mut key_rows: Vec<u32> = Vec::new();
+    let mut value_rows: Vec<Option<usize>> = Vec::new();
+    let mut kinds: Vec<RowKind> = Vec::new();
+    let (mut k, mut v, mut vr) = (0u32, 0usize, 0usize);
+    for (r, kept) in records.iter().zip(&key_kept) {
+        if !kept {
+            continue;
+        }
+        if tombstone(r) {
+            key_rows.push(k);
+            value_rows.push(None);
+            kinds.push(RowKind::Delete);
+        } else {
+            if value_kept.get(vr).copied().unwrap_or(false) {
+                key_rows.push(k);
+                value_rows.push(Some(v));
+                kinds.push(RowKind::UpdateAfter);
+                v += 1;
+            }
+            vr += 1;
+        }
+        k += 1;
+    }
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let key_take = UInt32Array::from(key_rows);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (c, field) in schema.fields().iter().enumerate() {
+        if let Some(j) = keys.columns.iter().position(|&kc| kc == c) {
+            columns.push(arrow::compute::take(key_batch.column(j), &key_take, None)?);
+            continue;
+        }
+        let nulls = new_null_array(field.data_type(), 1);
+        let from: Vec<&dyn Array> = match &value_batch {
+            Some(b) => vec![b.column(c).as_ref(), nulls.as_ref()],
+            None => vec![nulls.as_ref(), nulls.as_ref()],
+        };
+        let picks: Vec<(usize, usize)> = value_rows
+            .iter()
+            .map(|v| match (v, &value_batch) {
+                (Some(i), Some(_)) => (0, *i),
+                _ => (1, 0),
+            })
+            .collect();
+        columns.push(arrow::compute::interleave(&from, &picks)?);
+    }
+    if upsert {
+        Ok(Some(changelog::with_kinds(schema, columns, &kinds)?))
+    } else {
+        Ok(Some(arrow::record_batch::RecordBatch::try_new(
+            schema.clone(),
+            columns,
+        )?))
+    }
+}
+
 /// One subtask of the Kafka source.
 pub struct KafkaSource {
+    /// Key columns from the record key (upserts, EXCEPT_KEY).
+    keys: Option<KeyColumns>,
     table: String,
     config: KafkaConfig,
     subtask: usize,
@@ -788,6 +1019,7 @@ impl KafkaSource {
         let table = self.table.clone();
         let (subtask, parallelism) = (self.subtask, self.parallelism);
         let restored = self.restored.clone();
+        let metrics = self.metrics.clone();
         let (consumer, owned) = crate::source::log::blocking("connecting to Kafka", move || {
             let consumer: StreamConsumer<Quiet> = config
                 .client()
@@ -795,7 +1027,7 @@ impl KafkaSource {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("enable.partition.eof", "false")
-                .create_with_context(Quiet::new(&config, &table))
+                .create_with_context(Quiet::new(&config, &table).reporting(&metrics))
                 .map_err(|e| {
                     ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
                 })?;
@@ -883,6 +1115,8 @@ impl KafkaSource {
             tracing::warn!(table = %self.table, bootstrap = %self.config.bootstrap, error = %e,
                 "Kafka read failed; the client retries");
         }
+        self.metrics
+            .set_problem(format!("Kafka at {}: {e}", self.config.bootstrap));
     }
 }
 
@@ -1006,13 +1240,22 @@ impl Source for KafkaSource {
         let mut got: Vec<(String, i32, StoredRecord)> = Vec::new();
         let mut bytes = 0u64;
         while got.len() < self.batch_size {
-            let m = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
+            // Wait for the first record; after it, take only what is already here, so a
+            // slow trickle is not held back to fill a batch.
+            let next = if got.is_empty() {
+                tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .ok()
+            } else {
+                futures::FutureExt::now_or_never(consumer.recv())
+            };
+            let m = match next {
+                None => break,
+                Some(Err(e)) => {
                     self.report(&e);
                     break;
                 }
-                Ok(Ok(m)) => m,
+                Some(Ok(m)) => m,
             };
             let key = (m.topic().to_string(), m.partition());
             let Some(o) = self.owned.get_mut(&key) else {
@@ -1068,6 +1311,7 @@ impl Source for KafkaSource {
             return Ok(SourcePoll::Pending);
         }
         self.metrics.bytes.add(bytes);
+        self.metrics.clear_problem();
         // One decode per partition, so that each partition's rows are contiguous and
         // counted for its own watermark (and dead letters name the topic).
         let mut groups: BTreeMap<(String, i32), Vec<StoredRecord>> = BTreeMap::new();
@@ -1077,8 +1321,27 @@ impl Source for KafkaSource {
         let mut batches = Vec::new();
         self.last_splits.clear();
         for ((topic, p), records) in &groups {
-            let reads: Vec<Read<'_>> = records.iter().map(|r| (*p as u32, r)).collect();
-            if let Some(b) = self.decode.decode(topic, &reads).await? {
+            let decoded = match &mut self.keys {
+                Some(keys) => {
+                    let schema = self.decode.schema().clone();
+                    let upsert = self.config.upsert;
+                    keyed_rows(
+                        &mut self.decode,
+                        keys,
+                        upsert,
+                        &schema,
+                        topic,
+                        *p as u32,
+                        records,
+                    )
+                    .await?
+                }
+                None => {
+                    let reads: Vec<Read<'_>> = records.iter().map(|r| (*p as u32, r)).collect();
+                    self.decode.decode(topic, &reads).await?
+                }
+            };
+            if let Some(b) = decoded {
                 self.last_splits
                     .push((format!("{topic}/{p}"), b.num_rows()));
                 batches.push(b);

@@ -59,7 +59,14 @@ impl Meta {
     pub fn accepts(self, dt: &DataType) -> bool {
         match self {
             Meta::Key | Meta::Value => matches!(dt, DataType::Utf8 | DataType::Binary),
-            Meta::Headers | Meta::Topic => matches!(dt, DataType::Utf8),
+            Meta::Topic => matches!(dt, DataType::Utf8),
+            Meta::Headers => {
+                matches!(dt, DataType::Utf8)
+                    || matches!(
+                        runnel_common::types::map_types(dt),
+                        Some((DataType::Utf8, DataType::Binary | DataType::Utf8))
+                    )
+            }
             Meta::EventTime | Meta::IngestTime => matches!(
                 dt,
                 DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64
@@ -67,6 +74,45 @@ impl Meta {
             Meta::Partition => matches!(dt, DataType::Int32 | DataType::Int64),
             Meta::Offset => matches!(dt, DataType::Int64),
         }
+    }
+}
+
+/// The records' headers as a `MAP<STRING, BYTES>` (or `MAP<STRING, STRING>`) column.
+fn headers_map(dt: &DataType, records: &[Read<'_>]) -> ArrayRef {
+    let DataType::Map(entries, ordered) = dt else {
+        return arrow::array::new_null_array(dt, records.len());
+    };
+    let DataType::Struct(fields) = entries.data_type() else {
+        return arrow::array::new_null_array(dt, records.len());
+    };
+    let all: Vec<&(String, Vec<u8>)> = records.iter().flat_map(|(_, r)| &r.headers).collect();
+    let keys: ArrayRef = Arc::new(StringArray::from_iter_values(all.iter().map(|(k, _)| k)));
+    let values: ArrayRef = match fields.get(1).map(|f| f.data_type()) {
+        Some(DataType::Utf8) => Arc::new(StringArray::from_iter_values(
+            all.iter().map(|(_, v)| String::from_utf8_lossy(v)),
+        )),
+        _ => Arc::new(BinaryArray::from_iter_values(all.iter().map(|(_, v)| v))),
+    };
+    let mut offsets = Vec::with_capacity(records.len() + 1);
+    offsets.push(0i32);
+    let mut at = 0i32;
+    for (_, r) in records {
+        at += r.headers.len() as i32;
+        offsets.push(at);
+    }
+    let built = arrow::array::StructArray::try_new(fields.clone(), vec![keys, values], None)
+        .and_then(|entries_array| {
+            arrow::array::MapArray::try_new(
+                entries.clone(),
+                arrow::buffer::OffsetBuffer::new(offsets.into()),
+                entries_array,
+                None,
+                *ordered,
+            )
+        });
+    match built {
+        Ok(m) => Arc::new(m),
+        Err(_) => arrow::array::new_null_array(dt, records.len()),
     }
 }
 
@@ -102,6 +148,7 @@ pub fn meta_array(meta: Meta, dt: &DataType, records: &[Read<'_>], topic: &str) 
                 })))
             }
         }
+        Meta::Headers if matches!(dt, DataType::Map(..)) => headers_map(dt, records),
         Meta::Headers => Arc::new(StringArray::from_iter_values(records.iter().map(
             |(_, r)| {
                 let map: serde_json::Map<String, serde_json::Value> = r
@@ -177,6 +224,11 @@ impl RecordDecoder {
         }
     }
 
+    /// The table's columns.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Where rejected records go, for messages.
     pub fn dead_letters(&self) -> &Arc<DeadLetterWriter> {
         &self.dead
@@ -191,8 +243,20 @@ impl RecordDecoder {
         topic: &str,
         records: &[Read<'_>],
     ) -> Result<Option<RecordBatch>, ConnectorError> {
+        Ok(self.decode_kept(topic, records).await?.0)
+    }
+
+    /// As [`RecordDecoder::decode`], also saying which records became rows (in order).
+    ///
+    /// # Errors
+    /// As [`RecordDecoder::decode`].
+    pub async fn decode_kept(
+        &mut self,
+        topic: &str,
+        records: &[Read<'_>],
+    ) -> Result<(Option<RecordBatch>, Vec<bool>), ConnectorError> {
         if records.is_empty() {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
         // Blank values are rejected here so that decoded rows match the non-rejected records.
         let mut rejects: Vec<Reject> = Vec::new();
@@ -207,7 +271,8 @@ impl RecordDecoder {
                         meta_array(m.unwrap_or(Meta::Value), f.data_type(), records, topic)
                     })
                     .collect();
-                return Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?));
+                let batch = RecordBatch::try_new(self.schema.clone(), arrays)?;
+                return Ok((Some(batch), vec![true; records.len()]));
             }
             ValueFormat::Json(decoder) => {
                 rejects.extend(
@@ -277,10 +342,10 @@ impl RecordDecoder {
             blocking("writing dead letters", move || dl.write(&dead)).await?;
         }
         let Some(batch) = decoded.batch else {
-            return Ok(None);
+            return Ok((None, kept));
         };
         if self.columns.iter().all(Option::is_none) {
-            return Ok(Some(batch));
+            return Ok((Some(batch), kept));
         }
         let rows: Vec<Read<'_>> = records
             .iter()
@@ -309,7 +374,10 @@ impl RecordDecoder {
                 arrow::compute::kernels::zip::zip(&present, &arrays[i], &meta)?
             };
         }
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+        Ok((
+            Some(RecordBatch::try_new(self.schema.clone(), arrays)?),
+            kept,
+        ))
     }
 }
 

@@ -4,6 +4,7 @@ pub mod aggregate;
 pub mod group_aggregate;
 pub mod join;
 pub mod multiset;
+pub mod normalize;
 pub mod over;
 pub mod project;
 pub mod rank;
@@ -111,6 +112,7 @@ pub fn build(
             &node.schema,
             spec.input_updating,
         )?),
+        NodeSpec::Normalize(spec) => Box::new(normalize::Normalize::try_new(spec, input)?),
         NodeSpec::Source(_) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",

@@ -437,8 +437,11 @@ function renderOperators(nodes) {
         : [bar, ` ${bp.toFixed(0)}%`]);
     if (bp >= 50) bpCell.classList.add('hot');
     const lag = n.watermark_lag_ms;
-    return el('tr', { 'data-node-id': n.id },
-      el('td', { text: n.label }),
+    const label = n.problem
+      ? el('td', null, [n.label, ' ', el('span', { class: 'problem', title: n.problem, text: `⚠ ${n.problem}` })])
+      : el('td', { text: n.label });
+    return el('tr', { 'data-node-id': n.id, class: n.problem ? 'has-problem' : '' },
+      label,
       el('td', null, el('span', { class: `kind kind-${kindClass(n.kind)}`, text: n.kind })),
       el('td', { class: 'num', text: fmtRate(n.rows_in_per_s) }),
       el('td', { class: 'num', text: fmtRate(n.rows_out_per_s) }),

@@ -23,8 +23,8 @@ mod rank;
 use crate::catalog::{Relation, RelationSource};
 use crate::error::{SqlError, clean_datafusion_message};
 use crate::graph::{
-    Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec, Partitioning, PipelineGraph,
-    ProjectSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+    Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec, NormalizeSpec, Partitioning,
+    PipelineGraph, ProjectSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 
 /// Builds graph nodes for planned queries, sharing sources and views between
@@ -32,6 +32,8 @@ use crate::graph::{
 pub(crate) struct Lowerer {
     pub graph: PipelineGraph,
     sources: HashMap<String, usize>,
+    /// Source tables that read upserts (see `TableCheck::reads_upserts`).
+    pub upsert_sources: std::collections::HashSet<String>,
     views: HashMap<String, Vec<usize>>,
     sinks: HashMap<String, usize>,
     memo: HashMap<LogicalPlan, Vec<usize>>,
@@ -44,6 +46,7 @@ impl Lowerer {
         Self {
             graph: PipelineGraph::default(),
             sources: HashMap::new(),
+            upsert_sources: Default::default(),
             views: HashMap::new(),
             sinks: HashMap::new(),
             memo: HashMap::new(),
@@ -80,7 +83,14 @@ impl Lowerer {
         }
         let query_schema = plan.schema().clone();
         let sink_schema = sink.schema.clone();
-        let exprs = self.sink_mapping(&query_schema, &sink.name, &sink_schema, columns)?;
+        let read_only: Vec<usize> = sink
+            .metadata
+            .iter()
+            .filter(|m| m.is_virtual)
+            .map(|m| m.column)
+            .collect();
+        let exprs =
+            self.sink_mapping(&query_schema, &sink.name, &sink_schema, columns, &read_only)?;
         let feeds = match exprs {
             None => outputs,
             Some(exprs) => vec![self.push_project(outputs, None, exprs, sink_schema.clone())],
@@ -164,24 +174,34 @@ impl Lowerer {
         sink_name: &str,
         sink: &SchemaRef,
         columns: Option<&[String]>,
+        read_only: &[usize],
     ) -> Result<Option<Vec<Arc<dyn PhysicalExpr>>>, SqlError> {
         let qfields = query.fields();
+        // The columns an INSERT writes: all but `METADATA … VIRTUAL` ones (as in Flink).
+        let writable: Vec<usize> = (0..sink.fields().len())
+            .filter(|i| !read_only.contains(i))
+            .collect();
         // Which query column feeds each sink column (None = NULL).
         let sources: Vec<Option<usize>> = match columns {
+            None if qfields.len() == writable.len() && writable.len() < sink.fields().len() => (0
+                ..sink.fields().len())
+                .map(|i| writable.iter().position(|w| *w == i))
+                .collect(),
             None => {
                 if qfields.len() != sink.fields().len() {
                     return Err(SqlError::at(
                         self.line,
                         format!(
-                            "INSERT INTO {sink_name}: the query produces {} columns ({}) but '{sink_name}' has {} ({})",
+                            "INSERT INTO {sink_name}: the query produces {} columns ({}) but '{sink_name}' takes {} ({})",
                             qfields.len(),
                             describe_fields(
                                 qfields.iter().map(|f| (f.name().as_str(), f.data_type()))
                             ),
-                            sink.fields().len(),
+                            writable.len(),
                             describe_fields(
-                                sink.fields()
+                                writable
                                     .iter()
+                                    .map(|&i| sink.field(i))
                                     .map(|f| (f.name().as_str(), f.data_type()))
                             ),
                         ),
@@ -202,11 +222,25 @@ impl Lowerer {
                     ));
                 }
                 for c in cols {
-                    if sink.index_of(c).is_err() {
-                        return Err(SqlError::at(
-                            self.line,
-                            format!("INSERT INTO {sink_name}: '{sink_name}' has no column '{c}'"),
-                        ));
+                    match sink.index_of(c) {
+                        Err(_) => {
+                            return Err(SqlError::at(
+                                self.line,
+                                format!(
+                                    "INSERT INTO {sink_name}: '{sink_name}' has no column '{c}'"
+                                ),
+                            ));
+                        }
+                        Ok(i) if read_only.contains(&i) => {
+                            return Err(SqlError::at(
+                                self.line,
+                                format!(
+                                    "INSERT INTO {sink_name}: column '{c}' is METADATA VIRTUAL, \
+                                     read-only: it cannot be written"
+                                ),
+                            ));
+                        }
+                        Ok(_) => {}
                     }
                 }
                 sink.fields()
@@ -643,6 +677,26 @@ impl Lowerer {
             vec![],
         );
         self.graph.nodes[id].event_time = event_time;
+        let id = if self.upsert_sources.contains(&spec.name) {
+            // Upserts become a changelog with the retracted rows, per key.
+            let key = spec.primary_key.clone();
+            let normalize = NormalizeSpec {
+                key: key.clone(),
+                state_ttl_ms: self.state_ttl_ms(),
+            };
+            let n = self.push(
+                format!("normalize {}", spec.name),
+                NodeSpec::Normalize(normalize),
+                spec.schema.clone(),
+                hashed(vec![id], &key),
+            );
+            self.graph.nodes[n].event_time = event_time;
+            self.graph.nodes[n].updating =
+                Some(format!("the {} source '{}'", spec.connector(), spec.name));
+            n
+        } else {
+            id
+        };
         self.sources.insert(spec.name.clone(), id);
         id
     }

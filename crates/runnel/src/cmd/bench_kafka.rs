@@ -1,6 +1,10 @@
 //! `runnel bench kafka`: records through a Kafka broker with runnel's own pipelines —
 //! Nexmark bids produced into a topic, then copied topic → topic at each delivery
-//! guarantee — against a broker the user runs (`--bootstrap`).
+//! guarantee (records/s and MB/s of record values) — against a broker the user runs
+//! (`--bootstrap`). Then, per guarantee, end-to-end latency: the benchmark produces
+//! records at a fixed rate stamped with the time they were sent, a running copy pipeline
+//! keeps the stamp (`METADATA FROM 'timestamp'`), and a `read_committed` consumer of the
+//! output notes how long after its stamp each record became visible (p50/p99).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +12,9 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use runnel_runtime::{PrepareOptions, Resources, prepare};
 
 /// `runnel bench kafka`.
@@ -32,6 +39,15 @@ pub struct BenchKafkaArgs {
         default_value = "none,at-least-once,exactly-once"
     )]
     pub guarantees: Vec<String>,
+    /// Records per second offered in the latency phase (0: skip it)
+    #[arg(long, default_value_t = 5_000)]
+    pub latency_rate: u64,
+    /// Seconds of the latency phase, per guarantee
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// Checkpoint interval of the exactly-once runs (their output is visible per checkpoint)
+    #[arg(long, default_value = "1 s")]
+    pub checkpoint_interval: String,
 }
 
 const BID: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, \
@@ -59,16 +75,20 @@ pub async fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
            'properties.bootstrap.servers' = '{bootstrap}', 'sink.delivery-guarantee' = 'at-least-once');
          INSERT INTO k SELECT * FROM bid;"
     );
-    let (rows, secs) = run_sql(&produce, "produce", args.parallelism).await?;
+    let run_stats = run_sql(&produce, "produce", args.parallelism).await?;
     println!(
-        "phase=produce guarantee=at-least-once records={rows} seconds={secs:.3} records_per_s={:.0}",
-        rows as f64 / secs
+        "phase=produce guarantee=at-least-once records={} seconds={:.3} records_per_s={:.0} mb_per_s={:.1}",
+        run_stats.rows,
+        run_stats.secs,
+        run_stats.rows as f64 / run_stats.secs,
+        run_stats.bytes_out as f64 / run_stats.secs / 1e6
     );
+    let interval = &args.checkpoint_interval;
     for g in &args.guarantees {
         let checkpoints = if g == "exactly-once" {
-            "SET 'execution.checkpointing.interval' = '1 s';\n"
+            format!("SET 'execution.checkpointing.interval' = '{interval}';\n")
         } else {
-            ""
+            String::new()
         };
         let copy = format!(
             "{checkpoints}CREATE TABLE src ({BID}) WITH ('connector' = 'kafka', 'topic' = '{input}',
@@ -79,22 +99,46 @@ pub async fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                'sink.transactional-id-prefix' = '{run}-{g}');
              INSERT INTO dst SELECT * FROM src;"
         );
-        let (rows, secs) = run_sql(&copy, g, args.parallelism).await?;
+        let r = run_sql(&copy, g, args.parallelism).await?;
         println!(
-            "phase=copy guarantee={g} records={rows} seconds={secs:.3} records_per_s={:.0}",
-            rows as f64 / secs
+            "phase=copy guarantee={g} records={} seconds={:.3} records_per_s={:.0} mb_per_s={:.1}",
+            r.rows,
+            r.secs,
+            r.rows as f64 / r.secs,
+            r.bytes_in as f64 / r.secs / 1e6
         );
+    }
+    if args.latency_rate > 0 {
+        for g in &args.guarantees {
+            latency(&args, &run, g).await?;
+        }
     }
     Ok(())
 }
 
-/// Runs a script to its end; returns the rows its sink took and the seconds it ran.
-async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<(u64, f64)> {
+/// What one run did.
+struct RunStats {
+    /// Rows the last sink took.
+    rows: u64,
+    /// Value bytes the first source read.
+    bytes_in: u64,
+    /// Value bytes the last sink wrote.
+    bytes_out: u64,
+    secs: f64,
+}
+
+fn options(name: &str, parallelism: usize) -> (PrepareOptions, std::path::PathBuf) {
     let data_dir =
         std::env::temp_dir().join(format!("runnel-bench-kafka-{}-{name}", std::process::id()));
     let mut options = PrepareOptions::new(name, &data_dir);
     options.parallelism = Some(parallelism);
     options.from_scratch = true;
+    (options, data_dir)
+}
+
+/// Runs a script to its end.
+async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<RunStats> {
+    let (options, data_dir) = options(name, parallelism);
     let prepared = prepare(sql, &options).with_context(|| format!("planning {name}"))?;
     let started = Instant::now();
     let mut running = prepared.start(Resources::new(&data_dir)).await?;
@@ -103,8 +147,129 @@ async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<(u
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&data_dir);
     result?;
-    let rows = metrics.nodes.last().map(|m| m.rows_in.get()).unwrap_or(0);
-    Ok((rows, secs))
+    let last = metrics.nodes.last();
+    Ok(RunStats {
+        rows: last.map(|m| m.rows_in.get()).unwrap_or(0),
+        bytes_in: metrics
+            .nodes
+            .first()
+            .map(|m| m.connector.bytes.get())
+            .unwrap_or(0),
+        bytes_out: last.map(|m| m.connector.bytes.get()).unwrap_or(0),
+        secs,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The latency phase of guarantee `g`: records sent at `--latency-rate` into a topic a
+/// running copy pipeline reads; each output record's visibility delay after its stamp.
+async fn latency(args: &BenchKafkaArgs, run: &str, g: &str) -> anyhow::Result<()> {
+    let bootstrap = &args.bootstrap;
+    let (input, output) = (format!("{run}-lat-{g}-in"), format!("{run}-lat-{g}-out"));
+    create_topics(bootstrap, &[input.clone(), output.clone()], args.partitions).await?;
+    let checkpoints = if g == "exactly-once" {
+        format!(
+            "SET 'execution.checkpointing.interval' = '{}';\n",
+            args.checkpoint_interval
+        )
+    } else {
+        String::new()
+    };
+    let copy = format!(
+        "{checkpoints}SET 'execution.batch-size' = '256';
+         CREATE TABLE src (v STRING, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH (
+           'connector' = 'kafka', 'topic' = '{input}', 'properties.bootstrap.servers' = '{bootstrap}',
+           'properties.group.id' = '{input}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'raw');
+         CREATE TABLE dst (v STRING, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH (
+           'connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers' = '{bootstrap}',
+           'format' = 'raw', 'sink.delivery-guarantee' = '{g}', 'sink.transactional-id-prefix' = '{output}',
+           'properties.linger.ms' = '1');
+         INSERT INTO dst SELECT v, ts FROM src;"
+    );
+    let (options, data_dir) = options(&format!("lat-{g}"), args.parallelism);
+    let prepared = prepare(&copy, &options).context("planning the latency pipeline")?;
+    let mut running = prepared.start(Resources::new(&data_dir)).await?;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{output}-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .context("latency reader")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(&output, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .create()
+        .context("latency producer")?;
+
+    let total = args.latency_rate * args.latency_seconds;
+    let payload = "x".repeat(100);
+    let send = {
+        let (producer, input, rate) = (producer.clone(), input.clone(), args.latency_rate);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut pending = Vec::new();
+            for i in 0..total {
+                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let record = FutureRecord::<(), str>::to(&input)
+                    .payload(&payload)
+                    .timestamp(now_ms());
+                match producer.send_result(record) {
+                    Ok(f) => pending.push(f),
+                    Err((e, _)) => return Err(anyhow::anyhow!("producing: {e}")),
+                }
+            }
+            for f in pending {
+                let _ = f.await;
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+    };
+    let mut delays: Vec<i64> = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(args.latency_seconds + 60);
+    while (delays.len() as u64) < total && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Ok(Ok(m)) => {
+                if let Some(t) = m.timestamp().to_millis() {
+                    delays.push(now_ms() - t);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "latency reader"),
+            Err(_) => {}
+        }
+    }
+    send.await??;
+    running.stop();
+    let _ = running.join().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    anyhow::ensure!(
+        !delays.is_empty(),
+        "latency phase ({g}): no record reached the output topic"
+    );
+    delays.sort_unstable();
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "phase=latency guarantee={g} offered_per_s={} records={} of {total} p50_ms={} p99_ms={} max_ms={}",
+        args.latency_rate,
+        delays.len(),
+        at(0.5),
+        at(0.99),
+        delays[delays.len() - 1]
+    );
+    Ok(())
 }
 
 async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) -> anyhow::Result<()> {

@@ -111,6 +111,7 @@ pub const CONNECTOR: Connector = Connector {
     validate,
     check,
     metadata: &[],
+    upserts: false,
 };
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {

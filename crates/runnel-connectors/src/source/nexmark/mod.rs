@@ -84,6 +84,7 @@ pub const CONNECTOR: Connector = Connector {
     validate,
     check: descriptor::no_check,
     metadata: &[],
+    upserts: false,
 };
 
 /// Every declared column must be one the stream produces.
