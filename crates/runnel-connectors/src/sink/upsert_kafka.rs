@@ -18,7 +18,10 @@ use runnel_common::TableSpec;
 use crate::descriptor::{
     self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
 };
-use crate::source::kafka::{BOOTSTRAP_SERVERS, KafkaConfig, KafkaFormat, PROPERTIES, Startup};
+use crate::source::kafka::{
+    BOOTSTRAP_SERVERS, DEAD_LETTER_PATH, IDLE_TIMEOUT, KafkaConfig, KafkaFormat, PROPERTIES,
+    SCAN_BOUNDED, Startup,
+};
 use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext};
 
 /// `connector = 'upsert-kafka'`.
@@ -47,27 +50,9 @@ pub const CONNECTOR: Connector = Connector {
             "whether the key columns are also in the value",
         )
         .default("ALL"),
-        OptionDef::new(
-            "scan.bounded.mode",
-            OptionType::Choice(&["unbounded", "latest-offset"]),
-            "'latest-offset': stop once every partition's end is reached",
-        )
-        .default("unbounded")
-        .source_only(),
-        OptionDef::new(
-            "source.idle-timeout",
-            OptionType::Text,
-            "a partition without data this long stops holding event time back (e.g. '5 s')",
-        )
-        .default("the pipeline's, 5 s")
-        .source_only(),
-        OptionDef::new(
-            "dead-letter.path",
-            OptionType::Path,
-            "JSON-lines file of records that cannot be read",
-        )
-        .default("<data-dir>/dead-letters/<table>.jsonl")
-        .source_only(),
+        SCAN_BOUNDED,
+        IDLE_TIMEOUT,
+        DEAD_LETTER_PATH,
         OptionDef::new(
             "sink.delivery-guarantee",
             OptionType::Choice(&["none", "at-least-once", "exactly-once"]),

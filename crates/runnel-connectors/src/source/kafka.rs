@@ -67,6 +67,33 @@ pub const CONNECTOR: Connector = Connector {
     upserts: false,
 };
 
+/// Shared by `kafka` and `upsert-kafka`.
+pub(crate) const SCAN_BOUNDED: OptionDef = OptionDef::new(
+    "scan.bounded.mode",
+    OptionType::Choice(&["unbounded", "latest-offset"]),
+    "'latest-offset': stop once every partition's end is reached",
+)
+.default("unbounded")
+.source_only();
+
+/// Shared by `kafka` and `upsert-kafka`.
+pub(crate) const IDLE_TIMEOUT: OptionDef = OptionDef::new(
+    "source.idle-timeout",
+    OptionType::Text,
+    "a partition without data this long stops holding event time back (e.g. '5 s')",
+)
+.default("the pipeline's, 5 s")
+.source_only();
+
+/// Shared by `kafka` and `upsert-kafka`.
+pub(crate) const DEAD_LETTER_PATH: OptionDef = OptionDef::new(
+    "dead-letter.path",
+    OptionType::Path,
+    "JSON-lines file of records that cannot be read",
+)
+.default("<data-dir>/dead-letters/<table>.jsonl")
+.source_only();
+
 /// `properties.bootstrap.servers`, required by every Kafka table.
 pub(crate) const BOOTSTRAP_SERVERS: OptionDef = OptionDef::new(
     "properties.bootstrap.servers",
@@ -158,33 +185,15 @@ const OPTIONS: &[OptionDef] = &[
         "with 'specific-offsets': partition:0,offset:42;partition:1,offset:300",
     )
     .source_only(),
-    OptionDef::new(
-        "scan.bounded.mode",
-        OptionType::Choice(&["unbounded", "latest-offset"]),
-        "'latest-offset': stop once every partition's end is reached",
-    )
-    .default("unbounded")
-    .source_only(),
+    SCAN_BOUNDED,
     OptionDef::new(
         "scan.topic-partition-discovery.interval",
         OptionType::Text,
         "accepted for Flink scripts; partitions are read as found at start",
     )
     .source_only(),
-    OptionDef::new(
-        "source.idle-timeout",
-        OptionType::Text,
-        "a partition without data this long stops holding event time back (e.g. '5 s')",
-    )
-    .default("the pipeline's, 5 s")
-    .source_only(),
-    OptionDef::new(
-        "dead-letter.path",
-        OptionType::Path,
-        "JSON-lines file of records that cannot be read",
-    )
-    .default("<data-dir>/dead-letters/<table>.jsonl")
-    .source_only(),
+    IDLE_TIMEOUT,
+    DEAD_LETTER_PATH,
     OptionDef::new(
         "sink.partitioner",
         OptionType::Choice(&["default", "fixed", "round-robin"]),
