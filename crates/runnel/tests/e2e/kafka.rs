@@ -393,8 +393,27 @@ fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) ->
         ),
     );
     let _ = std::fs::remove_file(dir.path().join(&out));
-    dir.runnel(&["run", "read.sql", "--data-dir", &format!("read-{topic}")])
-        .assert_ok();
+    // Bounded in time: a bounded read that never ends fails the test instead of hanging.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "read.sql", "--data-dir", &format!("read-{topic}")])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting runnel");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for runnel") {
+            assert!(status.success(), "reading {topic} back failed");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a bounded read_committed read of {topic} did not end in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     sorted_lines(&dir.read(&out))
 }
 
