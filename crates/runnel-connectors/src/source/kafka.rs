@@ -932,9 +932,10 @@ async fn keyed_rows(
         .map(|(r, _)| (partition, r))
         .collect();
     let (value_batch, value_kept) = values.decode_kept(topic, &value_reads).await?;
-    // Per output row: its key row, and its value row (None for a deletion).
+    // Per output row: its key row, and where its other columns come from for
+    // `interleave`: (0, value row), or (1, 0) — NULL — for a deletion.
     let mut key_rows: Vec<u32> = Vec::new();
-    let mut value_rows: Vec<Option<usize>> = Vec::new();
+    let mut picks: Vec<(usize, usize)> = Vec::new();
     let mut kinds: Vec<RowKind> = Vec::new();
     let (mut k, mut v, mut vr) = (0u32, 0usize, 0usize);
     for (r, kept) in records.iter().zip(&key_kept) {
@@ -943,12 +944,12 @@ async fn keyed_rows(
         }
         if tombstone(r) {
             key_rows.push(k);
-            value_rows.push(None);
+            picks.push((1, 0));
             kinds.push(RowKind::Delete);
         } else {
             if value_kept.get(vr).copied().unwrap_or(false) {
                 key_rows.push(k);
-                value_rows.push(Some(v));
+                picks.push((0, v));
                 kinds.push(RowKind::UpdateAfter);
                 v += 1;
             }
@@ -971,13 +972,6 @@ async fn keyed_rows(
             Some(b) => vec![b.column(c).as_ref(), nulls.as_ref()],
             None => vec![nulls.as_ref(), nulls.as_ref()],
         };
-        let picks: Vec<(usize, usize)> = value_rows
-            .iter()
-            .map(|v| match (v, &value_batch) {
-                (Some(i), Some(_)) => (0, *i),
-                _ => (1, 0),
-            })
-            .collect();
         columns.push(arrow::compute::interleave(&from, &picks)?);
     }
     if upsert {
