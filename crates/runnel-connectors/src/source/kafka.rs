@@ -815,6 +815,8 @@ pub(crate) fn build_with(
             last_error: None,
             last_splits: Vec::new(),
             idle_timeout: config.idle_timeout,
+            idle_since: None,
+            stall_reported: false,
         }));
     }
     Ok(out)
@@ -1008,7 +1010,14 @@ pub struct KafkaSource {
     last_splits: Vec<(String, usize)>,
     /// `source.idle-timeout`.
     idle_timeout: Option<Duration>,
+    /// A bounded read: since when polls have found nothing.
+    idle_since: Option<Instant>,
+    /// A bounded read that stays idle short of its end was reported once.
+    stall_reported: bool,
 }
+
+/// A bounded read idle this long short of its end says where each partition stands.
+const STALL_REPORT: Duration = Duration::from_secs(20);
 
 /// Longest wait for records in one poll.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -1029,7 +1038,12 @@ impl KafkaSource {
                 .set("group.id", &config.group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "false")
+                // A bounded read ends a partition where the client reaches its end (the
+                // last stable offset for read_committed readers).
+                .set(
+                    "enable.partition.eof",
+                    if config.bounded { "true" } else { "false" },
+                )
                 .create_with_context(Quiet::new(&config, &table).reporting(&metrics))
                 .map_err(|e| {
                     ConnectorError::Other(format!("table '{table}': Kafka client settings: {e}"))
@@ -1106,6 +1120,44 @@ impl KafkaSource {
             && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
         {
             tracing::debug!(table = %self.table, error = %e, "committing offsets to the group");
+        }
+    }
+
+    /// The client reached the end of partition `p` (librdkafka names no topic: with
+    /// several topics the high watermark decides instead).
+    fn reached_end(&mut self, p: i32) {
+        if !self.config.bounded || self.config.pattern.is_some() || self.config.topics.len() != 1 {
+            return;
+        }
+        for ((_, q), o) in &mut self.owned {
+            if *q == p {
+                o.done = true;
+            }
+        }
+    }
+
+    /// Says where each partition of a bounded read that does not end stands.
+    async fn report_stall(
+        &self,
+        consumer: &Arc<StreamConsumer<Quiet>>,
+        positions: Option<&TopicPartitionList>,
+    ) {
+        for ((t, p), o) in self.owned.iter().filter(|(_, o)| !o.done) {
+            let position = positions
+                .and_then(|l| l.find_partition(t, *p))
+                .map(|e| format!("{:?}", e.offset()));
+            let cached = cached_high_watermark(consumer, t, *p);
+            let c = consumer.clone();
+            let (topic, partition) = (t.clone(), *p);
+            let listed = crate::source::log::blocking("asking Kafka for offsets", move || {
+                c.fetch_watermarks(&topic, partition, CHECK_TIMEOUT)
+                    .map_err(|e| ConnectorError::Other(e.to_string()))
+            })
+            .await;
+            tracing::warn!(table = %self.table, topic = %t, partition = p, next = o.next,
+                position = ?position, fetched_high_watermark = ?cached, listed = ?listed,
+                "a bounded read has been idle for {} s short of the partition's end",
+                STALL_REPORT.as_secs());
         }
     }
 
@@ -1254,6 +1306,10 @@ impl Source for KafkaSource {
             };
             let m = match next {
                 None => break,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    self.reached_end(p);
+                    continue;
+                }
                 Some(Err(e)) => {
                     self.report(&e);
                     break;
@@ -1310,9 +1366,18 @@ impl Source for KafkaSource {
                         o.done = true;
                     }
                 }
+                let since = *self.idle_since.get_or_insert_with(Instant::now);
+                if !self.stall_reported
+                    && since.elapsed() >= STALL_REPORT
+                    && self.owned.values().any(|o| !o.done)
+                {
+                    self.stall_reported = true;
+                    self.report_stall(&consumer, positions.as_ref()).await;
+                }
             }
             return Ok(SourcePoll::Pending);
         }
+        self.idle_since = None;
         self.metrics.bytes.add(bytes);
         self.metrics.clear_problem();
         // One decode per partition, so that each partition's rows are contiguous and

@@ -397,9 +397,11 @@ fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) ->
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args(["run", "read.sql", "--data-dir", &format!("read-{topic}")])
         .current_dir(dir.path())
-        .env("RUNNEL_LOG", "error")
+        .env("RUNNEL_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.path().join(format!("read-{topic}.log"))).expect("log file"),
+        )
         .spawn()
         .expect("starting runnel");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -410,7 +412,11 @@ fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) ->
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("a bounded read_committed read of {topic} did not end in 120 s");
+            let log = std::fs::read_to_string(dir.path().join(format!("read-{topic}.log")))
+                .unwrap_or_default();
+            panic!(
+                "a bounded read_committed read of {topic} did not end in 120 s; its log:\n{log}"
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
