@@ -1123,10 +1123,10 @@ impl KafkaSource {
         }
     }
 
-    /// The client reached the end of partition `p` (librdkafka names no topic: with
-    /// several topics the high watermark decides instead).
+    /// The client reached the end of partition `p` (reported only to bounded reads;
+    /// librdkafka names no topic: with several topics the high watermark decides instead).
     fn reached_end(&mut self, p: i32) {
-        if !self.config.bounded || self.config.pattern.is_some() || self.config.topics.len() != 1 {
+        if self.config.pattern.is_some() || self.config.topics.len() != 1 {
             return;
         }
         for ((_, q), o) in &mut self.owned {

@@ -394,14 +394,13 @@ fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) ->
     );
     let _ = std::fs::remove_file(dir.path().join(&out));
     // Bounded in time: a bounded read that never ends fails the test instead of hanging.
+    let log_path = dir.path().join(format!("read-{topic}.log"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
         .args(["run", "read.sql", "--data-dir", &format!("read-{topic}")])
         .current_dir(dir.path())
         .env("RUNNEL_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(dir.path().join(format!("read-{topic}.log"))).expect("log file"),
-        )
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
         .spawn()
         .expect("starting runnel");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -412,8 +411,7 @@ fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) ->
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let log = std::fs::read_to_string(dir.path().join(format!("read-{topic}.log")))
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             panic!(
                 "a bounded read_committed read of {topic} did not end in 120 s; its log:\n{log}"
             );
