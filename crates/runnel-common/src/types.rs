@@ -45,6 +45,21 @@ pub fn map_type(key: DataType, value: DataType) -> DataType {
     )
 }
 
+/// Flink's `ARRAY<element>`: an Arrow list of nullable elements.
+pub fn array_type(element: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("element", element, true)))
+}
+
+/// Flink's `ROW<name type, …>`: an Arrow struct of nullable fields.
+pub fn row_type(fields: Vec<(String, DataType)>) -> DataType {
+    DataType::Struct(
+        fields
+            .into_iter()
+            .map(|(name, dt)| Field::new(name, dt, true))
+            .collect(),
+    )
+}
+
 /// The key and value types of a `MAP<key, value>` type.
 pub fn map_types(dt: &DataType) -> Option<(&DataType, &DataType)> {
     let DataType::Map(entries, _) = dt else {
@@ -80,9 +95,20 @@ pub fn sql_name(dt: &DataType) -> String {
             Some((k, v)) => format!("MAP<{}, {}>", sql_name(k), sql_name(v)),
             None => format!("{dt}"),
         },
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("ARRAY<{}>", sql_name(f.data_type()))
+        }
+        DataType::Struct(fields) => format!(
+            "ROW<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), sql_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => format!("{other}"),
     }
 }
 
 /// Names of the supported types, for "unknown type" errors.
-pub const SUPPORTED: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), VARCHAR/STRING, BYTES/VARBINARY, DATE, TIMESTAMP(3), TIMESTAMP_LTZ(3), MAP<key, value>";
+pub const SUPPORTED: &str = "BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), VARCHAR/STRING, BYTES/VARBINARY, DATE, TIMESTAMP(3), TIMESTAMP_LTZ(3), ARRAY<element>, ROW<name type, …>, MAP<key, value>";

@@ -128,8 +128,10 @@ impl Catalog {
         let mut options = ConfigOptions::default();
         // Flink identifiers are case-sensitive as written; functions are looked up case-insensitively.
         options.sql_parser.enable_ident_normalization = false;
-        let relation_planners: Vec<Arc<dyn RelationPlanner>> =
-            vec![Arc::new(crate::window::WindowTvfPlanner)];
+        let relation_planners: Vec<Arc<dyn RelationPlanner>> = vec![
+            Arc::new(crate::window::WindowTvfPlanner),
+            Arc::new(crate::unnest::UnnestPlanner),
+        ];
         Self {
             providers: Vec::new(),
             provided: Default::default(),

@@ -126,6 +126,16 @@ pub enum NodeSpec {
     /// An upsert source's rows (a new value per key, or a deletion naming only the key)
     /// turned into a changelog with the retracted rows (Flink's ChangelogNormalize).
     Normalize(NormalizeSpec),
+    /// `CROSS JOIN UNNEST(…)`: each row once per element of an array or map column.
+    Unnest(UnnestSpec),
+}
+
+/// Rows repeated per element of one array (or map) column, the element appended
+/// (a ROW element as one column per field, a MAP entry as key and value).
+#[derive(Debug, Clone)]
+pub struct UnnestSpec {
+    /// The ARRAY or MAP column of the input.
+    pub column: usize,
 }
 
 /// Keyed upserts to a changelog: the last row per key is kept.
@@ -406,6 +416,7 @@ impl fmt::Debug for NodeSpec {
                     .join(", ")
             ),
             NodeSpec::Normalize(n) => write!(f, "Normalize(key {:?})", n.key),
+            NodeSpec::Unnest(u) => write!(f, "Unnest(column {})", u.column),
             NodeSpec::Rank(r) => write!(
                 f,
                 "Rank(partition {:?}, order {:?}, top {}{})",
@@ -437,6 +448,7 @@ impl NodeSpec {
             NodeSpec::Rank(_) => "rank",
             NodeSpec::Over(_) => "over",
             NodeSpec::Normalize(_) => "normalize",
+            NodeSpec::Unnest(_) => "unnest",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod functions;
 pub mod graph;
 mod group_window;
 mod lower;
+mod unnest;
 pub mod window;
 
 pub use ddl::parse_script;
@@ -39,7 +40,7 @@ pub use error::SqlError;
 pub use graph::{
     GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
     NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankSpec,
-    WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+    UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 

@@ -111,10 +111,60 @@ fn lookup<'m>(map: &'m Map<String, Value>, name: &str) -> Option<&'m Value> {
     })
 }
 
+/// Converts one JSON value (`null` included) to a cell of the nested type
+/// `dt` (`ARRAY<…>` or `ROW<…>`): an array's elements by position; a row from
+/// an object by field name (case-insensitive, missing fields are NULL) or from
+/// an array by position. The error names the path to the bad value.
+pub(crate) fn convert_nested(dt: &DataType, v: &Value) -> Result<Cell<'static>, String> {
+    let item = |dt: &DataType, v: &Value, at: String| -> Result<Cell<'static>, String> {
+        match v {
+            Value::Null => Ok(Cell::Null),
+            v => convert_json(dt, v).map_err(|why| {
+                if why.starts_with("expected") {
+                    format!("{at}: {why}, got {}", shorten(&v.to_string()))
+                } else {
+                    format!("{at}: {why}")
+                }
+            }),
+        }
+    };
+    match (dt, v) {
+        (_, Value::Null) => Ok(Cell::Null),
+        (DataType::List(f), Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| item(f.data_type(), v, format!("[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Cell::List),
+        (DataType::Struct(fields), Value::Object(map)) => fields
+            .iter()
+            .map(|f| match lookup(map, f.name()) {
+                None => Ok(Cell::Null),
+                Some(v) => item(f.data_type(), v, format!(".{}", f.name())),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Cell::Struct),
+        (DataType::Struct(fields), Value::Array(items)) if items.len() == fields.len() => fields
+            .iter()
+            .zip(items)
+            .map(|(f, v)| item(f.data_type(), v, format!(".{}", f.name())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Cell::Struct),
+        _ => Err(format!("expected {}", sql_name(dt))),
+    }
+}
+
 /// Converts one non-null JSON value to a cell of type `dt`.
 fn convert_json(dt: &DataType, v: &Value) -> Result<Cell<'static>, String> {
     let expected = || format!("expected {}", sql_name(dt));
     match (dt, v) {
+        (DataType::List(_) | DataType::Struct(_), Value::String(s)) => {
+            match serde_json::from_str::<Value>(s) {
+                Ok(inner @ (Value::Array(_) | Value::Object(_))) => convert_nested(dt, &inner),
+                _ => Err(expected()),
+            }
+        }
+        (DataType::List(_) | DataType::Struct(_), v) => convert_nested(dt, v),
         (DataType::Utf8, Value::String(s)) => Ok(Cell::Str(Cow::Owned(s.clone()))),
         (DataType::Utf8, other) => Ok(Cell::Str(Cow::Owned(other.to_string()))),
         (_, Value::String(s)) => convert_text(dt, Cow::Borrowed(s.as_str())).map(own),
@@ -173,6 +223,8 @@ fn own(c: Cell<'_>) -> Cell<'static> {
         Cell::Decimal(d) => Cell::Decimal(d),
         Cell::Str(s) => Cell::Str(Cow::Owned(s.into_owned())),
         Cell::Bytes(b) => Cell::Bytes(b),
+        Cell::List(items) => Cell::List(items.into_iter().map(own).collect()),
+        Cell::Struct(fields) => Cell::Struct(fields.into_iter().map(own).collect()),
     }
 }
 
@@ -613,6 +665,54 @@ mod tests {
             r#"{"b":false,"i8":null,"i16":null,"i32":null,"i64":null,"f32":null,"f64":null,"d":-0.01,"s":"7","bin":null,"day":null,"ts":"1970-01-01T00:00:01.000Z","tz":null}"#,
             "\n",
             r#"{"b":null,"i8":null,"i16":null,"i32":null,"i64":null,"f32":null,"f64":null,"d":null,"s":"{\"k\":[1,true]}","bin":null,"day":null,"ts":null,"tz":null}"#,
+            "\n",
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn nested_arrays_and_rows_decode_and_encode_back() {
+        use runnel_common::types::{array_type, row_type};
+        let boxes = array_type(row_type(vec![
+            ("label".into(), DataType::Utf8),
+            ("score".into(), DataType::Float64),
+        ]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("tags", array_type(DataType::Utf8), true),
+            Field::new("boxes", boxes, true),
+            Field::new("grid", array_type(array_type(DataType::Int32)), true),
+        ]));
+        let input = br#"{"id":1,"tags":["a",null,"c"],"boxes":[{"label":"dog","score":0.9},{"LABEL":"cat"}],"grid":[[1,2],[],null]}
+{"id":2,"tags":[],"boxes":null}
+{"id":3,"boxes":[["car",0.5]],"tags":["x"]}
+{"id":4,"boxes":[{"label":"dog","score":"high"}]}
+{"id":5,"tags":{"a":1}}
+{"id":6,"grid":[[1,2.5]]}"#;
+        let d = decode_all(schema, input).unwrap();
+        let reasons: Vec<(usize, &str)> = d
+            .rejects
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    4,
+                    r#"column 'boxes': [0]: .score: expected DOUBLE, got "high""#
+                ),
+                (5, r#"column 'tags': expected ARRAY<STRING>, got {"a":1}"#),
+                (6, "column 'grid': [0]: [1]: expected INT, got 2.5"),
+            ]
+        );
+        let text = encode_to_string(&d.batch.unwrap()).unwrap();
+        let expected = concat!(
+            r#"{"id":1,"tags":["a",null,"c"],"boxes":[{"label":"dog","score":0.9},{"label":"cat","score":null}],"grid":[[1,2],[],null]}"#,
+            "\n",
+            r#"{"id":2,"tags":[],"boxes":null,"grid":null}"#,
+            "\n",
+            r#"{"id":3,"tags":["x"],"boxes":[{"label":"car","score":0.5}],"grid":null}"#,
             "\n",
         );
         assert_eq!(text, expected);

@@ -11,12 +11,14 @@ pub mod json;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListArray,
+    StringBuilder, StructArray, TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use runnel_common::time::parse_timestamp;
@@ -63,6 +65,11 @@ pub fn check_schema(table: &str, schema: &SchemaRef) -> Result<(), ConnectorErro
 }
 
 fn is_supported(dt: &DataType) -> bool {
+    match dt {
+        DataType::List(f) => return is_supported(f.data_type()),
+        DataType::Struct(fields) => return fields.iter().all(|f| is_supported(f.data_type())),
+        _ => {}
+    }
     matches!(
         dt,
         DataType::Boolean
@@ -91,6 +98,10 @@ pub(crate) enum Cell<'a> {
     Decimal(i128),
     Str(Cow<'a, str>),
     Bytes(Vec<u8>),
+    /// An `ARRAY<t>` value: its elements, each converted to `t`.
+    List(Vec<Cell<'a>>),
+    /// A `ROW<…>` value: one cell per field, in the type's field order.
+    Struct(Vec<Cell<'a>>),
 }
 
 /// One typed Arrow builder per column of the table.
@@ -113,6 +124,17 @@ enum Builder {
     Binary(BinaryBuilder),
     Date32(Date32Builder),
     Timestamp(TimestampMillisecondBuilder),
+    List {
+        field: FieldRef,
+        child: Box<Builder>,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
+    Struct {
+        fields: Fields,
+        children: Vec<Builder>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 impl Columns {
@@ -173,6 +195,17 @@ fn new_builder(dt: &DataType) -> Builder {
         DataType::Timestamp(_, _) => {
             Builder::Timestamp(TimestampMillisecondBuilder::new().with_data_type(dt.clone()))
         }
+        DataType::List(field) => Builder::List {
+            field: field.clone(),
+            child: Box::new(new_builder(field.data_type())),
+            offsets: vec![0],
+            nulls: NullBufferBuilder::new(0),
+        },
+        DataType::Struct(fields) => Builder::Struct {
+            fields: fields.clone(),
+            children: fields.iter().map(|f| new_builder(f.data_type())).collect(),
+            nulls: NullBufferBuilder::new(0),
+        },
         // check_schema admitted only the types above and Utf8.
         _ => Builder::Utf8(StringBuilder::new()),
     }
@@ -222,6 +255,39 @@ fn append(b: &mut Builder, cell: Cell<'_>) {
             Cell::Bytes(v) => b.append_value(v),
             _ => b.append_null(),
         },
+        Builder::List {
+            child,
+            offsets,
+            nulls,
+            ..
+        } => {
+            let mut len = offsets.last().copied().unwrap_or(0);
+            if let Cell::List(items) = cell {
+                len += items.len() as i32;
+                for item in items {
+                    append(child, item);
+                }
+                nulls.append_non_null();
+            } else {
+                nulls.append_null();
+            }
+            offsets.push(len);
+        }
+        Builder::Struct {
+            children, nulls, ..
+        } => {
+            if let Cell::Struct(values) = cell {
+                for (c, v) in children.iter_mut().zip(values) {
+                    append(c, v);
+                }
+                nulls.append_non_null();
+            } else {
+                for c in children.iter_mut() {
+                    append(c, Cell::Null);
+                }
+                nulls.append_null();
+            }
+        }
     }
 }
 
@@ -239,6 +305,34 @@ fn finish_builder(b: &mut Builder) -> ArrayRef {
         Builder::Binary(b) => Arc::new(b.finish()),
         Builder::Date32(b) => Arc::new(b.finish()),
         Builder::Timestamp(b) => Arc::new(b.finish()),
+        Builder::List {
+            field,
+            child,
+            offsets,
+            nulls,
+        } => {
+            let values = finish_builder(child);
+            let offsets =
+                OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
+            Arc::new(ListArray::new(
+                field.clone(),
+                offsets,
+                values,
+                nulls.finish(),
+            ))
+        }
+        Builder::Struct {
+            fields,
+            children,
+            nulls,
+        } => {
+            let columns: Vec<ArrayRef> = children.iter_mut().map(finish_builder).collect();
+            let len = columns.first().map_or(0, |c| c.len());
+            if columns.is_empty() {
+                return Arc::new(StructArray::new_empty_fields(len, nulls.finish()));
+            }
+            Arc::new(StructArray::new(fields.clone(), columns, nulls.finish()))
+        }
     }
 }
 
@@ -271,6 +365,12 @@ pub(crate) fn convert_text<'a>(dt: &DataType, text: Cow<'a, str>) -> Result<Cell
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
             .ok()
             .map(Cell::Bytes),
+        // A nested value in text (a CSV field, a JSON string) is itself JSON.
+        DataType::List(_) | DataType::Struct(_) => {
+            let v: serde_json::Value = serde_json::from_str(t)
+                .map_err(|_| format!("expected {} as JSON", sql_name(dt)))?;
+            return json::convert_nested(dt, &v);
+        }
         _ => None,
     };
     cell.ok_or_else(|| format!("expected {}", sql_name(dt)))

@@ -12,6 +12,7 @@ pub mod rank;
 mod restore_tests;
 pub mod rows;
 pub mod session;
+pub mod unnest;
 pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_join;
@@ -113,6 +114,7 @@ pub fn build(
             spec.input_updating,
         )?),
         NodeSpec::Normalize(spec) => Box::new(normalize::Normalize::try_new(spec, input)?),
+        NodeSpec::Unnest(spec) => Box::new(unnest::Unnest::try_new(spec, input, &node.schema)?),
         NodeSpec::Source(_) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",

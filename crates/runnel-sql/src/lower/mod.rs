@@ -19,6 +19,7 @@ use runnel_common::types::sql_name;
 mod aggregate;
 mod over;
 mod rank;
+mod unnest;
 
 use crate::catalog::{Relation, RelationSource};
 use crate::error::{SqlError, clean_datafusion_message};
@@ -471,6 +472,9 @@ impl Lowerer {
         join: &datafusion_expr::logical_plan::Join,
     ) -> Result<Vec<usize>, SqlError> {
         use datafusion_expr::JoinType;
+        if Self::is_lateral(join) {
+            return self.lower_lateral(join);
+        }
         let kind = match join.join_type {
             JoinType::Inner => JoinKind::Inner,
             JoinType::Left => JoinKind::Left,
