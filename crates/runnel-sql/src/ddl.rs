@@ -127,16 +127,64 @@ fn check_depth(query: &Query, line: u64) -> Result<(), SqlError> {
 
 /// Parses a whole script into statements.
 pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    let statements = parse_statements(sql)?;
-    for s in &statements {
+    let mut statements = parse_statements(sql)?;
+    for s in &mut statements {
         match s {
             Statement::Insert { query, line, .. } | Statement::CreateView { query, line, .. } => {
                 check_depth(query, *line)?;
+                unnest_as_relation(query);
             }
             _ => {}
         }
     }
     Ok(statements)
+}
+
+/// The Flink dialect reads `UNNEST(arr) AS t (x)` in FROM as a call of a table
+/// function named UNNEST; this turns it into the UNNEST relation, which the planner
+/// treats as lateral (its argument may name the columns of the tables before it).
+fn unnest_as_relation(query: &mut Query) {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, TableFactor, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Rewrite;
+    impl VisitorMut for Rewrite {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                with_ordinality,
+                ..
+            } = factor
+            else {
+                return ControlFlow::Continue(());
+            };
+            let is_unnest = name.0.len() == 1
+                && name.0[0].as_ident().is_some_and(|i| {
+                    i.quote_style.is_none() && i.value.eq_ignore_ascii_case("UNNEST")
+                });
+            let exprs: Option<Vec<Expr>> = args
+                .args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let (true, Some(array_exprs)) = (is_unnest, exprs) {
+                *factor = TableFactor::UNNEST {
+                    alias: alias.take(),
+                    array_exprs,
+                    with_offset: false,
+                    with_offset_alias: None,
+                    with_ordinality: *with_ordinality,
+                };
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Rewrite);
 }
 
 fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {

@@ -89,14 +89,14 @@ pub enum BenchCommand {
     Kafka(crate::cmd::bench_kafka::BenchKafkaArgs),
 }
 
-/// Nexmark queries `runnel bench nexmark` can run.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// Nexmark queries `runnel bench nexmark` can run (their SQL: `src/cmd/nexmark/*.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NexmarkQuery {
-    /// Passthrough of bids to a blackhole sink
+    /// Pass-through of bids
     Q0,
-    /// Bid price converted to euros
+    /// Bid price converted to euros (DECIMAL)
     Q1,
-    /// Bids whose auction id is a multiple of 123
+    /// Bids on auctions whose id is a multiple of 123
     Q2,
     /// Local item suggestion: auctions joined with their sellers (regular join)
     Q3,
@@ -108,14 +108,34 @@ pub enum NexmarkQuery {
     Q7,
     /// Only the maximum price per 10 s window (the simplified q7 of earlier benchmarks)
     Q7Max,
+    /// Monitor new users: people and their auctions in the same 10 s window (window join)
+    Q8,
     /// Winning bids: join and ROW_NUMBER per auction
     Q9,
+    /// Log to file: every bid with DATE_FORMAT day and minute columns
+    Q10,
+    /// User sessions: bids per bidder per 10 s-gap session (legacy SESSION group window)
+    Q11,
+    /// Bids per bidder per 10 s of processing time (PROCTIME window)
+    Q12,
+    /// Calculation: filter, CASE over HOUR(), character counts
+    Q14,
+    /// Bidding statistics per day (COUNT DISTINCT with FILTER, updating)
+    Q15,
+    /// Channel statistics per day (COUNT DISTINCT with FILTER, updating)
+    Q16,
+    /// Auction statistics per day (counts, min, max, avg, sum, updating)
+    Q17,
     /// Last bid per bidder and auction (deduplication)
     Q18,
     /// Top 10 bids per auction (Top-N)
     Q19,
     /// Bids joined with their auction, category 10 (regular join)
     Q20,
+    /// Channel id from a CASE or REGEXP_EXTRACT
+    Q21,
+    /// URL directories with SPLIT_INDEX
+    Q22,
     /// Count, sum and max of bids per auction per 10 s tumbling window
     Tumble,
 }
@@ -135,6 +155,16 @@ pub struct NexmarkArgs {
     /// Take checkpoints this often (e.g. '10 s'); default: none
     #[arg(long)]
     pub checkpoint_interval: Option<String>,
+    /// Events per second of event time in the generator
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Write the query's results (as a JSON changelog) to this file instead of
+    /// discarding them
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<std::path::PathBuf>,
+    /// Print the pipeline's SQL and exit
+    #[arg(long)]
+    pub print_sql: bool,
 }
 
 /// How the HTTP server is protected and reached (`run --listen`, `serve`, `demo`).

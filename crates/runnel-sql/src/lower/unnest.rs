@@ -54,6 +54,8 @@ impl Lowerer {
         match plan {
             LogicalPlan::EmptyRelation(e) if e.produce_one_row => Ok(left),
             LogicalPlan::SubqueryAlias(a) => self.lower_lateral_side(&a.input, left, left_schema),
+            // The wrapper DataFusion puts around a relation naming outer columns.
+            LogicalPlan::Subquery(s) => self.lower_lateral_side(&s.subquery, left, left_schema),
             LogicalPlan::Projection(p) => {
                 let ids = self.lower_lateral_side(&p.input, left, left_schema)?;
                 let combined = Arc::new(

@@ -16,111 +16,76 @@ const PERSON_TABLE: &str = "CREATE TABLE person (id BIGINT, name STRING, email_a
   credit_card STRING, city STRING, state STRING, date_time TIMESTAMP(3), extra STRING,
   WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)";
 
-/// The SQL of a Nexmark query over the generator, into a blackhole sink.
-pub fn nexmark_sql(query: NexmarkQuery, events: u64) -> String {
-    let (sink, select) = match query {
-        NexmarkQuery::Q0 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
-            "SELECT auction, bidder, price, date_time, extra FROM bid",
-        ),
-        NexmarkQuery::Q1 => (
-            "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3), extra STRING",
-            "SELECT auction, bidder, 0.908 * price, date_time, extra FROM bid",
-        ),
-        NexmarkQuery::Q2 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
-            "SELECT auction, bidder, price, date_time, extra FROM bid WHERE MOD(auction, 123) = 0",
-        ),
-        NexmarkQuery::Q5 => (
-            "auction BIGINT, window_start TIMESTAMP(3), num BIGINT",
-            "SELECT h.auction, h.window_start, h.num FROM (
-               SELECT auction, window_start, window_end, COUNT(*) AS num
-               FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
-               GROUP BY auction, window_start, window_end) h
-             JOIN (
-               SELECT window_start, window_end, MAX(num) AS maxn FROM (
-                 SELECT auction, window_start, window_end, COUNT(*) AS num
-                 FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
-                 GROUP BY auction, window_start, window_end)
-               GROUP BY window_start, window_end) m
-             ON h.window_start = m.window_start AND h.window_end = m.window_end AND h.num >= m.maxn",
-        ),
-        NexmarkQuery::Q3 => (
-            "name STRING, city STRING, state STRING, id BIGINT",
-            "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
-             WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')",
-        ),
-        NexmarkQuery::Q4 => (
-            "id BIGINT, final BIGINT",
-            "SELECT Q.category, AVG(Q.final) FROM (
-               SELECT MAX(B.price) AS final, A.category FROM auction A, bid B
-               WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires
-               GROUP BY A.id, A.category) Q
-             GROUP BY Q.category",
-        ),
-        NexmarkQuery::Q7 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), extra STRING",
-            "SELECT B.auction, B.bidder, B.price, B.date_time, B.extra FROM bid B
-             JOIN (SELECT MAX(price) AS maxprice, window_end AS date_time
-                   FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
-                   GROUP BY window_start, window_end) B1
-             ON B.price = B1.maxprice
-             WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
-        ),
-        NexmarkQuery::Q7Max => (
-            "window_start TIMESTAMP(3), window_end TIMESTAMP(3), top BIGINT",
-            "SELECT window_start, window_end, MAX(price)
-             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
-             GROUP BY window_start, window_end",
-        ),
-        NexmarkQuery::Q9 => (
-            "id BIGINT, seller BIGINT, category BIGINT, auction BIGINT, bidder BIGINT, price BIGINT",
-            "SELECT id, seller, category, auction, bidder, price FROM (
-               SELECT A.*, B.auction, B.bidder, B.price, B.date_time AS bid_time,
-                 ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.date_time ASC) AS rownum
-               FROM auction A, bid B
-               WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires)
-             WHERE rownum <= 1",
-        ),
-        NexmarkQuery::Q18 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING",
-            "SELECT auction, bidder, price, channel, url, date_time, extra FROM (
-               SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC) AS rank_number
-               FROM bid)
-             WHERE rank_number <= 1",
-        ),
-        NexmarkQuery::Q19 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING, rank_number BIGINT",
-            "SELECT * FROM (
-               SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
-             WHERE rank_number <= 10",
-        ),
-        NexmarkQuery::Q20 => (
-            "auction BIGINT, bidder BIGINT, price BIGINT, bid_date_time TIMESTAMP(3), item_name STRING, category BIGINT",
-            "SELECT auction, bidder, price, B.date_time, item_name, category
-             FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id WHERE A.category = 10",
-        ),
-        NexmarkQuery::Tumble => (
-            "auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), num BIGINT, total BIGINT, top BIGINT",
-            "SELECT auction, window_start, window_end, COUNT(*), SUM(price), MAX(price)
-             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
-             GROUP BY auction, window_start, window_end",
-        ),
+/// The query's own statements (its sink, then its INSERT), in Flink's dialect.
+fn query_text(query: NexmarkQuery) -> &'static str {
+    use NexmarkQuery::*;
+    match query {
+        Q0 => include_str!("nexmark/q0.sql"),
+        Q1 => include_str!("nexmark/q1.sql"),
+        Q2 => include_str!("nexmark/q2.sql"),
+        Q3 => include_str!("nexmark/q3.sql"),
+        Q4 => include_str!("nexmark/q4.sql"),
+        Q5 => include_str!("nexmark/q5.sql"),
+        Q7 => include_str!("nexmark/q7.sql"),
+        Q7Max => include_str!("nexmark/q7_max.sql"),
+        Q8 => include_str!("nexmark/q8.sql"),
+        Q9 => include_str!("nexmark/q9.sql"),
+        Q10 => include_str!("nexmark/q10.sql"),
+        Q11 => include_str!("nexmark/q11.sql"),
+        Q12 => include_str!("nexmark/q12.sql"),
+        Q14 => include_str!("nexmark/q14.sql"),
+        Q15 => include_str!("nexmark/q15.sql"),
+        Q16 => include_str!("nexmark/q16.sql"),
+        Q17 => include_str!("nexmark/q17.sql"),
+        Q18 => include_str!("nexmark/q18.sql"),
+        Q19 => include_str!("nexmark/q19.sql"),
+        Q20 => include_str!("nexmark/q20.sql"),
+        Q21 => include_str!("nexmark/q21.sql"),
+        Q22 => include_str!("nexmark/q22.sql"),
+        Tumble => include_str!("nexmark/tumble.sql"),
+    }
+}
+
+/// The whole pipeline of a Nexmark query over the generator: the three streams, then
+/// the query, whose sink discards its rows unless `output` names a JSON file.
+pub fn nexmark_sql(
+    query: NexmarkQuery,
+    events: u64,
+    rate: u64,
+    output: Option<&std::path::Path>,
+) -> String {
+    let gen_opts = |stream: &str| {
+        format!(
+            "connector = 'nexmark', stream = '{stream}', events = '{events}', rate = '{rate}', throttle = 'false'"
+        )
     };
+    let mut text = query_text(query).to_string();
+    if let Some(path) = output {
+        let path = path.display().to_string().replace('\'', "''");
+        text = text.replace(
+            "connector = 'blackhole'",
+            &format!("connector = 'file', path = '{path}'"),
+        );
+    }
     format!(
-        "{BID_TABLE} WITH (connector = 'nexmark', stream = 'bid', events = '{events}');\n\
-         {AUCTION_TABLE} WITH (connector = 'nexmark', stream = 'auction', events = '{events}');\n\
-         {PERSON_TABLE} WITH (connector = 'nexmark', stream = 'person', events = '{events}');\n\
-         CREATE TABLE sink_out ({sink}) WITH (connector = 'blackhole');\n\
-         INSERT INTO sink_out {select};\n"
+        "{BID_TABLE} WITH ({});\n{AUCTION_TABLE} WITH ({});\n{PERSON_TABLE} WITH ({});\n\
+         -- the processing time of each bid, for q12\n\
+         CREATE VIEW bid_p AS SELECT *, PROCTIME() AS p_time FROM bid;\n{text}",
+        gen_opts("bid"),
+        gen_opts("auction"),
+        gen_opts("person"),
     )
 }
 
 /// Runs one Nexmark query and prints its throughput.
 pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
-    let mut sql = nexmark_sql(args.query, args.events);
+    let mut sql = nexmark_sql(args.query, args.events, args.rate, args.output.as_deref());
     if let Some(v) = &args.checkpoint_interval {
         sql = format!("SET 'execution.checkpointing.interval' = '{v}';\n{sql}");
+    }
+    if args.print_sql {
+        print!("{sql}");
+        return Ok(());
     }
     let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
     let mut options = PrepareOptions::new("nexmark", &data_dir);

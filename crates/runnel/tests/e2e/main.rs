@@ -7,5 +7,6 @@ mod fuzz;
 mod harness;
 mod kafka;
 mod log_cli;
+mod nexmark;
 mod planning;
 mod web;

@@ -53,9 +53,15 @@ pub const CONNECTOR: Connector = Connector {
                 min: 1,
                 max: u64::MAX,
             },
-            "events per second of event time",
+            "events per second of event time; also the generator's wall-clock pace unless 'throttle' = 'false'",
         )
         .default("10000"),
+        OptionDef::new(
+            "throttle",
+            OptionType::Bool,
+            "with 'rate' given: generate no faster than 'rate' events per wall-clock second",
+        )
+        .default("true"),
         OptionDef::new(
             "seed",
             OptionType::Int {
@@ -186,8 +192,10 @@ pub struct NexmarkConfig {
     pub stream: NexmarkStream,
     /// Total events of the whole generator (all kinds); unbounded when `None`.
     pub events: Option<u64>,
-    /// Wall-clock throttle in events per second (all kinds); unthrottled when `None`.
+    /// Events per second of event time (all kinds); Nexmark's default when `None`.
     pub rate: Option<u64>,
+    /// Hold generation to `rate` events per wall-clock second (when `rate` is given).
+    pub throttle: bool,
     /// PRNG seed; the same seed gives the same events.
     pub seed: u64,
     /// Rows per batch.
@@ -226,6 +234,19 @@ impl NexmarkConfig {
                 positive,
             )
             .map_err(opt)?;
+        let throttle = o
+            .parsed(
+                "nexmark",
+                "throttle",
+                "expected true or false",
+                |v| match v.trim() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                },
+            )
+            .map_err(opt)?
+            .unwrap_or(true);
         let seed = o
             .parsed("nexmark", "seed", "expected a whole number", |v| {
                 v.trim().parse::<u64>().ok()
@@ -243,6 +264,7 @@ impl NexmarkConfig {
             stream,
             events,
             rate,
+            throttle,
             seed: seed.unwrap_or(42),
             batch_size: batch.map_or(DEFAULT_BATCH_SIZE, |b| b as usize),
         })
@@ -363,7 +385,7 @@ impl NexmarkSource {
             tables,
             seed: config.seed,
             events: config.events.unwrap_or(u64::MAX),
-            rate: config.rate,
+            rate: config.rate.filter(|_| config.throttle),
             delay_us: (1_000_000 / event_rate).max(1),
             batch_size: config.batch_size.max(1),
             subtask: ctx.subtask as u64,

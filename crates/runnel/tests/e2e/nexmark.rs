@@ -1,0 +1,107 @@
+//! The Nexmark queries of `runnel bench nexmark` (`src/cmd/nexmark/*.sql`), run on a
+//! bounded generator, each checked against a reference: the same events, dumped to
+//! files, queried by SQLite (`nexmark/<query>.sql`, through Python's standard library,
+//! an engine independent of runnel's). For updating queries the final state after all
+//! retractions is compared.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::TestDir;
+
+/// Generator events: about 50 s of event time at 1000 events/s.
+const EVENTS: &str = "50000";
+const RATE: &str = "1000";
+
+const QUERIES: &[&str] = &[
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q7-max", "q8", "q9", "q10", "q11", "q12", "q14",
+    "q15", "q16", "q17", "q18", "q19", "q20", "q21", "q22", "tumble",
+];
+
+fn python() -> &'static str {
+    "python3"
+}
+
+#[test]
+fn nexmark_queries_match_a_sqlite_reference() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/nexmark");
+    let dir = TestDir::new();
+    // The generator's events, as files: what both runnel and the reference see.
+    let sql = dir
+        .runnel(&[
+            "bench",
+            "nexmark",
+            "--query",
+            "q0",
+            "--events",
+            EVENTS,
+            "--rate",
+            RATE,
+            "--print-sql",
+        ])
+        .assert_ok()
+        .stdout
+        .clone();
+    let tables: String = sql
+        .split(';')
+        .filter(|s| s.trim_start().starts_with("CREATE TABLE") && s.contains("'nexmark'"))
+        .map(|s| format!("{};\n", s.trim()))
+        .collect();
+    let mut dump = tables.clone();
+    for (t, cols) in [
+        (
+            "bid",
+            "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING",
+        ),
+        (
+            "auction",
+            "id BIGINT, item_name STRING, description STRING, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING",
+        ),
+        (
+            "person",
+            "id BIGINT, name STRING, email_address STRING, credit_card STRING, city STRING, state STRING, date_time TIMESTAMP(3), extra STRING",
+        ),
+    ] {
+        dump.push_str(&format!(
+            "CREATE TABLE {t}_out ({cols}) WITH (connector = 'file', path = 'events/{t}.jsonl');\n\
+             INSERT INTO {t}_out SELECT * FROM {t};\n"
+        ));
+    }
+    dir.write("dump.sql", &dump);
+    dir.runnel(&["run", "dump.sql"]).assert_ok();
+
+    let mut failures = Vec::new();
+    for q in QUERIES {
+        let out = format!("{q}.jsonl");
+        let run = dir.runnel(&[
+            "bench", "nexmark", "--query", q, "--events", EVENTS, "--rate", RATE, "-p", "2",
+            "--output", &out,
+        ]);
+        if !run.success {
+            failures.push(format!("{q}: runnel failed:\n{}", run.stderr));
+            continue;
+        }
+        let reference = here.join(format!("{}.sql", q.replace('-', "_")));
+        let check = Command::new(python())
+            .arg(here.join("reference.py"))
+            .arg(dir.path().join("events"))
+            .arg(dir.path().join(&out))
+            .arg(&reference)
+            .output()
+            .expect("running python3 (the reference's SQLite); install python3");
+        if !check.status.success() {
+            failures.push(format!(
+                "{q}: differs from the reference:\n{}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries failing:\n{}",
+        failures.len(),
+        QUERIES.len(),
+        failures.join("\n\n")
+    );
+}
