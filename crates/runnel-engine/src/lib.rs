@@ -154,7 +154,9 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
     for node in &graph.nodes {
         let m = &node_metrics[node.id];
         let built = match &node.spec {
-            NodeSpec::Source(spec) => source_tasks(spec, node, m, &wiring, &parts, config)?,
+            NodeSpec::Source(spec, event_time) => {
+                source_tasks(spec, event_time, node, m, &wiring, &parts, config)?
+            }
             NodeSpec::Sink(spec) => sink_tasks(spec, node, m, &mut wiring, &parts, config)?,
             _ => operator_tasks(graph, node, m, config, &mut wiring, &parts)?,
         };
@@ -315,7 +317,7 @@ fn checkpointing(
             .collect()
     };
     let expected = all(|_| true);
-    let sources = all(|s| matches!(s, NodeSpec::Source(_)));
+    let sources = all(|s| matches!(s, NodeSpec::Source(..)));
     let (c, src, snk) = checkpoint::Coordinator::new(cc.clone(), expected, sources, stats.clone());
     let parts = Parts {
         sources: Some(src),
@@ -338,6 +340,7 @@ fn connector_error(table: &str) -> impl FnOnce(runnel_connectors::ConnectorError
 
 fn source_tasks(
     spec: &runnel_common::TableSpec,
+    event_time: &Option<std::sync::Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
     node: &runnel_sql::Node,
     m: &NodeMetrics,
     wiring: &Wiring<'_>,
@@ -360,6 +363,7 @@ fn source_tasks(
     let sources = registry::build_sources(spec, contexts).map_err(connector_error(&spec.name))?;
     let timing = SourceTiming {
         watermark: spec.watermark.clone(),
+        event_time: event_time.clone(),
         idle_timeout: config.idle_timeout,
     };
     Ok(sources

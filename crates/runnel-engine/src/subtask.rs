@@ -29,6 +29,9 @@ use crate::operator::{Operator, Output, StateWriter};
 pub struct SourceTiming {
     /// Event-time column and delay from `WATERMARK FOR`.
     pub watermark: Option<WatermarkSpec>,
+    /// When `WATERMARK FOR` names a computed column: its expression over the source's
+    /// rows, which gives the event times instead of `watermark.column`.
+    pub event_time: Option<Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
     /// After this long without data the subtask declares itself idle.
     pub idle_timeout: Duration,
 }
@@ -143,7 +146,8 @@ pub async fn run_source(
                 metrics.rows_out.add(batch.num_rows() as u64);
                 let wm = match &timing.watermark {
                     Some(spec) => {
-                        if let Some(m) = max_event_time(&batch, spec.column) {
+                        let times = event_times(&batch, spec.column, timing.event_time.as_ref());
+                        if let Some(m) = times.as_ref().and_then(max_event_time) {
                             max_seen = max_seen.max(m);
                         }
                         let parts = source.batch_splits();
@@ -161,7 +165,9 @@ pub async fn run_source(
                             let mut at = 0;
                             for (split, rows) in parts {
                                 let rows = rows.min(batch.num_rows().saturating_sub(at));
-                                let m = max_event_time(&batch.slice(at, rows), spec.column);
+                                let m = times
+                                    .as_ref()
+                                    .and_then(|t| max_event_time(&t.slice(at, rows)));
                                 at += rows;
                                 let e = splits.entry(split).or_insert((TS_MIN, now));
                                 e.1 = now;
@@ -304,8 +310,24 @@ fn split_watermark(
     (at > TS_MIN).then(|| at.saturating_sub(delay_ms))
 }
 
-fn max_event_time(batch: &RecordBatch, column: usize) -> Option<Timestamp> {
-    let col = batch.column(column);
+/// The event times of a source's batch: its event-time column, or the computed
+/// column's expression evaluated over it (`None` if that fails: no watermark progress
+/// from this batch, and the row's own evaluation reports the error downstream).
+fn event_times(
+    batch: &RecordBatch,
+    column: usize,
+    expr: Option<&Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
+) -> Option<arrow::array::ArrayRef> {
+    match expr {
+        None => batch.columns().get(column).cloned(),
+        Some(e) => e
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .ok(),
+    }
+}
+
+fn max_event_time(col: &arrow::array::ArrayRef) -> Option<Timestamp> {
     if let Some(a) = col.as_any().downcast_ref::<TimestampMillisecondArray>() {
         return max(a);
     }

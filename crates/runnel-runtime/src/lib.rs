@@ -215,7 +215,7 @@ impl Prepared {
     /// The tables the pipeline reads and writes, with how.
     pub fn tables(&self) -> impl Iterator<Item = (&TableSpec, Role)> {
         self.graph.nodes.iter().filter_map(|n| match &n.spec {
-            NodeSpec::Source(t) => Some((t, Role::Source)),
+            NodeSpec::Source(t, _) => Some((t, Role::Source)),
             NodeSpec::Sink(t) => Some((t, Role::Sink)),
             _ => None,
         })

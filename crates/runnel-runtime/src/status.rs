@@ -167,7 +167,7 @@ pub fn handle(
             kind: n.spec.kind().to_string(),
             label: n.label.clone(),
             blocking: matches!(&n.spec, NodeSpec::Project(p) if p.blocking),
-            is_source: matches!(n.spec, NodeSpec::Source(_)),
+            is_source: matches!(n.spec, NodeSpec::Source(..)),
         })
         .collect();
     let edges: Vec<EdgeStatus> = graph

@@ -23,7 +23,7 @@ pub fn render(
             continue;
         };
         match &node.spec {
-            NodeSpec::Source(t) => {
+            NodeSpec::Source(t, _) => {
                 let rows = m.connector.rows.get().max(m.rows_out.get());
                 let _ = write!(s, "  source {:<20} {:>12} rows read", t.name, group(rows));
                 let dead = m.connector.dead_letters.get();

@@ -83,6 +83,9 @@ pub struct ColumnDef {
     pub not_null: bool,
     /// `METADATA [FROM 'key'] [VIRTUAL]`: (key, virtual).
     pub metadata: Option<(String, bool)>,
+    /// A computed column, `name AS expr` (over the table's other columns): its
+    /// expression. Its `data_type` is then `Null` until the planner types it.
+    pub computed: Option<Expr>,
 }
 
 /// Deepest expression nesting a query may have (`1 + 1 + …` nests one level per term).
@@ -396,31 +399,50 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
                     format!("table '{name}' declares column '{}' twice", ident.value),
                 ));
             }
-            let data_type = parse_type(parser)?;
-            let mut not_null = false;
-            if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
-                not_null = true;
+            if parser.parse_keyword(Keyword::AS) {
+                // Flink's computed column: `name AS expr [COMMENT '…']`.
+                let expr = parser.parse_expr()?;
+                if parser.parse_keyword(Keyword::COMMENT) {
+                    parser.parse_literal_string()?;
+                }
+                columns.push(ColumnDef {
+                    name: ident.value,
+                    data_type: DataType::Null,
+                    not_null: false,
+                    metadata: None,
+                    computed: Some(expr),
+                });
             } else {
-                let _ = parser.parse_keyword(Keyword::NULL);
-            }
-            // Flink's `METADATA [FROM 'key'] [VIRTUAL]`.
-            let metadata = if is_word(parser, "METADATA") {
-                parser.next_token();
-                let key = if parser.parse_keyword(Keyword::FROM) {
-                    parser.parse_literal_string()?
+                let data_type = parse_type(parser)?;
+                let mut not_null = false;
+                if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                    not_null = true;
                 } else {
-                    ident.value.clone()
+                    let _ = parser.parse_keyword(Keyword::NULL);
+                }
+                // Flink's `METADATA [FROM 'key'] [VIRTUAL]`.
+                let metadata = if is_word(parser, "METADATA") {
+                    parser.next_token();
+                    let key = if parser.parse_keyword(Keyword::FROM) {
+                        parser.parse_literal_string()?
+                    } else {
+                        ident.value.clone()
+                    };
+                    Some((key, parser.parse_keyword(Keyword::VIRTUAL)))
+                } else {
+                    None
                 };
-                Some((key, parser.parse_keyword(Keyword::VIRTUAL)))
-            } else {
-                None
-            };
-            columns.push(ColumnDef {
-                name: ident.value,
-                data_type,
-                not_null,
-                metadata,
-            });
+                if parser.parse_keyword(Keyword::COMMENT) {
+                    parser.parse_literal_string()?;
+                }
+                columns.push(ColumnDef {
+                    name: ident.value,
+                    data_type,
+                    not_null,
+                    metadata,
+                    computed: None,
+                });
+            }
         }
         if !parser.consume_token(&Token::Comma) {
             break;

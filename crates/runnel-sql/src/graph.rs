@@ -103,8 +103,10 @@ pub enum Partitioning {
 /// The kinds of node.
 #[derive(Clone)]
 pub enum NodeSpec {
-    /// Reads a declared table through its connector.
-    Source(TableSpec),
+    /// Reads a declared table through its connector (its physical columns: computed
+    /// columns follow in a projection). The expression is set when `WATERMARK FOR`
+    /// names a computed column: the source computes its event times with it.
+    Source(TableSpec, Option<Arc<dyn PhysicalExpr>>),
     /// Filter and projection with vectorized DataFusion expressions.
     Project(ProjectSpec),
     /// Writes to a declared table through its connector.
@@ -345,7 +347,7 @@ impl ProjectSpec {
 impl fmt::Debug for NodeSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NodeSpec::Source(t) => write!(f, "Source({} via {})", t.name, t.connector()),
+            NodeSpec::Source(t, _) => write!(f, "Source({} via {})", t.name, t.connector()),
             NodeSpec::Project(p) => write!(
                 f,
                 "Project(filter: {}, exprs: [{}])",
@@ -437,7 +439,7 @@ impl NodeSpec {
     /// Short kind name: `source`, `project`, `sink`, …
     pub fn kind(&self) -> &'static str {
         match self {
-            NodeSpec::Source(_) => "source",
+            NodeSpec::Source(..) => "source",
             NodeSpec::Project(_) => "project",
             NodeSpec::Sink(_) => "sink",
             NodeSpec::WindowAssign(_) => "window",

@@ -141,9 +141,17 @@ impl Planner {
         let mut inserts = 0;
         for stmt in statements {
             match stmt {
-                Statement::CreateTable(def) => {
+                Statement::CreateTable(mut def) => {
                     let line = def.line;
-                    let spec = table_spec(def)?;
+                    let computed = self.computed_columns(&mut def)?;
+                    let mut spec = table_spec(def)?;
+                    if let Some(delay_ms) = computed.as_ref().and_then(|c| c.watermark_delay) {
+                        // The column is computed: the source evaluates it (NodeSpec::Source).
+                        spec.watermark = Some(WatermarkSpec {
+                            column: 0,
+                            delay_ms,
+                        });
+                    }
                     if let Some(check) = &self.table_check
                         && let Err((key, message)) = check.check(&spec)
                     {
@@ -162,8 +170,13 @@ impl Planner {
                     {
                         lowerer.upsert_sources.insert(spec.name.clone());
                     }
-                    let schema = spec.schema.clone();
+                    let schema = computed
+                        .as_ref()
+                        .map_or_else(|| spec.schema.clone(), |c| c.schema.clone());
                     let name = spec.name.clone();
+                    if let Some(c) = computed {
+                        lowerer.computed.insert(name.clone(), c);
+                    }
                     self.catalog
                         .add(&name, Relation::Table(spec), schema)
                         .map_err(|m| SqlError::at(line, format!("CREATE TABLE {m}")))?;
@@ -241,6 +254,98 @@ impl Planner {
             }
         }
         Ok(graph)
+    }
+
+    /// Types a table's computed columns (`name AS expr`) over its other columns and
+    /// takes them out of `def`, which keeps what the connector reads. A `WATERMARK FOR`
+    /// a computed column moves into the result.
+    fn computed_columns(
+        &self,
+        def: &mut ddl::TableDef,
+    ) -> Result<Option<lower::Computed>, SqlError> {
+        use datafusion_common::DFSchema;
+        use datafusion_expr::{EmptyRelation, Expr, LogicalPlanBuilder};
+        if def.columns.iter().all(|c| c.computed.is_none()) {
+            return Ok(None);
+        }
+        let line = def.line;
+        let err =
+            |message: String| SqlError::at(line, format!("CREATE TABLE {}: {message}", def.name));
+        let physical = Schema::new(
+            def.columns
+                .iter()
+                .filter(|c| c.computed.is_none())
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        let physical =
+            Arc::new(DFSchema::try_from(physical).map_err(|e| err(clean_datafusion_message(&e)))?);
+        let options = ParserOptions::new().with_enable_ident_normalization(false);
+        let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);
+        let mut exprs = Vec::new();
+        for c in &def.columns {
+            exprs.push(match &c.computed {
+                None => Expr::Column(datafusion_common::Column::from_name(&c.name)),
+                Some(sql) => sql_to_rel
+                    .sql_to_expr(sql.clone(), &physical, &mut Default::default())
+                    .map_err(|e| {
+                        err(format!(
+                            "computed column '{}' AS {sql}: {}",
+                            c.name,
+                            clean_datafusion_message(&e)
+                        ))
+                    })?
+                    .alias(&c.name),
+            });
+        }
+        let input = LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: false,
+            schema: physical.clone(),
+        });
+        let plan = LogicalPlanBuilder::from(input)
+            .project(exprs)
+            .and_then(|b| b.build())
+            .map_err(|e| err(clean_datafusion_message(&e)))?;
+        let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
+        let plan = Analyzer::new()
+            .execute_and_check(plan, config, |_, _| {})
+            .map_err(|e| err(clean_datafusion_message(&e)))?;
+        let LogicalPlan::Projection(projection) = &plan else {
+            return Err(err(
+                "runnel bug: computed columns did not plan as a projection".into(),
+            ));
+        };
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let mut event_time = None;
+        if let Some((col, _)) = &def.watermark
+            && let Some(i) = def
+                .columns
+                .iter()
+                .position(|c| &c.name == col && c.computed.is_some())
+        {
+            let dt = schema.field(i).data_type();
+            if !matches!(dt, arrow::datatypes::DataType::Timestamp(_, _)) {
+                return Err(err(format!(
+                    "WATERMARK FOR {col}: the event-time column must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}",
+                    runnel_common::types::sql_name(dt)
+                )));
+            }
+            event_time = Some(i);
+        }
+        // The source computes these event times (see `NodeSpec::Source`); its spec keeps
+        // only the delay.
+        let watermark_delay = match event_time {
+            Some(_) => def.watermark.take().map(|(_, d)| d),
+            None => None,
+        };
+        def.columns.retain(|c| c.computed.is_none());
+        Ok(Some(lower::Computed {
+            physical,
+            exprs: projection.expr.clone(),
+            schema,
+            event_time,
+            watermark_delay,
+        }))
     }
 
     fn plan_query(

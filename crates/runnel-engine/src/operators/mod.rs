@@ -115,7 +115,7 @@ pub fn build(
         )?),
         NodeSpec::Normalize(spec) => Box::new(normalize::Normalize::try_new(spec, input)?),
         NodeSpec::Unnest(spec) => Box::new(unnest::Unnest::try_new(spec, input, &node.schema)?),
-        NodeSpec::Source(_) | NodeSpec::Sink(_) => {
+        NodeSpec::Source(..) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",
                 node.label

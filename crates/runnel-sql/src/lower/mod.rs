@@ -28,6 +28,20 @@ use crate::graph::{
     PipelineGraph, ProjectSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 
+/// A table's computed columns (`name AS expr` in its DDL).
+pub(crate) struct Computed {
+    /// The table's physical columns (what its connector reads).
+    pub physical: DFSchemaRef,
+    /// Every column as declared, physical and computed, as expressions over those.
+    pub exprs: Vec<Expr>,
+    /// The columns `exprs` give.
+    pub schema: SchemaRef,
+    /// `WATERMARK FOR` a computed column: its index in `exprs`.
+    pub event_time: Option<usize>,
+    /// … and the watermark's delay.
+    pub watermark_delay: Option<i64>,
+}
+
 /// Builds graph nodes for planned queries, sharing sources and views between
 /// statements.
 pub(crate) struct Lowerer {
@@ -35,6 +49,8 @@ pub(crate) struct Lowerer {
     sources: HashMap<String, usize>,
     /// Source tables that read upserts (see `TableCheck::reads_upserts`).
     pub upsert_sources: std::collections::HashSet<String>,
+    /// Tables with computed columns, by name.
+    pub computed: HashMap<String, Computed>,
     views: HashMap<String, Vec<usize>>,
     sinks: HashMap<String, usize>,
     memo: HashMap<LogicalPlan, Vec<usize>>,
@@ -48,6 +64,7 @@ impl Lowerer {
             graph: PipelineGraph::default(),
             sources: HashMap::new(),
             upsert_sources: Default::default(),
+            computed: HashMap::new(),
             views: HashMap::new(),
             sinks: HashMap::new(),
             memo: HashMap::new(),
@@ -402,7 +419,7 @@ impl Lowerer {
     /// Node ids producing the rows of a table, view or window TVF.
     fn lower_relation(&mut self, rel: &RelationSource) -> Result<Vec<usize>, SqlError> {
         match &rel.relation {
-            Relation::Table(spec) => Ok(vec![self.source(&spec.clone())]),
+            Relation::Table(spec) => Ok(vec![self.source(&spec.clone())?]),
             Relation::View(view_plan) => {
                 if let Some(ids) = self.views.get(&rel.name) {
                     return Ok(ids.clone());
@@ -669,21 +686,53 @@ impl Lowerer {
         .map_err(plan_err)
     }
 
-    fn source(&mut self, spec: &TableSpec) -> usize {
+    fn source(&mut self, spec: &TableSpec) -> Result<usize, SqlError> {
         if let Some(id) = self.sources.get(&spec.name) {
-            return *id;
+            return Ok(*id);
         }
-        let event_time = spec.watermark.as_ref().map(|w| w.column);
+        let computed = self.computed.get(&spec.name);
+        let computed_time = computed.and_then(|c| c.event_time);
+        let event_time = spec
+            .watermark
+            .as_ref()
+            .map(|w| w.column)
+            .filter(|_| computed_time.is_none());
+        let time_expr = match (computed, computed_time) {
+            (Some(c), Some(i)) => Some(self.physical(&c.exprs[i], &c.physical)?),
+            _ => None,
+        };
         let id = self.push(
             format!("source {}", spec.name),
-            NodeSpec::Source(spec.clone()),
+            NodeSpec::Source(spec.clone(), time_expr),
             spec.schema.clone(),
             vec![],
         );
         self.graph.nodes[id].event_time = event_time;
+        let id = match self.computed.get(&spec.name) {
+            None => id,
+            Some(c) => {
+                let (exprs, physical, schema) =
+                    (c.exprs.clone(), c.physical.clone(), c.schema.clone());
+                let exprs = exprs
+                    .iter()
+                    .map(|e| self.physical(e, &physical))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let p = self.push_project(vec![id], None, exprs, schema);
+                if computed_time.is_some() {
+                    self.graph.nodes[p].event_time = computed_time;
+                }
+                p
+            }
+        };
+        let event_time = self.graph.nodes[id].event_time;
         let id = if self.upsert_sources.contains(&spec.name) {
             // Upserts become a changelog with the retracted rows, per key.
-            let key = spec.primary_key.clone();
+            let schema = self.graph.nodes[id].schema.clone();
+            let key: Vec<usize> = spec
+                .primary_key
+                .iter()
+                .filter_map(|&k| schema.index_of(spec.schema.field(k).name()).ok())
+                .collect();
             let normalize = NormalizeSpec {
                 key: key.clone(),
                 state_ttl_ms: self.state_ttl_ms(),
@@ -691,7 +740,7 @@ impl Lowerer {
             let n = self.push(
                 format!("normalize {}", spec.name),
                 NodeSpec::Normalize(normalize),
-                spec.schema.clone(),
+                schema,
                 hashed(vec![id], &key),
             );
             self.graph.nodes[n].event_time = event_time;
@@ -702,7 +751,7 @@ impl Lowerer {
             id
         };
         self.sources.insert(spec.name.clone(), id);
-        id
+        Ok(id)
     }
 
     fn push_project(
