@@ -111,7 +111,10 @@ impl Catalog {
             scalars.insert(f.name().to_ascii_lowercase(), f);
         }
         let mut aggregates = HashMap::new();
-        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions()
+            .into_iter()
+            .chain(crate::functions::aggregates())
+        {
             for alias in f.aliases() {
                 aggregates.insert(alias.to_ascii_lowercase(), f.clone());
             }

@@ -136,9 +136,12 @@ fn not_yet(message: &str) -> Option<String> {
         .and_then(|r| r.split_once('\''))
         .map(|(f, _)| f.to_ascii_lowercase())?;
     let text = match invalid.as_str() {
-        "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" | "lag" | "lead"
-        | "first_value" | "nth_value" => format!(
-            "{}() OVER (…) is not supported yet; Top-N and deduplication use ROW_NUMBER()",
+        "lead" => "LEAD() OVER (…) needs rows that have not arrived yet, so a stream cannot \
+                   compute it; LAG() looks back"
+            .to_string(),
+        "percent_rank" | "cume_dist" | "ntile" | "first_value" | "nth_value" => format!(
+            "{}() OVER (…) is not supported yet; Top-N and deduplication use ROW_NUMBER(), \
+             RANK() or DENSE_RANK()",
             invalid.to_ascii_uppercase()
         ),
         "tumble" | "hop" | "session" | "cumulate" => format!(

@@ -247,6 +247,8 @@ pub struct RankSpec {
     pub partition: Vec<usize>,
     /// ORDER BY columns of the input, with `descending` flags.
     pub order: Vec<(usize, bool)>,
+    /// How rows are numbered.
+    pub function: RankFunction,
     /// Keep rows numbered 1..=limit.
     pub limit: usize,
     /// The output has the row number as its last column.
@@ -258,6 +260,38 @@ pub struct RankSpec {
     pub input_updating: bool,
     /// `table.exec.state.ttl`.
     pub state_ttl_ms: Option<i64>,
+}
+
+/// The numbering of a Top-N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankFunction {
+    /// `ROW_NUMBER()`: 1, 2, 3, … (ties in arrival order).
+    RowNumber,
+    /// `RANK()`: rows that sort equal share a number; the next number skips (1, 1, 3).
+    Rank,
+    /// `DENSE_RANK()`: rows that sort equal share a number; no gaps (1, 1, 2).
+    DenseRank,
+}
+
+impl RankFunction {
+    /// The function of a window function's name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "row_number" => Some(Self::RowNumber),
+            "rank" => Some(Self::Rank),
+            "dense_rank" => Some(Self::DenseRank),
+            _ => None,
+        }
+    }
+
+    /// Its SQL name.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::RowNumber => "ROW_NUMBER",
+            Self::Rank => "RANK",
+            Self::DenseRank => "DENSE_RANK",
+        }
+    }
 }
 
 /// Window assignment over the event-time column.

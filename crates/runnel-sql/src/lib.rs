@@ -39,8 +39,8 @@ pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
     GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
-    NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankSpec,
-    UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+    NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankFunction,
+    RankSpec, UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 

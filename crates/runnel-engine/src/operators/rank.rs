@@ -1,5 +1,6 @@
 //! Top-N and deduplication: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn`
-//! filtered by `rn <= N` (Flink's Rank operator).
+//! filtered by `rn <= N` (Flink's Rank operator); `RANK()` and `DENSE_RANK()` number
+//! rows that sort equal alike, so more than N rows may rank within N.
 //!
 //! Each partition keeps its rows sorted by the ORDER BY columns (ties in arrival order),
 //! in Arrow's order-preserving row format. Over an append-only input only the first N
@@ -24,7 +25,7 @@ use hashbrown::HashMap;
 use runnel_common::Timestamp;
 use runnel_common::changelog::{self, RowKind};
 use runnel_common::time::now_ms;
-use runnel_sql::RankSpec;
+use runnel_sql::{RankFunction, RankSpec};
 
 use super::aggregate::state_batch;
 use super::rows;
@@ -34,6 +35,9 @@ use crate::operator::{Operator, Output, StateReader, StateWriter};
 
 /// A partition key in Arrow's row format.
 type Key = Box<[u8]>;
+
+/// A partition's rows within the limit, with their numbers.
+type Numbered = Vec<(Ranked, u64)>;
 
 /// One stored row: its sort key and its columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,10 +61,32 @@ impl Partition {
     }
 }
 
+/// How many of `rows` (sorted) rank within `limit`, and the number of each.
+fn numbered(function: RankFunction, limit: usize, rows: &[Ranked]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut number = 0u64;
+    for (i, r) in rows.iter().enumerate() {
+        let tie = i > 0 && rows[i - 1].order == r.order;
+        number = match function {
+            RankFunction::RowNumber => i as u64 + 1,
+            RankFunction::Rank if tie => number,
+            RankFunction::Rank => i as u64 + 1,
+            RankFunction::DenseRank if tie => number,
+            RankFunction::DenseRank => number + 1,
+        };
+        if number > limit as u64 {
+            break;
+        }
+        out.push(number);
+    }
+    out
+}
+
 /// The Rank operator.
 pub struct Rank {
     partition: Vec<usize>,
     order: Vec<usize>,
+    function: RankFunction,
     limit: usize,
     /// Keep every row (the input retracts).
     keep_all: bool,
@@ -106,6 +132,7 @@ impl Rank {
         Ok(Self {
             partition: spec.partition.clone(),
             order: spec.order.iter().map(|(c, _)| *c).collect(),
+            function: spec.function,
             limit: spec.limit,
             keep_all,
             window_end: spec.window_end,
@@ -164,6 +191,14 @@ impl Rank {
         }
     }
 
+    /// A partition's rows that rank within the limit, with their numbers.
+    fn top(&self, key: &[u8]) -> Numbered {
+        self.state.get(key).map_or(Vec::new(), |p| {
+            let numbers = numbered(self.function, self.limit, &p.rows);
+            p.rows.iter().cloned().zip(numbers).collect()
+        })
+    }
+
     fn sweep(&mut self, now: i64) {
         let Some(ttl) = self.ttl_ms else { return };
         if self.window_end.is_some() || now - self.last_sweep < ttl / 2 {
@@ -193,17 +228,14 @@ impl Operator for Rank {
             None => None,
         };
         // The top N of every touched partition before this batch.
-        let mut before: Vec<(Box<[u8]>, Vec<Ranked>)> = Vec::new();
+        let mut before: Vec<(Key, Numbered)> = Vec::new();
         let mut seen: hashbrown::HashSet<Key> = hashbrown::HashSet::new();
         for (i, (key, ranked)) in encoded.into_iter().enumerate() {
             if self.window_end.is_none() && seen.insert(key.clone()) {
-                let top = self.state.get(&key).map_or(Vec::new(), |p| {
-                    p.rows.iter().take(self.limit).cloned().collect()
-                });
-                before.push((key.clone(), top));
+                before.push((key.clone(), self.top(&key)));
             }
             let kind = changelog::kind_at(ops.as_ref(), i);
-            let limit = self.limit;
+            let (function, limit) = (self.function, self.limit);
             let keep_all = self.keep_all;
             let part = self.state.entry(key.clone()).or_default();
             part.touched_ms = now;
@@ -214,7 +246,10 @@ impl Operator for Rank {
             } else {
                 part.insert(ranked);
                 if !keep_all {
-                    part.rows.truncate(limit);
+                    // Over an append-only input a number only grows: rows past the
+                    // limit never rank within it again.
+                    let within = numbered(function, limit, &part.rows).len();
+                    part.rows.truncate(within);
                 }
             }
             if let Some(ends) = &ends
@@ -231,25 +266,22 @@ impl Operator for Rank {
         let mut rows: Vec<(Box<[u8]>, u64)> = Vec::new();
         let mut kinds = Vec::new();
         for (key, old) in before {
-            let new: Vec<Ranked> = self.state.get(&key).map_or(Vec::new(), |p| {
-                p.rows.iter().take(self.limit).cloned().collect()
-            });
+            let new = self.top(&key);
             for n in 0..old.len().max(new.len()) {
-                let rank = n as u64 + 1;
                 match (old.get(n), new.get(n)) {
-                    (Some(a), Some(b)) if a.row == b.row => {}
-                    (Some(a), Some(b)) => {
-                        rows.push((a.row.clone(), rank));
+                    (Some((a, x)), Some((b, y))) if a.row == b.row && x == y => {}
+                    (Some((a, x)), Some((b, y))) => {
+                        rows.push((a.row.clone(), *x));
                         kinds.push(RowKind::UpdateBefore);
-                        rows.push((b.row.clone(), rank));
+                        rows.push((b.row.clone(), *y));
                         kinds.push(RowKind::UpdateAfter);
                     }
-                    (Some(a), None) => {
-                        rows.push((a.row.clone(), rank));
+                    (Some((a, x)), None) => {
+                        rows.push((a.row.clone(), *x));
                         kinds.push(RowKind::Delete);
                     }
-                    (None, Some(b)) => {
-                        rows.push((b.row.clone(), rank));
+                    (None, Some((b, y))) => {
+                        rows.push((b.row.clone(), *y));
                         kinds.push(RowKind::Insert);
                     }
                     (None, None) => {}
@@ -281,8 +313,9 @@ impl Operator for Rank {
         let mut rows: Vec<(Box<[u8]>, u64)> = Vec::new();
         for key in done.into_values().flatten() {
             if let Some(p) = self.state.remove(&key) {
-                for (n, r) in p.rows.into_iter().take(self.limit).enumerate() {
-                    rows.push((r.row, n as u64 + 1));
+                let numbers = numbered(self.function, self.limit, &p.rows);
+                for (r, n) in p.rows.into_iter().zip(numbers) {
+                    rows.push((r.row, n));
                 }
             }
         }
@@ -351,4 +384,37 @@ impl Operator for Rank {
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("rank: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(orders: &[u8]) -> Vec<Ranked> {
+        orders
+            .iter()
+            .map(|o| Ranked {
+                order: Box::new([*o]),
+                row: Box::new([]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ties_share_a_number_under_rank_and_dense_rank() {
+        let sorted = rows(&[1, 1, 2, 3, 3, 4]);
+        assert_eq!(numbered(RankFunction::RowNumber, 3, &sorted), vec![1, 2, 3]);
+        // RANK: 1 1 3 4 4 6 — within 3: the first three.
+        assert_eq!(numbered(RankFunction::Rank, 3, &sorted), vec![1, 1, 3]);
+        assert_eq!(
+            numbered(RankFunction::Rank, 4, &sorted),
+            vec![1, 1, 3, 4, 4]
+        );
+        // DENSE_RANK: 1 1 2 3 3 4.
+        assert_eq!(
+            numbered(RankFunction::DenseRank, 3, &sorted),
+            vec![1, 1, 2, 3, 3]
+        );
+        assert!(numbered(RankFunction::Rank, 0, &sorted).is_empty());
+    }
 }

@@ -3,12 +3,18 @@
 //! text, …). They replace DataFusion's functions of the same name. Other crates add
 //! theirs through a function provider (e.g. `classify` from runnel-vision).
 
+mod lag;
 mod simple;
 mod text;
 mod time;
 mod window;
 
 pub(crate) use window::window_functions;
+
+/// Aggregates runnel adds to DataFusion's (LAG, for OVER).
+pub fn aggregates() -> Vec<Arc<datafusion_expr::AggregateUDF>> {
+    vec![lag::lag()]
+}
 
 pub use time::java_pattern;
 

@@ -398,11 +398,12 @@ impl Lowerer {
             }
             LogicalPlan::Join(join) => self.lower_join(join),
             LogicalPlan::Window(w) => {
-                if w.window_expr.iter().any(rank::is_row_number) {
-                    return Err(self.unsupported(
-                        "ROW_NUMBER() OVER (…) runs as Top-N or deduplication: filter it in the \
+                if let Some(f) = w.window_expr.iter().find_map(rank::rank_function) {
+                    return Err(self.unsupported(&format!(
+                        "{}() OVER (…) runs as Top-N or deduplication: filter it in the \
                          enclosing query, WHERE rn <= N (or rn = 1)",
-                    ));
+                        f.sql()
+                    )));
                 }
                 self.lower_over(w)
             }

@@ -1,5 +1,6 @@
 //! Lowering of Top-N and deduplication: a filter `rn <= N` (or `rn = 1`, `rn < N`) over
-//! `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) AS rn` becomes one Rank node.
+//! `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) AS rn` (or `RANK()`, `DENSE_RANK()`)
+//! becomes one Rank node.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use datafusion_expr::{Expr, LogicalPlan, Operator as Op};
 
 use super::Lowerer;
 use crate::error::SqlError;
-use crate::graph::{NodeSpec, RankSpec, WindowCols};
+use crate::graph::{NodeSpec, RankFunction, RankSpec, WindowCols};
 
 /// A Top-N pattern found under a filter.
 pub(super) struct TopN<'a> {
@@ -28,13 +29,21 @@ fn strip_alias(plan: &LogicalPlan) -> &LogicalPlan {
     }
 }
 
-/// Whether `e` is a call of ROW_NUMBER.
-pub(super) fn is_row_number(e: &Expr) -> bool {
+/// The numbering `e` calls: ROW_NUMBER, RANK or DENSE_RANK.
+pub(super) fn rank_function(e: &Expr) -> Option<RankFunction> {
     let inner = match e {
         Expr::Alias(a) => a.expr.as_ref(),
         other => other,
     };
-    matches!(inner, Expr::WindowFunction(w) if w.fun.name().eq_ignore_ascii_case("row_number"))
+    match inner {
+        Expr::WindowFunction(w) => RankFunction::from_name(w.fun.name()),
+        _ => None,
+    }
+}
+
+/// Whether `e` numbers rows (ROW_NUMBER, RANK or DENSE_RANK).
+pub(super) fn is_row_number(e: &Expr) -> bool {
+    rank_function(e).is_some()
 }
 
 /// The filter `f`, if it bounds a ROW_NUMBER() column.
@@ -135,6 +144,8 @@ impl Lowerer {
                 "ROW_NUMBER is not a window function".into(),
             ));
         };
+        let function = rank_function(inner).unwrap_or(RankFunction::RowNumber);
+        let fname = function.sql();
         let params = &wf.params;
         let input_schema = w.input.schema();
         let col = |e: &Expr, what: &str| -> Result<usize, SqlError> {
@@ -143,7 +154,7 @@ impl Lowerer {
                     .index_of_column(c)
                     .map_err(|_| SqlError::Internal(format!("{what} column {c} not found"))),
                 other => Err(self.unsupported(&format!(
-                    "ROW_NUMBER() OVER ({what} {other}): use columns (compute the expression in a view first)"
+                    "{fname}() OVER ({what} {other}): use columns (compute the expression in a view first)"
                 ))),
             }
         };
@@ -153,7 +164,7 @@ impl Lowerer {
             .map(|e| col(e, "PARTITION BY"))
             .collect::<Result<Vec<_>, _>>()?;
         if params.order_by.is_empty() {
-            return Err(self.unsupported("ROW_NUMBER() OVER (…) needs an ORDER BY"));
+            return Err(self.unsupported(&format!("{fname}() OVER (…) needs an ORDER BY")));
         }
         let order = params
             .order_by
@@ -176,6 +187,7 @@ impl Lowerer {
         let spec = RankSpec {
             partition: partition.clone(),
             order,
+            function,
             limit: t.limit,
             number: true,
             window_end,
@@ -184,7 +196,11 @@ impl Lowerer {
         };
         let schema: SchemaRef = Arc::new(w.schema.as_arrow().clone());
         let inputs = super::hashed(inputs, &partition);
-        let label = if t.limit == 1 { "deduplicate" } else { "top-n" };
+        let label = if t.limit == 1 && function == RankFunction::RowNumber {
+            "deduplicate"
+        } else {
+            "top-n"
+        };
         let label = if window_end.is_some() {
             format!("window {label}")
         } else {
@@ -200,7 +216,7 @@ impl Lowerer {
             self.graph.nodes[id].event_time = event_time;
         } else {
             self.graph.nodes[id].updating =
-                Some(format!("the {label} (ROW_NUMBER) at line {}", self.line));
+                Some(format!("the {label} ({fname}) at line {}", self.line));
         }
         // The SELECT around ROW_NUMBER, then what else the WHERE asked.
         let exprs = t
