@@ -13,9 +13,11 @@ to end, Flink's start-up included; run once with --events 1000 to see that cost)
 
 The data: Flink's `datagen` connector, shaped like Nexmark's generator as runnel's
 `nexmark` connector draws it: per 50 events 1 person, 3 auctions and 46 bids; event time
-advances 0.1 ms per event (10 000 events/s); ids are sequences, and a bid's auction
-(an auction's seller) is one of the last 100 auctions (persons) created, so joins match
-as in the generator. Values are random (not the generator's), so result sizes differ
+advances 0.1 ms per event (10 000 events/s); ids are sequences, and as in the
+generator half the bids go to a hot auction (the newest multiple of 100), three in four
+come from a hot bidder, half use one of 4 hot channels (else one of 10 000), prices are
+log-uniform in 100..10^8, and other bids (and sellers) pick one of the last 100 auctions
+(persons), so joins match. Values are random (not the generator's), so result sizes differ
 somewhat from runnel's; throughput is compared, not results (results are checked
 against a reference in runnel's own tests). datagen's cost is part of every figure, as
 the generator's is in runnel's.
@@ -72,22 +74,29 @@ def tables(events):
             'fields.category.min' = '10', 'fields.category.max' = '14',
             'fields.life.min' = '1', 'fields.life.max' = '20', 'fields.extra.length' = '80')""",
         f"""CREATE TABLE bid (
-            seq BIGINT, bidder_back BIGINT, back BIGINT, price BIGINT, ch BIGINT, u1 STRING,
-            u2 STRING, u3 STRING, extra STRING,
-            auction AS GREATEST(seq * 3 / 46 - back, 0) + 1000,
-            bidder AS GREATEST(seq / 46 - bidder_back, 0) + 1000,
-            channel AS CASE MOD(ch, 5) WHEN 0 THEN 'Google' WHEN 1 THEN 'Facebook'
-                        WHEN 2 THEN 'Baidu' WHEN 3 THEN 'Apple'
+            seq BIGINT, hot_a INT, hot_b INT, hot_c INT, bidder_back BIGINT, back BIGINT,
+            pr BIGINT, ch BIGINT, u1 STRING, u2 STRING, u3 STRING, extra STRING,
+            auction AS CASE WHEN hot_a = 1 THEN (seq * 3 / 46 / 100) * 100
+                       ELSE GREATEST(seq * 3 / 46 - back, 0) END + 1000,
+            bidder AS CASE WHEN hot_b > 0 THEN (seq / 46 / 100) * 100 + 1
+                      ELSE GREATEST(seq / 46 - bidder_back, 0) END + 1000,
+            price AS CAST(POWER(10, pr / 1000000.0 * 6) * 100 AS BIGINT),
+            channel AS CASE WHEN hot_c = 1 THEN
+                        CASE MOD(ch, 4) WHEN 0 THEN 'Google' WHEN 1 THEN 'Facebook'
+                        WHEN 2 THEN 'Baidu' ELSE 'Apple' END
                         ELSE CONCAT('channel-', CAST(ch AS STRING)) END,
             url AS CONCAT('https://www.nexmark.com/', u1, '/', u2, '/', u3, '/item.htm?query=1',
-                   CASE WHEN MOD(ch, 5) = 4 THEN CONCAT('&channel_id=', CAST(ch AS STRING)) ELSE '' END),
+                   CASE WHEN hot_c = 1 THEN '' ELSE CONCAT('&channel_id=', CAST(ch AS STRING)) END),
             date_time AS {ts(46)},
             WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND
         ) WITH ('connector' = 'datagen', {big},
             'fields.seq.kind' = 'sequence', 'fields.seq.start' = '0', 'fields.seq.end' = '{bids - 1}',
+            'fields.hot_a.min' = '0', 'fields.hot_a.max' = '1',
+            'fields.hot_b.min' = '0', 'fields.hot_b.max' = '3',
+            'fields.hot_c.min' = '0', 'fields.hot_c.max' = '1',
             'fields.bidder_back.min' = '0', 'fields.bidder_back.max' = '99',
             'fields.back.min' = '0', 'fields.back.max' = '99',
-            'fields.price.min' = '1', 'fields.price.max' = '10000000',
+            'fields.pr.min' = '0', 'fields.pr.max' = '1000000',
             'fields.ch.min' = '0', 'fields.ch.max' = '9999',
             'fields.u1.length' = '4', 'fields.u2.length' = '4', 'fields.u3.length' = '4',
             'fields.extra.length' = '80')""",
