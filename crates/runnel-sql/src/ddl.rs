@@ -167,6 +167,9 @@ fn unnest_as_relation(query: &mut Query) {
                 && name.0[0].as_ident().is_some_and(|i| {
                     i.quote_style.is_none() && i.value.eq_ignore_ascii_case("UNNEST")
                 });
+            if !is_unnest {
+                return ControlFlow::Continue(());
+            }
             let exprs: Option<Vec<Expr>> = args
                 .args
                 .iter()
@@ -175,7 +178,7 @@ fn unnest_as_relation(query: &mut Query) {
                     _ => None,
                 })
                 .collect();
-            if let (true, Some(array_exprs)) = (is_unnest, exprs) {
+            if let Some(array_exprs) = exprs {
                 *factor = TableFactor::UNNEST {
                     alias: alias.take(),
                     array_exprs,

@@ -105,7 +105,8 @@ pub enum Partitioning {
 pub enum NodeSpec {
     /// Reads a declared table through its connector (its physical columns: computed
     /// columns follow in a projection). The expression is set when `WATERMARK FOR`
-    /// names a computed column: the source computes its event times with it.
+    /// names a computed column: the source computes its event times with it (the
+    /// spec's `watermark.column` then counts the computed columns too, and is not read).
     Source(TableSpec, Option<Arc<dyn PhysicalExpr>>),
     /// Filter and projection with vectorized DataFusion expressions.
     Project(ProjectSpec),

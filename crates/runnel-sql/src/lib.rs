@@ -145,12 +145,10 @@ impl Planner {
                     let line = def.line;
                     let computed = self.computed_columns(&mut def)?;
                     let mut spec = table_spec(def)?;
-                    if let Some(delay_ms) = computed.as_ref().and_then(|c| c.watermark_delay) {
-                        // The column is computed: the source evaluates it (NodeSpec::Source).
-                        spec.watermark = Some(WatermarkSpec {
-                            column: 0,
-                            delay_ms,
-                        });
+                    if let Some((column, delay_ms)) = computed.as_ref().and_then(|c| c.watermark) {
+                        // The column is computed: the source evaluates its expression
+                        // (NodeSpec::Source); `column` is its place among all columns.
+                        spec.watermark = Some(WatermarkSpec { column, delay_ms });
                     }
                     if let Some(check) = &self.table_check
                         && let Err((key, message)) = check.check(&spec)
@@ -316,6 +314,16 @@ impl Planner {
             ));
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
+        if let Some(c) = def
+            .columns
+            .iter()
+            .find(|c| c.computed.is_some() && def.primary_key.contains(&c.name))
+        {
+            return Err(err(format!(
+                "PRIMARY KEY: '{}' is a computed column; a key is made of declared columns",
+                c.name
+            )));
+        }
         let mut event_time = None;
         if let Some((col, _)) = &def.watermark
             && let Some(i) = def
@@ -332,10 +340,9 @@ impl Planner {
             }
             event_time = Some(i);
         }
-        // The source computes these event times (see `NodeSpec::Source`); its spec keeps
-        // only the delay.
-        let watermark_delay = match event_time {
-            Some(_) => def.watermark.take().map(|(_, d)| d),
+        // The source computes these event times (see `NodeSpec::Source`).
+        let watermark = match event_time {
+            Some(i) => def.watermark.take().map(|(_, d)| (i, d)),
             None => None,
         };
         def.columns.retain(|c| c.computed.is_none());
@@ -343,8 +350,7 @@ impl Planner {
             physical,
             exprs: projection.expr.clone(),
             schema,
-            event_time,
-            watermark_delay,
+            watermark,
         }))
     }
 

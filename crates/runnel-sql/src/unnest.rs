@@ -35,26 +35,6 @@ impl RelationPlanner for UnnestPlanner {
                 with_ordinality,
                 ..
             } => (alias, array_exprs, with_offset, with_ordinality),
-            // The Flink dialect reads `UNNEST(x)` in FROM as a table function call.
-            TableFactor::Function {
-                name, args, alias, ..
-            } if name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("UNNEST")) =>
-            {
-                let exprs = args
-                    .into_iter()
-                    .map(|a| match a {
-                        sqlparser::ast::FunctionArg::Unnamed(
-                            sqlparser::ast::FunctionArgExpr::Expr(e),
-                        ) => Ok(e),
-                        other => plan_err!("UNNEST takes an expression, not {other}"),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                (alias, exprs, false, false)
-            }
             other => return Ok(RelationPlanning::Original(Box::new(other))),
         };
         if with_offset || with_ordinality {

@@ -61,25 +61,40 @@ impl Partition {
     }
 }
 
-/// How many of `rows` (sorted) rank within `limit`, and the number of each.
-fn numbered(function: RankFunction, limit: usize, rows: &[Ranked]) -> Vec<u64> {
-    let mut out = Vec::new();
+/// The numbers of `rows` (sorted) that rank within `limit`, in order.
+fn numbers(
+    function: RankFunction,
+    limit: usize,
+    rows: &[Ranked],
+) -> impl Iterator<Item = u64> + '_ {
     let mut number = 0u64;
-    for (i, r) in rows.iter().enumerate() {
-        let tie = i > 0 && rows[i - 1].order == r.order;
-        number = match function {
-            RankFunction::RowNumber => i as u64 + 1,
-            RankFunction::Rank if tie => number,
-            RankFunction::Rank => i as u64 + 1,
-            RankFunction::DenseRank if tie => number,
-            RankFunction::DenseRank => number + 1,
-        };
-        if number > limit as u64 {
-            break;
-        }
-        out.push(number);
+    rows.iter()
+        .enumerate()
+        .map(move |(i, r)| {
+            let tie = i > 0 && rows[i - 1].order == r.order;
+            number = match function {
+                RankFunction::RowNumber => i as u64 + 1,
+                RankFunction::Rank if tie => number,
+                RankFunction::Rank => i as u64 + 1,
+                RankFunction::DenseRank if tie => number,
+                RankFunction::DenseRank => number + 1,
+            };
+            number
+        })
+        .take_while(move |n| *n <= limit as u64)
+}
+
+/// The numbers of `rows` (sorted) that rank within `limit`.
+fn numbered(function: RankFunction, limit: usize, rows: &[Ranked]) -> Vec<u64> {
+    numbers(function, limit, rows).collect()
+}
+
+/// How many of `rows` (sorted) rank within `limit`.
+fn within(function: RankFunction, limit: usize, rows: &[Ranked]) -> usize {
+    match function {
+        RankFunction::RowNumber => rows.len().min(limit),
+        _ => numbers(function, limit, rows).count(),
     }
-    out
 }
 
 /// The Rank operator.
@@ -248,8 +263,7 @@ impl Operator for Rank {
                 if !keep_all {
                     // Over an append-only input a number only grows: rows past the
                     // limit never rank within it again.
-                    let within = numbered(function, limit, &part.rows).len();
-                    part.rows.truncate(within);
+                    part.rows.truncate(within(function, limit, &part.rows));
                 }
             }
             if let Some(ends) = &ends

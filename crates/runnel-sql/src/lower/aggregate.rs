@@ -18,6 +18,20 @@ impl Lowerer {
         &mut self,
         agg: &datafusion_expr::logical_plan::Aggregate,
     ) -> Result<Vec<usize>, SqlError> {
+        // LAG looks back by rows in time order: only OVER gives it that order.
+        let is_lag = |e: &Expr| {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                other => other,
+            };
+            matches!(inner, Expr::AggregateFunction(f) if f.func.name() == "lag")
+        };
+        if agg.aggr_expr.iter().any(is_lag) {
+            return Err(self.unsupported(
+                "LAG(…) is an OVER function: LAG(x) OVER (PARTITION BY … ORDER BY ts), not an \
+                 aggregate of GROUP BY",
+            ));
+        }
         let inputs = self.lower(&agg.input)?;
         let first = &self.graph.nodes[inputs[0]];
         let Some(win) = first.window else {

@@ -36,10 +36,8 @@ pub(crate) struct Computed {
     pub exprs: Vec<Expr>,
     /// The columns `exprs` give.
     pub schema: SchemaRef,
-    /// `WATERMARK FOR` a computed column: its index in `exprs`.
-    pub event_time: Option<usize>,
-    /// … and the watermark's delay.
-    pub watermark_delay: Option<i64>,
+    /// `WATERMARK FOR` a computed column: its index in `exprs`, and the delay.
+    pub watermark: Option<(usize, i64)>,
 }
 
 /// Builds graph nodes for planned queries, sharing sources and views between
@@ -692,7 +690,7 @@ impl Lowerer {
             return Ok(*id);
         }
         let computed = self.computed.get(&spec.name);
-        let computed_time = computed.and_then(|c| c.event_time);
+        let computed_time = computed.and_then(|c| c.watermark).map(|(i, _)| i);
         let event_time = spec
             .watermark
             .as_ref()
