@@ -196,6 +196,21 @@ fn top_n_restores() {
 }
 
 #[test]
+fn rank_and_dense_rank_top_n_restore() {
+    for f in ["RANK", "DENSE_RANK"] {
+        same_after_restore(
+            &format!(
+                "CREATE TABLE o (a BIGINT, p BIGINT, rn BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT auction, price, rn FROM (SELECT *, {f}() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid) WHERE rn <= 2;"
+            ),
+            "rank",
+            &[Step::Rows(0, B1), Step::Rows(0, B2), Step::Rows(0, B3)],
+            1,
+        );
+    }
+}
+
+#[test]
 fn window_top_n_restores() {
     same_after_restore(
         "CREATE TABLE o (a BIGINT, p BIGINT) WITH (connector = 'blackhole');
@@ -222,8 +237,8 @@ fn over_aggregate_restores() {
     ] {
         same_after_restore(
             &format!(
-                "CREATE TABLE o (a BIGINT, p BIGINT, s BIGINT, mx BIGINT) WITH (connector = 'blackhole');
-                 INSERT INTO o SELECT auction, price, SUM(price) OVER w, MAX(price) OVER w FROM bid
+                "CREATE TABLE o (a BIGINT, p BIGINT, s BIGINT, mx BIGINT, prev BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT auction, price, SUM(price) OVER w, MAX(price) OVER w, LAG(price) OVER w FROM bid
                  WINDOW w AS (PARTITION BY auction ORDER BY ts {frame});"
             ),
             "over",
