@@ -210,21 +210,21 @@ pub const SETTINGS: &[SettingDef] = &[
     ),
     def(
         "table.exec.mini-batch.enabled",
-        SettingType::Ignored,
-        "",
-        "Flink tuning, accepted and ignored (runnel always works on batches)",
+        SettingType::Bool,
+        "false",
+        "hold back the updates of unbounded GROUP BY aggregates and emit one change per key per mini-batch",
     ),
     def(
         "table.exec.mini-batch.allow-latency",
-        SettingType::Ignored,
-        "",
-        "Flink tuning, accepted and ignored",
+        SettingType::Duration,
+        "1 s",
+        "with mini-batches: the longest an update is held back (flushed when rows or watermarks arrive)",
     ),
     def(
         "table.exec.mini-batch.size",
-        SettingType::Ignored,
-        "",
-        "Flink tuning, accepted and ignored",
+        SettingType::Count,
+        "5000",
+        "with mini-batches: input rows per mini-batch",
     ),
     def(
         "table.optimizer.agg-phase-strategy",
@@ -435,8 +435,18 @@ impl Settings {
             "vision.threads" => self.vision.threads = Some(count()?),
             "vision.batch" => self.vision.batch = Some(count()?),
             // Validated here; the planner reads it for each stateful operator.
-            "table.exec.state.ttl" => {
+            "table.exec.state.ttl" | "table.exec.mini-batch.allow-latency" => {
                 duration()?;
+            }
+            "table.exec.mini-batch.enabled" => {
+                if !value.trim().eq_ignore_ascii_case("true")
+                    && !value.trim().eq_ignore_ascii_case("false")
+                {
+                    return Err(bad("'true' or 'false'"));
+                }
+            }
+            "table.exec.mini-batch.size" => {
+                count()?;
             }
             _ => {
                 return Err(RuntimeError::Internal(format!(

@@ -187,6 +187,19 @@ pub struct GroupAggSpec {
     /// `table.exec.state.ttl`: keys not updated for this long (processing time) are
     /// forgotten.
     pub state_ttl_ms: Option<i64>,
+    /// `table.exec.mini-batch.*`: changes are held back and emitted once per key
+    /// per mini-batch; `None` emits after every input batch.
+    pub mini_batch: Option<MiniBatch>,
+}
+
+/// Flink's mini-batch: hold updates until this many input rows arrived or this much
+/// time passed, so a key updated many times emits one change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MiniBatch {
+    /// `table.exec.mini-batch.allow-latency` (ms).
+    pub latency_ms: i64,
+    /// `table.exec.mini-batch.size` (input rows).
+    pub size: usize,
 }
 
 /// Which rows a join keeps.

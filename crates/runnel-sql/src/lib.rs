@@ -38,7 +38,7 @@ use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
-    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, Node, NodeSpec,
+    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, MiniBatch, Node, NodeSpec,
     NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankFunction,
     RankSpec, UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };

@@ -1,8 +1,10 @@
 //! GROUP BY keys over an unbounded stream (Flink's non-window aggregate): every batch
 //! updates the accumulators of the keys it touches and emits, per touched key, the
 //! change of its result row — `+I` for a new key, `-U`/`+U` when the value changed,
-//! `-D` when retractions emptied it. A batch is the mini-batch: a key touched by many
-//! rows of one batch emits one change.
+//! `-D` when retractions emptied it. A key touched by many rows of one mini-batch emits
+//! one change: the mini-batch is one input batch, or with `table.exec.mini-batch.*` set,
+//! the batches of up to `size` rows or `allow-latency` (touched keys are flushed when
+//! either is reached, at the end of input, and carried through checkpoints).
 //!
 //! Over a changelog input the accumulators retract: DataFusion's sliding accumulators
 //! for COUNT, SUM and AVG, [`Multiset`] for MIN, MAX and COUNT(DISTINCT).
@@ -18,7 +20,7 @@ use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 use runnel_common::changelog::{self, RowKind};
 use runnel_common::time::now_ms;
-use runnel_sql::GroupAggSpec;
+use runnel_sql::{GroupAggSpec, MiniBatch};
 
 use super::aggregate::{AggFns, state_batch};
 use super::multiset::{Multiset, Pick};
@@ -41,6 +43,12 @@ pub struct GroupAggregate {
     last_sweep: i64,
     /// Rows whose expressions fail.
     errors: RowErrors,
+    mini_batch: Option<MiniBatch>,
+    /// Keys touched since the last flush, in first-touch order.
+    pending: Vec<Box<[u8]>>,
+    /// Input rows since the last flush, and when the first of them arrived.
+    pending_rows: usize,
+    pending_since: Option<i64>,
 }
 
 struct Group {
@@ -51,6 +59,8 @@ struct Group {
     emitted: Vec<ScalarValue>,
     /// Processing time of the last change, for the state TTL.
     touched_ms: i64,
+    /// Touched since the last flush (listed in `pending`).
+    pending: bool,
 }
 
 /// The changes one batch produced, assembled into an output batch at the end.
@@ -103,6 +113,10 @@ impl GroupAggregate {
             schema: Arc::new(Schema::new(fields)),
             ttl_ms: spec.state_ttl_ms,
             last_sweep: now_ms(),
+            mini_batch: spec.mini_batch,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_since: None,
         })
     }
 
@@ -153,7 +167,60 @@ impl GroupAggregate {
             return;
         }
         self.last_sweep = now;
-        self.groups.retain(|_, g| g.touched_ms + ttl > now);
+        self.groups
+            .retain(|_, g| g.pending || g.touched_ms + ttl > now);
+    }
+
+    /// Whether the held-back changes are due: always without mini-batches.
+    fn due(&self, now: i64) -> bool {
+        match self.mini_batch {
+            None => true,
+            Some(m) => {
+                self.pending_rows >= m.size
+                    || self
+                        .pending_since
+                        .is_some_and(|since| now - since >= m.latency_ms)
+            }
+        }
+    }
+
+    /// Emits the change of every key touched since the last flush.
+    fn flush(&mut self, out: &mut Output) -> Result<(), EngineError> {
+        self.pending_rows = 0;
+        self.pending_since = None;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Changes::default();
+        for key in std::mem::take(&mut self.pending) {
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            group.pending = false;
+            if group.rows <= 0 {
+                if !group.emitted.is_empty() {
+                    changes.push(&key, RowKind::Delete, &group.emitted);
+                }
+                self.groups.remove(&key);
+                continue;
+            }
+            let now_values = group
+                .accs
+                .iter_mut()
+                .map(|a| a.evaluate().map_err(internal))
+                .collect::<Result<Vec<_>, _>>()?;
+            if group.emitted.is_empty() {
+                changes.push(&key, RowKind::Insert, &now_values);
+            } else if group.emitted != now_values {
+                changes.push(&key, RowKind::UpdateBefore, &group.emitted);
+                changes.push(&key, RowKind::UpdateAfter, &now_values);
+            }
+            group.emitted = now_values;
+        }
+        if !changes.kinds.is_empty() {
+            out.emit(self.assemble(changes)?);
+        }
+        Ok(())
     }
 }
 
@@ -200,7 +267,8 @@ impl Operator for GroupAggregate {
                 order[slot].1.push(i as u32);
             }
         }
-        let mut changes = Changes::default();
+        self.pending_rows += batch.num_rows();
+        self.pending_since.get_or_insert(now);
         for (first, ins, ret) in order {
             let key = &keys[first];
             if !self.groups.contains_key(key) {
@@ -216,6 +284,7 @@ impl Operator for GroupAggregate {
                         rows: 0,
                         emitted: Vec::new(),
                         touched_ms: now,
+                        pending: false,
                     },
                 );
             }
@@ -232,30 +301,27 @@ impl Operator for GroupAggregate {
                 }
             }
             group.rows += ins.len() as i64 - ret.len() as i64;
-            if group.rows <= 0 {
-                if !group.emitted.is_empty() {
-                    changes.push(key, RowKind::Delete, &group.emitted);
-                }
-                self.groups.remove(key);
-                continue;
+            if !group.pending {
+                group.pending = true;
+                self.pending.push(key.clone());
             }
-            let now_values = group
-                .accs
-                .iter_mut()
-                .map(|a| a.evaluate().map_err(internal))
-                .collect::<Result<Vec<_>, _>>()?;
-            if group.emitted.is_empty() {
-                changes.push(key, RowKind::Insert, &now_values);
-            } else if group.emitted != now_values {
-                changes.push(key, RowKind::UpdateBefore, &group.emitted);
-                changes.push(key, RowKind::UpdateAfter, &now_values);
-            }
-            group.emitted = now_values;
         }
-        if !changes.kinds.is_empty() {
-            out.emit(self.assemble(changes)?);
+        if self.due(now) {
+            self.flush(out)?;
         }
         self.sweep(now);
+        Ok(())
+    }
+
+    /// Flushes held-back changes at the end of input, or when they are due.
+    fn process_watermark(
+        &mut self,
+        watermark: runnel_common::Timestamp,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        if watermark == runnel_common::Timestamp::MAX || self.due(now_ms()) {
+            self.flush(out)?;
+        }
         Ok(())
     }
 
@@ -265,15 +331,39 @@ impl Operator for GroupAggregate {
         if self.groups.is_empty() {
             return Ok(());
         }
+        if self.pending_rows > 0 {
+            // How far the current mini-batch is filled.
+            let rows: ArrayRef = Arc::new(Int64Array::from(vec![self.pending_rows as i64]));
+            state.put("mini_batch", state_batch(vec![rows])?);
+        }
         let mut keys = Vec::with_capacity(self.groups.len());
         let mut rows = Vec::with_capacity(self.groups.len());
         let mut touched = Vec::with_capacity(self.groups.len());
+        let mut pending = Vec::with_capacity(self.groups.len());
+        let mut shown = Vec::with_capacity(self.groups.len());
         let mut states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
         let mut emitted: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggs.len()];
-        for (k, g) in self.groups.iter_mut() {
+        // Held-back keys first, in the order their changes will be emitted.
+        let order: Vec<Box<[u8]>> = self
+            .pending
+            .iter()
+            .cloned()
+            .chain(
+                self.groups
+                    .iter()
+                    .filter(|(_, g)| !g.pending)
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for k in order {
+            let Some(g) = self.groups.get_mut(&k) else {
+                continue;
+            };
             keys.push(k.clone());
             rows.push(g.rows);
             touched.push(g.touched_ms);
+            pending.push(g.pending);
+            shown.push(!g.emitted.is_empty());
             for (a, acc) in g.accs.iter_mut().enumerate() {
                 let s = acc.state().map_err(internal)?;
                 if states.len() <= a {
@@ -307,6 +397,10 @@ impl Operator for GroupAggregate {
                 arrow::compute::cast(&arr, want).map_err(internal)?
             });
         }
+        // Keys whose change is still held back by the mini-batch, and whether a
+        // result row was emitted yet (a held-back key may have none).
+        cols.push(Arc::new(arrow::array::BooleanArray::from(pending)));
+        cols.push(Arc::new(arrow::array::BooleanArray::from(shown)));
         state.put("groups", state_batch(cols)?);
         Ok(())
     }
@@ -317,11 +411,24 @@ impl Operator for GroupAggregate {
             .iter_mut()
             .map(|a| a.state().map(|s| s.len()).map_err(internal))
             .collect::<Result<Vec<_>, _>>()?;
+        for batch in state.get("mini_batch") {
+            if let Some(rows) = batch
+                .columns()
+                .first()
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .filter(|c| !c.is_empty())
+            {
+                self.pending_rows = rows.value(0).max(0) as usize;
+                self.pending_since = Some(now_ms());
+            }
+        }
         for batch in state.get("groups") {
             let n_keys = self.key_cols.len();
             let cols = batch.columns();
             let expected = n_keys + 2 + widths.iter().sum::<usize>() + self.aggs.len();
-            if cols.len() != expected {
+            // Snapshots before mini-batches lack the last two columns (nothing was
+            // pending, every key had emitted).
+            if cols.len() != expected && cols.len() != expected + 2 {
                 return Err(EngineError::Internal(format!(
                     "group aggregate snapshot has {} columns, expected {expected}",
                     cols.len()
@@ -345,6 +452,12 @@ impl Operator for GroupAggregate {
             let rows = int(&cols[n_keys])?;
             let touched = int(&cols[n_keys + 1])?;
             let emitted_at = n_keys + 2 + widths.iter().sum::<usize>();
+            let flags = |i: usize| {
+                cols.get(i)
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::BooleanArray>())
+                    .cloned()
+            };
+            let (pending, shown) = (flags(expected), flags(expected + 1));
             for (r, key) in keys.into_iter().enumerate() {
                 let mut accs = self.accumulators()?;
                 let mut at = n_keys + 2;
@@ -354,10 +467,16 @@ impl Operator for GroupAggregate {
                     acc.merge_batch(&one).map_err(internal)?;
                     at += w;
                 }
+                let never_shown = shown.as_ref().is_some_and(|s| !s.value(r));
                 let emitted = (0..self.aggs.len())
+                    .filter(|_| !never_shown)
                     .map(|a| ScalarValue::try_from_array(&cols[emitted_at + a], r))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(internal)?;
+                let is_pending = pending.as_ref().is_some_and(|p| p.value(r));
+                if is_pending {
+                    self.pending.push(key.clone());
+                }
                 self.groups.insert(
                     key,
                     Group {
@@ -365,6 +484,7 @@ impl Operator for GroupAggregate {
                         rows: rows.value(r),
                         emitted,
                         touched_ms: touched.value(r),
+                        pending: is_pending,
                     },
                 );
             }

@@ -297,3 +297,53 @@ fn normalize_restores_and_retracts_whole_rows() {
     assert_eq!(text.matches("| 30 ").count(), 2, "{text}");
     assert!(!text.lines().any(|l| l.starts_with("| 3 ")), "{text}");
 }
+
+// Session input: window_start is each row's event time.
+const S1: &str = r#"{"auction":1,"price":10,"ts":"2026-01-01T00:00:01Z","window_start":"2026-01-01T00:00:01Z","window_end":"2026-01-01T00:00:04Z","window_time":"2026-01-01T00:00:03.999Z"}
+{"auction":2,"price":30,"ts":"2026-01-01T00:00:02Z","window_start":"2026-01-01T00:00:02Z","window_end":"2026-01-01T00:00:05Z","window_time":"2026-01-01T00:00:04.999Z"}"#;
+const S2: &str = r#"{"auction":1,"price":50,"ts":"2026-01-01T00:00:03Z","window_start":"2026-01-01T00:00:03Z","window_end":"2026-01-01T00:00:06Z","window_time":"2026-01-01T00:00:05.999Z"}
+{"auction":2,"price":5,"ts":"2026-01-01T00:00:04Z","window_start":"2026-01-01T00:00:04Z","window_end":"2026-01-01T00:00:07Z","window_time":"2026-01-01T00:00:06.999Z"}"#;
+const S3: &str = r#"{"auction":1,"price":20,"ts":"2026-01-01T00:00:05Z","window_start":"2026-01-01T00:00:05Z","window_end":"2026-01-01T00:00:08Z","window_time":"2026-01-01T00:00:07.999Z"}
+{"auction":3,"price":7,"ts":"2026-01-01T00:00:12Z","window_start":"2026-01-01T00:00:12Z","window_end":"2026-01-01T00:00:15Z","window_time":"2026-01-01T00:00:14.999Z"}"#;
+
+#[test]
+fn session_window_restores() {
+    // Cut with rows not yet folded into sessions (after B2), and with open sessions
+    // kept as partial state (after the first watermark, which closes nothing).
+    const SESSION: &str =
+        "CREATE TABLE o (a BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, s BIGINT, mx BIGINT) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT auction, window_start, window_end, COUNT(*), SUM(price), MAX(price)
+         FROM TABLE(SESSION(TABLE bid PARTITION BY auction, DESCRIPTOR(ts), INTERVAL '3' SECOND))
+         GROUP BY auction, window_start, window_end;";
+    let steps = [
+        Step::Rows(0, S1),
+        Step::Rows(0, S2),
+        Step::Watermark(1_767_225_605_500),
+        Step::Rows(0, S3),
+        Step::Watermark(1_767_225_609_500),
+        Step::Watermark(Timestamp::MAX),
+    ];
+    same_after_restore(SESSION, "window-aggregate", &steps, 2);
+    same_after_restore(SESSION, "window-aggregate", &steps, 3);
+    same_after_restore(SESSION, "window-aggregate", &steps, 5);
+}
+
+#[test]
+fn mini_batch_aggregate_restores() {
+    // Changes held back by the mini-batch at the cut are emitted after the restore.
+    same_after_restore(
+        "SET 'table.exec.mini-batch.enabled' = 'true';
+         SET 'table.exec.mini-batch.allow-latency' = '1 h';
+         SET 'table.exec.mini-batch.size' = '3';
+         CREATE TABLE o (a BIGINT, n BIGINT, mx BIGINT) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT auction, COUNT(*), MAX(price) FROM bid GROUP BY auction;",
+        "aggregate",
+        &[
+            Step::Rows(0, B1),
+            Step::Rows(0, B2),
+            Step::Rows(0, B3),
+            Step::Watermark(Timestamp::MAX),
+        ],
+        1,
+    );
+}

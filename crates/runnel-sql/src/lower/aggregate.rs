@@ -181,6 +181,7 @@ impl Lowerer {
             aggs,
             retracting,
             state_ttl_ms: self.state_ttl_ms(),
+            mini_batch: self.mini_batch(),
         };
         let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
         let inputs = super::hashed(inputs, &key_cols);
@@ -222,6 +223,30 @@ impl Lowerer {
             .get("table.exec.state.ttl")
             .and_then(|v| runnel_common::time::parse_duration_ms(v))
             .filter(|ms| *ms > 0)
+    }
+
+    /// `SET 'table.exec.mini-batch.enabled' = 'true'` with its latency and size
+    /// (Flink's defaults would refuse to start without them; runnel takes 1 s and
+    /// 5000 rows).
+    pub(super) fn mini_batch(&self) -> Option<crate::graph::MiniBatch> {
+        let s = &self.graph.settings;
+        if !s
+            .get("table.exec.mini-batch.enabled")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            return None;
+        }
+        let latency_ms = s
+            .get("table.exec.mini-batch.allow-latency")
+            .and_then(|v| runnel_common::time::parse_duration_ms(v))
+            .filter(|ms| *ms > 0)
+            .unwrap_or(1000);
+        let size = s
+            .get("table.exec.mini-batch.size")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(5000);
+        Some(crate::graph::MiniBatch { latency_ms, size })
     }
 
     pub(super) fn aggregate_expr(

@@ -68,7 +68,11 @@ pub fn nexmark_sql(
         );
     }
     format!(
-        "{BID_TABLE} WITH ({});\n{AUCTION_TABLE} WITH ({});\n{PERSON_TABLE} WITH ({});\n\
+        "-- the mini-batch settings of Nexmark's Flink configuration\n\
+         SET 'table.exec.mini-batch.enabled' = 'true';\n\
+         SET 'table.exec.mini-batch.allow-latency' = '2 s';\n\
+         SET 'table.exec.mini-batch.size' = '50000';\n\
+         {BID_TABLE} WITH ({});\n{AUCTION_TABLE} WITH ({});\n{PERSON_TABLE} WITH ({});\n\
          -- the processing time of each bid, for q12\n\
          CREATE VIEW bid_p AS SELECT *, PROCTIME() AS p_time FROM bid;\n{text}",
         gen_opts("bid"),
