@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod ddl;
 pub mod dialect;
 pub mod error;
+mod field_names;
 pub mod functions;
 pub mod graph;
 mod group_window;
@@ -359,6 +360,7 @@ impl Planner {
         mut query: sqlparser::ast::Query,
         line: u64,
     ) -> Result<LogicalPlan, SqlError> {
+        field_names::alias_fields(&mut query);
         group_window::rewrite(&mut query).map_err(|message| SqlError::Plan { line, message })?;
         let options = ParserOptions::new().with_enable_ident_normalization(false);
         let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);

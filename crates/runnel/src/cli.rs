@@ -165,6 +165,11 @@ pub struct NexmarkArgs {
     /// Print the pipeline's SQL and exit
     #[arg(long)]
     pub print_sql: bool,
+    /// Run Flink's own Nexmark SQL from this directory instead (nexmark-flink's
+    /// `src/main/resources/queries`: ddl_gen.sql, ddl_views.sql and qN.sql, unchanged;
+    /// their ${…} variables are filled in from --events and --rate)
+    #[arg(long, value_name = "DIR")]
+    pub flink_queries: Option<std::path::PathBuf>,
 }
 
 /// How the HTTP server is protected and reached (`run --listen`, `serve`, `demo`).

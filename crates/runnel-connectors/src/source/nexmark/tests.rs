@@ -116,14 +116,63 @@ fn unknown_columns_and_types_are_errors() {
     let err = build(&spec(bid_schema(), &[]), vec![ctx(0, 1)])
         .err()
         .unwrap();
-    assert!(err.to_string().contains("needs option 'stream'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("without 'stream', a nexmark table has Flink's shape"),
+        "{err}"
+    );
+}
+
+#[test]
+fn flink_shape_sets_the_event_own_row() {
+    let row = |s: NexmarkStream| {
+        let fields: Vec<Field> = s
+            .columns()
+            .iter()
+            .map(|(n, k)| {
+                let dt = match k {
+                    Kind::Int => DataType::Int64,
+                    Kind::Str => DataType::Utf8,
+                    Kind::Ts => DataType::Timestamp(TimeUnit::Millisecond, None),
+                };
+                Field::new(*n, dt, true)
+            })
+            .collect();
+        DataType::Struct(fields.into())
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event_type", DataType::Int32, true),
+        Field::new("person", row(NexmarkStream::Person), true),
+        Field::new("auction", row(NexmarkStream::Auction), true),
+        Field::new("bid", row(NexmarkStream::Bid), true),
+    ]));
+    let s = spec(
+        schema.clone(),
+        &[("events.num", "100"), ("first-event.rate", "1000")],
+    );
+    let config = NexmarkConfig::try_new(&s).unwrap();
+    let layout = layout(&s, None).unwrap();
+    let mut src = NexmarkSource::new(schema, &config, layout, tables(), ctx(0, 1));
+    let b = src.generate(1000, 100).unwrap().unwrap();
+    assert_eq!(b.num_rows(), 100);
+    let kinds = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+    for i in 0..100 {
+        let k = kinds.value(i) as usize;
+        assert_eq!(k, NexmarkStream::of_event(i as u64) as usize);
+        for c in 0..3 {
+            assert_eq!(b.column(1 + c).is_valid(i), c == k, "row {i}, column {c}");
+        }
+    }
+    // Options Flink's connector takes that runnel's generator cannot honour.
+    let err = NexmarkConfig::try_new(&spec(bid_schema(), &[("bid.proportion", "40")])).unwrap_err();
+    assert!(err.to_string().contains("1 : 3 : 46"), "{err}");
 }
 
 #[test]
 fn resumes_from_its_position() {
     let s = spec(bid_schema(), &[("stream", "bid"), ("seed", "7")]);
     let config = NexmarkConfig::try_new(&s).unwrap();
-    let proj = project(&s, NexmarkStream::Bid).unwrap();
+    let proj = layout(&s, Some(NexmarkStream::Bid)).unwrap();
     let mut a = NexmarkSource::new(bid_schema(), &config, proj.clone(), tables(), ctx(1, 2));
     let first = a.generate(30, u64::MAX).unwrap().unwrap();
     let pos = a.position().unwrap();
@@ -162,7 +211,7 @@ fn person_and_auction_streams_generate() {
             &[("stream", stream.name()), ("events", "500")],
         );
         let config = NexmarkConfig::try_new(&s).unwrap();
-        let proj = project(&s, stream).unwrap();
+        let proj = layout(&s, Some(stream)).unwrap();
         let mut src = NexmarkSource::new(schema, &config, proj, tables(), ctx(0, 1));
         let b = src.generate(1000, 500).unwrap().unwrap();
         assert_eq!(b.num_columns(), cols);
@@ -192,7 +241,7 @@ fn person_and_auction_streams_generate() {
 fn measure_bid_generation_speed() {
     let s = spec(bid_schema(), &[("stream", "bid")]);
     let config = NexmarkConfig::try_new(&s).unwrap();
-    let proj = project(&s, NexmarkStream::Bid).unwrap();
+    let proj = layout(&s, Some(NexmarkStream::Bid)).unwrap();
     let mut src = NexmarkSource::new(bid_schema(), &config, proj, tables(), ctx(0, 1));
     let target = 5_000_000;
     let started = Instant::now();
