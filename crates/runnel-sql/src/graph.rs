@@ -239,6 +239,9 @@ pub struct JoinSpec {
     pub interval: Option<IntervalBounds>,
     /// `table.exec.state.ttl` for rows of an unbounded join.
     pub state_ttl_ms: Option<i64>,
+    /// Columns of the joined row (left then right) that nothing downstream reads:
+    /// they are NULL in the state and the output.
+    pub unused: Vec<usize>,
 }
 
 /// `l.t BETWEEN r.t - lower AND r.t + upper` (milliseconds), over event-time columns.

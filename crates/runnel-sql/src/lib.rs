@@ -140,6 +140,14 @@ impl Planner {
     ) -> Result<PipelineGraph, SqlError> {
         let mut lowerer = lower::Lowerer::new();
         let mut inserts = 0;
+        // INSERTs and SETs in script order, lowered once every query is planned: the
+        // joins then know which columns the whole script reads.
+        enum Step {
+            Insert(Box<LogicalPlan>, TableSpec, Option<Vec<String>>, u64, bool),
+            Set(String, String),
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        let mut used = lower::used::Used::default();
         for stmt in statements {
             match stmt {
                 Statement::CreateTable(mut def) => {
@@ -220,10 +228,31 @@ impl Planner {
                         .table_check
                         .as_ref()
                         .is_none_or(|c| c.accepts_updates(&spec));
-                    lowerer.insert(&plan, &spec, columns.as_deref(), line, accepts_updates)?;
+                    used.add(&plan);
+                    steps.push(Step::Insert(
+                        Box::new(plan),
+                        spec,
+                        columns,
+                        line,
+                        accepts_updates,
+                    ));
                     inserts += 1;
                 }
-                Statement::Set { key, value, .. } => {
+                Statement::Set { key, value, .. } => steps.push(Step::Set(key, value)),
+            }
+        }
+        for name in self.catalog.names() {
+            if let Some(Relation::View(view)) = self.catalog.get(name).map(|r| &r.relation) {
+                used.add(view);
+            }
+        }
+        lowerer.used = Some(used);
+        for step in steps {
+            match step {
+                Step::Insert(plan, spec, columns, line, accepts_updates) => {
+                    lowerer.insert(&plan, &spec, columns.as_deref(), line, accepts_updates)?
+                }
+                Step::Set(key, value) => {
                     lowerer.graph.settings.insert(key, value);
                 }
             }

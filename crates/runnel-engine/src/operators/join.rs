@@ -60,9 +60,29 @@ struct Side {
     /// passes its time plus this.
     keep_ms: i64,
     state: HashMap<Key, Vec<Entry>>,
+    /// Columns nothing downstream reads: NULL in the state and the output.
+    unused: Vec<usize>,
 }
 
 impl Side {
+    /// `batch` with the columns nothing reads replaced by NULL.
+    fn blank_unused(&self, batch: RecordBatch) -> Result<RecordBatch, EngineError> {
+        if self.unused.is_empty() {
+            return Ok(batch);
+        }
+        let schema = batch.schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut cols = batch.columns().to_vec();
+        for &c in &self.unused {
+            if let (Some(col), Some(field)) = (cols.get_mut(c), fields.get_mut(c)) {
+                *col = arrow::array::new_null_array(field.data_type(), batch.num_rows());
+                field.set_nullable(true);
+            }
+        }
+        let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+        RecordBatch::try_new(Arc::new(schema), cols).map_err(internal)
+    }
+
     fn try_new(
         schema: &Schema,
         width: usize,
@@ -85,6 +105,7 @@ impl Side {
             time_col: None,
             keep_ms: 0,
             state: HashMap::new(),
+            unused: Vec::new(),
         })
     }
 
@@ -184,6 +205,14 @@ impl Join {
         let outer_right = matches!(spec.kind, JoinKind::Right | JoinKind::Full);
         let mut l = Side::try_new(left, left.fields().len(), &spec.left_keys, outer_left)?;
         let mut r = Side::try_new(right, right.fields().len(), &spec.right_keys, outer_right)?;
+        let lw = left.fields().len();
+        l.unused = spec.unused.iter().copied().filter(|c| *c < lw).collect();
+        r.unused = spec
+            .unused
+            .iter()
+            .filter(|c| **c >= lw)
+            .map(|c| c - lw)
+            .collect();
         if let Some(b) = spec.interval {
             l.time_col = Some(b.left_time);
             l.keep_ms = b.left_keep_ms;
@@ -397,6 +426,7 @@ impl Operator for Join {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         let me = usize::from(input >= self.left_inputs);
+        let batch = self.sides[me].blank_unused(batch)?;
         let now = now_ms();
         let ops = changelog::ops(&batch).cloned();
         let (keys, rows) = self.sides[me].encode(&batch)?;

@@ -20,6 +20,7 @@ mod aggregate;
 mod over;
 mod rank;
 mod unnest;
+pub(crate) mod used;
 
 use crate::catalog::{Relation, RelationSource};
 use crate::error::{SqlError, clean_datafusion_message};
@@ -54,6 +55,8 @@ pub(crate) struct Lowerer {
     memo: HashMap<LogicalPlan, Vec<usize>>,
     props: ExecutionProps,
     line: u64,
+    /// The columns the script reads (joins drop the others); `None`: keep all.
+    pub used: Option<used::Used>,
 }
 
 impl Lowerer {
@@ -68,6 +71,7 @@ impl Lowerer {
             memo: HashMap::new(),
             props: ExecutionProps::new(),
             line: 0,
+            used: None,
         }
     }
 
@@ -612,6 +616,26 @@ impl Lowerer {
             });
             return Ok(vec![id]);
         }
+        // Columns nothing reads travel as NULL (not keys, not event time).
+        let unused = match (&self.used, kind) {
+            (Some(used), JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full) => {
+                let left_width = ls.fields().len();
+                let times = [left_time, right_time.map(|t| left_width + t)];
+                join.schema
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (qualifier, field))| {
+                        field.is_nullable()
+                            && !left_keys.contains(i)
+                            && !right_keys.iter().any(|k| left_width + k == *i)
+                            && !times.contains(&Some(*i))
+                            && !used.reads(*qualifier, field.name())
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let spec = JoinSpec {
             kind,
             left_keys,
@@ -621,6 +645,7 @@ impl Lowerer {
             left_width: ls.fields().len(),
             interval,
             state_ttl_ms: self.state_ttl_ms(),
+            unused,
         };
         let label = match (kind, interval.is_some()) {
             (_, true) => "interval join".to_string(),
