@@ -46,6 +46,13 @@ pub struct GroupAggregate {
     mini_batch: Option<MiniBatch>,
     /// Keys touched since the last flush, in first-touch order.
     pending: Vec<Box<[u8]>>,
+    /// With a mini-batch over DISTINCT aggregates: rows not yet applied, with their
+    /// aggregate inputs (`None` after a restore: evaluated again). A key's rows of the
+    /// whole mini-batch then reach its accumulators in one call, which pays off where
+    /// a call is costly (a distinct set per key); cheap accumulators take each batch
+    /// as it comes.
+    buffered: Vec<(RecordBatch, Option<Vec<Vec<ArrayRef>>>)>,
+    buffer_rows: bool,
     /// Input rows since the last flush, and when the first of them arrived.
     pending_rows: usize,
     pending_since: Option<i64>,
@@ -115,6 +122,8 @@ impl GroupAggregate {
             last_sweep: now_ms(),
             mini_batch: spec.mini_batch,
             pending: Vec::new(),
+            buffered: Vec::new(),
+            buffer_rows: spec.mini_batch.is_some() && spec.aggs.iter().any(|a| a.is_distinct()),
             pending_rows: 0,
             pending_since: None,
         })
@@ -184,6 +193,103 @@ impl GroupAggregate {
         }
     }
 
+    /// Feeds `batch` (its aggregate inputs evaluated) to the groups of its keys and
+    /// marks them pending.
+    fn apply(
+        &mut self,
+        batch: &RecordBatch,
+        inputs: &[Vec<ArrayRef>],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let ops = changelog::ops(batch).cloned();
+        let keys = self.keys(batch)?;
+        // Rows per key, in first-seen order: (key, inserted rows, retracted rows).
+        let mut order: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut seen: HashMap<&[u8], usize> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let slot = *seen.entry(k.as_ref()).or_insert_with(|| {
+                order.push((i, Vec::new(), Vec::new()));
+                order.len() - 1
+            });
+            if changelog::kind_at(ops.as_ref(), i).is_retract() {
+                order[slot].2.push(i as u32);
+            } else {
+                order[slot].1.push(i as u32);
+            }
+        }
+        for (first, ins, ret) in order {
+            let key = &keys[first];
+            if !self.groups.contains_key(key) {
+                if ins.is_empty() {
+                    // Retractions of a key this subtask does not hold (expired by TTL).
+                    continue;
+                }
+                let accs = self.accumulators()?;
+                self.groups.insert(
+                    key.clone(),
+                    Group {
+                        accs,
+                        rows: 0,
+                        emitted: Vec::new(),
+                        touched_ms: now,
+                        pending: false,
+                    },
+                );
+            }
+            let Some(group) = self.groups.get_mut(key) else {
+                continue;
+            };
+            group.touched_ms = now;
+            for (acc, values) in group.accs.iter_mut().zip(inputs) {
+                if !ins.is_empty() {
+                    acc.update_batch(&take(values, &ins)?).map_err(internal)?;
+                }
+                if !ret.is_empty() {
+                    acc.retract_batch(&take(values, &ret)?).map_err(internal)?;
+                }
+            }
+            group.rows += ins.len() as i64 - ret.len() as i64;
+            if !group.pending {
+                group.pending = true;
+                self.pending.push(key.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the rows buffered for the mini-batch.
+    fn apply_buffered(&mut self, now: i64) -> Result<(), EngineError> {
+        let Some((first, _)) = self.buffered.first() else {
+            return Ok(());
+        };
+        let schema = first.schema();
+        let buffered = std::mem::take(&mut self.buffered);
+        let all = arrow::compute::concat_batches(&schema, buffered.iter().map(|(b, _)| b))
+            .map_err(internal)?;
+        let parts: Vec<&Vec<Vec<ArrayRef>>> =
+            buffered.iter().filter_map(|(_, i)| i.as_ref()).collect();
+        let inputs = match parts.first() {
+            Some(first) if parts.len() == buffered.len() => {
+                let mut inputs = Vec::with_capacity(first.len());
+                for (a, agg) in first.iter().enumerate() {
+                    let mut cols = Vec::with_capacity(agg.len());
+                    for c in 0..agg.len() {
+                        let arrays: Vec<&dyn Array> =
+                            parts.iter().map(|p| p[a][c].as_ref()).collect();
+                        cols.push(arrow::compute::concat(&arrays).map_err(internal)?);
+                    }
+                    inputs.push(cols);
+                }
+                inputs
+            }
+            _ => self
+                .fns
+                .evaluate_inputs(&all)
+                .map_err(|f| self.errors.fail(&f))?,
+        };
+        self.apply(&all, &inputs, now)
+    }
+
     /// Emits the change of every key touched since the last flush.
     fn flush(&mut self, out: &mut Output) -> Result<(), EngineError> {
         self.pending_rows = 0;
@@ -251,62 +357,15 @@ impl Operator for GroupAggregate {
         else {
             return Ok(());
         };
-        let ops = changelog::ops(&batch).cloned();
-        let keys = self.keys(&batch)?;
-        // Rows per key, in first-seen order: (key, inserted rows, retracted rows).
-        let mut order: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
-        let mut seen: HashMap<&[u8], usize> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            let slot = *seen.entry(k.as_ref()).or_insert_with(|| {
-                order.push((i, Vec::new(), Vec::new()));
-                order.len() - 1
-            });
-            if changelog::kind_at(ops.as_ref(), i).is_retract() {
-                order[slot].2.push(i as u32);
-            } else {
-                order[slot].1.push(i as u32);
-            }
-        }
         self.pending_rows += batch.num_rows();
         self.pending_since.get_or_insert(now);
-        for (first, ins, ret) in order {
-            let key = &keys[first];
-            if !self.groups.contains_key(key) {
-                if ins.is_empty() {
-                    // Retractions of a key this subtask does not hold (expired by TTL).
-                    continue;
-                }
-                let accs = self.accumulators()?;
-                self.groups.insert(
-                    key.clone(),
-                    Group {
-                        accs,
-                        rows: 0,
-                        emitted: Vec::new(),
-                        touched_ms: now,
-                        pending: false,
-                    },
-                );
-            }
-            let Some(group) = self.groups.get_mut(key) else {
-                continue;
-            };
-            group.touched_ms = now;
-            for (acc, values) in group.accs.iter_mut().zip(&inputs) {
-                if !ins.is_empty() {
-                    acc.update_batch(&take(values, &ins)?).map_err(internal)?;
-                }
-                if !ret.is_empty() {
-                    acc.retract_batch(&take(values, &ret)?).map_err(internal)?;
-                }
-            }
-            group.rows += ins.len() as i64 - ret.len() as i64;
-            if !group.pending {
-                group.pending = true;
-                self.pending.push(key.clone());
-            }
+        if self.buffer_rows {
+            self.buffered.push((batch, Some(inputs)));
+        } else {
+            self.apply(&batch, &inputs, now)?;
         }
         if self.due(now) {
+            self.apply_buffered(now)?;
             self.flush(out)?;
         }
         self.sweep(now);
@@ -320,6 +379,7 @@ impl Operator for GroupAggregate {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         if watermark == runnel_common::Timestamp::MAX || self.due(now_ms()) {
+            self.apply_buffered(now_ms())?;
             self.flush(out)?;
         }
         Ok(())
@@ -328,13 +388,16 @@ impl Operator for GroupAggregate {
     /// One batch of every group: keys, row count, last change, each aggregate's
     /// intermediate state, then the values last emitted.
     fn snapshot(&mut self, state: &mut StateWriter) -> Result<(), EngineError> {
-        if self.groups.is_empty() {
-            return Ok(());
-        }
         if self.pending_rows > 0 {
-            // How far the current mini-batch is filled.
+            // How far the current mini-batch is filled, and its rows not yet applied.
             let rows: ArrayRef = Arc::new(Int64Array::from(vec![self.pending_rows as i64]));
             state.put("mini_batch", state_batch(vec![rows])?);
+        }
+        for (b, _) in &self.buffered {
+            state.put("mini_batch_rows", b.clone());
+        }
+        if self.groups.is_empty() {
+            return Ok(());
         }
         let mut keys = Vec::with_capacity(self.groups.len());
         let mut rows = Vec::with_capacity(self.groups.len());
@@ -422,6 +485,8 @@ impl Operator for GroupAggregate {
                 self.pending_since = Some(now_ms());
             }
         }
+        self.buffered
+            .extend(state.get("mini_batch_rows").map(|b| (b.clone(), None)));
         for batch in state.get("groups") {
             let n_keys = self.key_cols.len();
             let cols = batch.columns();
