@@ -125,21 +125,7 @@ fn unknown_columns_and_types_are_errors() {
 
 #[test]
 fn flink_shape_sets_the_event_own_row() {
-    let row = |s: NexmarkStream| {
-        let fields: Vec<Field> = s
-            .columns()
-            .iter()
-            .map(|(n, k)| {
-                let dt = match k {
-                    Kind::Int => DataType::Int64,
-                    Kind::Str => DataType::Utf8,
-                    Kind::Ts => DataType::Timestamp(TimeUnit::Millisecond, None),
-                };
-                Field::new(*n, dt, true)
-            })
-            .collect();
-        DataType::Struct(fields.into())
-    };
+    let row = |s: NexmarkStream| DataType::Struct(stream_fields(s, None).into());
     let schema = Arc::new(Schema::new(vec![
         Field::new("event_type", DataType::Int32, true),
         Field::new("person", row(NexmarkStream::Person), true),
@@ -190,21 +176,26 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A stream's columns as declared fields (timestamps in `tz`).
+fn stream_fields(stream: NexmarkStream, tz: Option<&str>) -> Vec<Field> {
+    stream
+        .columns()
+        .iter()
+        .map(|(n, k)| {
+            let dt = match k {
+                Kind::Int => DataType::Int64,
+                Kind::Str => DataType::Utf8,
+                Kind::Ts => DataType::Timestamp(TimeUnit::Millisecond, tz.map(Into::into)),
+            };
+            Field::new(*n, dt, true)
+        })
+        .collect()
+}
+
 #[test]
 fn person_and_auction_streams_generate() {
     for (stream, cols) in [(NexmarkStream::Person, 8), (NexmarkStream::Auction, 10)] {
-        let fields: Vec<Field> = stream
-            .columns()
-            .iter()
-            .map(|(n, k)| {
-                let dt = match k {
-                    Kind::Int => DataType::Int64,
-                    Kind::Str => DataType::Utf8,
-                    Kind::Ts => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                };
-                Field::new(*n, dt, true)
-            })
-            .collect();
+        let fields = stream_fields(stream, Some("UTC"));
         let schema = Arc::new(Schema::new(fields));
         let s = spec(
             schema.clone(),
