@@ -121,6 +121,68 @@ fn bench_nexmark_prints_events_per_s_last() {
     }
 }
 
+/// `--flink-queries DIR` runs files laid out as nexmark-flink's (its `${…}` variables
+/// filled in, a blackhole sink swapped for `--output`); the files here are written in
+/// that shape for the test, not Flink's own.
+#[test]
+fn bench_nexmark_runs_flink_shaped_query_files() {
+    let dir = TestDir::new();
+    dir.write(
+        "queries/ddl_gen.sql",
+        "CREATE TABLE datagen (event_type int,
+           bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3)>,
+           `dateTime` AS bid.`dateTime`,
+           WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
+         ) WITH ('connector' = 'nexmark', 'first-event.rate' = '${TPS}', 'next-event.rate' = '${TPS}',
+           'events.num' = '${EVENTS_NUM}', 'person.proportion' = '${PERSON_PROPORTION}',
+           'auction.proportion' = '${AUCTION_PROPORTION}', 'bid.proportion' = '${BID_PROPORTION}')",
+    );
+    dir.write(
+        "queries/ddl_views.sql",
+        "CREATE VIEW bid AS SELECT bid.auction, bid.bidder, bid.price, `dateTime`
+         FROM ${NEXMARK_TABLE} WHERE event_type = 2",
+    );
+    dir.write(
+        "queries/q2.sql",
+        "CREATE TABLE nexmark_q2 (auction BIGINT, price BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO nexmark_q2 SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0",
+    );
+    let run = dir.runnel(&[
+        "bench",
+        "nexmark",
+        "--flink-queries",
+        "queries",
+        "--query",
+        "q2",
+        "--events",
+        "100000",
+        "--output",
+        "q2.jsonl",
+    ]);
+    run.assert_ok();
+    let rows = std::fs::read_to_string(dir.path().join("q2.jsonl")).expect("output");
+    assert!(rows.lines().count() > 0, "no q2 rows:\n{}", run.stdout);
+    assert!(
+        rows.lines()
+            .all(|l| l.contains("\"auction\":") && l.contains("\"price\":")),
+        "{rows}"
+    );
+    // Runnel's own queries are not Nexmark's files.
+    let err = dir.runnel(&[
+        "bench",
+        "nexmark",
+        "--flink-queries",
+        "queries",
+        "--query",
+        "q7-max",
+    ]);
+    assert!(
+        !err.success && err.stderr.contains("runnel's own query"),
+        "{}",
+        err.stderr
+    );
+}
+
 #[test]
 fn shipped_examples_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
