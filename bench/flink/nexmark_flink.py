@@ -25,6 +25,7 @@ the generator's is in runnel's.
 import argparse
 import pathlib
 import re
+import tempfile
 import time
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
@@ -119,6 +120,11 @@ def main():
     a = ap.parse_args()
     name = a.query.replace("-", "_")
     text = (QUERIES / f"{name}.sql").read_text()
+    # q13's side input (rows `i,i`, as nexmark-flink's SideInputGenerator) and q10's
+    # partitions live in a scratch directory, as with `runnel bench nexmark`.
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="flink-nexmark-"))
+    (scratch / "side_input.txt").write_text("".join(f"{i},{i}\n" for i in range(10_000)))
+    text = text.replace("${SCRATCH_DIR}", str(scratch)).replace("${Q10_OUTPUT}", str(scratch / "q10"))
     t = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     c = t.get_config()
     c.set("parallelism.default", str(a.parallelism))

@@ -22,6 +22,8 @@ pub struct TableSpec {
     pub metadata: Vec<MetadataColumn>,
     /// `PRIMARY KEY (…) NOT ENFORCED`: indexes of its columns (empty: none).
     pub primary_key: Vec<usize>,
+    /// `PARTITIONED BY (…)`: indexes of its columns, in order (empty: none).
+    pub partition_keys: Vec<usize>,
 }
 
 /// A column declared `name TYPE METADATA [FROM 'key'] [VIRTUAL]` (Flink's syntax).

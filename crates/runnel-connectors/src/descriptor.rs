@@ -492,6 +492,7 @@ mod tests {
             watermark: None,
             metadata: Vec::new(),
             primary_key: Vec::new(),
+            partition_keys: Vec::new(),
             options: Options::new(opts.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
         }
     }

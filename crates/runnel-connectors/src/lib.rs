@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod descriptor;
 pub mod error;
 pub mod format;
+pub mod lookup;
 pub mod registry;
 pub mod results;
 pub mod sink;
@@ -136,6 +137,11 @@ pub struct CheckpointMode {
 pub trait Sink: Send {
     /// Writes rows. May buffer; everything must be durable after `finish`.
     async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError>;
+
+    /// The sink's input watermark advanced (sinks that commit by event time use it).
+    async fn watermark(&mut self, _watermark: i64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 
     /// Flushes buffered rows before checkpoint `checkpoint` is taken.
     async fn pre_commit(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {

@@ -13,6 +13,7 @@ pub fn connectors() -> Vec<Connector> {
         sink::blackhole::CONNECTOR,
         sink::dashboard::CONNECTOR,
         source::file::CONNECTOR,
+        sink::filesystem::CONNECTOR,
         #[cfg(feature = "kafka")]
         source::kafka::CONNECTOR,
         source::log::CONNECTOR,
@@ -80,6 +81,40 @@ pub fn build_sinks(
     build(spec, contexts)
 }
 
+/// The look-up side of a lookup join on `spec`, keyed by its columns `keys`. A bounded
+/// table is read in full through its source (with `context`) when the join starts.
+///
+/// # Errors
+/// The table is a sink only, or never ends.
+pub fn lookup_table(
+    spec: &TableSpec,
+    keys: Vec<usize>,
+    context: SourceContext,
+) -> Result<std::sync::Arc<dyn crate::lookup::LookupTable>, ConnectorError> {
+    let connector = lookup(spec)?;
+    let unsupported = |reason: &str| ConnectorError::Unsupported {
+        table: spec.name.clone(),
+        connector: connector.name.to_string(),
+        reason: reason.to_string(),
+    };
+    if connector.source.is_none() {
+        return Err(unsupported(
+            "can only be written to, so it cannot be looked up (FOR SYSTEM_TIME AS OF)",
+        ));
+    }
+    if connector.never_ends(spec) {
+        return Err(unsupported(
+            "never ends, so it cannot be loaded for look-ups: a lookup join (FOR SYSTEM_TIME \
+             AS OF) reads a bounded table, such as a file",
+        ));
+    }
+    Ok(std::sync::Arc::new(crate::lookup::ScannedTable::new(
+        spec.clone(),
+        keys,
+        context,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -120,6 +155,7 @@ mod tests {
                 watermark: None,
                 metadata: Vec::new(),
                 primary_key: Vec::new(),
+                partition_keys: Vec::new(),
                 options: Options::new(opts),
             };
             let err = c.validate(&spec).expect_err(c.name).to_string();

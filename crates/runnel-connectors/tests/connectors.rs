@@ -18,6 +18,7 @@ fn spec(name: &str, schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
         watermark: None,
         metadata: Vec::new(),
         primary_key: Vec::new(),
+        partition_keys: Vec::new(),
         options: Options::new(opts.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
     }
 }

@@ -29,6 +29,7 @@ fn spec(name: &str, fields: Vec<Field>, opts: &[(&str, &str)]) -> TableSpec {
         watermark: None,
         metadata: Vec::new(),
         primary_key: Vec::new(),
+        partition_keys: Vec::new(),
         options: Options::new(o),
     }
 }

@@ -447,22 +447,63 @@ fn operator_tasks(
         .iter()
         .map(|i| graph.nodes[i.node].schema.clone())
         .collect();
+    // A lookup join's table is shared by its subtasks, each of which waits for it to
+    // load before taking rows.
+    let lookup = match &node.spec {
+        NodeSpec::LookupJoin(spec) => Some((
+            spec,
+            registry::lookup_table(
+                &spec.table,
+                spec.table_keys.clone(),
+                SourceContext {
+                    subtask: 0,
+                    parallelism: 1,
+                    metrics: m.connector.clone(),
+                    data_dir: config.data_dir.clone(),
+                    batch_size: config.batch_size,
+                    log: config.log.clone(),
+                    checkpointing: false,
+                    dead_letters: config.dead_letters.clone(),
+                },
+            )
+            .map_err(connector_error(&spec.table.name))?,
+        )),
+        _ => None,
+    };
     let mut tasks = Vec::with_capacity(wiring.parallelism);
     for s in 0..wiring.parallelism {
-        let op = operators::build(node, &input_schemas, m, &errors)?;
+        let op: Box<dyn operator::Operator> = match &lookup {
+            Some((spec, table)) => Box::new(operators::lookup_join::LookupJoin::new(
+                spec,
+                table.clone(),
+                &node.schema,
+                errors.clone(),
+            )),
+            None => operators::build(node, &input_schemas, m, &errors)?,
+        };
         let batch_latency = ::metrics::histogram!(
             "runnel_operator_batch_duration_seconds",
             "node" => node.id.to_string(),
             "operator" => node.label.clone(),
         );
-        tasks.push(Box::pin(subtask::run_operator(
+        let run = subtask::run_operator(
             op,
             wiring.inputs(node.id, s)?,
             wiring.outputs(node.id, s, m),
             m.clone(),
             batch_latency,
             parts.handle(node.id, s, false),
-        )) as Task);
+        );
+        match &lookup {
+            Some((spec, table)) => {
+                let (table, name) = (table.clone(), spec.table.name.clone());
+                tasks.push(Box::pin(async move {
+                    table.open().await.map_err(connector_error(&name))?;
+                    run.await
+                }) as Task);
+            }
+            None => tasks.push(Box::pin(run) as Task),
+        }
     }
     Ok(tasks)
 }

@@ -522,7 +522,10 @@ pub async fn run_sink(
                 }
                 sink.write(batch).await.map_err(conn)?;
             }
-            InputEvent::Watermark(wm) => metrics.watermark.set(wm),
+            InputEvent::Watermark(wm) => {
+                metrics.watermark.set(wm);
+                sink.watermark(wm).await.map_err(conn)?;
+            }
             InputEvent::Idle => {}
             InputEvent::Checkpoint(id) => {
                 sink.pre_commit(id).await.map_err(conn)?;

@@ -217,6 +217,7 @@ impl Prepared {
         self.graph.nodes.iter().filter_map(|n| match &n.spec {
             NodeSpec::Source(t, _) => Some((t, Role::Source)),
             NodeSpec::Sink(t) => Some((t, Role::Sink)),
+            NodeSpec::LookupJoin(l) => Some((&l.table, Role::Source)),
             _ => None,
         })
     }

@@ -22,6 +22,8 @@ pub enum Relation {
     Table(TableSpec),
     /// A `CREATE VIEW`, already planned.
     View(Arc<LogicalPlan>),
+    /// A table read by look-ups (`FOR SYSTEM_TIME AS OF`), not as a stream.
+    Lookup(Box<crate::lookup::LookupRelation>),
 }
 
 /// The `TableSource` DataFusion sees for a runnel table or view; the lowering
@@ -134,6 +136,7 @@ impl Catalog {
         let relation_planners: Vec<Arc<dyn RelationPlanner>> = vec![
             Arc::new(crate::window::WindowTvfPlanner),
             Arc::new(crate::unnest::UnnestPlanner),
+            Arc::new(crate::lookup::LookupPlanner),
         ];
         Self {
             providers: Vec::new(),

@@ -32,6 +32,11 @@ impl Dialect for FlinkDialect {
         true
     }
 
+    /// `JOIN dim FOR SYSTEM_TIME AS OF s.proc_time` (lookup joins).
+    fn supports_table_versioning(&self) -> bool {
+        true
+    }
+
     /// `TABLE t [PARTITION BY k, …]` as an expression (only meaningful as the
     /// first argument of TUMBLE/HOP/SESSION): becomes
     /// `__runnel_table_arg(t, k, …)`, so the error positions of everything

@@ -131,6 +131,28 @@ pub enum NodeSpec {
     Normalize(NormalizeSpec),
     /// `CROSS JOIN UNNEST(…)`: each row once per element of an array or map column.
     Unnest(UnnestSpec),
+    /// `JOIN t FOR SYSTEM_TIME AS OF s.proc_time`: each stream row looks up a table.
+    LookupJoin(LookupJoinSpec),
+}
+
+/// A lookup join (Flink's processing-time temporal join): each stream row is joined
+/// with the rows the looked-up table holds when the row arrives. The table is not an
+/// input of the dataflow; its connector answers look-ups. Stateless.
+#[derive(Clone, Debug)]
+pub struct LookupJoinSpec {
+    /// The looked-up table (its physical columns).
+    pub table: TableSpec,
+    /// `LEFT JOIN`: a stream row without a match is kept, NULL-padded.
+    pub left_outer: bool,
+    /// Key expressions over the stream row (cast to the key columns' types), pairwise
+    /// with `table_keys`.
+    pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Key columns of the table.
+    pub table_keys: Vec<usize>,
+    /// The table's columns in the joined row (after the stream's), in order.
+    pub table_columns: Vec<usize>,
+    /// Non-equi condition over the joined row (stream columns then table columns).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// Rows repeated per element of one array (or map) column, the element appended
@@ -470,6 +492,14 @@ impl fmt::Debug for NodeSpec {
             ),
             NodeSpec::Normalize(n) => write!(f, "Normalize(key {:?})", n.key),
             NodeSpec::Unnest(u) => write!(f, "Unnest(column {})", u.column),
+            NodeSpec::LookupJoin(l) => write!(
+                f,
+                "LookupJoin({}{} via {}, keys {:?})",
+                if l.left_outer { "left, " } else { "" },
+                l.table.name,
+                l.table.connector(),
+                l.table_keys
+            ),
             NodeSpec::Rank(r) => write!(
                 f,
                 "Rank(partition {:?}, order {:?}, top {}{})",
@@ -502,6 +532,7 @@ impl NodeSpec {
             NodeSpec::Over(_) => "over",
             NodeSpec::Normalize(_) => "normalize",
             NodeSpec::Unnest(_) => "unnest",
+            NodeSpec::LookupJoin(_) => "lookup-join",
         }
     }
 }

@@ -24,6 +24,7 @@ mod field_names;
 pub mod functions;
 pub mod graph;
 mod group_window;
+mod lookup;
 mod lower;
 mod unnest;
 pub mod window;
@@ -39,9 +40,10 @@ use datafusion_sql::planner::{ParserOptions, SqlToRel};
 pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
-    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, MiniBatch, Node, NodeSpec,
-    NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec, RankFunction,
-    RankSpec, UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
+    GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, LookupJoinSpec, MiniBatch,
+    Node, NodeSpec, NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec,
+    RankFunction, RankSpec, UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols,
+    WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
@@ -203,7 +205,7 @@ impl Planner {
                 } => {
                     let spec = match self.catalog.get(&sink).map(|r| &r.relation) {
                         Some(Relation::Table(spec)) => spec.clone(),
-                        Some(Relation::View(_) | Relation::Window(_)) => {
+                        Some(Relation::View(_) | Relation::Window(_) | Relation::Lookup(_)) => {
                             return Err(SqlError::at(
                                 line,
                                 format!("INSERT INTO {sink}: '{sink}' is a view, not a table"),
@@ -492,6 +494,11 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .collect();
+    let partition_keys = def
+        .partitioned_by
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
     Ok(TableSpec {
         line: def.line,
         name: def.name,
@@ -500,6 +507,7 @@ fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
         options,
         metadata,
         primary_key,
+        partition_keys,
     })
 }
 

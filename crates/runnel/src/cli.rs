@@ -112,12 +112,16 @@ pub enum NexmarkQuery {
     Q8,
     /// Winning bids: join and ROW_NUMBER per auction
     Q9,
-    /// Log to file: every bid with DATE_FORMAT day and minute columns
+    /// Log to file system: every bid into day/minute partitions (PARTITIONED BY
+    /// filesystem sink with _SUCCESS files; --output names the directory)
     Q10,
     /// User sessions: bids per bidder per 10 s-gap session (legacy SESSION group window)
     Q11,
     /// Bids per bidder per 10 s of processing time (PROCTIME window)
     Q12,
+    /// Bounded side input join: bids enriched from a CSV file (lookup join, FOR
+    /// SYSTEM_TIME AS OF PROCTIME)
+    Q13,
     /// Calculation: filter, CASE over HOUR(), character counts
     Q14,
     /// Bidding statistics per day (COUNT DISTINCT with FILTER, updating)
@@ -159,7 +163,7 @@ pub struct NexmarkArgs {
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
     /// Write the query's results (as a JSON changelog) to this file instead of
-    /// discarding them
+    /// discarding them (q10: the directory of its partitions)
     #[arg(long, value_name = "PATH")]
     pub output: Option<std::path::PathBuf>,
     /// Print the pipeline's SQL and exit

@@ -426,6 +426,7 @@ mod tests {
             watermark: None,
             metadata: Vec::new(),
             primary_key: Vec::new(),
+            partition_keys: Vec::new(),
             options: Options::new(pairs),
         }
     }

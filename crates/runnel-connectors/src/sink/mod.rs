@@ -4,6 +4,7 @@ pub mod blackhole;
 pub mod dashboard;
 pub mod file;
 pub mod file_parts;
+pub mod filesystem;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;

@@ -130,6 +130,9 @@ pub struct FileSourceConfig {
     pub format: FileFormat,
     /// Where rejected records go; default `<path>.dead-letter.jsonl` beside the input.
     pub dead_letter_path: PathBuf,
+    /// CSV files start with a header row naming the columns (`file`); without one
+    /// (`filesystem`, as Flink's CSV format), fields are the columns in declared order.
+    pub csv_header: bool,
 }
 
 impl FileSourceConfig {
@@ -160,6 +163,7 @@ impl FileSourceConfig {
             path: PathBuf::from(path_text),
             format,
             dead_letter_path,
+            csv_header: true,
         })
     }
 }
@@ -172,7 +176,18 @@ pub fn build(
     spec: &TableSpec,
     contexts: Vec<SourceContext>,
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
-    let config = FileSourceConfig::try_new(spec)?;
+    build_with(spec, contexts, FileSourceConfig::try_new(spec)?)
+}
+
+/// [`build`] with options already read (the `filesystem` connector reads its own).
+///
+/// # Errors
+/// Unsupported column types, or an input path that does not exist.
+pub fn build_with(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+    config: FileSourceConfig,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     check_schema(&spec.name, &spec.schema)?;
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
@@ -204,7 +219,7 @@ pub fn build(
 }
 
 /// The input files of `path` in read order.
-fn list_files(
+pub(crate) fn list_files(
     table: &str,
     path: &Path,
     dead_letter: &Path,
@@ -237,6 +252,7 @@ pub struct FileSource {
     table: String,
     schema: SchemaRef,
     format: FileFormat,
+    csv_header: bool,
     files: Arc<Vec<PathBuf>>,
     parallelism: usize,
     /// Index (into `files`) of the file being read, or the next one to open.
@@ -285,6 +301,7 @@ impl FileSource {
             table: spec.name.clone(),
             schema: spec.schema.clone(),
             format: config.format,
+            csv_header: config.csv_header,
             files,
             parallelism: ctx.parallelism.max(1),
             next_file: ctx.subtask,
@@ -320,11 +337,18 @@ impl FileSource {
                 }
             }
             FileFormat::Csv => {
-                let mut reader = reader_builder().from_reader(file);
-                let headers = reader
-                    .byte_headers()
-                    .map_err(|e| csv_error(ctx(), e))?
-                    .clone();
+                let (mut reader, headers) = if self.csv_header {
+                    let mut reader = reader_builder().from_reader(file);
+                    let headers = reader
+                        .byte_headers()
+                        .map_err(|e| csv_error(ctx(), e))?
+                        .clone();
+                    (reader, headers)
+                } else {
+                    let reader = reader_builder().has_headers(false).from_reader(file);
+                    let names = self.schema.fields().iter().map(|f| f.name().as_str());
+                    (reader, ByteRecord::from(names.collect::<Vec<_>>()))
+                };
                 if offset > 0 {
                     let mut pos = csv::Position::new();
                     pos.set_byte(offset).set_line(line as u64);
@@ -546,6 +570,7 @@ mod tests {
             watermark: None,
             metadata: Vec::new(),
             primary_key: Vec::new(),
+            partition_keys: Vec::new(),
             options: Options::new(opts),
         }
     }

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod group_aggregate;
 pub mod join;
+pub mod lookup_join;
 pub mod multiset;
 pub mod normalize;
 pub mod over;
@@ -115,6 +116,12 @@ pub fn build(
         )?),
         NodeSpec::Normalize(spec) => Box::new(normalize::Normalize::try_new(spec, input)?),
         NodeSpec::Unnest(spec) => Box::new(unnest::Unnest::try_new(spec, input, &node.schema)?),
+        NodeSpec::LookupJoin(_) => {
+            return Err(EngineError::Internal(format!(
+                "{} is built with its looked-up table",
+                node.label
+            )));
+        }
         NodeSpec::Source(..) | NodeSpec::Sink(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is not an operator node",

@@ -17,6 +17,7 @@ use runnel_common::TableSpec;
 use runnel_common::types::sql_name;
 
 mod aggregate;
+mod lookup;
 mod over;
 mod rank;
 mod unnest;
@@ -423,6 +424,11 @@ impl Lowerer {
     fn lower_relation(&mut self, rel: &RelationSource) -> Result<Vec<usize>, SqlError> {
         match &rel.relation {
             Relation::Table(spec) => Ok(vec![self.source(&spec.clone())?]),
+            Relation::Lookup(l) => Err(self.unsupported(&format!(
+                "'{}' FOR SYSTEM_TIME AS OF is looked up, not read: it must be the right side \
+                 of a JOIN whose left side is the stream",
+                l.table.name
+            ))),
             Relation::View(view_plan) => {
                 if let Some(ids) = self.views.get(&rel.name) {
                     return Ok(ids.clone());
@@ -494,6 +500,9 @@ impl Lowerer {
         use datafusion_expr::JoinType;
         if Self::is_lateral(join) {
             return self.lower_lateral(join);
+        }
+        if let Some((lookup, projection)) = lookup::lookup_side(&join.right) {
+            return self.lower_lookup_join(join, lookup, projection);
         }
         let kind = match join.join_type {
             JoinType::Inner => JoinKind::Inner,

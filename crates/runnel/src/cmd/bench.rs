@@ -33,6 +33,7 @@ fn query_text(query: NexmarkQuery) -> &'static str {
         Q10 => include_str!("nexmark/q10.sql"),
         Q11 => include_str!("nexmark/q11.sql"),
         Q12 => include_str!("nexmark/q12.sql"),
+        Q13 => include_str!("nexmark/q13.sql"),
         Q14 => include_str!("nexmark/q14.sql"),
         Q15 => include_str!("nexmark/q15.sql"),
         Q16 => include_str!("nexmark/q16.sql"),
@@ -46,20 +47,48 @@ fn query_text(query: NexmarkQuery) -> &'static str {
     }
 }
 
+/// Rows of Nexmark's side input (q13): `i,i` for `i` in `0..10000`, as nexmark-flink's
+/// `SideInputGenerator` writes them.
+const SIDE_INPUT_ROWS: u64 = 10_000;
+
+/// Writes q13's side input file at `path`.
+fn write_side_input(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for i in 0..SIDE_INPUT_ROWS {
+        let _ = writeln!(text, "{i},{i}");
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The bench's scratch directory: the pipeline's data, q13's side input, q10's files.
+fn scratch_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()))
+}
+
 /// The whole pipeline of a Nexmark query over the generator: the three streams, then
-/// the query, whose sink discards its rows unless `output` names a JSON file.
+/// the query, whose sink discards its rows unless `output` names a JSON file (for q10,
+/// the directory of its partitions). `scratch` holds q13's side input.
 pub fn nexmark_sql(
     query: NexmarkQuery,
     events: u64,
     rate: u64,
     output: Option<&std::path::Path>,
+    scratch: &std::path::Path,
 ) -> String {
     let gen_opts = |stream: &str| {
         format!(
             "connector = 'nexmark', stream = '{stream}', events = '{events}', rate = '{rate}', throttle = 'false'"
         )
     };
-    let mut text = query_text(query).to_string();
+    let quoted = |p: &std::path::Path| p.display().to_string().replace('\'', "''");
+    let q10 = output.map_or_else(|| scratch.join("q10"), std::path::Path::to_path_buf);
+    let mut text = query_text(query)
+        .replace("${SCRATCH_DIR}", &quoted(scratch))
+        .replace("${Q10_OUTPUT}", &quoted(&q10));
     if let Some(path) = output {
         let path = path.display().to_string().replace('\'', "''");
         text = text.replace(
@@ -90,6 +119,7 @@ pub fn flink_nexmark_sql(
     events: u64,
     rate: u64,
     output: Option<&std::path::Path>,
+    scratch: &std::path::Path,
 ) -> anyhow::Result<String> {
     let name = match query {
         NexmarkQuery::Q7Max | NexmarkQuery::Tumble => {
@@ -111,6 +141,10 @@ pub fn flink_nexmark_sql(
         ("NEXMARK_TABLE", "datagen".into()),
         ("KEEP_ALIVE", "false".into()),
         ("STOP_AT", "-1".into()),
+        // q13's side input is read from ${FLINK_HOME}/data, q10 writes under ${NEXMARK_DIR}.
+        ("FLINK_HOME", scratch.display().to_string()),
+        ("NEXMARK_DIR", scratch.display().to_string()),
+        ("SUBMIT_TIME", "run".into()),
     ];
     let mut text = [
         read("ddl_gen.sql")?,
@@ -138,6 +172,7 @@ pub fn flink_nexmark_sql(
 
 /// Runs one Nexmark query and prints its throughput.
 pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
+    let data_dir = scratch_dir();
     let mut sql = match &args.flink_queries {
         Some(dir) => flink_nexmark_sql(
             dir,
@@ -145,8 +180,15 @@ pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
             args.events,
             args.rate,
             args.output.as_deref(),
+            &data_dir,
         )?,
-        None => nexmark_sql(args.query, args.events, args.rate, args.output.as_deref()),
+        None => nexmark_sql(
+            args.query,
+            args.events,
+            args.rate,
+            args.output.as_deref(),
+            &data_dir,
+        ),
     };
     if let Some(v) = &args.checkpoint_interval {
         sql = format!("SET 'execution.checkpointing.interval' = '{v}';\n{sql}");
@@ -155,7 +197,13 @@ pub async fn nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
         print!("{sql}");
         return Ok(());
     }
-    let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()));
+    if args.query == NexmarkQuery::Q13 {
+        let side = match args.flink_queries {
+            Some(_) => data_dir.join("data").join("side_input.txt"),
+            None => data_dir.join("side_input.txt"),
+        };
+        write_side_input(&side)?;
+    }
     let mut options = PrepareOptions::new("nexmark", &data_dir);
     options.parallelism = Some(args.parallelism);
     options.from_scratch = true;

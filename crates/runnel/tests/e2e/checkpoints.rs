@@ -22,7 +22,11 @@ CREATE TABLE counts (k STRING, window_end TIMESTAMP(3), n BIGINT, mx BIGINT)
   WITH (connector = 'file', path = 'out/counts');
 CREATE TABLE copy_log (k STRING, seq BIGINT)
   WITH (connector = 'log', topic = 'copy_out', format = 'json', partitions = '2');
+CREATE TABLE parts (seq BIGINT, k STRING) PARTITIONED BY (k)
+  WITH ('connector' = 'filesystem', 'path' = 'out/parts', 'format' = 'json',
+        'sink.partition-commit.policy.kind' = 'success-file');
 INSERT INTO copy SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
+INSERT INTO parts SELECT seq, k FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO copy_log SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO counts
 SELECT k, window_end, COUNT(*), MAX(seq)
@@ -80,6 +84,34 @@ fn committed(dir: &Path) -> Vec<String> {
             let text = std::fs::read_to_string(e.path()).expect("part file");
             rows.extend(text.lines().map(str::to_owned));
         }
+    }
+    rows.sort();
+    rows
+}
+
+/// The committed rows of the partitioned `filesystem` sink as `k=…/<row>`, sorted;
+/// fails on a hidden file left over or a partition without its success file.
+fn committed_partitions(dir: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for p in std::fs::read_dir(dir).expect("output dir") {
+        let p = p.expect("entry");
+        let partition = p.file_name().to_string_lossy().into_owned();
+        if !partition.starts_with("k=") {
+            continue;
+        }
+        let mut success = false;
+        for e in std::fs::read_dir(p.path()).expect("partition dir") {
+            let e = e.expect("entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "left over: {partition}/{name}");
+            if name == "_SUCCESS" {
+                success = true;
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).expect("part file");
+            rows.extend(text.lines().map(|l| format!("{partition}/{l}")));
+        }
+        assert!(success, "{partition} has no _SUCCESS");
     }
     rows.sort();
     rows
@@ -169,6 +201,16 @@ fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
         "stateless output differs from the uninterrupted run"
     );
     assert_eq!(got_counts, want_counts, "windowed output differs");
+    let got_parts = committed_partitions(&t.path().join("out/parts"));
+    assert_eq!(
+        got_parts.len(),
+        want_copy.len(),
+        "partitioned sink: gap or duplicate"
+    );
+    assert!(
+        got_parts == committed_partitions(&reference.path().join("out/parts")),
+        "partitioned filesystem output differs"
+    );
     let got_log = log_rows(&t);
     assert_eq!(got_log.len(), want_copy.len(), "log sink: gap or duplicate");
     assert!(
@@ -235,6 +277,8 @@ fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
     assert!(run_to_end(&reference, &[]).success);
     let want_copy = committed(&reference.path().join("out/copy"));
     let want_counts = committed(&reference.path().join("out/counts"));
+    let want_parts = committed_partitions(&reference.path().join("out/parts"));
+    assert_eq!(want_parts.len(), want_copy.len());
     for phase in [
         "after-state",
         "after-manifest",
@@ -280,6 +324,10 @@ fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
         assert!(
             log_rows(&t) == as_json_text(&want_copy),
             "{phase}: log sink output differs"
+        );
+        assert!(
+            committed_partitions(&t.path().join("out/parts")) == want_parts,
+            "{phase}: partitioned filesystem output differs"
         );
     }
 }

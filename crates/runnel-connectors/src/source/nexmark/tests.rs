@@ -34,6 +34,7 @@ fn spec(schema: SchemaRef, opts: &[(&str, &str)]) -> TableSpec {
         watermark: None,
         metadata: Vec::new(),
         primary_key: Vec::new(),
+        partition_keys: Vec::new(),
         options: Options::new(o),
     }
 }

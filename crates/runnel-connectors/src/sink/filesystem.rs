@@ -1,0 +1,1168 @@
+//! `filesystem` connector (Flink's name and options): a directory of CSV or JSON files.
+//!
+//! Read: a file, or every file of a directory, to the end; CSV has no header row (as
+//! Flink's `csv` format), its fields are the declared columns in order.
+//!
+//! Written: `PARTITIONED BY (dt, hm)` puts each row in a Hive-style directory
+//! `dt=2026-12-05/hm=10%3A00/` (values escaped as Hive and Flink do; the partition
+//! columns live in the path, not in the files). Exactly once on the transactional-sink
+//! mechanism ([`crate::txn`]): a subtask stages its rows, tagged with their partition,
+//! in one hidden file; at a checkpoint's barrier it is sealed; once the checkpoint is
+//! complete its rows are written out as `part-<subtask>-<checkpoint>-<n>.<ext>` in each
+//! partition (through a hidden temporary file and a rename), so readers see only rows
+//! of complete checkpoints, and a file reaches at most `sink.rolling-policy.file-size`.
+//! Without checkpoints, files are made visible when the staged rows reach that size,
+//! when `sink.rolling-policy.rollover-interval` has passed, and at the end.
+//!
+//! Partition commit (`sink.partition-commit.policy.kind = 'success-file'`): once a
+//! partition is complete its directory gets an empty `_SUCCESS` file, so batch jobs know
+//! they may read it. With `sink.partition-commit.trigger = 'partition-time'` a partition
+//! is complete when the watermark passes its time (from its values, by
+//! `partition.time-extractor.timestamp-pattern`) plus `sink.partition-commit.delay`; with
+//! `process-time` (the default) when that delay has passed since the subtask first
+//! wrote to it. Every partition is complete when the input ends. Each subtask marks the
+//! partitions it wrote, after committing its own files of that checkpoint.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use runnel_common::TableSpec;
+use runnel_common::fault::crash_point;
+use runnel_common::metrics::ConnectorMetrics;
+use runnel_common::time::parse_duration_ms;
+
+use crate::descriptor::{
+    self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
+use crate::format::csv::CsvEncoder;
+use crate::format::json::JsonEncoder;
+use crate::source::file::{FileFormat, FileSourceConfig};
+use crate::txn::{self, Apply, FINAL, Staging, Txn};
+use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext};
+
+/// `connector = 'filesystem'`: Flink's filesystem tables.
+pub const CONNECTOR: Connector = Connector {
+    name: "filesystem",
+    doc: "Flink's filesystem table: CSV (no header) or JSON files; read to the end, or written \
+          exactly once into Hive-style partitions (PARTITIONED BY) with rolling files and \
+          _SUCCESS partition commits",
+    options: &[
+        OptionDef::new(
+            "path",
+            OptionType::Path,
+            "file or directory to read; directory to write (a file:// URI or a local path)",
+        )
+        .required(),
+        OptionDef::new(
+            "format",
+            OptionType::Choice(&["csv", "json"]),
+            "record encoding",
+        )
+        .required(),
+        OptionDef::new(
+            "sink.rolling-policy.file-size",
+            OptionType::Text,
+            "a part file is closed when it reaches this size (e.g. 128MB)",
+        )
+        .default("128MB")
+        .sink_only(),
+        OptionDef::new(
+            "sink.rolling-policy.rollover-interval",
+            OptionType::Text,
+            "without checkpoints, staged rows become visible at least this often (with \
+             checkpoints, at every checkpoint)",
+        )
+        .default("30 min")
+        .sink_only(),
+        OptionDef::new(
+            "sink.rolling-policy.check-interval",
+            OptionType::Text,
+            "accepted for Flink scripts; the rollover interval is checked as rows and \
+             watermarks arrive",
+        )
+        .default("1 min")
+        .sink_only(),
+        OptionDef::new(
+            "sink.partition-commit.trigger",
+            OptionType::Choice(&["process-time", "partition-time"]),
+            "when a partition is complete: its time (from its values) plus the delay is \
+             before the watermark, or the delay has passed since it was first written",
+        )
+        .default("process-time")
+        .sink_only(),
+        OptionDef::new(
+            "sink.partition-commit.delay",
+            OptionType::Text,
+            "how long after its time a partition is complete (e.g. 1 h for hourly partitions)",
+        )
+        .default("0 s")
+        .sink_only(),
+        OptionDef::new(
+            "sink.partition-commit.policy.kind",
+            OptionType::Text,
+            "what completing a partition does: success-file (an empty _SUCCESS file in it)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "sink.partition-commit.success-file.name",
+            OptionType::Text,
+            "name of the success file",
+        )
+        .default("_SUCCESS")
+        .sink_only(),
+        OptionDef::new(
+            "partition.time-extractor.timestamp-pattern",
+            OptionType::Text,
+            "a partition's time from its values, e.g. '$dt $hm:00' (then read as yyyy-MM-dd \
+             HH:mm:ss); default: the first partition value",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "partition.default-name",
+            OptionType::Text,
+            "the directory of rows whose partition value is NULL or empty",
+        )
+        .default("__DEFAULT_PARTITION__")
+        .sink_only(),
+    ],
+    source: Some(build_source),
+    sink: Some(build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::ExactlyOnce,
+    updates: descriptor::append_only,
+    needs: &[],
+    validate,
+    check,
+    metadata: &[],
+    upserts: false,
+};
+
+const NAME: &str = "filesystem";
+
+/// Hidden staging files of the transactional-sink mechanism, in the table's directory.
+const STAGING_PREFIX: &str = ".fs-part-";
+
+/// `path` without a `file://` scheme.
+fn local_path(spec: &TableSpec) -> Result<PathBuf, ConnectorError> {
+    let text = spec
+        .options
+        .required(NAME, "path")
+        .map_err(|source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        })?;
+    if let Some(rest) = text.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(ConnectorError::Unsupported {
+            table: spec.name.clone(),
+            connector: NAME.into(),
+            reason: format!("path '{text}': {scheme}:// is not supported; use a local path"),
+        });
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn format_of(spec: &TableSpec) -> FileFormat {
+    match spec.options.get("format") {
+        Some("json") => FileFormat::Json,
+        _ => FileFormat::Csv,
+    }
+}
+
+/// Parses a size: `128MB`, `64 kb`, `1gb`, `1000` (bytes).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|&s| s > 0)
+}
+
+/// When a partition is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    ProcessTime,
+    PartitionTime,
+}
+
+/// The sink's options, read once.
+#[derive(Debug, Clone)]
+struct SinkConfig {
+    path: PathBuf,
+    format: FileFormat,
+    file_size: u64,
+    rollover: Duration,
+    trigger: Trigger,
+    delay_ms: i64,
+    success_file: Option<String>,
+    time_pattern: Option<String>,
+    default_name: String,
+}
+
+impl SinkConfig {
+    fn try_new(spec: &TableSpec) -> Result<Self, ConnectorError> {
+        let opt = |source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        };
+        let o = &spec.options;
+        let duration = |key: &str, default: i64| {
+            o.parsed(
+                NAME,
+                key,
+                "expected a duration such as 30 s, 1 min or 1 h",
+                |v| parse_duration_ms(v).filter(|ms| *ms >= 0),
+            )
+            .map(|d| d.unwrap_or(default))
+            .map_err(opt)
+        };
+        let file_size = o
+            .parsed(
+                NAME,
+                "sink.rolling-policy.file-size",
+                "expected a size such as 128MB",
+                parse_size,
+            )
+            .map_err(opt)?
+            .unwrap_or(128 << 20);
+        let rollover = duration("sink.rolling-policy.rollover-interval", 30 * 60_000)?;
+        let _check = duration("sink.rolling-policy.check-interval", 60_000)?;
+        let delay_ms = duration("sink.partition-commit.delay", 0)?;
+        let trigger = match o
+            .choice(
+                NAME,
+                "sink.partition-commit.trigger",
+                &["process-time", "partition-time"],
+            )
+            .map_err(opt)?
+        {
+            Some("partition-time") => Trigger::PartitionTime,
+            _ => Trigger::ProcessTime,
+        };
+        let mut success = false;
+        if let Some(kinds) = o.get("sink.partition-commit.policy.kind") {
+            for kind in kinds.split(',').map(str::trim) {
+                match kind {
+                    "success-file" => success = true,
+                    other => {
+                        return Err(ConnectorError::Unsupported {
+                            table: spec.name.clone(),
+                            connector: NAME.into(),
+                            reason: format!(
+                                "sink.partition-commit.policy.kind '{other}': only success-file \
+                                 is supported (metastore needs a Hive catalog)"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if spec.partition_keys.len() >= spec.schema.fields().len() {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': PARTITIONED BY names every column; at least one column must be \
+                 left for the files",
+                spec.name
+            )));
+        }
+        Ok(SinkConfig {
+            path: local_path(spec)?,
+            format: format_of(spec),
+            file_size,
+            rollover: Duration::from_millis(rollover as u64),
+            trigger,
+            delay_ms,
+            success_file: success.then(|| {
+                o.get("sink.partition-commit.success-file.name")
+                    .unwrap_or("_SUCCESS")
+                    .to_string()
+            }),
+            time_pattern: o
+                .get("partition.time-extractor.timestamp-pattern")
+                .map(str::to_string),
+            default_name: o
+                .get("partition.default-name")
+                .unwrap_or("__DEFAULT_PARTITION__")
+                .to_string(),
+        })
+    }
+
+    fn ext(&self) -> &'static str {
+        match self.format {
+            FileFormat::Json => "jsonl",
+            FileFormat::Csv => "csv",
+        }
+    }
+}
+
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    SinkConfig::try_new(spec).map(|_| ())
+}
+
+/// A source's input must exist; a sink's directory must be creatable.
+fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let path = local_path(&spec)?;
+        match role {
+            Role::Source | Role::Both => {
+                crate::format::check_schema(&spec.name, &spec.schema)?;
+                crate::source::file::list_files(&spec.name, &path, Path::new("")).map(|_| ())
+            }
+            Role::Sink => {
+                let mut dir = path.clone();
+                while !dir.as_os_str().is_empty() && !dir.exists() {
+                    dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+                }
+                match std::fs::metadata(if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    &dir
+                }) {
+                    Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+                    Ok(_) => Err(ConnectorError::Other(format!(
+                        "table '{}': cannot write into '{}': '{}' is not a writable directory",
+                        spec.name,
+                        path.display(),
+                        dir.display()
+                    ))),
+                    Err(e) => Err(ConnectorError::io(
+                        format!("table '{}': checking '{}'", spec.name, dir.display()),
+                        e,
+                    )),
+                }
+            }
+        }
+    })
+}
+
+/// Reads the table like the `file` connector, with Flink's CSV (no header row).
+fn build_source(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    CONNECTOR.check_options(spec)?;
+    if !spec.partition_keys.is_empty() {
+        return Err(ConnectorError::Unsupported {
+            table: spec.name.clone(),
+            connector: NAME.into(),
+            reason: "reading a partitioned directory (PARTITIONED BY) is not supported yet; \
+                     declare the table without PARTITIONED BY and point 'path' at one partition"
+                .into(),
+        });
+    }
+    let path = local_path(spec)?;
+    let config = FileSourceConfig {
+        dead_letter_path: PathBuf::from(format!(
+            "{}.dead-letter.jsonl",
+            path.display().to_string().trim_end_matches(['/', '\\'])
+        )),
+        path,
+        format: format_of(spec),
+        csv_header: false,
+    };
+    crate::source::file::build_with(spec, contexts, config)
+}
+
+/// Validates options, recovers the directory and returns one subtask per context.
+fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    CONNECTOR.check_options(spec)?;
+    let config = Arc::new(SinkConfig::try_new(spec)?);
+    let ctx = |what: &str| format!("table '{}': {what} '{}'", spec.name, config.path.display());
+    std::fs::create_dir_all(&config.path)
+        .map_err(|e| ConnectorError::io(ctx("creating the output directory"), e))?;
+    let restored = contexts
+        .first()
+        .and_then(|c| c.checkpoint)
+        .map(|m| m.restored);
+    let apply = Arc::new(PartitionFiles {
+        config: config.clone(),
+    });
+    // A checkpointed run resumes after `restored`; a run without checkpoints starts the
+    // directory afresh (as the `file` sink starts its file afresh).
+    txn::recover(
+        &config.path,
+        STAGING_PREFIX,
+        apply.as_ref(),
+        restored.flatten(),
+    )?;
+    let partition_cols = spec.partition_keys.clone();
+    let data_cols: Vec<usize> = (0..spec.schema.fields().len())
+        .filter(|i| !partition_cols.contains(i))
+        .collect();
+    let data_schema = Arc::new(spec.schema.project(&data_cols)?);
+    let partition_names: Vec<String> = partition_cols
+        .iter()
+        .map(|&i| spec.schema.field(i).name().clone())
+        .collect();
+    Ok(contexts
+        .into_iter()
+        .map(|c| {
+            Box::new(FilesystemSink {
+                config: config.clone(),
+                checkpointing: c.checkpoint.is_some(),
+                staging: Staging::new(
+                    config.path.clone(),
+                    STAGING_PREFIX,
+                    c.subtask,
+                    Vec::new(),
+                    apply.clone(),
+                ),
+                partition_cols: partition_cols.clone(),
+                partition_names: partition_names.clone(),
+                data_cols: data_cols.clone(),
+                data_schema: data_schema.clone(),
+                metrics: c.metrics,
+                staged: 0,
+                opened: None,
+                local_id: 0,
+                watermark: i64::MIN,
+                pending: HashMap::new(),
+                marks: Vec::new(),
+                frame: Vec::new(),
+            }) as Box<dyn Sink>
+        })
+        .collect())
+}
+
+/// A partition written since it was last marked complete.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// Its time from its values (partition-time trigger).
+    time_ms: Option<i64>,
+    first_written: Instant,
+}
+
+/// One sink subtask.
+pub struct FilesystemSink {
+    config: Arc<SinkConfig>,
+    checkpointing: bool,
+    staging: Staging,
+    partition_cols: Vec<usize>,
+    partition_names: Vec<String>,
+    data_cols: Vec<usize>,
+    data_schema: SchemaRef,
+    metrics: ConnectorMetrics,
+    /// Bytes staged since the last seal.
+    staged: u64,
+    /// When the first row since the last seal was staged.
+    opened: Option<Instant>,
+    /// Seal ids of a run without checkpoints.
+    local_id: u64,
+    watermark: i64,
+    pending: HashMap<String, Pending>,
+    /// Partitions to mark complete once the seal with this id is committed.
+    marks: Vec<(u64, Vec<String>)>,
+    frame: Vec<u8>,
+}
+
+/// Hive's escaping of a partition value in a path (as Flink's `PartitionPathUtils`).
+fn escape_path_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        let escape = matches!(
+            c,
+            '\u{1}'
+                ..='\u{1f}'
+                    | '"'
+                    | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\u{7f}'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+        );
+        if escape {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn unescape_path_value(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (
+                (bytes[i + 1] as char).to_digit(16),
+                (bytes[i + 2] as char).to_digit(16),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads `yyyy-MM-dd HH:mm:ss[.SSS]`, `yyyy-MM-dd HH:mm` or `yyyy-MM-dd` as UTC ms.
+fn parse_partition_time(text: &str) -> Option<i64> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let t = text.trim();
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
+            return Some(dt.and_utc().timestamp_millis());
+        }
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|dt| dt.and_utc().timestamp_millis())
+}
+
+impl FilesystemSink {
+    /// The time of the partition with these (unescaped) values.
+    fn partition_time(&self, values: &[String]) -> Result<i64, ConnectorError> {
+        let text = match &self.config.time_pattern {
+            None => values.first().cloned().unwrap_or_default(),
+            Some(pattern) => {
+                // Longest names first, so `$dt` does not eat the start of `$dthour`.
+                let mut names: Vec<(usize, &String)> =
+                    self.partition_names.iter().enumerate().collect();
+                names.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
+                let mut t = pattern.clone();
+                for (i, n) in names {
+                    t = t.replace(&format!("${n}"), &values[i]);
+                }
+                t
+            }
+        };
+        parse_partition_time(&text).ok_or_else(|| {
+            ConnectorError::Other(format!(
+                "filesystem sink '{}': partition time '{text}' (from {}) is not a time of the \
+                 form yyyy-MM-dd HH:mm:ss; set 'partition.time-extractor.timestamp-pattern'",
+                self.config.path.display(),
+                self.config
+                    .time_pattern
+                    .as_deref()
+                    .unwrap_or("the first partition value")
+            ))
+        })
+    }
+
+    /// Partitions complete now (trigger), removed from `pending`.
+    fn take_ready(&mut self, all: bool) -> Vec<String> {
+        if self.config.success_file.is_none() {
+            self.pending.clear();
+            return Vec::new();
+        }
+        let delay = self.config.delay_ms;
+        let (trigger, wm) = (self.config.trigger, self.watermark);
+        let ready: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                all || match trigger {
+                    Trigger::PartitionTime => {
+                        p.time_ms.is_some_and(|t| wm > t.saturating_add(delay))
+                    }
+                    Trigger::ProcessTime => {
+                        p.first_written.elapsed() >= Duration::from_millis(delay as u64)
+                    }
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &ready {
+            self.pending.remove(k);
+        }
+        ready
+    }
+
+    /// Writes the success files of marks committed up to `upto`.
+    fn mark_committed(&mut self, upto: u64) -> Result<(), ConnectorError> {
+        let Some(name) = self.config.success_file.clone() else {
+            return Ok(());
+        };
+        let (done, keep): (Vec<_>, Vec<_>) = self.marks.drain(..).partition(|(id, _)| *id <= upto);
+        self.marks = keep;
+        for partition in done.into_iter().flat_map(|(_, p)| p) {
+            let dir = self.config.path.join(&partition);
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| File::create(dir.join(&name)).and_then(|f| f.sync_all()))
+                .map_err(|e| {
+                    ConnectorError::io(format!("writing '{}'", dir.join(&name).display()), e)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Without checkpoints: makes staged rows visible when they reached the file size or
+    /// the rollover interval passed.
+    fn maybe_roll(&mut self) -> Result<(), ConnectorError> {
+        if self.checkpointing {
+            return Ok(());
+        }
+        let due = self.staged >= self.config.file_size
+            || self
+                .opened
+                .is_some_and(|t| t.elapsed() >= self.config.rollover);
+        if due {
+            self.roll(false)?;
+        }
+        Ok(())
+    }
+
+    /// Seals and commits at once (no checkpoints), then marks complete partitions.
+    fn roll(&mut self, all: bool) -> Result<(), ConnectorError> {
+        self.local_id += 1;
+        let id = self.local_id;
+        self.staging.seal(id)?;
+        self.staging.commit(id)?;
+        self.staged = 0;
+        self.opened = None;
+        let ready = self.take_ready(all);
+        self.marks.push((id, ready));
+        self.mark_committed(id)
+    }
+}
+
+#[async_trait]
+impl Sink for FilesystemSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        let rows = batch.num_rows();
+        // Each row's partition directory, grouped in order of first appearance.
+        let values: Vec<ArrayRef> = self
+            .partition_cols
+            .iter()
+            .map(|&c| cast(batch.column(c), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut key = String::new();
+        for row in 0..rows {
+            key.clear();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    key.push('/');
+                }
+                key.push_str(&self.partition_names[i]);
+                key.push('=');
+                let s = v.as_string::<i32>();
+                if s.is_null(row) || s.value(row).is_empty() {
+                    escape_path_value(&self.config.default_name, &mut key);
+                } else {
+                    escape_path_value(s.value(row), &mut key);
+                }
+            }
+            match index.get(key.as_str()) {
+                Some(&g) => groups[g].1.push(row as u32),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key.clone(), vec![row as u32]));
+                }
+            }
+        }
+        let data = batch.project(&self.data_cols)?;
+        let data = RecordBatch::try_new(self.data_schema.clone(), data.columns().to_vec())?;
+        let mut bytes = 0u64;
+        for (partition, rows_of) in &groups {
+            let part = if groups.len() == 1 {
+                data.clone()
+            } else {
+                take_record_batch(&data, &UInt32Array::from(rows_of.clone()))?
+            };
+            let mut encoded = Vec::new();
+            match self.config.format {
+                FileFormat::Json => JsonEncoder.encode(&part, &mut encoded)?,
+                FileFormat::Csv => CsvEncoder.encode(&part, &mut encoded)?,
+            }
+            self.frame.clear();
+            self.frame
+                .extend_from_slice(&(partition.len() as u32).to_le_bytes());
+            self.frame.extend_from_slice(partition.as_bytes());
+            self.frame
+                .extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+            self.staging.write(&self.frame)?;
+            self.staging.write(&encoded)?;
+            bytes += encoded.len() as u64;
+            if !self.pending.contains_key(partition) {
+                let time_ms = if self.config.trigger == Trigger::PartitionTime
+                    && self.config.success_file.is_some()
+                {
+                    let values: Vec<String> = partition
+                        .split('/')
+                        .map(|kv| unescape_path_value(kv.split_once('=').map_or(kv, |(_, v)| v)))
+                        .collect();
+                    Some(self.partition_time(&values)?)
+                } else {
+                    None
+                };
+                self.pending.insert(
+                    partition.clone(),
+                    Pending {
+                        time_ms,
+                        first_written: Instant::now(),
+                    },
+                );
+            }
+        }
+        self.staged += bytes;
+        self.opened.get_or_insert_with(Instant::now);
+        self.metrics.rows.add(rows as u64);
+        self.metrics.bytes.add(bytes);
+        self.maybe_roll()
+    }
+
+    async fn watermark(&mut self, watermark: i64) -> Result<(), ConnectorError> {
+        self.watermark = self.watermark.max(watermark);
+        self.maybe_roll()
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.staging.seal(checkpoint)?;
+        self.staged = 0;
+        self.opened = None;
+        let ready = self.take_ready(false);
+        self.marks.push((checkpoint, ready));
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.staging.commit(checkpoint)?;
+        self.mark_committed(checkpoint)
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        // The input ended: everything staged is final and every partition complete.
+        self.watermark = i64::MAX;
+        if self.checkpointing {
+            self.staging.finish()?;
+            let ready = self.take_ready(true);
+            self.marks.push((FINAL, ready));
+            self.mark_committed(FINAL)
+        } else {
+            self.roll(true)
+        }
+    }
+}
+
+/// Applies a sealed batch by writing its rows into part files of their partitions.
+struct PartitionFiles {
+    config: Arc<SinkConfig>,
+}
+
+/// A part file being written by an apply.
+struct OpenPart {
+    tmp: PathBuf,
+    target: PathBuf,
+    /// `None`: the file exists from an earlier attempt; its bytes are skipped.
+    writer: Option<BufWriter<File>>,
+    bytes: u64,
+}
+
+impl PartitionFiles {
+    fn part_name(&self, txn: &Txn, n: u32) -> String {
+        format!(
+            "part-{}-{:010}-{n}.{}",
+            txn.subtask,
+            txn.checkpoint,
+            self.config.ext()
+        )
+    }
+
+    fn open(&self, txn: &Txn, partition: &str, n: u32) -> Result<OpenPart, ConnectorError> {
+        let dir = self.config.path.join(partition);
+        let name = self.part_name(txn, n);
+        let target = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        if target.exists() {
+            return Ok(OpenPart {
+                tmp,
+                target,
+                writer: None,
+                bytes: 0,
+            });
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ConnectorError::io(format!("creating '{}'", dir.display()), e))?;
+        let f = File::create(&tmp)
+            .map_err(|e| ConnectorError::io(format!("creating '{}'", tmp.display()), e))?;
+        Ok(OpenPart {
+            tmp,
+            target,
+            writer: Some(BufWriter::with_capacity(1 << 20, f)),
+            bytes: 0,
+        })
+    }
+
+    fn close(part: OpenPart) -> Result<(), ConnectorError> {
+        let Some(mut w) = part.writer else {
+            return Ok(());
+        };
+        w.flush()
+            .and_then(|()| w.get_ref().sync_all())
+            .map_err(|e| ConnectorError::io(format!("fsync '{}'", part.tmp.display()), e))?;
+        std::fs::rename(&part.tmp, &part.target)
+            .map_err(|e| ConnectorError::io(format!("committing '{}'", part.target.display()), e))
+    }
+}
+
+fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut read = 0;
+    while read < buf.len() {
+        let n = r.read(&mut buf[read..])?;
+        if n == 0 {
+            if read == 0 {
+                return Ok(false);
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        read += n;
+    }
+    Ok(true)
+}
+
+impl Apply for PartitionFiles {
+    fn apply(&self, txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
+        let ctx = || format!("reading sealed rows '{}'", sealed.display());
+        let f = File::open(sealed).map_err(|e| ConnectorError::io(ctx(), e))?;
+        let mut r = BufReader::with_capacity(1 << 20, f);
+        let mut open: HashMap<String, OpenPart> = HashMap::new();
+        let mut next: HashMap<String, u32> = HashMap::new();
+        let mut len4 = [0u8; 4];
+        let mut len8 = [0u8; 8];
+        let mut data = Vec::new();
+        let mut dirs = Vec::new();
+        while read_exact_or_eof(&mut r, &mut len4).map_err(|e| ConnectorError::io(ctx(), e))? {
+            let mut name = vec![0u8; u32::from_le_bytes(len4) as usize];
+            r.read_exact(&mut name)
+                .and_then(|()| r.read_exact(&mut len8))
+                .map_err(|e| ConnectorError::io(ctx(), e))?;
+            let partition = String::from_utf8(name).map_err(|_| {
+                ConnectorError::Other(format!("{}: a partition name is not UTF-8", ctx()))
+            })?;
+            data.resize(u64::from_le_bytes(len8) as usize, 0);
+            r.read_exact(&mut data)
+                .map_err(|e| ConnectorError::io(ctx(), e))?;
+            if !open.contains_key(&partition) {
+                let n = *next.get(&partition).unwrap_or(&0);
+                let part = self.open(txn, &partition, n)?;
+                if !dirs.contains(&partition) {
+                    dirs.push(partition.clone());
+                }
+                open.insert(partition.clone(), part);
+            }
+            let Some(part) = open.get_mut(&partition) else {
+                continue;
+            };
+            if let Some(w) = part.writer.as_mut() {
+                w.write_all(&data).map_err(|e| {
+                    ConnectorError::io(format!("writing '{}'", part.tmp.display()), e)
+                })?;
+            }
+            part.bytes += data.len() as u64;
+            if part.bytes >= self.config.file_size
+                && let Some(part) = open.remove(&partition)
+            {
+                Self::close(part)?;
+                *next.entry(partition).or_insert(0) += 1;
+            }
+        }
+        for (_, part) in open.drain() {
+            Self::close(part)?;
+        }
+        crash_point("mid-apply", txn.checkpoint);
+        for d in dirs {
+            let dir = self.config.path.join(d);
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| ConnectorError::io(format!("fsync '{}'", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn discard_after(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
+        let success = self.config.success_file.as_deref();
+        discard(&self.config.path, restored, success)
+    }
+}
+
+/// Removes part files of checkpoints after `restored` (all of them, and the success
+/// files, when `None`), and temporary files of interrupted applies, under `dir`.
+fn discard(dir: &Path, restored: Option<u64>, success: Option<&str>) -> Result<(), ConnectorError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConnectorError::io(format!("reading '{}'", dir.display()), e))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            if name.contains('=') {
+                discard(&path, restored, success)?;
+            }
+            continue;
+        }
+        let stale = if name.starts_with(".part-") && name.ends_with(".tmp") {
+            true
+        } else if let Some(rest) = name.strip_prefix("part-") {
+            let id = rest.split('-').nth(1).and_then(|id| id.parse::<u64>().ok());
+            match (restored, id) {
+                (None, _) => true,
+                (Some(r), Some(id)) => id > r,
+                (Some(_), None) => false,
+            }
+        } else {
+            restored.is_none() && success == Some(name.as_str())
+        };
+        if stale {
+            std::fs::remove_file(&path)
+                .map_err(|err| ConnectorError::io(format!("removing '{}'", path.display()), err))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use runnel_common::Options;
+
+    use super::*;
+
+    #[test]
+    fn partition_values_are_escaped_as_hive_does() {
+        let mut s = String::new();
+        escape_path_value("10:00", &mut s);
+        assert_eq!(s, "10%3A00");
+        assert_eq!(unescape_path_value(&s), "10:00");
+        s.clear();
+        escape_path_value("a/b=c%", &mut s);
+        assert_eq!(s, "a%2Fb%3Dc%25");
+        assert_eq!(unescape_path_value(&s), "a/b=c%");
+    }
+
+    #[test]
+    fn sizes_and_partition_times_parse() {
+        assert_eq!(parse_size("128MB"), Some(128 << 20));
+        assert_eq!(parse_size("1 kb"), Some(1024));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_partition_time("1970-01-01 00:01:00"), Some(60_000));
+        assert_eq!(parse_partition_time("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_partition_time("noon"), None);
+    }
+
+    fn spec(dir: &Path, extra: &[(&str, &str)]) -> TableSpec {
+        let mut opts = vec![
+            ("connector".to_string(), "filesystem".to_string()),
+            ("path".into(), format!("file://{}", dir.display())),
+            ("format".into(), "csv".into()),
+        ];
+        opts.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        TableSpec {
+            line: 1,
+            name: "out".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("v", DataType::Int64, true),
+                Field::new("dt", DataType::Utf8, true),
+                Field::new("hm", DataType::Utf8, true),
+            ])),
+            watermark: None,
+            metadata: Vec::new(),
+            primary_key: Vec::new(),
+            partition_keys: vec![1, 2],
+            options: Options::new(opts),
+        }
+    }
+
+    fn batch(spec: &TableSpec, rows: &[(i64, &str, &str)]) -> RecordBatch {
+        RecordBatch::try_new(
+            spec.schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).expect("dir").flatten() {
+                let p = e.path();
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    let rel = p.strip_prefix(root).expect("under root");
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    out.push(format!(
+                        "{} [{}]",
+                        rel.display(),
+                        text.trim().replace('\n', ",")
+                    ));
+                }
+            }
+        }
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    fn sink_context(checkpoint: Option<crate::CheckpointMode>) -> SinkContext {
+        SinkContext {
+            subtask: 0,
+            parallelism: 1,
+            metrics: ConnectorMetrics::default(),
+            data_dir: PathBuf::new(),
+            log: None,
+            dashboards: Default::default(),
+            checkpoint,
+        }
+    }
+
+    /// Rows land in Hive-style directories, without their partition columns, only when
+    /// their checkpoint commits; a partition whose time the watermark passed gets its
+    /// success file after that commit; a restore drops files of later checkpoints.
+    #[tokio::test]
+    async fn partitions_commit_with_checkpoints_and_watermarks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(
+            dir.path(),
+            &[
+                ("sink.partition-commit.trigger", "partition-time"),
+                ("sink.partition-commit.delay", "1 min"),
+                ("sink.partition-commit.policy.kind", "success-file"),
+                ("partition.time-extractor.timestamp-pattern", "$dt $hm:00"),
+            ],
+        );
+        let mode = crate::CheckpointMode { restored: None };
+        let mut sink = build(&spec, vec![sink_context(Some(mode))])
+            .expect("build")
+            .remove(0);
+        sink.write(batch(
+            &spec,
+            &[(1, "1970-01-01", "00:00"), (2, "1970-01-01", "00:01")],
+        ))
+        .await
+        .expect("write");
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        // 00:00 + 1 min delay < 00:01:30; 00:01 + 1 min is not.
+        sink.watermark(90_000).await.expect("wm");
+        sink.pre_commit(1).await.expect("seal");
+        assert!(files(dir.path()).is_empty());
+        sink.commit(1).await.expect("commit");
+        assert_eq!(
+            files(dir.path()),
+            vec![
+                "dt=1970-01-01/hm=00%3A00/_SUCCESS []",
+                "dt=1970-01-01/hm=00%3A00/part-0-0000000001-0.csv [1]",
+                "dt=1970-01-01/hm=00%3A01/part-0-0000000001-0.csv [2]",
+            ]
+        );
+        sink.write(batch(&spec, &[(3, "1970-01-01", "00:01")]))
+            .await
+            .expect("write");
+        sink.pre_commit(2).await.expect("seal");
+        sink.commit(2).await.expect("commit");
+        // Restored from checkpoint 1: checkpoint 2's file goes, the rows come again.
+        let restored = crate::CheckpointMode { restored: Some(1) };
+        let mut again = build(&spec, vec![sink_context(Some(restored))])
+            .expect("build")
+            .remove(0);
+        assert!(!files(dir.path()).iter().any(|f| f.contains("0000000002")));
+        again
+            .write(batch(&spec, &[(3, "1970-01-01", "00:01")]))
+            .await
+            .expect("write");
+        again.finish().await.expect("finish");
+        let all = files(dir.path());
+        assert!(
+            all.contains(&"dt=1970-01-01/hm=00%3A01/_SUCCESS []".to_string()),
+            "{all:?}"
+        );
+        assert_eq!(
+            all.iter().filter(|f| f.ends_with("[3]")).count(),
+            1,
+            "{all:?}"
+        );
+    }
+
+    /// Without checkpoints, files roll by size and everything is visible at the end.
+    #[tokio::test]
+    async fn without_checkpoints_files_roll_by_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(dir.path(), &[("sink.rolling-policy.file-size", "4b")]);
+        let mut sink = build(&spec, vec![sink_context(None)])
+            .expect("build")
+            .remove(0);
+        sink.write(batch(&spec, &[(10, "d", "h"), (11, "d", "h")]))
+            .await
+            .expect("write");
+        sink.write(batch(&spec, &[(12, "d", "h")]))
+            .await
+            .expect("write");
+        sink.finish().await.expect("finish");
+        assert_eq!(
+            files(dir.path()),
+            vec![
+                "dt=d/hm=h/part-0-0000000001-0.csv [10,11]",
+                "dt=d/hm=h/part-0-0000000002-0.csv [12]",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = validate(&spec(
+            dir.path(),
+            &[(
+                "sink.partition-commit.policy.kind",
+                "metastore,success-file",
+            )],
+        ))
+        .expect_err("metastore")
+        .to_string();
+        assert!(err.contains("metastore"), "{err}");
+        let err = validate(&spec(
+            dir.path(),
+            &[("sink.rolling-policy.file-size", "big")],
+        ))
+        .expect_err("size")
+        .to_string();
+        assert!(err.contains("sink.rolling-policy.file-size"), "{err}");
+    }
+}
