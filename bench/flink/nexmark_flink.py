@@ -125,6 +125,11 @@ def main():
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="flink-nexmark-"))
     (scratch / "side_input.txt").write_text("".join(f"{i},{i}\n" for i in range(10_000)))
     text = text.replace("${SCRATCH_DIR}", str(scratch)).replace("${Q10_OUTPUT}", str(scratch / "q10"))
+    # Flink 2.3 bundles no lookup source (its filesystem table is not one: "Temporal Table
+    # Join requires primary key in versioned table"), so q13 runs as a regular join with
+    # the same bounded side table there; the result is the same for a table that never
+    # changes, the operator is not (Flink keeps the bids in join state).
+    text = re.sub(r"FOR SYSTEM_TIME AS OF \S+ ", "", text)
     t = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     c = t.get_config()
     c.set("parallelism.default", str(a.parallelism))
