@@ -92,6 +92,18 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The wall-clock time (epoch ms) at which the operator next needs to act even if no
+    /// input arrives (a processing-time window's end, a mini-batch's latency), if any. The
+    /// engine asks after every event and calls [`Operator::on_timer`] once it has passed.
+    fn next_timer(&self) -> Option<Timestamp> {
+        None
+    }
+
+    /// The wall clock reached `now`, at or after the time [`Operator::next_timer`] named.
+    fn on_timer(&mut self, _now: Timestamp, _out: &mut Output) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Saves the operator's state for a checkpoint. Stateless operators save nothing.
     fn snapshot(&mut self, _state: &mut StateWriter) -> Result<(), EngineError> {
         Ok(())

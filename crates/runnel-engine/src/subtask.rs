@@ -371,7 +371,25 @@ pub async fn run_operator(
         }
     }
     let mut input = InputSide::new(inputs, current);
-    while let Some(event) = input.next().await {
+    loop {
+        // Wait for the next event, or until the operator's processing-time timer is due
+        // (input.next() is cancel-safe: it only awaits a channel receive).
+        let event = match op.next_timer() {
+            None => input.next().await,
+            Some(at) => {
+                let wait = at.saturating_sub(runnel_common::time::now_ms()).max(0) as u64;
+                tokio::select! {
+                    biased;
+                    event = input.next() => event,
+                    () = tokio::time::sleep(Duration::from_millis(wait)) => {
+                        op.on_timer(runnel_common::time::now_ms(), &mut out)?;
+                        flush(&mut out, &outputs, &metrics).await?;
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             InputEvent::Data { input, batch } => {
                 metrics.rows_in.add(batch.num_rows() as u64);

@@ -218,7 +218,7 @@ pub const SETTINGS: &[SettingDef] = &[
         "table.exec.mini-batch.allow-latency",
         SettingType::Duration,
         "1 s",
-        "with mini-batches: the longest an update is held back (flushed when rows or watermarks arrive)",
+        "with mini-batches: the longest an update is held back (then flushed by the wall clock)",
     ),
     def(
         "table.exec.mini-batch.size",

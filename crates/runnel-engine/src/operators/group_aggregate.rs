@@ -373,6 +373,24 @@ impl Operator for GroupAggregate {
     }
 
     /// Flushes held-back changes at the end of input, or when they are due.
+    /// A mini-batch is flushed when its latency has passed, even if no row arrives.
+    fn next_timer(&self) -> Option<runnel_common::Timestamp> {
+        let m = self.mini_batch?;
+        self.pending_since.map(|since| since + m.latency_ms)
+    }
+
+    fn on_timer(
+        &mut self,
+        now: runnel_common::Timestamp,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        if self.due(now) {
+            self.apply_buffered(now)?;
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
     fn process_watermark(
         &mut self,
         watermark: runnel_common::Timestamp,

@@ -275,6 +275,18 @@ impl Operator for WindowAggregate {
         Ok(())
     }
 
+    /// Processing-time windows close by the wall clock even when no row arrives.
+    fn next_timer(&self) -> Option<Timestamp> {
+        if !self.processing_time {
+            return None;
+        }
+        self.open.keys().next().map(|end| end - 1)
+    }
+
+    fn on_timer(&mut self, now: Timestamp, out: &mut Output) -> Result<(), EngineError> {
+        self.fire_until(now, out)
+    }
+
     fn process_watermark(
         &mut self,
         watermark: Timestamp,
