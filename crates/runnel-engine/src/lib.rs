@@ -458,7 +458,9 @@ fn operator_tasks(
                 SourceContext {
                     subtask: 0,
                     parallelism: 1,
-                    metrics: m.connector.clone(),
+                    // The table's own counts: its rejected records are not the join's
+                    // failed expressions (the source warns about them, naming the file).
+                    metrics: runnel_common::metrics::ConnectorMetrics::default(),
                     data_dir: config.data_dir.clone(),
                     batch_size: config.batch_size,
                     log: config.log.clone(),

@@ -325,29 +325,7 @@ fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
                 crate::format::check_schema(&spec.name, &spec.schema)?;
                 crate::source::file::list_files(&spec.name, &path, Path::new("")).map(|_| ())
             }
-            Role::Sink => {
-                let mut dir = path.clone();
-                while !dir.as_os_str().is_empty() && !dir.exists() {
-                    dir = dir.parent().map(PathBuf::from).unwrap_or_default();
-                }
-                match std::fs::metadata(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    &dir
-                }) {
-                    Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
-                    Ok(_) => Err(ConnectorError::Other(format!(
-                        "table '{}': cannot write into '{}': '{}' is not a writable directory",
-                        spec.name,
-                        path.display(),
-                        dir.display()
-                    ))),
-                    Err(e) => Err(ConnectorError::io(
-                        format!("table '{}': checking '{}'", spec.name, dir.display()),
-                        e,
-                    )),
-                }
-            }
+            Role::Sink => crate::source::file::writable_under(&spec.name, &path, Some(&path)),
         }
     })
 }

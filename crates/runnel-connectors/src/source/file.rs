@@ -82,31 +82,37 @@ fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
                 check_schema(&spec.name, &spec.schema)?;
                 list_files(&spec.name, &config.path, &config.dead_letter_path).map(|_| ())
             }
-            Role::Sink => {
-                // The nearest existing ancestor must be a directory we can create in.
-                let mut dir = path.parent().map(PathBuf::from).unwrap_or_default();
-                while !dir.as_os_str().is_empty() && !dir.exists() {
-                    dir = dir.parent().map(PathBuf::from).unwrap_or_default();
-                }
-                if dir.as_os_str().is_empty() {
-                    return Ok(());
-                }
-                match std::fs::metadata(&dir) {
-                    Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
-                    Ok(_) => Err(ConnectorError::Other(format!(
-                        "table '{}': cannot write '{}': '{}' is not a writable directory",
-                        spec.name,
-                        path.display(),
-                        dir.display()
-                    ))),
-                    Err(e) => Err(ConnectorError::io(
-                        format!("table '{}': checking '{}'", spec.name, dir.display()),
-                        e,
-                    )),
-                }
-            }
+            Role::Sink => writable_under(&spec.name, &path, path.parent()),
         }
     })
+}
+
+/// A sink may write `path` if the nearest existing directory at or above `start` (none
+/// given or none existing: the working directory) is writable.
+pub(crate) fn writable_under(
+    table: &str,
+    path: &Path,
+    start: Option<&Path>,
+) -> Result<(), ConnectorError> {
+    let mut dir = start.map(PathBuf::from).unwrap_or_default();
+    while !dir.as_os_str().is_empty() && !dir.exists() {
+        dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+    }
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => Ok(()),
+        Ok(_) => Err(ConnectorError::Other(format!(
+            "table '{table}': cannot write '{}': '{}' is not a writable directory",
+            path.display(),
+            dir.display()
+        ))),
+        Err(e) => Err(ConnectorError::io(
+            format!("table '{table}': checking '{}'", dir.display()),
+            e,
+        )),
+    }
 }
 
 /// How long one poll may keep reading batches that were rejected entirely.
