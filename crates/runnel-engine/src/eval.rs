@@ -314,3 +314,142 @@ mod tests {
         assert!(OnError::parse("ignore").is_err());
     }
 }
+
+/// An expression prepared to be evaluated over a wide row cheaply: when it holds a CASE
+/// over fields of ROW columns (`CASE WHEN t = 0 THEN person.dateTime … END`, as Flink's
+/// Nexmark table computes its event time), the fields are taken out of their ROWs first
+/// (no copy) and the CASE runs over just those arrays. DataFusion's CASE filters the
+/// whole batch it is given once per branch, every string of every ROW column included.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    expr: Arc<dyn PhysicalExpr>,
+    /// Set when the expression was rewritten: the field reads evaluated first, then the
+    /// plain input columns, make the batch `expr` reads.
+    hoisted: Option<Hoisted>,
+}
+
+/// The field reads evaluated first, and the plain input columns after them.
+type Hoisted = (Vec<Arc<dyn PhysicalExpr>>, Vec<usize>);
+
+impl Compiled {
+    /// `expr`, rewritten when that pays off.
+    pub fn new(expr: &Arc<dyn PhysicalExpr>) -> Self {
+        match hoist_fields(expr) {
+            Some((expr, fields, cols)) => Compiled {
+                expr,
+                hoisted: Some((fields, cols)),
+            },
+            None => Compiled {
+                expr: Arc::clone(expr),
+                hoisted: None,
+            },
+        }
+    }
+
+    /// Evaluates the expression over `batch` (in the input's schema).
+    ///
+    /// # Errors
+    /// As the expression's evaluation.
+    pub fn evaluate(
+        &self,
+        batch: &RecordBatch,
+    ) -> datafusion_common::Result<datafusion_expr::ColumnarValue> {
+        let Some((fields, cols)) = &self.hoisted else {
+            return self.expr.evaluate(batch);
+        };
+        let n = batch.num_rows();
+        let mut arrays = Vec::with_capacity(fields.len() + cols.len());
+        for f in fields {
+            arrays.push(f.evaluate(batch)?.into_array(n)?);
+        }
+        for &c in cols {
+            arrays.push(Arc::clone(batch.column(c)));
+        }
+        let schema: arrow::datatypes::Fields = arrays
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                arrow::datatypes::Field::new(format!("h{i}"), a.data_type().clone(), true)
+            })
+            .collect();
+        let narrow = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::new(schema)),
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        self.expr.evaluate(&narrow)
+    }
+}
+
+fn is_field_read(e: &Arc<dyn PhysicalExpr>) -> bool {
+    e.downcast_ref::<datafusion_physical_expr::ScalarFunctionExpr>()
+        .is_some_and(|f| {
+            f.name() == "get_field"
+                && f.args().first().is_some_and(|a| {
+                    a.downcast_ref::<datafusion_physical_expr::expressions::Column>()
+                        .is_some()
+                })
+        })
+}
+
+/// `expr` over [field reads…, plain columns…] when it has a CASE and reads ROW fields.
+#[allow(clippy::type_complexity)]
+fn hoist_fields(
+    expr: &Arc<dyn PhysicalExpr>,
+) -> Option<(
+    Arc<dyn PhysicalExpr>,
+    Vec<Arc<dyn PhysicalExpr>>,
+    Vec<usize>,
+)> {
+    use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion_physical_expr::expressions::{CaseExpr, Column};
+    let mut has_case = false;
+    let mut fields: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    let mut cols: Vec<usize> = Vec::new();
+    let _ = expr.apply(|e| {
+        if e.downcast_ref::<CaseExpr>().is_some() {
+            has_case = true;
+        }
+        if is_field_read(e) {
+            if !fields.iter().any(|f| f.as_ref() == e.as_ref()) {
+                fields.push(Arc::clone(e));
+            }
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        if let Some(c) = e.downcast_ref::<Column>()
+            && !cols.contains(&c.index())
+        {
+            cols.push(c.index());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if !has_case || fields.is_empty() {
+        return None;
+    }
+    let rewritten = Arc::clone(expr)
+        .transform_down(|e| {
+            if is_field_read(&e) {
+                let i = fields.iter().position(|f| f.as_ref() == e.as_ref());
+                return Ok(match i {
+                    Some(i) => Transformed::new(
+                        Arc::new(Column::new(&format!("h{i}"), i)) as Arc<dyn PhysicalExpr>,
+                        true,
+                        TreeNodeRecursion::Jump,
+                    ),
+                    None => Transformed::no(e),
+                });
+            }
+            if let Some(c) = e.downcast_ref::<Column>()
+                && let Some(j) = cols.iter().position(|&x| x == c.index())
+            {
+                let i = fields.len() + j;
+                return Ok(Transformed::yes(
+                    Arc::new(Column::new(&format!("h{i}"), i)) as Arc<dyn PhysicalExpr>
+                ));
+            }
+            Ok(Transformed::no(e))
+        })
+        .ok()?
+        .data;
+    Some((rewritten, fields, cols))
+}

@@ -115,6 +115,7 @@ pub async fn run_source(
     // and when data last came.
     let mut splits: std::collections::HashMap<String, (Timestamp, Instant)> = Default::default();
     let mut triggers = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
+    let event_expr = timing.event_time.as_ref().map(crate::eval::Compiled::new);
     if let Some(entry) = ckpt.as_ref().and_then(CheckpointHandle::restored_entry) {
         (emitted, idle) =
             restore_source(&table, source.as_mut(), entry, &outputs, &metrics).await?;
@@ -146,7 +147,7 @@ pub async fn run_source(
                 metrics.rows_out.add(batch.num_rows() as u64);
                 let wm = match &timing.watermark {
                     Some(spec) => {
-                        let times = event_times(&batch, spec.column, timing.event_time.as_ref());
+                        let times = event_times(&batch, spec.column, event_expr.as_ref());
                         if let Some(m) = times.as_ref().and_then(max_event_time) {
                             max_seen = max_seen.max(m);
                         }
@@ -316,7 +317,7 @@ fn split_watermark(
 fn event_times(
     batch: &RecordBatch,
     column: usize,
-    expr: Option<&Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
+    expr: Option<&crate::eval::Compiled>,
 ) -> Option<arrow::array::ArrayRef> {
     match expr {
         None => batch.columns().get(column).cloned(),
