@@ -642,6 +642,8 @@ impl Sink for FilesystemSink {
             .iter()
             .map(|&c| cast(batch.column(c), &DataType::Utf8))
             .collect::<Result<_, _>>()?;
+        let values: Vec<&arrow::array::StringArray> =
+            values.iter().map(|v| v.as_string::<i32>()).collect();
         let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut key = String::new();
@@ -653,11 +655,10 @@ impl Sink for FilesystemSink {
                 }
                 key.push_str(&self.partition_names[i]);
                 key.push('=');
-                let s = v.as_string::<i32>();
-                if s.is_null(row) || s.value(row).is_empty() {
+                if v.is_null(row) || v.value(row).is_empty() {
                     escape_path_value(&self.config.default_name, &mut key);
                 } else {
-                    escape_path_value(s.value(row), &mut key);
+                    escape_path_value(v.value(row), &mut key);
                 }
             }
             match index.get(key.as_str()) {
@@ -699,7 +700,15 @@ impl Sink for FilesystemSink {
                         .split('/')
                         .map(|kv| unescape_path_value(kv.split_once('=').map_or(kv, |(_, v)| v)))
                         .collect();
-                    Some(self.partition_time(&values)?)
+                    // A partition whose values hold no time (NULL, a typo) does not stop
+                    // the pipeline: it is written, and marked complete at the end.
+                    match self.partition_time(&values) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            tracing::warn!(partition = %partition, "{e}; it is marked complete when the input ends");
+                            None
+                        }
+                    }
                 } else {
                     None
                 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{filter, take};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion_physical_expr::PhysicalExpr;
 use runnel_common::changelog;
 use runnel_connectors::lookup::LookupTable;
@@ -83,9 +83,8 @@ impl LookupJoin {
             columns.push(matches.rows.column(c).clone());
         }
         if let Some(pred) = &self.filter {
-            let fields: Vec<_> = self.schema.fields().iter().cloned().collect();
             let joined = RecordBatch::try_new_with_options(
-                Arc::new(Schema::new(fields)),
+                self.schema.clone(),
                 columns.clone(),
                 &RecordBatchOptions::new().with_row_count(Some(probe.len())),
             )?;

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, new_null_array};
-use arrow::compute::{FilterBuilder, filter_record_batch};
+use arrow::array::{Array, ArrayRef, BooleanArray};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
@@ -25,41 +25,6 @@ pub struct Project {
     errors: RowErrors,
     /// The SELECT expressions prepared for evaluation (see [`Compiled`]).
     compiled: Vec<Compiled>,
-    /// Per input column: whether a SELECT expression reads it. The WHERE filter copies
-    /// only those (a wide row read for a few fields, as a view over Flink's one-table
-    /// Nexmark, would otherwise copy every unread string).
-    read: Vec<bool>,
-}
-
-/// `batch`'s rows where `mask` is true; columns not `read` become NULL instead of being
-/// copied (columns past `read`, such as the row kinds, are always kept).
-fn filter_read(
-    batch: &RecordBatch,
-    mask: &BooleanArray,
-    read: &[bool],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if read.iter().all(|r| *r) || read.len() < batch.num_columns().saturating_sub(1) {
-        return filter_record_batch(batch, mask);
-    }
-    let predicate = FilterBuilder::new(mask).optimize().build();
-    let n = predicate.count();
-    let schema = batch.schema();
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-        if read.get(i).copied().unwrap_or(true) {
-            fields.push(field.as_ref().clone());
-            columns.push(predicate.filter(column.as_ref())?);
-        } else {
-            fields.push(field.as_ref().clone().with_nullable(true));
-            columns.push(new_null_array(column.data_type(), n));
-        }
-    }
-    RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(n)),
-    )
 }
 
 impl Project {
@@ -80,14 +45,6 @@ impl Project {
             })?;
             fields.push(Field::new(named.name(), f.data_type().clone(), true));
         }
-        let mut read = vec![false; input.fields().len()];
-        for expr in &spec.exprs {
-            for c in datafusion_physical_expr::utils::collect_columns(expr) {
-                if let Some(r) = read.get_mut(c.index()) {
-                    *r = true;
-                }
-            }
-        }
         Ok(Self {
             compiled: spec.exprs.iter().map(Compiled::new).collect(),
             filter: spec.filter.clone(),
@@ -95,7 +52,6 @@ impl Project {
             schema: Arc::new(Schema::new(fields)),
             blocking: spec.blocking,
             errors,
-            read,
         })
     }
 }
@@ -121,8 +77,8 @@ impl Project {
                 if mask.true_count() == batch.num_rows() {
                     batch
                 } else {
-                    filtered = filter_read(batch, mask, &self.read)
-                        .map_err(|e| Failure::new(where_(), e))?;
+                    filtered =
+                        filter_record_batch(batch, mask).map_err(|e| Failure::new(where_(), e))?;
                     &filtered
                 }
             }
