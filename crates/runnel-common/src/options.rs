@@ -138,6 +138,11 @@ impl Options {
         self.map.get(key).map(String::as_str)
     }
 
+    /// Sets `key` (no position: not written by the user).
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.map.insert(key.to_string(), value.into());
+    }
+
     /// All keys and values.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))

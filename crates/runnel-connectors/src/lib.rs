@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod descriptor;
 pub mod error;
 pub mod format;
+pub mod group;
 pub mod lookup;
 pub mod registry;
 pub mod results;
@@ -57,6 +58,25 @@ pub struct SourceContext {
     pub checkpointing: bool,
     /// Where records that cannot be read go.
     pub dead_letters: std::sync::Arc<dead_letters::DeadLetters>,
+    /// In a distributed run, the task this source belongs to: it reads only that
+    /// partition of its topics.
+    pub task: Option<TaskScope>,
+}
+
+/// One task of a distributed run (the Kafka Streams unit): a sub-plan of the pipeline
+/// over one partition of its input topics, with its own state and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskScope {
+    /// Which sub-plan of the pipeline (0 until plans are split at repartitions).
+    pub subplan: u32,
+    /// The input partition the task owns.
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TaskScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task-{}-{}", self.subplan, self.partition)
+    }
 }
 
 /// A source subtask. The engine calls it from one task, never concurrently.
@@ -122,6 +142,9 @@ pub struct SinkContext {
     pub dashboards: std::sync::Arc<sink::dashboard::Dashboards>,
     /// Set when the pipeline checkpoints: sinks that can, commit exactly once.
     pub checkpoint: Option<CheckpointMode>,
+    /// In a distributed run, the task this sink belongs to: what it commits is named
+    /// after it (transactional ids, part files), so tasks never collide.
+    pub task: Option<TaskScope>,
 }
 
 /// How a sink takes part in checkpoints.

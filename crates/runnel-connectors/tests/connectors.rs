@@ -34,6 +34,7 @@ fn source_ctxs(n: usize, metrics: &ConnectorMetrics, batch_size: usize) -> Vec<S
             log: None,
             checkpointing: false,
             dead_letters: runnel_connectors::dead_letters::DeadLetters::new(None, None, true),
+            task: None,
         })
         .collect()
 }
@@ -48,6 +49,7 @@ fn sink_ctxs(n: usize, metrics: &ConnectorMetrics) -> Vec<SinkContext> {
             log: None,
             checkpoint: None,
             dashboards: Default::default(),
+            task: None,
         })
         .collect()
 }

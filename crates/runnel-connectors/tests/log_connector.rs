@@ -54,6 +54,7 @@ fn source_ctxs(
                 Some(log.clone()),
                 true,
             ),
+            task: None,
         })
         .collect()
 }
@@ -68,6 +69,7 @@ fn sink_ctxs(n: usize, log: &Arc<Log>, metrics: &ConnectorMetrics) -> Vec<SinkCo
             log: Some(log.clone()),
             checkpoint: None,
             dashboards: Default::default(),
+            task: None,
         })
         .collect()
 }

@@ -21,6 +21,10 @@ pub enum EngineError {
         /// DataFusion's or Arrow's message.
         message: String,
     },
+    /// A distributed task was taken over by another member (see
+    /// [`crate::checkpoint::CheckpointConfig::owner`]).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// The graph cannot be run as given.
     #[error("invalid pipeline: {0}")]
     Invalid(String),

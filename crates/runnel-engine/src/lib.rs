@@ -60,6 +60,9 @@ pub struct RunConfig {
     pub dead_letters: std::sync::Arc<runnel_connectors::dead_letters::DeadLetters>,
     /// What an operator does with a row whose expression fails.
     pub on_error: eval::OnError,
+    /// In a distributed run: the task this engine runs (sources read only its partition,
+    /// sinks name what they commit after it).
+    pub task: Option<runnel_connectors::TaskScope>,
 }
 
 impl Default for RunConfig {
@@ -77,6 +80,7 @@ impl Default for RunConfig {
             checkpoint: None,
             dead_letters: Default::default(),
             on_error: eval::OnError::default(),
+            task: None,
         }
     }
 }
@@ -358,6 +362,7 @@ fn source_tasks(
             log: config.log.clone(),
             checkpointing: config.checkpoint.is_some(),
             dead_letters: config.dead_letters.clone(),
+            task: config.task,
         })
         .collect();
     let sources = registry::build_sources(spec, contexts).map_err(connector_error(&spec.name))?;
@@ -400,6 +405,7 @@ fn sink_tasks(
             log: config.log.clone(),
             dashboards: config.dashboards.clone(),
             checkpoint: parts.sink_mode,
+            task: config.task,
         })
         .collect();
     let sinks = registry::build_sinks(spec, contexts).map_err(connector_error(&spec.name))?;
@@ -466,6 +472,8 @@ fn operator_tasks(
                     log: config.log.clone(),
                     checkpointing: false,
                     dead_letters: config.dead_letters.clone(),
+                    // A looked-up table is read whole by every task.
+                    task: None,
                 },
             )
             .map_err(connector_error(&spec.table.name))?,

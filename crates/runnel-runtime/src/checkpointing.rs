@@ -21,12 +21,46 @@ pub(crate) async fn config(
     from_scratch: bool,
 ) -> Result<Option<CheckpointConfig>, RuntimeError> {
     let s = &prepared.settings;
-    let interval = match s.checkpoint_interval {
-        None if prepared.unbounded() => Duration::from_secs(10),
-        None | Some(None) => return Ok(None),
-        Some(Some(d)) if d.is_zero() => return Ok(None),
-        Some(Some(d)) => d,
+    let Some(interval) = interval(prepared) else {
+        return Ok(None);
     };
+    let dir = pipeline_dir(prepared)?;
+    let name = &prepared.name;
+    let fingerprint = fingerprint(prepared);
+    let restore = if from_scratch {
+        None
+    } else {
+        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)
+            .await?
+            .map(Arc::new)
+    };
+    Ok(Some(CheckpointConfig {
+        interval,
+        dir,
+        retain: s.checkpoints_retained,
+        pipeline: name.to_string(),
+        fingerprint,
+        restore,
+        owner: None,
+    }))
+}
+
+/// Time between checkpoints; `None` when checkpointing is off.
+pub(crate) fn interval(prepared: &Prepared) -> Option<Duration> {
+    match prepared.settings.checkpoint_interval {
+        None if prepared.unbounded() => Some(Duration::from_secs(10)),
+        None | Some(None) => None,
+        Some(Some(d)) if d.is_zero() => None,
+        Some(Some(d)) => Some(d),
+    }
+}
+
+/// Where the pipeline's checkpoints go: `<state.checkpoints.dir>/<pipeline name>`.
+///
+/// # Errors
+/// [`RuntimeError::Checkpoint`] when the location cannot be used.
+pub(crate) fn pipeline_dir(prepared: &Prepared) -> Result<CheckpointDir, RuntimeError> {
+    let s = &prepared.settings;
     let err = |location: &str| {
         let location = location.to_string();
         move |e: runnel_engine::checkpoint::CheckpointError| RuntimeError::Checkpoint {
@@ -52,9 +86,13 @@ pub(crate) async fn config(
         Some((d, _)) => CheckpointDir::local(std::path::Path::new(d.trim_start_matches("file://")))
             .map_err(err(d))?,
     };
-    let name = &prepared.name;
-    let safe: String = name
-        .chars()
+    base.join(&safe_name(&prepared.name))
+        .map_err(err(&base.to_string()))
+}
+
+/// A name usable as a directory or topic name: other characters become `_`.
+pub(crate) fn safe_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c
@@ -62,33 +100,21 @@ pub(crate) async fn config(
                 '_'
             }
         })
-        .collect();
-    let dir = base.join(&safe).map_err(err(&base.to_string()))?;
-    let fingerprint = fingerprint(prepared);
-    let restore = if from_scratch {
-        None
-    } else {
-        runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)
-            .await?
-            .map(Arc::new)
-    };
-    Ok(Some(CheckpointConfig {
-        interval,
-        dir,
-        retain: s.checkpoints_retained,
-        pipeline: name.to_string(),
-        fingerprint,
-        restore,
-    }))
+        .collect()
 }
 
 /// FNV-1a over the planned dataflow and the parallelism: stable across runs and builds.
-fn fingerprint(prepared: &Prepared) -> String {
-    let text = format!(
-        "{}\nparallelism={}",
-        prepared.graph.explain(),
-        prepared.parallelism
-    );
+/// A distributed task runs the dataflow at parallelism 1.
+pub(crate) fn fingerprint(prepared: &Prepared) -> String {
+    let text = if prepared.settings.distributed {
+        format!("{}\ndistributed task", prepared.graph.explain())
+    } else {
+        format!(
+            "{}\nparallelism={}",
+            prepared.graph.explain(),
+            prepared.parallelism
+        )
+    };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);

@@ -49,6 +49,9 @@ pub enum RuntimeError {
         /// The problem.
         error: runnel_log::LogError,
     },
+    /// The pipeline cannot run distributed as written, or its member cannot join.
+    #[error("distributed mode: {0}")]
+    Distributed(String),
     /// A broken invariant inside runnel.
     #[error("internal runtime error (a runnel bug, please report it): {0}")]
     Internal(String),

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod checkpointing;
+pub mod distributed;
 pub mod error;
 pub mod functions;
 pub mod resources;

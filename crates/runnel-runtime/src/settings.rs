@@ -130,6 +130,18 @@ pub const SETTINGS: &[SettingDef] = &[
         "complete checkpoints kept",
     ),
     def(
+        "execution.mode",
+        SettingType::Choice("single|distributed", &["single", "distributed"]),
+        "single",
+        "distributed: every process started with the script joins the pipeline's Kafka consumer group and runs the tasks of the partitions it is given",
+    ),
+    def(
+        "distributed.session-timeout",
+        SettingType::Duration,
+        "10 s",
+        "a distributed member silent this long leaves the group and its partitions move",
+    ),
+    def(
         "state.checkpoints.dir",
         SettingType::Location,
         "<data-dir>/checkpoints",
@@ -298,6 +310,10 @@ pub struct Settings {
     pub dead_letters: Option<Target>,
     /// `pipeline.on-error`: what an operator does with a row whose expression fails.
     pub on_error: runnel_engine::eval::OnError,
+    /// `execution.mode = 'distributed'`.
+    pub distributed: bool,
+    /// `distributed.session-timeout`.
+    pub session_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -314,6 +330,8 @@ impl Default for Settings {
             vision: VisionSettings::default(),
             dead_letters: None,
             on_error: runnel_engine::eval::OnError::DeadLetter,
+            distributed: false,
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -430,6 +448,14 @@ impl Settings {
             "pipeline.on-error" => {
                 self.on_error = runnel_engine::eval::OnError::parse(value)
                     .map_err(|_| bad("one of dead-letter|fail"))?;
+            }
+            "execution.mode" => self.distributed = value.eq_ignore_ascii_case("distributed"),
+            "distributed.session-timeout" => {
+                let d = duration()?;
+                if d < Duration::from_secs(1) {
+                    return Err(bad("a duration of at least 1 s"));
+                }
+                self.session_timeout = d;
             }
             "vision.model" => self.vision.model = Some(PathBuf::from(value)),
             "vision.threads" => self.vision.threads = Some(count()?),

@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Ignore earlier checkpoints of this pipeline and start over
     #[arg(long)]
     pub from_scratch: bool,
+    /// This member's stable identity in a distributed pipeline (SET 'execution.mode' =
+    /// 'distributed'): a member restarted with the same id within the session timeout gets
+    /// its partitions back (default: host name and process id)
+    #[arg(long, value_name = "ID")]
+    pub worker_id: Option<String>,
 }
 
 /// `runnel bench …`.

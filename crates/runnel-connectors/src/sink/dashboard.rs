@@ -440,6 +440,7 @@ mod tests {
             log: None,
             checkpoint: None,
             dashboards: d.clone(),
+            task: None,
         }
     }
 

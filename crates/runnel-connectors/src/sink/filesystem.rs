@@ -1037,6 +1037,7 @@ mod tests {
             log: None,
             dashboards: Default::default(),
             checkpoint,
+            task: None,
         }
     }
 

@@ -120,10 +120,15 @@ pub(crate) fn build_with(
     };
     let encode = Encode::try_new(spec, &config)?;
     let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
-    let prefix = o.get("sink.transactional-id-prefix").map_or_else(
+    let mut prefix = o.get("sink.transactional-id-prefix").map_or_else(
         || format!("runnel-{safe}-{:08x}", path_hash(&first.data_dir)),
         str::to_string,
     );
+    // A distributed task's producers are its own: the member that takes the task over
+    // starts the same ids, which fences the one that lost it.
+    if let Some(task) = first.task {
+        prefix = format!("{prefix}-{task}");
+    }
     let apply = (delivery == Delivery::ExactlyOnce).then(|| {
         Arc::new(KafkaApply {
             table: spec.name.clone(),

@@ -596,6 +596,7 @@ mod tests {
             log: None,
             checkpointing: false,
             dead_letters: crate::dead_letters::DeadLetters::new(None, None, true),
+            task: None,
         }
     }
 

@@ -793,6 +793,7 @@ pub(crate) fn build_with(
             config: config.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism.max(1),
+            task: ctx.task,
             decode: RecordDecoder::new(
                 spec.name.clone(),
                 spec.schema.clone(),
@@ -994,6 +995,8 @@ pub struct KafkaSource {
     config: KafkaConfig,
     subtask: usize,
     parallelism: usize,
+    /// A distributed run's task: only its partition of each topic is read.
+    task: Option<crate::TaskScope>,
     decode: RecordDecoder,
     batch_size: usize,
     metrics: ConnectorMetrics,
@@ -1030,6 +1033,7 @@ impl KafkaSource {
         let config = self.config.clone();
         let table = self.table.clone();
         let (subtask, parallelism) = (self.subtask, self.parallelism);
+        let task = self.task;
         let restored = self.restored.clone();
         let metrics = self.metrics.clone();
         let (consumer, owned) = crate::source::log::blocking("connecting to Kafka", move || {
@@ -1066,7 +1070,18 @@ impl KafkaSource {
             let all: Vec<(String, i32)> = topics
                 .iter()
                 .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+                .filter(|(_, p)| task.is_none_or(|t| t.partition == *p))
                 .collect();
+            if let Some(task) = task
+                && all.is_empty()
+            {
+                return Err(ConnectorError::Other(format!(
+                    "table '{table}': {task} reads partition {} of {}, which has no such \
+                     partition",
+                    task.partition,
+                    describe_topics(&config)
+                )));
+            }
             let mine: Vec<(String, i32)> = all
                 .into_iter()
                 .enumerate()

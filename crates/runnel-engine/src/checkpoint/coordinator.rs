@@ -126,6 +126,10 @@ impl Coordinator {
                                 let _ = self.commits.send(id);
                                 self.retain().await;
                             }
+                            Err(CheckpointError::Fenced(why)) => {
+                                // Another member owns the task now: stop, publishing nothing.
+                                return Err(EngineError::Fenced(why));
+                            }
                             Err(e) => {
                                 tracing::warn!("checkpoint {id} failed: {e}");
                                 if let Ok(mut s) = self.stats.lock() {
@@ -217,6 +221,17 @@ impl Coordinator {
             size_bytes: size,
             subtasks,
         };
+        if let Some(token) = &self.config.owner {
+            let now = self.config.dir.owner().await?;
+            if now.as_deref() != Some(token.as_str()) {
+                return Err(CheckpointError::Fenced(format!(
+                    "checkpoint {id} not published: {} now belongs to {} (this member, {token}, \
+                     lost the task)",
+                    self.config.dir,
+                    now.as_deref().unwrap_or("nobody")
+                )));
+            }
+        }
         self.config.dir.publish(&manifest).await?;
         Ok(CheckpointInfo {
             id,

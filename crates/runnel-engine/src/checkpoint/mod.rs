@@ -63,6 +63,9 @@ pub enum CheckpointError {
     /// A blocking task died (a runnel bug).
     #[error("internal checkpoint error (a runnel bug, please report it): {0}")]
     Internal(String),
+    /// Another member took over this task: its checkpoints are no longer ours to publish.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl CheckpointError {
@@ -94,6 +97,11 @@ pub struct CheckpointConfig {
     pub fingerprint: String,
     /// The checkpoint to resume from, if any.
     pub restore: Option<Arc<Restored>>,
+    /// In a distributed run: the token this task's owner wrote with
+    /// [`CheckpointDir::claim`]. A checkpoint is published only while the directory's owner
+    /// file still holds it, so a member that lost the task (a zombie) cannot publish one
+    /// over its new owner's.
+    pub owner: Option<String>,
 }
 
 /// What subtasks tell the coordinator.

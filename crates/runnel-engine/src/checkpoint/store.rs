@@ -159,6 +159,43 @@ impl CheckpointDir {
         Ok(bytes.to_vec())
     }
 
+    /// Makes this member the owner of the directory (a distributed task's): writes `token`
+    /// to its owner file, durably, replacing the previous owner's.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub async fn claim(&self, token: &str) -> Result<(), CheckpointError> {
+        match &self.local {
+            Some(dir) => {
+                let (dir, token) = (dir.clone(), token.to_string());
+                tokio::task::spawn_blocking(move || {
+                    write_durably(&dir, OWNER_FILE, token.as_bytes())
+                })
+                .await
+                .map_err(|e| CheckpointError::Internal(format!("owner task: {e}")))?
+            }
+            None => self.put(OWNER_FILE, token.as_bytes().to_vec()).await,
+        }
+    }
+
+    /// The token in the owner file, if any member claimed the directory.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn owner(&self) -> Result<Option<String>, CheckpointError> {
+        match self.store.get(&self.path(OWNER_FILE)).await {
+            Ok(got) => {
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(CheckpointError::store(format!("{self}/{OWNER_FILE}")))?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(CheckpointError::store(format!("{self}/{OWNER_FILE}"))(e)),
+        }
+    }
+
     /// Ids of the complete checkpoints (those with a manifest), ascending.
     pub(crate) async fn complete_ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
@@ -261,15 +298,24 @@ fn sync_dir_files(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(CheckpointError::io(format!("fsync {}", dir.display())))
 }
 
+/// Who owns a distributed task's checkpoint directory.
+const OWNER_FILE: &str = "owner";
+
 /// Write, fsync, rename, fsync the directory.
 pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
-    let fin = dir.join(manifest_name(m.id));
-    let tmp = dir.join(format!(".{}.tmp", manifest_name(m.id)));
     let json = serde_json::to_vec_pretty(m)
         .map_err(|e| CheckpointError::Internal(format!("encoding a manifest: {e}")))?;
+    write_durably(dir, &manifest_name(m.id), &json)
+}
+
+/// `bytes` as `dir/name`, whole or not at all, durably: write, fsync, rename, fsync the
+/// directory.
+fn write_durably(dir: &Path, name: &str, json: &[u8]) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
+    let fin = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(CheckpointError::io(tmp.display()))?;
-    f.write_all(&json)
+    f.write_all(json)
         .and_then(|()| f.sync_all())
         .map_err(CheckpointError::io(tmp.display()))?;
     std::fs::rename(&tmp, &fin).map_err(CheckpointError::io(fin.display()))?;

@@ -47,7 +47,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             server = Some(s);
         }
     }
-    let result = run_to_end(prepared, resources.clone(), &admin, shutdown_signal()).await;
+    let result = if prepared.settings.distributed {
+        let worker = args
+            .worker_id
+            .clone()
+            .unwrap_or_else(runnel_runtime::distributed::default_worker_id);
+        run_member(prepared, resources.clone(), worker, shutdown_signal()).await
+    } else {
+        if args.worker_id.is_some() {
+            eprintln!(
+                "runnel: note: --worker-id is for distributed pipelines (SET 'execution.mode' \
+                 = 'distributed'); this one runs in this process alone"
+            );
+        }
+        run_to_end(prepared, resources.clone(), &admin, shutdown_signal()).await
+    };
     if let (Err(e), Some(s)) = (&result, &server) {
         // A failed pipeline does not take the page, the API and the log down with it:
         // they keep serving (and report the failure) until the user stops them.
@@ -82,6 +96,22 @@ pub async fn run_to_end(
     admin.set_ready(true);
     let result = running.run_until(stop).await;
     eprint!("{}", running.summary(false));
+    Ok(result?)
+}
+
+/// Runs this process's share of a distributed pipeline until Ctrl-C or SIGTERM.
+async fn run_member(
+    prepared: runnel_runtime::Prepared,
+    resources: Resources,
+    worker: String,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let file = prepared.origin().to_string();
+    let mut member = runnel_runtime::distributed::Member::start(prepared, resources, worker)
+        .await
+        .with_context(|| format!("starting {file}"))?;
+    let result = member.run_until(stop).await;
+    eprint!("{}", member.summary());
     Ok(result?)
 }
 

@@ -380,7 +380,7 @@ fn eo_pipeline(bootstrap: &str, prefix: &str) -> String {
 }
 
 /// The committed rows of `topic` as a read_committed reader sees them, sorted.
-fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) -> Vec<String> {
+pub fn read_committed(dir: &TestDir, bootstrap: &str, topic: &str, columns: &str) -> Vec<String> {
     let out = format!("{topic}.jsonl");
     dir.write(
         "read.sql",

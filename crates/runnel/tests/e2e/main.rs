@@ -3,6 +3,7 @@
 mod cases;
 mod checkpoints;
 mod cli;
+mod distributed;
 mod fuzz;
 mod harness;
 mod kafka;

@@ -49,6 +49,7 @@ fn ctx(subtask: usize, parallelism: usize) -> SourceContext {
         log: None,
         checkpointing: false,
         dead_letters: crate::dead_letters::DeadLetters::new(None, None, true),
+        task: None,
     }
 }
 

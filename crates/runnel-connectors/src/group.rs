@@ -1,0 +1,316 @@
+//! Membership in a distributed pipeline's Kafka consumer group.
+//!
+//! Every process running a pipeline with `SET 'execution.mode' = 'distributed'` joins the
+//! group `runnel-<pipeline>` as a member, subscribed to the pipeline's input topics. The
+//! brokers' group coordinator decides who is in the group; the classic protocol's range
+//! assignor (run by the group's leader) gives each member partitions, and gives partition
+//! `p` of every input topic to the same member when the topics have as many partitions,
+//! so a task (one partition of all inputs, the Kafka Streams unit) has one owner. This
+//! module only follows that: it reads no records (assigned partitions are paused at once)
+//! and publishes the partitions this member owns on a [`watch`] channel, for the runtime
+//! to start and stop tasks. `group.instance.id` is the worker id (static membership: a
+//! member restarted within the session timeout gets its partitions back without a
+//! rebalance).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::ConnectorError;
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// The first Kafka source table (its brokers and `properties.*` reach the cluster).
+    pub table: runnel_common::TableSpec,
+    /// The group: `runnel-<pipeline>`.
+    pub group: String,
+    /// This member's stable identity (`--worker-id`).
+    pub instance: String,
+    /// The input topics.
+    pub topics: Vec<String>,
+    /// A member silent this long is out of the group and its partitions move.
+    pub session_timeout: Duration,
+}
+
+/// What this member owns now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Counts the assignments received; a task fenced under one assignment is not
+    /// restarted until a later one gives its partition again.
+    pub epoch: u64,
+    /// The partition numbers (of every input topic) this member owns.
+    pub partitions: BTreeSet<i32>,
+}
+
+/// One member of the group, as the coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member's client id (its worker id).
+    pub worker: String,
+    /// Where it connects from.
+    pub host: String,
+    /// The partitions it owns.
+    pub partitions: BTreeSet<i32>,
+}
+
+/// A joined member; leaves the group when dropped.
+pub struct Membership {
+    /// The partitions this member owns, updated after every rebalance.
+    pub assignment: watch::Receiver<Assignment>,
+    /// The group's members, refreshed every few seconds (empty when the brokers do not
+    /// describe groups).
+    pub members: Arc<Mutex<Vec<MemberInfo>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Joins the group; the assignment arrives on [`Membership::assignment`].
+///
+/// # Errors
+/// Bad client settings; a build without the `kafka` feature.
+#[cfg(feature = "kafka")]
+pub fn join(config: GroupConfig) -> Result<Membership, ConnectorError> {
+    imp::join(config)
+}
+
+/// Joins the group (not in this build).
+///
+/// # Errors
+/// Always: the build has no Kafka client.
+#[cfg(not(feature = "kafka"))]
+pub fn join(_config: GroupConfig) -> Result<Membership, ConnectorError> {
+    Err(ConnectorError::Other(
+        "distributed mode needs the Kafka client: build with the `kafka` feature".into(),
+    ))
+}
+
+/// A consumer-protocol assignment (`MemberAssignment` bytes): topic → partitions.
+pub fn parse_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = b.split_at_checked(N)?;
+        *b = rest;
+        head.try_into().ok()
+    }
+    let mut b = bytes;
+    let mut out = BTreeMap::new();
+    if b.is_empty() {
+        return Some(out);
+    }
+    let _version = i16::from_be_bytes(take::<2>(&mut b)?);
+    let topics = i32::from_be_bytes(take::<4>(&mut b)?);
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take::<2>(&mut b)?);
+        let (name, rest) = b.split_at_checked(usize::try_from(len).ok()?)?;
+        b = rest;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let n = i32::from_be_bytes(take::<4>(&mut b)?);
+        let mut parts = Vec::new();
+        for _ in 0..n.max(0) {
+            parts.push(i32::from_be_bytes(take::<4>(&mut b)?));
+        }
+        out.insert(name, parts);
+    }
+    Some(out)
+}
+
+#[cfg(feature = "kafka")]
+mod imp {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::ClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use tokio::sync::watch;
+
+    use super::{Assignment, GroupConfig, MemberInfo, Membership, parse_assignment};
+    use crate::ConnectorError;
+    use crate::source::kafka::{KafkaConfig, Quiet};
+
+    /// Follows rebalances and publishes the assignment.
+    struct GroupContext {
+        quiet: Quiet,
+        group: String,
+        tx: watch::Sender<Assignment>,
+        epoch: AtomicU64,
+    }
+
+    impl ClientContext for GroupContext {
+        fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+            self.quiet.log(level, fac, message);
+        }
+
+        fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+            self.quiet.error(error, reason);
+        }
+    }
+
+    impl ConsumerContext for GroupContext {
+        fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            match rebalance {
+                Rebalance::Assign(tpl) => {
+                    // Membership only: the tasks read the records.
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::debug!(group = %self.group, "pausing the assignment: {e}");
+                    }
+                    let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+                    let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.tx.send_replace(Assignment { epoch, partitions });
+                }
+                Rebalance::Revoke(_) => {
+                    // An eager rebalance revokes everything before the new assignment: the
+                    // tasks keep running until it arrives (those that move are fenced by
+                    // their new owner). Only a lost assignment (this member was thrown
+                    // out of the group) stops them at once.
+                    if consumer.assignment_lost() {
+                        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(group = %self.group,
+                            "this member lost its partitions (it was out of touch with the \
+                             group for longer than the session timeout); stopping its tasks");
+                        self.tx.send_replace(Assignment {
+                            epoch,
+                            partitions: Default::default(),
+                        });
+                    }
+                }
+                Rebalance::Error(e) => {
+                    tracing::warn!(group = %self.group, "rebalance failed: {e}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn join(config: GroupConfig) -> Result<Membership, ConnectorError> {
+        let kafka = KafkaConfig::try_new(&config.table)?;
+        let (tx, rx) = watch::channel(Assignment::default());
+        let session_ms = config.session_timeout.as_millis().max(1000);
+        let context = GroupContext {
+            quiet: Quiet::new(&kafka, &config.table.name),
+            group: config.group.clone(),
+            tx,
+            epoch: AtomicU64::new(0),
+        };
+        let consumer: BaseConsumer<GroupContext> = kafka
+            .client()
+            .set("group.id", &config.group)
+            .set("group.instance.id", &config.instance)
+            .set("client.id", &config.instance)
+            .set("session.timeout.ms", session_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (session_ms / 4).max(250).to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                (session_ms * 3).max(30_000).to_string(),
+            )
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)
+            .map_err(|e| {
+                ConnectorError::Other(format!(
+                    "joining group '{}': Kafka client settings: {e}",
+                    config.group
+                ))
+            })?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            ConnectorError::Other(format!(
+                "group '{}': subscribing to {}: {e}",
+                config.group,
+                config.topics.join(", ")
+            ))
+        })?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let members: Arc<Mutex<Vec<MemberInfo>>> = Arc::default();
+        let thread = {
+            let (stop, members) = (stop.clone(), members.clone());
+            let group = config.group.clone();
+            std::thread::Builder::new()
+                .name("runnel-group".into())
+                .spawn(move || {
+                    let mut described = Instant::now() - Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) {
+                        // Heartbeats and rebalances happen in the client; polling serves
+                        // its callbacks. Paused partitions deliver nothing.
+                        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                            tracing::debug!(%group, "group poll: {e}");
+                        }
+                        if described.elapsed() >= Duration::from_secs(3) {
+                            described = Instant::now();
+                            if let Some(list) = describe(&consumer, &group)
+                                && let Ok(mut m) = members.lock()
+                            {
+                                *m = list;
+                            }
+                        }
+                    }
+                    // Dropping the consumer closes it (a static member does not leave:
+                    // a restart within the session timeout keeps its partitions).
+                    drop(consumer);
+                })
+                .map_err(|e| ConnectorError::Other(format!("starting the group thread: {e}")))?
+        };
+        Ok(Membership {
+            assignment: rx,
+            members,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The group's members and what each owns, when the brokers say.
+    fn describe(consumer: &BaseConsumer<GroupContext>, group: &str) -> Option<Vec<MemberInfo>> {
+        let list = consumer
+            .fetch_group_list(Some(group), Duration::from_secs(2))
+            .ok()?;
+        let g = list.groups().iter().find(|g| g.name() == group)?;
+        let mut out: Vec<MemberInfo> = g
+            .members()
+            .iter()
+            .map(|m| MemberInfo {
+                worker: m.client_id().to_string(),
+                host: m.client_host().to_string(),
+                partitions: m
+                    .assignment()
+                    .and_then(parse_assignment)
+                    .map(|a| a.into_values().flatten().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_parse() {
+        // version 0, one topic "in" with partitions 1 and 3, no user data.
+        let mut b = vec![0, 0, 0, 0, 0, 1, 0, 2, b'i', b'n', 0, 0, 0, 2];
+        b.extend(1i32.to_be_bytes());
+        b.extend(3i32.to_be_bytes());
+        b.extend([0, 0, 0, 0]);
+        let a = parse_assignment(&b).unwrap();
+        assert_eq!(a.get("in"), Some(&vec![1, 3]));
+        assert!(parse_assignment(&b[..9]).is_none());
+        assert!(parse_assignment(&[]).unwrap().is_empty());
+    }
+}

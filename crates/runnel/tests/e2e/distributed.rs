@@ -1,0 +1,281 @@
+//! Issue 18: one pipeline over several processes on a Kafka consumer group.
+//!
+//! Real processes of the release binary against the tansu broker of the Kafka tests,
+//! sharing a checkpoint directory. The output of the distributed run, read back as a
+//! `read_committed` reader, must equal what one process computes: nothing missing,
+//! nothing twice.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::TestDir;
+use crate::kafka::{Broker, read_committed};
+
+/// Input records; keys; partitions of the input topic.
+const RECORDS: usize = 6000;
+const KEYS: usize = 24;
+const PARTITIONS: u32 = 6;
+
+fn pipeline(bootstrap: &str, extra: &str) -> String {
+    format!(
+        "SET 'pipeline.name' = 'dist';
+         SET 'execution.mode' = 'distributed';
+         SET 'distributed.session-timeout' = '6 s';
+         SET 'execution.checkpointing.interval' = '200 ms';
+         SET 'state.checkpoints.dir' = 'shared-state';
+         {extra}
+         CREATE TABLE events (k STRING, seq BIGINT, ts BIGINT)
+           WITH ('connector' = 'kafka', 'topic' = 'd_in', 'properties.bootstrap.servers' = '{bootstrap}',
+                 'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+         CREATE TABLE out (k STRING, seq BIGINT, twice BIGINT)
+           WITH ('connector' = 'kafka', 'topic' = 'd_out', 'properties.bootstrap.servers' = '{bootstrap}',
+                 'sink.delivery-guarantee' = 'exactly-once', 'format' = 'json');
+         INSERT INTO out SELECT k, seq, seq * 2 FROM events WHERE MOD(seq, 5) <> 3;"
+    )
+}
+
+/// Appends records `from..to` of the input (keyed, so a key's records share a partition).
+fn fill(dir: &TestDir, bootstrap: &str, from: usize, to: usize) {
+    let mut lines = String::new();
+    for i in from..to {
+        lines.push_str(&format!(
+            "{{\"k\":\"k{}\",\"seq\":{},\"ts\":{}}}\n",
+            i % KEYS,
+            i / KEYS,
+            1_764_000_000_000u64 + i as u64
+        ));
+    }
+    let name = format!("in-{from}.jsonl");
+    dir.write(&name, &lines);
+    dir.write(
+        "fill.sql",
+        &format!(
+            "CREATE TABLE src (k STRING, seq BIGINT, ts BIGINT) WITH ('connector' = 'file', 'path' = '{name}');
+             CREATE TABLE k (k STRING, seq BIGINT, ts BIGINT) WITH ('connector' = 'kafka', 'topic' = 'd_in',
+               'properties.bootstrap.servers' = '{bootstrap}', 'key.fields' = 'k', 'key.format' = 'raw');
+             INSERT INTO k SELECT k, seq, ts FROM src;"
+        ),
+    );
+    dir.runnel(&["run", "fill.sql", "--data-dir", &format!("fill-{from}")])
+        .assert_ok();
+}
+
+/// What one process computes from the whole input.
+fn expected() -> Vec<String> {
+    let mut out: Vec<String> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % KEYS), (i / KEYS) as i64))
+        .filter(|(_, seq)| seq % 5 != 3)
+        .map(|(k, seq)| format!("{{\"k\":\"{k}\",\"seq\":{seq},\"twice\":{}}}", seq * 2))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A member process, killed when dropped.
+struct MemberProc {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl MemberProc {
+    fn start(dir: &TestDir, worker: &str) -> Self {
+        let log = dir.path().join(format!("member-{worker}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("member log");
+        let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["run", "dist.sql", "--worker-id", worker])
+            .args(["--data-dir", &format!("data-{worker}")])
+            .current_dir(dir.path())
+            .env("RUNNEL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting a member");
+        MemberProc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.sigkill();
+    }
+}
+
+impl Drop for MemberProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The partitions each task directory's owner file names, by worker.
+fn owners(dir: &TestDir) -> BTreeMap<String, Vec<i32>> {
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for p in 0..PARTITIONS as i32 {
+        let f = dir
+            .path()
+            .join(format!("shared-state/dist/task-0-{p}/owner"));
+        if let Ok(text) = std::fs::read_to_string(f) {
+            let worker = text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            out.entry(worker).or_default().push(p);
+        }
+    }
+    out
+}
+
+/// Waits until `cond` holds, or fails with the members' logs.
+fn wait_for(what: &str, secs: u64, members: &[&MemberProc], mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = members.iter().map(|m| m.log()).collect();
+            panic!(
+                "{what}: not within {secs} s; member logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Three members divide the partitions; one is SIGKILLed mid-run and restarted with its
+/// worker id (static membership gives its partitions back); a fourth joins mid-run and
+/// takes partitions over from the others. The read_committed output equals one
+/// process's: nothing missing, nothing twice.
+#[test]
+fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member() {
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    broker.create_topic("d_in", PARTITIONS);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    dir.write("dist.sql", &pipeline(&bootstrap, ""));
+    fill(&dir, &bootstrap, 0, RECORDS / 3);
+
+    let a = MemberProc::start(&dir, "a");
+    let mut b = MemberProc::start(&dir, "b");
+    let c = MemberProc::start(&dir, "c");
+    wait_for(
+        "three members own all partitions",
+        90,
+        &[&a, &b, &c],
+        || {
+            let o = owners(&dir);
+            o.len() == 3 && o.values().map(Vec::len).sum::<usize>() == PARTITIONS as usize
+        },
+    );
+    fill(&dir, &bootstrap, RECORDS / 3, RECORDS / 2);
+    // A member dies mid-run, tasks and checkpoints in flight.
+    std::thread::sleep(Duration::from_millis(700));
+    b.sigkill();
+    fill(&dir, &bootstrap, RECORDS / 2, 2 * RECORDS / 3);
+    let b = MemberProc::start(&dir, "b");
+    wait_for(
+        "the restarted member resumes its tasks",
+        90,
+        &[&a, &b, &c],
+        || b.log().contains("resumed from checkpoint"),
+    );
+    // A fourth member joins: the group rebalances and it takes partitions over.
+    let d = MemberProc::start(&dir, "d");
+    wait_for(
+        "the new member owns partitions",
+        90,
+        &[&a, &b, &c, &d],
+        || owners(&dir).contains_key("d"),
+    );
+    fill(&dir, &bootstrap, 2 * RECORDS / 3, RECORDS);
+    let want = expected();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        got = read_committed(
+            &dir,
+            &bootstrap,
+            "d_out",
+            "k STRING, seq BIGINT, twice BIGINT",
+        );
+        if got.len() >= want.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let logs = || {
+        [&a, &b, &c, &d]
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|w| got.binary_search(w).is_err())
+        .collect();
+    let mut twice = got.clone();
+    twice.dedup();
+    assert!(
+        missing.is_empty() && twice.len() == got.len() && got.len() == want.len(),
+        "{} rows for {}: {} missing (first {:?}), {} twice; logs:\n{}",
+        got.len(),
+        want.len(),
+        missing.len(),
+        missing.first(),
+        got.len() - twice.len(),
+        logs()
+    );
+    for mut m in [a, b, c, d] {
+        m.sigterm();
+    }
+}
+
+/// A script distributed mode cannot run yet is refused before joining, naming why.
+#[test]
+fn distributed_mode_refuses_what_it_cannot_split() {
+    let dir = TestDir::new();
+    dir.write(
+        "grouped.sql",
+        "SET 'execution.mode' = 'distributed';
+         CREATE TABLE events (k STRING, seq BIGINT)
+           WITH ('connector' = 'kafka', 'topic' = 'x', 'properties.bootstrap.servers' = '127.0.0.1:9',
+                 'format' = 'json');
+         CREATE TABLE out (k STRING, n BIGINT) WITH ('connector' = 'print');
+         INSERT INTO out SELECT k, COUNT(*) FROM events GROUP BY k;",
+    );
+    dir.runnel(&["run", "grouped.sql"])
+        .assert_err("repartition topic");
+    dir.write(
+        "file.sql",
+        "SET 'execution.mode' = 'distributed';
+         CREATE TABLE events (k STRING) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+         CREATE TABLE out (k STRING) WITH ('connector' = 'print');
+         INSERT INTO out SELECT k FROM events;",
+    );
+    dir.write("in.jsonl", "{\"k\":\"a\"}\n");
+    dir.runnel(&["run", "file.sql"])
+        .assert_err("reads Kafka topics only");
+}
