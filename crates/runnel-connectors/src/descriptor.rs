@@ -344,7 +344,11 @@ impl Connector {
             source,
         };
         for (key, value) in spec.options.iter() {
-            if key == "connector" {
+            // Set by runnel itself (a distributed run's repartition topics), never written
+            // in a script.
+            if key == "connector"
+                || (key.starts_with("runnel.internal.") && spec.options.position(key).is_none())
+            {
                 continue;
             }
             let Some(def) = self.option(key) else {

@@ -42,8 +42,8 @@ pub struct Assignment {
     /// Counts the assignments received; a task fenced under one assignment is not
     /// restarted until a later one gives its partition again.
     pub epoch: u64,
-    /// The partition numbers (of every input topic) this member owns.
-    pub partitions: BTreeSet<i32>,
+    /// The (topic, partition)s this member owns.
+    pub partitions: BTreeSet<(String, i32)>,
 }
 
 /// One member of the group, as the coordinator describes it.
@@ -53,8 +53,8 @@ pub struct MemberInfo {
     pub worker: String,
     /// Where it connects from.
     pub host: String,
-    /// The partitions it owns.
-    pub partitions: BTreeSet<i32>,
+    /// The (topic, partition)s it owns.
+    pub partitions: BTreeSet<(String, i32)>,
 }
 
 /// A joined member; leaves the group when dropped.
@@ -126,6 +126,71 @@ pub fn parse_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
     Some(out)
 }
 
+/// The partition counts of `topics` on the brokers `table` reaches (a topic that does
+/// not exist is missing from the answer).
+///
+/// # Errors
+/// The brokers cannot be reached; a build without the `kafka` feature.
+pub fn partition_counts(
+    table: &runnel_common::TableSpec,
+    topics: &[String],
+) -> Result<BTreeMap<String, i32>, ConnectorError> {
+    #[cfg(feature = "kafka")]
+    {
+        imp::partition_counts(table, topics)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (table, topics);
+        Err(ConnectorError::Other(
+            "built without the `kafka` feature".into(),
+        ))
+    }
+}
+
+/// Creates the topics of `topics` that do not exist, with `partitions` partitions each.
+///
+/// # Errors
+/// The brokers refused; a build without the `kafka` feature.
+pub fn create_topics(
+    table: &runnel_common::TableSpec,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), ConnectorError> {
+    #[cfg(feature = "kafka")]
+    {
+        imp::create_topics(table, topics, partitions)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (table, topics, partitions);
+        Err(ConnectorError::Other(
+            "built without the `kafka` feature".into(),
+        ))
+    }
+}
+
+/// Deletes `topics` (those that exist).
+///
+/// # Errors
+/// The brokers refused; a build without the `kafka` feature.
+pub fn delete_topics(
+    table: &runnel_common::TableSpec,
+    topics: &[String],
+) -> Result<(), ConnectorError> {
+    #[cfg(feature = "kafka")]
+    {
+        imp::delete_topics(table, topics)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (table, topics);
+        Err(ConnectorError::Other(
+            "built without the `kafka` feature".into(),
+        ))
+    }
+}
+
 #[cfg(feature = "kafka")]
 mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,7 +231,11 @@ mod imp {
                     if let Err(e) = consumer.pause(tpl) {
                         tracing::debug!(group = %self.group, "pausing the assignment: {e}");
                     }
-                    let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+                    let partitions = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect();
                     let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                     self.tx.send_replace(Assignment { epoch, partitions });
                 }
@@ -273,6 +342,120 @@ mod imp {
         })
     }
 
+    const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn admin(
+        table: &runnel_common::TableSpec,
+    ) -> Result<
+        (
+            KafkaConfig,
+            rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+        ),
+        ConnectorError,
+    > {
+        let kafka = KafkaConfig::try_new(table)?;
+        let admin = kafka.client().create().map_err(|e| {
+            ConnectorError::Other(format!(
+                "table '{}': Kafka client settings: {e}",
+                table.name
+            ))
+        })?;
+        Ok((kafka, admin))
+    }
+
+    fn run<F: std::future::Future>(f: F) -> Result<F::Output, ConnectorError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConnectorError::Other(format!("starting a Kafka admin runtime: {e}")))?;
+        Ok(rt.block_on(f))
+    }
+
+    pub(super) fn partition_counts(
+        table: &runnel_common::TableSpec,
+        topics: &[String],
+    ) -> Result<std::collections::BTreeMap<String, i32>, ConnectorError> {
+        let (kafka, admin) = admin(table)?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, ADMIN_TIMEOUT)
+            .map_err(|e| {
+                ConnectorError::Other(format!("cannot reach Kafka at {}: {e}", kafka.bootstrap))
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| topics.iter().any(|x| x == t.name()))
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    }
+
+    pub(super) fn create_topics(
+        table: &runnel_common::TableSpec,
+        topics: &[String],
+        partitions: i32,
+    ) -> Result<(), ConnectorError> {
+        use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+        let have = partition_counts(table, topics)?;
+        let missing: Vec<NewTopic<'_>> = topics
+            .iter()
+            .filter(|t| !have.contains_key(*t))
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (kafka, admin) = admin(table)?;
+        let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = run(admin.create_topics(missing.iter(), &options))?.map_err(|e| {
+            ConnectorError::Other(format!("creating topics at {}: {e}", kafka.bootstrap))
+        })?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, e)) => {
+                    return Err(ConnectorError::Other(format!(
+                        "creating topic '{topic}' at {}: {e}",
+                        kafka.bootstrap
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn delete_topics(
+        table: &runnel_common::TableSpec,
+        topics: &[String],
+    ) -> Result<(), ConnectorError> {
+        use rdkafka::admin::AdminOptions;
+        let have = partition_counts(table, topics)?;
+        let names: Vec<&str> = topics
+            .iter()
+            .filter(|t| have.contains_key(*t))
+            .map(String::as_str)
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let (kafka, admin) = admin(table)?;
+        let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = run(admin.delete_topics(&names, &options))?.map_err(|e| {
+            ConnectorError::Other(format!("deleting topics at {}: {e}", kafka.bootstrap))
+        })?;
+        for r in results {
+            if let Err((topic, e)) = r {
+                return Err(ConnectorError::Other(format!(
+                    "deleting topic '{topic}' at {}: {e}",
+                    kafka.bootstrap
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The group's members and what each owns, when the brokers say.
     fn describe(consumer: &BaseConsumer<GroupContext>, group: &str) -> Option<Vec<MemberInfo>> {
         let list = consumer
@@ -288,7 +471,11 @@ mod imp {
                 partitions: m
                     .assignment()
                     .and_then(parse_assignment)
-                    .map(|a| a.into_values().flatten().collect())
+                    .map(|a| {
+                        a.into_iter()
+                            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect();

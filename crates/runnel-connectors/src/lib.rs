@@ -123,6 +123,13 @@ pub trait Source: Send {
     fn idle_timeout(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// The watermark the source's records carry, when it reads them from upstream
+    /// (a distributed run's repartition topic): the engine then emits this one instead of
+    /// computing one from the event times. Asked after every poll. Default: none.
+    fn watermark(&mut self) -> Option<runnel_common::Watermark> {
+        None
+    }
 }
 
 /// Where a sink subtask is and what it shares with its siblings.
@@ -163,6 +170,12 @@ pub trait Sink: Send {
 
     /// The sink's input watermark advanced (sinks that commit by event time use it).
     async fn watermark(&mut self, _watermark: i64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Every input went idle (no data for the idle timeout): the watermark stands still
+    /// without holding event time back. Default: nothing.
+    async fn idle(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }
 

@@ -97,6 +97,34 @@ impl CheckpointHandle {
     }
 }
 
+/// Emits the watermark a source carries from upstream ([`Source::watermark`]); `true`
+/// when it has one (its own idleness included, so the engine's idle timer stays off).
+async fn carried_watermark(
+    source: &mut dyn Source,
+    emitted: &mut Timestamp,
+    idle: &mut bool,
+    outputs: &Outputs,
+    metrics: &NodeMetrics,
+) -> Result<bool, EngineError> {
+    match source.watermark() {
+        None => Ok(false),
+        Some(Watermark::At(wm)) => {
+            *idle = false;
+            emit_watermark(emitted, wm, outputs, metrics).await?;
+            Ok(true)
+        }
+        Some(Watermark::Idle) => {
+            if !*idle {
+                *idle = true;
+                outputs
+                    .broadcast(Message::Watermark(Watermark::Idle))
+                    .await?;
+            }
+            Ok(true)
+        }
+    }
+}
+
 /// Runs one source subtask until its source ends.
 pub async fn run_source(
     table: String,
@@ -185,8 +213,16 @@ pub async fn run_source(
                 if let Some(wm) = wm {
                     emit_watermark(&mut emitted, wm, &outputs, &metrics).await?;
                 }
+                carried_watermark(source.as_mut(), &mut emitted, &mut idle, &outputs, &metrics)
+                    .await?;
             }
             SourcePoll::Pending => {
+                if carried_watermark(source.as_mut(), &mut emitted, &mut idle, &outputs, &metrics)
+                    .await?
+                {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 // A split that fell idle no longer holds the others back.
                 if let Some(spec) = timing.watermark.as_ref().filter(|_| !idle)
                     && let Some(wm) = split_watermark(&splits, idle_timeout, spec.delay_ms)
@@ -545,7 +581,7 @@ pub async fn run_sink(
                 metrics.watermark.set(wm);
                 sink.watermark(wm).await.map_err(conn)?;
             }
-            InputEvent::Idle => {}
+            InputEvent::Idle => sink.idle().await.map_err(conn)?,
             InputEvent::Checkpoint(id) => {
                 sink.pre_commit(id).await.map_err(conn)?;
                 pre_committed = pre_committed.max(id);

@@ -18,20 +18,29 @@
 //! fences its producers; a task fenced this way is not restarted until a later
 //! assignment gives its partition back.
 //!
-//! Not yet: plans that need rows by another key than the input's partitioning (a
-//! repartition topic between sub-plans); such a script is refused with the operator
-//! named.
+//! Repartitioning: where the plan needs rows by another key than the input's
+//! partitioning (a `GROUP BY`, a join key, a window keyed differently), the dataflow is
+//! cut into sub-plans at those edges. The upstream sub-plan's tasks write the rows to an
+//! internal topic `<pipeline>-<node>-<operator>-repartition` (created with as many
+//! partitions as the input has, deleted by `runnel pipeline reset`), each row to the
+//! partition of a stable hash of its key, exactly once through the Kafka sink's
+//! transactions; the downstream sub-plan's tasks (`task-<s>-<p>`) read partition `p` of
+//! it like any input. Watermarks cross with the rows: each writing task appends
+//! `<task>=<watermark>` control records to every partition, in order with the rows they
+//! cover, and a reading task's watermark is the smallest over the writers still advancing
+//! (a writer silent for the idle timeout stops holding event time back).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use runnel_common::{Options, TableSpec};
 use runnel_connectors::TaskScope;
 use runnel_connectors::dead_letters::DeadLetters;
 use runnel_connectors::group::{self, Assignment, GroupConfig, Membership};
 use runnel_engine::RunConfig;
 use runnel_engine::checkpoint::{CheckpointConfig, CheckpointDir};
-use runnel_sql::{NodeSpec, Partitioning};
+use runnel_sql::{Input, Node, NodeSpec, Partitioning, PipelineGraph};
 
 use crate::checkpointing;
 use crate::{Prepared, Resources, RuntimeError};
@@ -65,8 +74,9 @@ pub struct MemberStatus {
     pub worker: String,
     /// The consumer group.
     pub group: String,
-    /// The group's members and their partitions (as the brokers describe the group).
-    pub members: Vec<(String, Vec<i32>)>,
+    /// The group's members and their `topic/partition`s (as the brokers describe the
+    /// group).
+    pub members: Vec<(String, Vec<String>)>,
     /// This member's tasks.
     pub tasks: Vec<TaskStatus>,
 }
@@ -86,15 +96,18 @@ struct Task {
 /// This process's membership in a distributed pipeline.
 pub struct Member {
     prepared: Prepared,
+    plans: Vec<SubPlan>,
+    /// Which sub-plan reads a topic.
+    topic_plan: HashMap<String, u32>,
     resources: Resources,
     worker: String,
     group: String,
     base: CheckpointDir,
     interval: Duration,
     membership: Membership,
-    tasks: BTreeMap<i32, Task>,
-    /// Partitions whose task was fenced, with the assignment it was fenced under.
-    fenced: BTreeMap<i32, u64>,
+    tasks: BTreeMap<TaskScope, Task>,
+    /// Tasks that were fenced, with the assignment they were fenced under.
+    fenced: BTreeMap<TaskScope, u64>,
     status: Arc<Mutex<MemberStatus>>,
 }
 
@@ -144,17 +157,6 @@ pub fn check(prepared: &Prepared) -> Result<Vec<String>, RuntimeError> {
             }
             _ => {}
         }
-        for input in &node.inputs {
-            if let Partitioning::Hash(_) = input.partitioning {
-                return Err(refuse(format!(
-                    "{} needs its rows by key, which in distributed mode takes a repartition \
-                     topic between tasks; runnel does not build those yet. Run it as one \
-                     process (without SET 'execution.mode' = 'distributed'), or distribute \
-                     only the per-record part of the pipeline",
-                    node.label
-                )));
-            }
-        }
     }
     if checkpointing::interval(prepared).is_none() {
         return Err(refuse(
@@ -164,6 +166,261 @@ pub fn check(prepared: &Prepared) -> Result<Vec<String>, RuntimeError> {
         ));
     }
     Ok(topics.into_iter().collect())
+}
+
+/// One sub-plan of a distributed pipeline: the part of the dataflow between repartition
+/// topics. Task `(id, p)` runs it over partition `p` of its topics.
+#[derive(Debug, Clone)]
+pub struct SubPlan {
+    /// 0 reads the pipeline's input topics; later ones read repartition topics.
+    pub id: u32,
+    /// The dataflow a task of this sub-plan runs.
+    pub graph: PipelineGraph,
+    /// The topics it reads.
+    pub topics: Vec<String>,
+}
+
+/// Cuts the dataflow at its key-changing (hash) edges into sub-plans joined by repartition
+/// topics, for a pipeline whose input topics have `partitions` partitions.
+///
+/// # Errors
+/// An edge that keeps its partitioning across a cut, an updating stream crossing a cut,
+/// columns a repartition topic cannot carry.
+pub fn split(
+    prepared: &Prepared,
+    source: &TableSpec,
+    input_topics: &[String],
+    partitions: i32,
+) -> Result<Vec<SubPlan>, RuntimeError> {
+    let graph = &prepared.graph;
+    let refuse = |m: String| RuntimeError::Distributed(m);
+    // Each node's sub-plan: one past its upstream's across a hash edge.
+    let mut of = vec![0u32; graph.nodes.len()];
+    for node in &graph.nodes {
+        let s = node
+            .inputs
+            .iter()
+            .map(|i| match i.partitioning {
+                Partitioning::Forward => of[i.node],
+                Partitioning::Hash(_) => of[i.node] + 1,
+            })
+            .max()
+            .unwrap_or(0);
+        for i in &node.inputs {
+            if matches!(i.partitioning, Partitioning::Forward) && of[i.node] != s {
+                return Err(refuse(format!(
+                    "{} reads {} unchanged but also needs rows by key from elsewhere; \
+                     distributed mode cannot split that yet",
+                    node.label, graph.nodes[i.node].label
+                )));
+            }
+        }
+        of[node.id] = s;
+    }
+    let last = of.iter().copied().max().unwrap_or(0);
+    let name = checkpointing::safe_name(&prepared.name);
+    // Connection options of the repartition topics: the first input's.
+    let connection: Vec<(String, String)> = source
+        .options
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("properties.")
+                && *k != "properties.group.id"
+                && *k != "properties.isolation.level"
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let idle_ms = prepared.settings.idle_timeout.as_millis();
+    // The repartition topic of each cut edge (downstream node, input index).
+    let mut cut: HashMap<(usize, usize), String> = HashMap::new();
+    for node in &graph.nodes {
+        for (k, i) in node.inputs.iter().enumerate() {
+            if let Partitioning::Hash(_) = i.partitioning {
+                let up = &graph.nodes[i.node];
+                if let Some(op) = &up.updating {
+                    return Err(refuse(format!(
+                        "{} needs by key the updating rows of {op}; distributed mode moves \
+                         only append-only rows between tasks yet",
+                        node.label
+                    )));
+                }
+                let mut names = BTreeSet::new();
+                for f in up.schema.fields() {
+                    if !names.insert(f.name().as_str()) {
+                        return Err(refuse(format!(
+                            "{} has two columns named '{}'; rows moving between tasks need \
+                             distinct names (alias one of them)",
+                            up.label,
+                            f.name()
+                        )));
+                    }
+                }
+                let kind: String = node
+                    .label
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .find(|w| !w.is_empty())
+                    .unwrap_or("op")
+                    .to_ascii_lowercase();
+                let suffix = if k == 0 {
+                    String::new()
+                } else {
+                    format!("-{k}")
+                };
+                cut.insert(
+                    (node.id, k),
+                    format!("runnel-{name}-{}-{kind}{suffix}-repartition", node.id),
+                );
+            }
+        }
+    }
+    let mut plans = Vec::new();
+    for id in 0..=last {
+        let mut g = PipelineGraph {
+            nodes: Vec::new(),
+            settings: graph.settings.clone(),
+        };
+        let mut topics: Vec<String> = if id == 0 {
+            input_topics.to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut map: HashMap<usize, usize> = HashMap::new();
+        for node in graph.nodes.iter().filter(|n| of[n.id] == id) {
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for (k, i) in node.inputs.iter().enumerate() {
+                let from = match (&i.partitioning, cut.get(&(node.id, k))) {
+                    (Partitioning::Hash(_), Some(topic)) => {
+                        let up = &graph.nodes[i.node];
+                        let mut options: Vec<(String, String)> = connection.clone();
+                        options.extend(
+                            [
+                                ("connector", "kafka".to_string()),
+                                ("topic", topic.clone()),
+                                ("format", "json".to_string()),
+                                ("scan.startup.mode", "earliest-offset".to_string()),
+                                ("properties.isolation.level", "read_committed".to_string()),
+                                ("source.idle-timeout", format!("{idle_ms} ms")),
+                                (
+                                    runnel_connectors::source::kafka::WATERMARK_WRITERS,
+                                    partitions.to_string(),
+                                ),
+                            ]
+                            .map(|(k, v)| (k.to_string(), v)),
+                        );
+                        let spec = TableSpec {
+                            name: topic.clone(),
+                            schema: up.schema.clone(),
+                            watermark: None,
+                            options: Options::new(options),
+                            line: source.line,
+                            metadata: Vec::new(),
+                            primary_key: Vec::new(),
+                            partition_keys: Vec::new(),
+                        };
+                        topics.push(topic.clone());
+                        let reader = Node {
+                            id: g.nodes.len(),
+                            label: format!("repartition source {topic}"),
+                            spec: NodeSpec::Source(spec, None),
+                            schema: up.schema.clone(),
+                            inputs: Vec::new(),
+                            event_time: up.event_time,
+                            window: up.window,
+                            updating: None,
+                        };
+                        g.nodes.push(reader);
+                        g.nodes.len() - 1
+                    }
+                    _ => *map.get(&i.node).ok_or_else(|| {
+                        RuntimeError::Internal(format!(
+                            "{}: input {} is in another sub-plan",
+                            node.label, i.node
+                        ))
+                    })?,
+                };
+                inputs.push(Input {
+                    node: from,
+                    partitioning: Partitioning::Forward,
+                });
+            }
+            let mut n = node.clone();
+            n.id = g.nodes.len();
+            n.inputs = inputs;
+            map.insert(node.id, n.id);
+            g.nodes.push(n);
+        }
+        // Writers of the repartition topics this sub-plan feeds, after every node.
+        for node in &graph.nodes {
+            for (k, i) in node.inputs.iter().enumerate() {
+                let (Partitioning::Hash(keys), Some(topic)) =
+                    (&i.partitioning, cut.get(&(node.id, k)))
+                else {
+                    continue;
+                };
+                if of[i.node] != id {
+                    continue;
+                }
+                let up = &graph.nodes[i.node];
+                let key_fields: Vec<&str> = keys
+                    .iter()
+                    .map(|c| up.schema.field(*c).name().as_str())
+                    .collect();
+                let mut options: Vec<(String, String)> = connection.clone();
+                options.extend(
+                    [
+                        ("connector", "kafka".to_string()),
+                        ("topic", topic.clone()),
+                        ("format", "json".to_string()),
+                        ("key.format", "json".to_string()),
+                        ("key.fields", key_fields.join(";")),
+                        ("sink.delivery-guarantee", "exactly-once".to_string()),
+                        (
+                            runnel_connectors::sink::kafka::PARTITION_BY_KEY,
+                            "true".to_string(),
+                        ),
+                        (
+                            runnel_connectors::sink::kafka::WATERMARK_WRITER,
+                            "true".to_string(),
+                        ),
+                    ]
+                    .map(|(k, v)| (k.to_string(), v)),
+                );
+                let spec = TableSpec {
+                    name: topic.clone(),
+                    schema: up.schema.clone(),
+                    watermark: None,
+                    options: Options::new(options),
+                    line: source.line,
+                    metadata: Vec::new(),
+                    primary_key: Vec::new(),
+                    partition_keys: Vec::new(),
+                };
+                let from = *map.get(&i.node).ok_or_else(|| {
+                    RuntimeError::Internal(format!("{}: writer input missing", up.label))
+                })?;
+                let writer = Node {
+                    id: g.nodes.len(),
+                    label: format!("repartition sink {topic}"),
+                    spec: NodeSpec::Sink(spec),
+                    schema: up.schema.clone(),
+                    inputs: vec![Input {
+                        node: from,
+                        partitioning: Partitioning::Forward,
+                    }],
+                    event_time: up.event_time,
+                    window: up.window,
+                    updating: None,
+                };
+                g.nodes.push(writer);
+            }
+        }
+        plans.push(SubPlan {
+            id,
+            graph: g,
+            topics,
+        });
+    }
+    Ok(plans)
 }
 
 /// The default worker id: host name and process id.
@@ -189,9 +446,6 @@ impl Member {
         worker: String,
     ) -> Result<Member, RuntimeError> {
         let topics = check(&prepared)?;
-        for c in prepared.check_tables(&resources).await {
-            c.result?;
-        }
         let Some(source) = prepared.graph.nodes.iter().find_map(|n| match &n.spec {
             NodeSpec::Source(t, _) => Some(t.clone()),
             _ => None,
@@ -200,32 +454,76 @@ impl Member {
                 "the pipeline reads no table".into(),
             ));
         };
+        // What cannot be split is refused before any broker is asked.
+        split(&prepared, &source, &topics, 1)?;
+        for c in prepared.check_tables(&resources).await {
+            c.result?;
+        }
         let base = checkpointing::pipeline_dir(&prepared)?;
         let interval = checkpointing::interval(&prepared).unwrap_or(Duration::from_secs(10));
         let group = format!("runnel-{}", checkpointing::safe_name(&prepared.name));
+        let distributed =
+            |e: runnel_connectors::ConnectorError| RuntimeError::Distributed(e.to_string());
+        let counts = {
+            let (source, topics) = (source.clone(), topics.clone());
+            tokio::task::spawn_blocking(move || group::partition_counts(&source, &topics))
+                .await
+                .map_err(|e| RuntimeError::Internal(format!("topic lookup: {e}")))?
+                .map_err(distributed)?
+        };
+        let Some(&partitions) = counts.values().max() else {
+            return Err(RuntimeError::Distributed(format!(
+                "none of the input topics {} exists",
+                topics.join(", ")
+            )));
+        };
+        let mut plans = split(&prepared, &source, &topics, partitions)?;
+        let internal: Vec<String> = plans
+            .iter()
+            .skip(1)
+            .flat_map(|p| p.topics.clone())
+            .collect();
+        if !internal.is_empty() {
+            let (source, internal) = (source.clone(), internal.clone());
+            tokio::task::spawn_blocking(move || {
+                group::create_topics(&source, &internal, partitions)
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("creating topics: {e}")))?
+            .map_err(distributed)?;
+        }
+        for plan in &mut plans {
+            task_graph(&prepared.name, &mut plan.graph);
+        }
+        let all: Vec<String> = plans.iter().flat_map(|p| p.topics.clone()).collect();
         let membership = group::join(GroupConfig {
             table: source,
             group: group.clone(),
             instance: worker.clone(),
-            topics: topics.clone(),
+            topics: all.clone(),
             session_timeout: prepared.settings.session_timeout,
         })
-        .map_err(|e| RuntimeError::Distributed(e.to_string()))?;
+        .map_err(distributed)?;
         eprintln!(
-            "runnel: {} runs distributed: worker {worker} joined group {group} (topics {}; \
-             checkpoints in {base})",
+            "runnel: {} runs distributed in {} sub-plan(s): worker {worker} joined group \
+             {group} (topics {}; checkpoints in {base})",
             prepared.name,
-            topics.join(", ")
+            plans.len(),
+            all.join(", ")
         );
         let status = Arc::new(Mutex::new(MemberStatus {
             worker: worker.clone(),
             group: group.clone(),
             ..MemberStatus::default()
         }));
-        let mut prepared = prepared;
-        task_graph(&mut prepared);
+        let topic_plan = plans
+            .iter()
+            .flat_map(|p| p.topics.iter().map(move |t| (t.clone(), p.id)))
+            .collect();
         Ok(Member {
             prepared,
+            plans,
+            topic_plan,
             resources,
             worker,
             group,
@@ -285,42 +583,58 @@ impl Member {
 
     /// Starts the tasks of newly assigned partitions and drops those that moved away.
     async fn reconcile(&mut self, a: &Assignment) -> Result<(), RuntimeError> {
-        let gone: Vec<i32> = self
+        let owned: BTreeSet<TaskScope> = a
+            .partitions
+            .iter()
+            .filter_map(|(t, p)| {
+                Some(TaskScope {
+                    subplan: *self.topic_plan.get(t)?,
+                    partition: *p,
+                })
+            })
+            .collect();
+        let gone: Vec<TaskScope> = self
             .tasks
             .keys()
-            .filter(|p| !a.partitions.contains(p))
+            .filter(|s| !owned.contains(s))
             .copied()
             .collect();
-        for p in gone {
-            if let Some(t) = self.tasks.remove(&p) {
+        for scope in gone {
+            if let Some(t) = self.tasks.remove(&scope) {
                 t.join.abort();
                 eprintln!(
-                    "runnel: {}: partition {p} moved to another member; task dropped (its \
-                     next owner resumes from its last checkpoint)",
-                    t.scope
+                    "runnel: {scope}: moved to another member; task dropped (its next owner \
+                     resumes from its last checkpoint)"
                 );
             }
         }
+        let shown: Vec<String> = owned.iter().map(ToString::to_string).collect();
         eprintln!(
-            "runnel: worker {} owns partitions {:?} of group {}",
-            self.worker, a.partitions, self.group
+            "runnel: worker {} owns {} of group {}",
+            self.worker,
+            if shown.is_empty() {
+                "no tasks".to_string()
+            } else {
+                shown.join(", ")
+            },
+            self.group
         );
-        for &p in &a.partitions {
-            if self.tasks.contains_key(&p) || self.fenced.get(&p) == Some(&a.epoch) {
+        for scope in owned {
+            if self.tasks.contains_key(&scope) || self.fenced.get(&scope) == Some(&a.epoch) {
                 continue;
             }
-            let task = self.start_task(p, a.epoch).await?;
-            self.tasks.insert(p, task);
+            let task = self.start_task(scope, a.epoch).await?;
+            self.tasks.insert(scope, task);
         }
         Ok(())
     }
 
     /// Claims task `p`'s checkpoints, restores the newest and starts it.
-    async fn start_task(&mut self, p: i32, epoch: u64) -> Result<Task, RuntimeError> {
-        let scope = TaskScope {
-            subplan: 0,
-            partition: p,
+    async fn start_task(&mut self, scope: TaskScope, epoch: u64) -> Result<Task, RuntimeError> {
+        let Some(plan) = self.plans.get(scope.subplan as usize) else {
+            return Err(RuntimeError::Internal(format!("{scope}: no such sub-plan")));
         };
+        let graph = plan.graph.clone();
         let err = |e: runnel_engine::checkpoint::CheckpointError| RuntimeError::Checkpoint {
             location: self.base.to_string(),
             message: e.to_string(),
@@ -332,7 +646,7 @@ impl Member {
             runnel_common::time::format_timestamp(runnel_common::time::now_ms())
         );
         dir.claim(&token).await.map_err(err)?;
-        let fingerprint = checkpointing::fingerprint(&self.prepared);
+        let fingerprint = fingerprint(&graph);
         let restore = if self.prepared.options.from_scratch {
             None
         } else {
@@ -381,7 +695,7 @@ impl Member {
             task: Some(scope),
             ..RunConfig::default()
         };
-        let pipeline = runnel_engine::start(&self.prepared.graph, &config)?;
+        let pipeline = runnel_engine::start(&graph, &config)?;
         match restored_from {
             Some(id) => eprintln!("runnel: {scope}: resumed from checkpoint {id}"),
             None => eprintln!("runnel: {scope}: started (no checkpoint yet)"),
@@ -402,11 +716,11 @@ impl Member {
     /// Collects tasks that ended: a fenced one waits for a new assignment, a failed one
     /// stops the member.
     async fn reap(&mut self) -> Result<(), RuntimeError> {
-        let done: Vec<i32> = self
+        let done: Vec<TaskScope> = self
             .tasks
             .iter()
             .filter(|(_, t)| t.join.is_finished())
-            .map(|(p, _)| *p)
+            .map(|(s, _)| *s)
             .collect();
         for p in done {
             let Some(t) = self.tasks.remove(&p) else {
@@ -439,7 +753,10 @@ impl Member {
             .lock()
             .map(|m| {
                 m.iter()
-                    .map(|m| (m.worker.clone(), m.partitions.iter().copied().collect()))
+                    .map(|m| {
+                        let parts = m.partitions.iter().map(|(t, p)| format!("{t}/{p}"));
+                        (m.worker.clone(), parts.collect())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -452,8 +769,7 @@ impl Member {
                     Some(c) => (runnel_common::time::now_ms() - c.time_ms).max(0) as f64 / 1000.0,
                     None => t.started.elapsed().as_secs_f64(),
                 };
-                let rows_in = self
-                    .prepared
+                let rows_in = self.plans[t.scope.subplan as usize]
                     .graph
                     .nodes
                     .iter()
@@ -505,11 +821,23 @@ fn is_fencing(e: &runnel_engine::EngineError) -> bool {
     text.contains("fenced") || text.contains("Fenced")
 }
 
+/// FNV-1a over a sub-plan's dataflow: a task restores only its own sub-plan's
+/// checkpoints.
+fn fingerprint(graph: &PipelineGraph) -> String {
+    let text = format!("{}\ndistributed task", graph.explain());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// The dataflow every task runs: Kafka sinks get transactional ids named after the
 /// pipeline (the task is appended by the sink), the same on every member.
-fn task_graph(prepared: &mut Prepared) {
-    let name = checkpointing::safe_name(&prepared.name);
-    for node in &mut prepared.graph.nodes {
+fn task_graph(pipeline: &str, graph: &mut PipelineGraph) {
+    let name = checkpointing::safe_name(pipeline);
+    for node in &mut graph.nodes {
         if let NodeSpec::Sink(t) = &mut node.spec
             && (t.connector() == "kafka" || t.connector() == "upsert-kafka")
             && t.options.get("sink.transactional-id-prefix").is_none()

@@ -75,6 +75,9 @@ enum Partitioner {
     Default,
     Fixed,
     RoundRobin,
+    /// A stable hash of the record key's bytes: equal keys land in the same partition
+    /// whichever process writes them (a distributed pipeline's repartition topics).
+    KeyHash,
 }
 
 /// Builds one sink subtask per context.
@@ -114,10 +117,17 @@ pub(crate) fn build_with(
         _ => Delivery::AtLeastOnce,
     };
     let partitioner = match o.get("sink.partitioner") {
+        _ if o.get(PARTITION_BY_KEY) == Some("true") => Partitioner::KeyHash,
         Some("fixed") => Partitioner::Fixed,
         Some("round-robin") => Partitioner::RoundRobin,
         _ => Partitioner::Default,
     };
+    // A repartition topic carries its writer's watermarks to the tasks that read it.
+    let watermark_writer = (o.get(WATERMARK_WRITER) == Some("true")).then(|| {
+        first
+            .task
+            .map_or_else(|| "single".to_string(), |t| t.to_string())
+    });
     let encode = Encode::try_new(spec, &config)?;
     let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
     let mut prefix = o.get("sink.transactional-id-prefix").map_or_else(
@@ -188,6 +198,9 @@ pub(crate) fn build_with(
             pending: Vec::new(),
             staging,
             staged: Vec::new(),
+            watermark_writer: watermark_writer.clone(),
+            watermark_sent: i64::MIN,
+            idle_sent: false,
         }));
     }
     Ok(sinks)
@@ -432,6 +445,25 @@ fn payload(r: &Record) -> (Option<&[u8]>, HeaderList) {
 /// Partition any: let the client place the record.
 const ANY_PARTITION: u32 = u32::MAX;
 
+/// Internal option (set by runnel on a repartition topic's writer): partition by
+/// [`key_partition`].
+pub const PARTITION_BY_KEY: &str = "runnel.internal.partition-by-key";
+/// Internal option: write the input's watermark as control records (see
+/// [`WATERMARK_HEADER`]).
+pub const WATERMARK_WRITER: &str = "runnel.internal.watermark-writer";
+/// The header of a watermark control record: `<writer>=<watermark ms>`, no value.
+pub const WATERMARK_HEADER: &str = "runnel-watermark";
+
+/// The partition of a record key: FNV-1a of its bytes, the same in every process.
+pub fn key_partition(key: Option<&[u8]>, partitions: i32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.unwrap_or_default() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1) as u32)) as u32
+}
+
 /// One sink subtask.
 pub struct KafkaSink {
     table: String,
@@ -449,6 +481,12 @@ pub struct KafkaSink {
     pending: Vec<rdkafka::producer::DeliveryFuture>,
     staging: Option<Staging>,
     staged: Vec<u8>,
+    /// Writes watermark control records, as this writer.
+    watermark_writer: Option<String>,
+    /// The last watermark written.
+    watermark_sent: i64,
+    /// The last mark written said the input is idle.
+    idle_sent: bool,
 }
 
 impl KafkaSink {
@@ -481,14 +519,34 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn partition_for(&mut self) -> u32 {
+    fn partition_for(&mut self, r: &Record) -> u32 {
         match self.partitioner {
             Partitioner::Default => ANY_PARTITION,
+            Partitioner::KeyHash => key_partition(r.key.as_deref(), self.partitions),
             Partitioner::Fixed => (self.subtask % self.partitions.max(1) as usize) as u32,
             Partitioner::RoundRobin => {
                 self.next_partition = (self.next_partition + 1) % self.partitions.max(1) as usize;
                 self.next_partition as u32
             }
+        }
+    }
+
+    /// A watermark control record (`<writer>=<mark>`) for every partition, into `out`.
+    fn stage_mark(&self, mark: &str, out: &mut Vec<u8>) {
+        let Some(writer) = &self.watermark_writer else {
+            return;
+        };
+        let record = Record {
+            key: None,
+            value: Vec::new(),
+            headers: vec![(
+                WATERMARK_HEADER.to_string(),
+                format!("{writer}={mark}").into_bytes(),
+            )],
+            event_time: None,
+        };
+        for p in 0..self.partitions.max(0) as u32 {
+            log_txn::encode(p, &record, out);
         }
     }
 
@@ -558,24 +616,27 @@ impl Sink for KafkaSink {
         let bytes: u64 = records.iter().map(|r| r.data_len() as u64).sum();
         self.metrics.rows.add(rows as u64);
         self.metrics.bytes.add(bytes);
-        if let Some(staging) = self.staging.as_mut() {
-            self.staged.clear();
-            for r in &records {
-                let p = match self.partitioner {
-                    Partitioner::Default => ANY_PARTITION,
-                    Partitioner::Fixed => (self.subtask % self.partitions.max(1) as usize) as u32,
-                    Partitioner::RoundRobin => {
-                        self.next_partition =
-                            (self.next_partition + 1) % self.partitions.max(1) as usize;
-                        self.next_partition as u32
-                    }
-                };
-                log_txn::encode(p, r, &mut self.staged);
+        if self.staging.is_some() {
+            let mut staged = std::mem::take(&mut self.staged);
+            staged.clear();
+            if self.idle_sent {
+                // Data again: the writer holds event time back again, from where it stood.
+                self.idle_sent = false;
+                self.stage_mark(&self.watermark_sent.to_string(), &mut staged);
             }
-            return staging.write(&self.staged);
+            for r in &records {
+                let p = self.partition_for(r);
+                log_txn::encode(p, r, &mut staged);
+            }
+            let result = match self.staging.as_mut() {
+                Some(staging) => staging.write(&staged),
+                None => Ok(()),
+            };
+            self.staged = staged;
+            return result;
         }
         for r in records {
-            let p = self.partition_for();
+            let p = self.partition_for(&r);
             let Some(producer) = &self.producer else {
                 break;
             };
@@ -617,6 +678,50 @@ impl Sink for KafkaSink {
             }
         }
         Ok(())
+    }
+
+    async fn watermark(&mut self, watermark: i64) -> Result<(), ConnectorError> {
+        if self.watermark_writer.is_none() {
+            return Ok(());
+        }
+        if watermark <= self.watermark_sent || self.staging.is_none() {
+            return Ok(());
+        }
+        if self.partitions == 0 {
+            self.connect().await?;
+        }
+        self.watermark_sent = watermark;
+        self.idle_sent = false;
+        // In order with the rows before it, to every partition: a reader never sees the
+        // watermark before the rows it covers.
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        self.stage_mark(&watermark.to_string(), &mut staged);
+        let result = match self.staging.as_mut() {
+            Some(s) => s.write(&staged),
+            None => Ok(()),
+        };
+        self.staged = staged;
+        result
+    }
+
+    async fn idle(&mut self) -> Result<(), ConnectorError> {
+        if self.watermark_writer.is_none() || self.staging.is_none() || self.idle_sent {
+            return Ok(());
+        }
+        if self.partitions == 0 {
+            self.connect().await?;
+        }
+        self.idle_sent = true;
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        self.stage_mark("idle", &mut staged);
+        let result = match self.staging.as_mut() {
+            Some(s) => s.write(&staged),
+            None => Ok(()),
+        };
+        self.staged = staged;
+        result
     }
 
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {

@@ -794,6 +794,14 @@ pub(crate) fn build_with(
             subtask: ctx.subtask,
             parallelism: ctx.parallelism.max(1),
             task: ctx.task,
+            upstream: spec
+                .options
+                .get(WATERMARK_WRITERS)
+                .and_then(|n| n.parse().ok())
+                .map(|writers| Upstream {
+                    writers,
+                    marks: BTreeMap::new(),
+                }),
             decode: RecordDecoder::new(
                 spec.name.clone(),
                 spec.schema.clone(),
@@ -997,6 +1005,8 @@ pub struct KafkaSource {
     parallelism: usize,
     /// A distributed run's task: only its partition of each topic is read.
     task: Option<crate::TaskScope>,
+    /// A repartition topic: its writers' watermarks.
+    upstream: Option<Upstream>,
     decode: RecordDecoder,
     batch_size: usize,
     metrics: ConnectorMetrics,
@@ -1017,6 +1027,61 @@ pub struct KafkaSource {
     idle_since: Option<Instant>,
     /// A bounded read that stays idle short of its end was reported once.
     stall_reported: bool,
+}
+
+/// Position keys holding a repartition writer's watermark.
+const MARK_PREFIX: &str = "~watermark/";
+
+/// Internal option (set by runnel on a repartition topic's reader): how many tasks write
+/// the topic, each with its own watermark control records.
+pub const WATERMARK_WRITERS: &str = "runnel.internal.watermark-writers";
+
+/// The writers of a repartition topic and their watermarks.
+#[derive(Debug)]
+struct Upstream {
+    /// How many tasks write the topic.
+    writers: usize,
+    /// Writer → its watermark and whether its input is idle. A writer that is silent
+    /// (its member died, its task is moving) holds event time back: its rows are still
+    /// to come. Only a writer that said its input is idle does not.
+    marks: BTreeMap<String, (i64, bool)>,
+}
+
+impl Upstream {
+    /// Notes a control record's `<writer>=<ms>` or `<writer>=idle`.
+    fn note(&mut self, value: &[u8]) {
+        let text = String::from_utf8_lossy(value);
+        let Some((writer, mark)) = text.rsplit_once('=') else {
+            return;
+        };
+        let e = self
+            .marks
+            .entry(writer.to_string())
+            .or_insert((i64::MIN, false));
+        if mark == "idle" {
+            e.1 = true;
+        } else if let Ok(ms) = mark.parse::<i64>() {
+            *e = (e.0.max(ms), false);
+        }
+    }
+
+    /// The smallest watermark of the writers that are not idle; nothing until every
+    /// writer was heard from.
+    fn watermark(&self) -> Option<runnel_common::Watermark> {
+        if self.marks.len() < self.writers || self.marks.is_empty() {
+            return None;
+        }
+        let live = self
+            .marks
+            .values()
+            .filter(|(_, idle)| !idle)
+            .map(|(ms, _)| *ms)
+            .min();
+        Some(match live {
+            Some(ms) => runnel_common::Watermark::At(ms),
+            None => runnel_common::Watermark::Idle,
+        })
+    }
 }
 
 /// A bounded read idle this long short of its end says where each partition stands.
@@ -1336,6 +1401,16 @@ impl Source for KafkaSource {
                 continue;
             };
             o.next = m.offset() + 1;
+            if let Some(up) = self.upstream.as_mut()
+                && let Some(mark) = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == crate::sink::kafka::WATERMARK_HEADER)
+                        .and_then(|h| h.value)
+                })
+            {
+                up.note(mark);
+                continue;
+            }
             let value = m.payload().unwrap_or_default().to_vec();
             let headers = m
                 .headers()
@@ -1451,6 +1526,10 @@ impl Source for KafkaSource {
         self.idle_timeout
     }
 
+    fn watermark(&mut self) -> Option<runnel_common::Watermark> {
+        self.upstream.as_ref().and_then(Upstream::watermark)
+    }
+
     fn position(&self) -> Option<serde_json::Value> {
         // Asked at each checkpoint: a good moment to show progress to the group too.
         self.commit();
@@ -1467,6 +1546,14 @@ impl Source for KafkaSource {
                 .iter()
                 .map(|((t, p), n)| (format!("{t}/{p}"), (*n).into()))
                 .collect();
+        }
+        if let Some(up) = &self.upstream {
+            for (writer, (ms, idle)) in &up.marks {
+                map.insert(
+                    format!("{MARK_PREFIX}{writer}"),
+                    serde_json::json!({ "watermark": ms, "idle": idle }),
+                );
+            }
         }
         Some(serde_json::Value::Object(map))
     }
@@ -1487,6 +1574,18 @@ impl Source for KafkaSource {
             })
             .collect();
         self.restored = Some(restored);
+        if let Some(up) = self.upstream.as_mut() {
+            // The writers' watermarks as they stood: restored windows fire as before.
+            up.marks = map
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.strip_prefix(MARK_PREFIX)?.to_string(),
+                        (v.get("watermark")?.as_i64()?, v.get("idle")?.as_bool()?),
+                    ))
+                })
+                .collect();
+        }
         self.consumer = None;
         Ok(())
     }

@@ -264,10 +264,11 @@ fn distributed_mode_refuses_what_it_cannot_split() {
            WITH ('connector' = 'kafka', 'topic' = 'x', 'properties.bootstrap.servers' = '127.0.0.1:9',
                  'format' = 'json');
          CREATE TABLE out (k STRING, n BIGINT) WITH ('connector' = 'print');
-         INSERT INTO out SELECT k, COUNT(*) FROM events GROUP BY k;",
+         INSERT INTO out SELECT CAST(n AS STRING), COUNT(*)
+           FROM (SELECT k, COUNT(*) AS n FROM events GROUP BY k) GROUP BY n;",
     );
     dir.runnel(&["run", "grouped.sql"])
-        .assert_err("repartition topic");
+        .assert_err("only append-only rows between tasks");
     dir.write(
         "file.sql",
         "SET 'execution.mode' = 'distributed';
@@ -278,4 +279,179 @@ fn distributed_mode_refuses_what_it_cannot_split() {
     dir.write("in.jsonl", "{\"k\":\"a\"}\n");
     dir.runnel(&["run", "file.sql"])
         .assert_err("reads Kafka topics only");
+}
+
+/// Window rows: (g, window_end ms) → (count, sum).
+type Windows = BTreeMap<(i64, i64), (i64, i64)>;
+
+/// A window query grouped by another key than the input topic's (so rows cross a
+/// repartition topic between tasks, watermarks with them), on two members, one SIGKILLed
+/// mid-run and restarted: the same windows as one process computes, each once.
+#[test]
+fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() {
+    const N: usize = 4000;
+    const BASE: u64 = 1_764_000_000_000;
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    broker.create_topic("w_in", 4);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    dir.write(
+        "dist.sql",
+        &format!(
+            "SET 'pipeline.name' = 'win';
+             SET 'execution.mode' = 'distributed';
+             SET 'distributed.session-timeout' = '6 s';
+             SET 'execution.checkpointing.interval' = '200 ms';
+             SET 'state.checkpoints.dir' = 'shared-state';
+             CREATE TABLE events (k STRING, g BIGINT, v BIGINT, ts TIMESTAMP(3),
+                                  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+               WITH ('connector' = 'kafka', 'topic' = 'w_in', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+             CREATE TABLE out (g BIGINT, window_end TIMESTAMP(3), n BIGINT, s BIGINT)
+               WITH ('connector' = 'kafka', 'topic' = 'w_out', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'sink.delivery-guarantee' = 'exactly-once', 'format' = 'json');
+             INSERT INTO out
+             SELECT g, window_end, COUNT(*), SUM(v)
+             FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY g, window_start, window_end;"
+        ),
+    );
+    let record = |i: usize| {
+        (
+            format!("k{}", i % 16),
+            (i % 7) as i64,
+            (i * 3 % 101) as i64,
+            BASE + i as u64 * 10,
+        )
+    };
+    let fill_rows = |from: usize, to: usize, flush: bool| {
+        let mut lines = String::new();
+        for i in from..to {
+            let (k, g, v, ts) = record(i);
+            lines.push_str(&format!(
+                "{{\"k\":\"{k}\",\"g\":{g},\"v\":{v},\"ts\":{ts}}}\n"
+            ));
+        }
+        if flush {
+            // Every key (so every partition) moves event time past all the windows.
+            for k in 0..16 {
+                lines.push_str(&format!(
+                    "{{\"k\":\"k{k}\",\"g\":100,\"v\":0,\"ts\":{}}}\n",
+                    BASE + 3_600_000
+                ));
+            }
+        }
+        let name = format!("w-{from}.jsonl");
+        dir.write(&name, &lines);
+        dir.write(
+            "fill.sql",
+            &format!(
+                "CREATE TABLE src (k STRING, g BIGINT, v BIGINT, ts BIGINT) WITH ('connector' = 'file', 'path' = '{name}');
+                 CREATE TABLE k (k STRING, g BIGINT, v BIGINT, ts BIGINT) WITH ('connector' = 'kafka', 'topic' = 'w_in',
+                   'properties.bootstrap.servers' = '{bootstrap}', 'key.fields' = 'k', 'key.format' = 'raw');
+                 INSERT INTO k SELECT k, g, v, ts FROM src;"
+            ),
+        );
+        dir.runnel(&["run", "fill.sql", "--data-dir", &format!("fill-{from}")])
+            .assert_ok();
+    };
+    let mut want = Windows::new();
+    for i in 0..N {
+        let (_, g, v, ts) = record(i);
+        let end = (ts as i64 / 10_000 + 1) * 10_000;
+        let e = want.entry((g, end)).or_default();
+        e.0 += 1;
+        e.1 += v;
+    }
+
+    fill_rows(0, N / 2, false);
+    let a = MemberProc::start(&dir, "a");
+    let mut b = MemberProc::start(&dir, "b");
+    wait_for("two members own every task", 90, &[&a, &b], || {
+        (0..2).all(|s| {
+            (0..4).all(|p| {
+                dir.path()
+                    .join(format!("shared-state/win/task-{s}-{p}/owner"))
+                    .exists()
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    b.sigkill();
+    let b = MemberProc::start(&dir, "b");
+    fill_rows(N / 2, N, true);
+    let read = || {
+        let mut got = Windows::new();
+        let mut twice = 0;
+        for line in read_committed(
+            &dir,
+            &bootstrap,
+            "w_out",
+            "g BIGINT, window_end TIMESTAMP(3), n BIGINT, s BIGINT",
+        ) {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json row");
+            let g = v["g"].as_i64().unwrap_or(-1);
+            let end = v["window_end"]
+                .as_str()
+                .and_then(chrono_ms)
+                .unwrap_or(-1);
+            let row = (v["n"].as_i64().unwrap_or(-1), v["s"].as_i64().unwrap_or(-1));
+            if got.insert((g, end), row).is_some() {
+                twice += 1;
+            }
+        }
+        (got, twice)
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut got, mut twice) = read();
+    while got.len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        (got, twice) = read();
+    }
+    let logs = || {
+        [&a, &b]
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert_eq!(twice, 0, "windows written twice; logs:\n{}", logs());
+    assert!(
+        got == want,
+        "{} windows for {}; first differences: {:?}; logs:\n{}",
+        got.len(),
+        want.len(),
+        want.iter()
+            .filter(|(k, v)| got.get(k) != Some(v))
+            .take(3)
+            .map(|(k, v)| (k, v, got.get(k)))
+            .collect::<Vec<_>>(),
+        logs()
+    );
+    for mut m in [a, b] {
+        m.sigterm();
+    }
+}
+
+/// `2025-11-24 16:00:10` or `…T…` (UTC) as ms since the epoch.
+fn chrono_ms(text: &str) -> Option<i64> {
+    let t = text.replace('T', " ");
+    let (date, time) = t.split_once(' ')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }
