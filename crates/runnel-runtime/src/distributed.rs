@@ -423,6 +423,42 @@ pub fn split(
     Ok(plans)
 }
 
+/// Starts a distributed pipeline over: deletes its repartition topics and every task's
+/// checkpoints (stop every member first). Returns what was deleted, one line each.
+///
+/// # Errors
+/// See [`check`]; the brokers or the checkpoint location refused.
+pub async fn reset(prepared: &Prepared) -> Result<Vec<String>, RuntimeError> {
+    let topics = check(prepared)?;
+    let Some(source) = prepared.graph.nodes.iter().find_map(|n| match &n.spec {
+        NodeSpec::Source(t, _) => Some(t.clone()),
+        _ => None,
+    }) else {
+        return Ok(Vec::new());
+    };
+    let internal: Vec<String> = split(prepared, &source, &topics, 1)?
+        .into_iter()
+        .skip(1)
+        .flat_map(|p| p.topics)
+        .collect();
+    let mut done = Vec::new();
+    if !internal.is_empty() {
+        let (s, t) = (source.clone(), internal.clone());
+        tokio::task::spawn_blocking(move || group::delete_topics(&s, &t))
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("deleting topics: {e}")))?
+            .map_err(|e| RuntimeError::Distributed(e.to_string()))?;
+        done.extend(internal.iter().map(|t| format!("topic {t}")));
+    }
+    let dir = checkpointing::pipeline_dir(prepared)?;
+    dir.clear().await.map_err(|e| RuntimeError::Checkpoint {
+        location: dir.to_string(),
+        message: e.to_string(),
+    })?;
+    done.push(format!("checkpoints in {dir}"));
+    Ok(done)
+}
+
 /// The default worker id: host name and process id.
 pub fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

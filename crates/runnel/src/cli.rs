@@ -27,6 +27,9 @@ pub enum Command {
     /// Plan a SQL pipeline and run every health check (inputs, log topics, checkpoint
     /// location) without running it; exit 0 when all pass, 1 otherwise
     Check(crate::cmd::check::CheckArgs),
+    /// Manage distributed pipelines (`reset`: delete repartition topics and checkpoints)
+    #[command(subcommand)]
+    Pipeline(crate::cmd::pipeline::PipelineCommand),
     /// List the connectors and their WITH (…) options
     Connectors(crate::cmd::connectors::ListArgs),
     /// List the SET settings a script can use

@@ -196,6 +196,35 @@ impl CheckpointDir {
         }
     }
 
+    /// Deletes everything under this directory (or prefix): a pipeline started over.
+    ///
+    /// # Errors
+    /// The store cannot be listed or a file deleted.
+    pub async fn clear(&self) -> Result<(), CheckpointError> {
+        if let Some(dir) = &self.local {
+            return match std::fs::remove_dir_all(dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(CheckpointError::io(dir.display())(e)),
+            };
+        }
+        use futures::TryStreamExt;
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let objects: Vec<_> = self
+            .store
+            .list(prefix.as_ref())
+            .try_collect()
+            .await
+            .map_err(CheckpointError::store(format!("listing {self}")))?;
+        for o in objects {
+            self.store
+                .delete(&o.location)
+                .await
+                .map_err(CheckpointError::store(format!("deleting {}", o.location)))?;
+        }
+        Ok(())
+    }
+
     /// Ids of the complete checkpoints (those with a manifest), ascending.
     pub(crate) async fn complete_ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));

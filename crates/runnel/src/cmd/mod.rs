@@ -10,6 +10,7 @@ pub mod check;
 pub mod connectors;
 pub mod consume;
 pub mod demo;
+pub mod pipeline;
 pub mod produce;
 pub mod run;
 pub mod serve;
@@ -23,6 +24,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::demo(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Check(args) => check::check(args).await,
+        Command::Pipeline(command) => pipeline::pipeline(command).await,
         Command::Connectors(args) => connectors::connectors(args),
         Command::Settings(args) => connectors::settings(args),
         Command::CameraSim(args) => camera_sim::camera_sim(args).await,

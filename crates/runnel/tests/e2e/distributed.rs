@@ -253,6 +253,82 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
     }
 }
 
+/// The newest checkpoint published in a task's directory.
+fn newest_checkpoint(dir: &TestDir, task: &str) -> u64 {
+    std::fs::read_dir(dir.path().join(format!("shared-state/dist/{task}")))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("chk-")?
+                        .strip_suffix(".json")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// A member that stopped answering (SIGSTOP) while another claimed one of its tasks
+/// comes back (SIGCONT) as a zombie: it publishes no checkpoint of that task any more and
+/// stops it ("taken over by another member"), and it does not start it again under the
+/// same assignment. (tansu 0.6 completes no rebalance while a member is stopped, so the
+/// claim is written here as the new owner's start would write it.)
+#[test]
+fn distributed_zombie_member_is_fenced() {
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    broker.create_topic("d_in", PARTITIONS);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    dir.write("dist.sql", &pipeline(&bootstrap, ""));
+    fill(&dir, &bootstrap, 0, RECORDS / 2);
+    let a = MemberProc::start(&dir, "a");
+    wait_for("the member checkpoints every task", 90, &[&a], || {
+        (0..PARTITIONS).all(|p| newest_checkpoint(&dir, &format!("task-0-{p}")) > 0)
+    });
+    let signal = |sig: &str, m: &MemberProc| {
+        let _ = Command::new("kill")
+            .args([sig, &m.child.id().to_string()])
+            .status();
+    };
+    signal("-STOP", &a);
+    std::fs::write(
+        dir.path().join("shared-state/dist/task-0-0/owner"),
+        "z assignment 99 at the takeover",
+    )
+    .expect("writing the owner file");
+    let before = newest_checkpoint(&dir, "task-0-0");
+    signal("-CONT", &a);
+    fill(&dir, &bootstrap, RECORDS / 2, RECORDS);
+    wait_for("the zombie notices", 60, &[&a], || {
+        a.log().contains("task-0-0: taken over by another member")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        newest_checkpoint(&dir, "task-0-0"),
+        before,
+        "the zombie published a checkpoint of a task it lost; log:\n{}",
+        a.log()
+    );
+    // Its other tasks go on checkpointing.
+    let other = newest_checkpoint(&dir, "task-0-1");
+    wait_for("the member's other tasks go on", 30, &[&a], || {
+        newest_checkpoint(&dir, "task-0-1") > other
+    });
+    assert_eq!(
+        a.log().matches("task-0-0: started").count(),
+        1,
+        "{}",
+        a.log()
+    );
+    let mut a = a;
+    a.sigterm();
+}
+
 /// A script distributed mode cannot run yet is refused before joining, naming why.
 #[test]
 fn distributed_mode_refuses_what_it_cannot_split() {
@@ -392,10 +468,7 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
         ) {
             let v: serde_json::Value = serde_json::from_str(&line).expect("json row");
             let g = v["g"].as_i64().unwrap_or(-1);
-            let end = v["window_end"]
-                .as_str()
-                .and_then(chrono_ms)
-                .unwrap_or(-1);
+            let end = v["window_end"].as_str().and_then(chrono_ms).unwrap_or(-1);
             let row = (v["n"].as_i64().unwrap_or(-1), v["s"].as_i64().unwrap_or(-1));
             if got.insert((g, end), row).is_some() {
                 twice += 1;
@@ -432,6 +505,15 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
     for mut m in [a, b] {
         m.sigterm();
     }
+    // Starting over deletes the repartition topic and every task's checkpoints.
+    let reset = dir.runnel(&["pipeline", "reset", "dist.sql"]);
+    reset.assert_ok();
+    assert!(
+        reset.stdout.contains("deleted topic runnel-win-") && reset.stdout.contains("-repartition"),
+        "{}",
+        reset.stdout
+    );
+    assert!(!dir.path().join("shared-state/win").exists());
 }
 
 /// `2025-11-24 16:00:10` or `…T…` (UTC) as ms since the epoch.
