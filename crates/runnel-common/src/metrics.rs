@@ -47,6 +47,9 @@ pub struct ConnectorMetrics {
     /// What is wrong with the external system right now (a broker that cannot be
     /// reached), while the connector retries; `None` when all is well.
     pub problem: Arc<std::sync::Mutex<Option<String>>>,
+    /// Records between a source's position and the end of its input (Kafka: high
+    /// watermark − position, summed over its partitions), when known.
+    pub lag: Gauge,
 }
 
 impl ConnectorMetrics {

@@ -65,6 +65,9 @@ pub struct TaskStatus {
     pub checkpoint_age_s: f64,
     /// Rows its sources read.
     pub rows_in: u64,
+    /// Records its sources are behind the end of their partitions (as of the last
+    /// checkpoint).
+    pub lag: i64,
 }
 
 /// What a member shows: who it is, the group, its tasks.
@@ -577,6 +580,34 @@ impl Member {
         self.status.clone()
     }
 
+    /// What the admin API reports on this member (`GET /api/pipelines/{name}`: the
+    /// member's view under `distributed`).
+    pub fn handle(&self) -> crate::status::PipelineHandle {
+        let status = self.status.clone();
+        let name = self.prepared.name.clone();
+        let started = Instant::now();
+        let started_ms = runnel_common::time::now_ms();
+        crate::status::PipelineHandle {
+            name: name.clone(),
+            status: Arc::new(move || {
+                let member = status.lock().map(|s| s.clone()).unwrap_or_default();
+                crate::status::PipelineStatus {
+                    name: name.clone(),
+                    state: "running".into(),
+                    health: "ok".into(),
+                    error: None,
+                    started_ms,
+                    uptime_s: started.elapsed().as_secs_f64(),
+                    parallelism: 1,
+                    nodes: Vec::new(),
+                    edges: Vec::new(),
+                    checkpoint: None,
+                    distributed: serde_json::to_value(member).ok(),
+                }
+            }),
+        }
+    }
+
     /// Runs tasks as the group assigns partitions, until `stop` completes (Ctrl-C,
     /// SIGTERM) or a task fails for another reason than losing its partition.
     ///
@@ -796,7 +827,7 @@ impl Member {
                     .collect()
             })
             .unwrap_or_default();
-        let tasks = self
+        let tasks: Vec<TaskStatus> = self
             .tasks
             .values()
             .map(|t| {
@@ -812,7 +843,22 @@ impl Member {
                     .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
                     .map(|n| t.metrics.nodes[n.id].rows_out.get())
                     .sum();
+                let lag = self.plans[t.scope.subplan as usize]
+                    .graph
+                    .nodes
+                    .iter()
+                    .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
+                    .map(|n| t.metrics.nodes[n.id].connector.lag.get())
+                    .sum();
+                let labels = [
+                    ("pipeline", self.prepared.name.clone()),
+                    ("task", t.scope.to_string()),
+                ];
+                metrics::gauge!("runnel_task_lag_records", &labels).set(lag as f64);
+                metrics::gauge!("runnel_task_checkpoint_age_seconds", &labels).set(age);
+                metrics::gauge!("runnel_task_rows_read", &labels).set(rows_in as f64);
                 TaskStatus {
+                    lag,
                     task: t.scope.to_string(),
                     partition: t.scope.partition,
                     state: "running".into(),
@@ -823,6 +869,9 @@ impl Member {
                 }
             })
             .collect();
+        metrics::gauge!("runnel_member_tasks", "pipeline" => self.prepared.name.clone(),
+            "worker" => self.worker.clone())
+        .set(tasks.len() as f64);
         if let Ok(mut s) = self.status.lock() {
             s.members = members;
             s.tasks = tasks;

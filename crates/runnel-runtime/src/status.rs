@@ -81,6 +81,10 @@ pub struct PipelineStatus {
     pub edges: Vec<EdgeStatus>,
     /// The last completed checkpoint, if checkpointing runs.
     pub checkpoint: Option<Value>,
+    /// A distributed pipeline's member: the group's members, this member's tasks with
+    /// their lag and checkpoint age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<Value>,
 }
 
 /// Produces a pipeline's current status on demand.
@@ -247,6 +251,7 @@ impl Tracker {
                 .checkpoints
                 .as_ref()
                 .and_then(|c| c.lock().ok().map(|c| checkpoint_json(&c))),
+            distributed: None,
         }
     }
 

@@ -1531,8 +1531,19 @@ impl Source for KafkaSource {
     }
 
     fn position(&self) -> Option<serde_json::Value> {
-        // Asked at each checkpoint: a good moment to show progress to the group too.
+        // Asked at each checkpoint: a good moment to show progress to the group too, and
+        // to note how far behind the input's end the source is.
         self.commit();
+        if let Some(consumer) = &self.consumer {
+            let lag: i64 = self
+                .owned
+                .iter()
+                .filter_map(|((t, p), o)| {
+                    cached_high_watermark(consumer, t, *p).map(|h| (h - o.next).max(0))
+                })
+                .sum();
+            self.metrics.lag.set(lag);
+        }
         let mut map: serde_json::Map<String, serde_json::Value> = self
             .owned
             .iter()

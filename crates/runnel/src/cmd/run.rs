@@ -52,7 +52,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .worker_id
             .clone()
             .unwrap_or_else(runnel_runtime::distributed::default_worker_id);
-        run_member(prepared, resources.clone(), worker, shutdown_signal()).await
+        run_member(
+            prepared,
+            resources.clone(),
+            worker,
+            &admin,
+            shutdown_signal(),
+        )
+        .await
     } else {
         if args.worker_id.is_some() {
             eprintln!(
@@ -104,12 +111,15 @@ async fn run_member(
     prepared: runnel_runtime::Prepared,
     resources: Resources,
     worker: String,
+    admin: &AdminState,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let file = prepared.origin().to_string();
     let mut member = runnel_runtime::distributed::Member::start(prepared, resources, worker)
         .await
         .with_context(|| format!("starting {file}"))?;
+    admin.add_pipeline(member.handle());
+    admin.set_ready(true);
     let result = member.run_until(stop).await;
     eprint!("{}", member.summary());
     Ok(result?)

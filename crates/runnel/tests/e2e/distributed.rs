@@ -80,6 +80,10 @@ struct MemberProc {
 
 impl MemberProc {
     fn start(dir: &TestDir, worker: &str) -> Self {
+        Self::start_with(dir, worker, &[])
+    }
+
+    fn start_with(dir: &TestDir, worker: &str, extra: &[&str]) -> Self {
         let log = dir.path().join(format!("member-{worker}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +93,7 @@ impl MemberProc {
         let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(["run", "dist.sql", "--worker-id", worker])
             .args(["--data-dir", &format!("data-{worker}")])
+            .args(extra)
             .current_dir(dir.path())
             .env("RUNNEL_LOG", "warn")
             .stdout(Stdio::null())
@@ -179,7 +184,9 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
 
     let a = MemberProc::start(&dir, "a");
     let mut b = MemberProc::start(&dir, "b");
-    let c = MemberProc::start(&dir, "c");
+    let port = crate::log_cli::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let c = MemberProc::start_with(&dir, "c", &["--listen", &listen]);
     wait_for(
         "three members own all partitions",
         90,
@@ -247,6 +254,29 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
         missing.first(),
         got.len() - twice.len(),
         logs()
+    );
+    // The member's view: its tasks with lag and checkpoint age, and the same in /metrics.
+    let (status, body) = crate::log_cli::http(port, "GET", "/api/pipelines/dist", &[], b"")
+        .expect("GET /api/pipelines/dist");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let tasks = v["distributed"]["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        status == 200
+            && v["distributed"]["worker"] == "c"
+            && !tasks.is_empty()
+            && tasks
+                .iter()
+                .all(|t| t["lag"].is_i64() && t["checkpoint_age_s"].is_f64()),
+        "{status} {body}"
+    );
+    let (_, metrics) =
+        crate::log_cli::http(port, "GET", "/metrics", &[], b"").expect("GET /metrics");
+    assert!(
+        metrics.contains("runnel_task_lag_records") && metrics.contains("runnel_member_tasks"),
+        "{metrics}"
     );
     for mut m in [a, b, c, d] {
         m.sigterm();
