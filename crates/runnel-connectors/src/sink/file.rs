@@ -64,7 +64,8 @@ pub fn build(
     };
     if let Some(mode) = contexts.first().and_then(|c| c.checkpoint) {
         // Exactly once: `path` is a directory of part files committed with checkpoints.
-        crate::sink::file_parts::recover(&path, format, mode.restored)
+        let task = contexts.first().and_then(|c| c.task);
+        crate::sink::file_parts::recover(&path, format, mode.restored, task)
             .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
         return contexts
             .into_iter()
@@ -75,6 +76,7 @@ pub fn build(
                     format,
                     &spec.schema,
                     ctx.metrics,
+                    ctx.task,
                 )
                 .map(|s| Box::new(s) as Box<dyn Sink>)
             })

@@ -6,7 +6,8 @@
 //! complete, by renaming the sealed file to `part-<subtask>-<n>.<ext>`. Readers only see
 //! `part-*` files, so they see exactly the rows of complete checkpoints. A restart removes
 //! parts of checkpoints after the one it resumes from (from scratch: all of them), since
-//! those rows are produced again.
+//! those rows are produced again. A distributed run's task tags its files with its name
+//! (`part-task-1-3-<subtask>-<n>.<ext>`) and touches no other task's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,20 +23,27 @@ use crate::sink::file::FileSinkFormat;
 use crate::txn::{self, Apply, Staging, Txn};
 use crate::{ConnectorError, Sink};
 
-/// Staged and sealed files start with this, so readers skip them.
+/// Staged and sealed files start with this (and the task's tag), so readers skip them.
 const PREFIX: &str = ".part-";
+
+/// The tag of a distributed task's files: `task-1-3-`, or nothing.
+fn tag(task: Option<crate::TaskScope>) -> String {
+    task.map_or_else(String::new, |t| format!("{t}-"))
+}
 
 /// Applies sealed parts by renaming them into view.
 struct PartFiles {
     dir: PathBuf,
     ext: &'static str,
+    /// See [`tag`].
+    tag: String,
 }
 
 impl PartFiles {
     fn visible(&self, txn: &Txn) -> PathBuf {
         self.dir.join(format!(
-            "part-{}-{:010}.{}",
-            txn.subtask, txn.checkpoint, self.ext
+            "part-{}{}-{:010}.{}",
+            self.tag, txn.subtask, txn.checkpoint, self.ext
         ))
     }
 }
@@ -69,9 +77,16 @@ impl Apply for PartFiles {
             .map_err(|e| ConnectorError::io(format!("reading '{}'", self.dir.display()), e))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("part-") else {
+            let Some(rest) = name
+                .strip_prefix("part-")
+                .and_then(|r| r.strip_prefix(self.tag.as_str()))
+            else {
                 continue;
             };
+            // Another task's files (or, for a task, those of a run in one process).
+            if self.tag.is_empty() && rest.starts_with("task-") {
+                continue;
+            }
             let id = rest
                 .split('-')
                 .nth(1)
@@ -107,12 +122,14 @@ pub fn recover(
     dir: &Path,
     format: FileSinkFormat,
     restored: Option<u64>,
+    task: Option<crate::TaskScope>,
 ) -> Result<(), ConnectorError> {
     let parts = PartFiles {
         dir: dir.to_path_buf(),
         ext: ext(format),
+        tag: tag(task),
     };
-    txn::recover(dir, PREFIX, &parts, restored)
+    txn::recover(dir, &format!("{PREFIX}{}", tag(task)), &parts, restored)
 }
 
 /// One subtask's part files.
@@ -134,6 +151,7 @@ impl PartFileSink {
         format: FileSinkFormat,
         schema: &arrow::datatypes::SchemaRef,
         metrics: ConnectorMetrics,
+        task: Option<crate::TaskScope>,
     ) -> Result<Self, ConnectorError> {
         let mut header = Vec::new();
         if format == FileSinkFormat::Csv {
@@ -142,11 +160,13 @@ impl PartFileSink {
         let apply = Arc::new(PartFiles {
             dir: dir.clone(),
             ext: ext(format),
+            tag: tag(task),
         });
+        let prefix = format!("{PREFIX}{}", tag(task));
         Ok(PartFileSink {
             format,
             metrics,
-            staging: Staging::new(dir, PREFIX, subtask, header, apply),
+            staging: Staging::new(dir, &prefix, subtask, header, apply),
             buf: Vec::new(),
         })
     }

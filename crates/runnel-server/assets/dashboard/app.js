@@ -371,6 +371,44 @@ function renderStatus() {
   }
   renderOperators(st.nodes || []);
   renderCheckpoint(st.checkpoint);
+  renderDistributed(st.distributed);
+}
+
+// A distributed pipeline's member: the group's members and this member's tasks.
+function renderDistributed(d) {
+  const card = $('distributed');
+  card.hidden = !d;
+  if (!d) return;
+  if (!(view.status.nodes || []).length) {
+    $('graph').replaceChildren(Object.assign(document.createElement('p'), {
+      className: 'empty',
+      textContent: 'a distributed member: its tasks run the pipeline (below)',
+    }));
+  }
+  $('member').textContent = `worker ${d.worker} in consumer group ${d.group}`;
+  const row = (cells) => {
+    const tr = document.createElement('tr');
+    for (const [text, num] of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (num) td.className = 'num';
+      tr.append(td);
+    }
+    return tr;
+  };
+  $('members').querySelector('tbody').replaceChildren(
+    ...(d.members || []).map(([worker, parts]) => row([[worker], [(parts || []).join(', ') || '—']])),
+  );
+  $('tasks').querySelector('tbody').replaceChildren(
+    ...(d.tasks || []).map((t) => row([
+      [t.task],
+      [fmtCount(t.rows_in), true],
+      [fmtCount(t.lag), true],
+      [t.last_checkpoint == null ? '—' : `#${t.last_checkpoint}`, true],
+      [fmtDuration((t.checkpoint_age_s || 0) * 1000), true],
+      [t.restored_from == null ? '—' : `#${t.restored_from}`, true],
+    ])),
+  );
 }
 
 function badgeClass(prefix, value) {

@@ -334,9 +334,9 @@ fn a_crash_at_each_checkpoint_phase_recovers_exactly() {
 
 /// A moto S3 server (PyPI `moto[server]`, installed on first use into
 /// `~/.cache/runnel/moto`) on a free loopback port, killed on drop.
-struct S3Server {
+pub(crate) struct S3Server {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for S3Server {
@@ -346,7 +346,7 @@ impl Drop for S3Server {
     }
 }
 
-fn moto_server() -> S3Server {
+pub(crate) fn moto_server() -> S3Server {
     let home = std::env::var_os("HOME").expect("HOME");
     let venv = Path::new(&home).join(".cache/runnel/moto");
     let server = venv.join("bin/moto_server");
@@ -402,7 +402,7 @@ fn moto_server() -> S3Server {
 }
 
 /// One plain HTTP request to the S3 server; returns (status, body).
-fn s3_request(port: u16, method: &str, path: &str) -> (u16, String) {
+pub(crate) fn s3_request(port: u16, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(

@@ -31,8 +31,26 @@ fn pipeline(bootstrap: &str, extra: &str) -> String {
          CREATE TABLE out (k STRING, seq BIGINT, twice BIGINT)
            WITH ('connector' = 'kafka', 'topic' = 'd_out', 'properties.bootstrap.servers' = '{bootstrap}',
                  'sink.delivery-guarantee' = 'exactly-once', 'format' = 'json');
-         INSERT INTO out SELECT k, seq, seq * 2 FROM events WHERE MOD(seq, 5) <> 3;"
+         CREATE TABLE files (k STRING, seq BIGINT, twice BIGINT)
+           WITH ('connector' = 'file', 'path' = 'out-files');
+         INSERT INTO out SELECT k, seq, seq * 2 FROM events WHERE MOD(seq, 5) <> 3;
+         INSERT INTO files SELECT k, seq, seq * 2 FROM events WHERE MOD(seq, 5) <> 3;"
     )
+}
+
+/// The rows of the `file` sink's committed part files, sorted.
+fn committed_files(dir: &TestDir) -> Vec<String> {
+    let mut rows = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir.path().join("out-files")) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("part-") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                rows.extend(text.lines().map(str::to_string));
+            }
+        }
+    }
+    rows.sort();
+    rows
 }
 
 /// Appends records `from..to` of the input (keyed, so a key's records share a partition).
@@ -84,13 +102,30 @@ impl MemberProc {
     }
 
     fn start_with(dir: &TestDir, worker: &str, extra: &[&str]) -> Self {
+        Self::spawn(dir, worker, extra, None)
+    }
+
+    /// A member in network namespace `ns`.
+    fn start_in(dir: &TestDir, worker: &str, ns: Option<&str>) -> Self {
+        Self::spawn(dir, worker, &[], ns)
+    }
+
+    fn spawn(dir: &TestDir, worker: &str, extra: &[&str], ns: Option<&str>) -> Self {
         let log = dir.path().join(format!("member-{worker}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("member log");
-        let child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_runnel")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_runnel")),
+        };
+        let child = command
             .args(["run", "dist.sql", "--worker-id", worker])
             .args(["--data-dir", &format!("data-{worker}")])
             .args(extra)
@@ -272,6 +307,16 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
                 .all(|t| t["lag"].is_i64() && t["checkpoint_age_s"].is_f64()),
         "{status} {body}"
     );
+    // The file sink's part files, named by task, hold the same rows once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_files(&dir).len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        committed_files(&dir) == want,
+        "file sink: {} rows",
+        committed_files(&dir).len()
+    );
     let (_, metrics) =
         crate::log_cli::http(port, "GET", "/metrics", &[], b"").expect("GET /metrics");
     assert!(
@@ -279,6 +324,77 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
         "{metrics}"
     );
     for mut m in [a, b, c, d] {
+        m.sigterm();
+    }
+}
+
+/// The same with every task's checkpoints in S3 (the hermetic moto server): two
+/// members, one SIGKILLed mid-run and restarted with its worker id and data directory.
+#[test]
+fn distributed_members_keep_task_state_in_s3() {
+    let _heavy = crate::harness::heavy();
+    let s3 = crate::checkpoints::moto_server();
+    let (status, body) = crate::checkpoints::s3_request(s3.port, "PUT", "/dist-state");
+    assert_eq!(status, 200, "creating the bucket: {body}");
+    let broker = Broker::start();
+    broker.create_topic("d_in", PARTITIONS);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    let s3_settings = format!(
+        "SET 'state.checkpoints.dir' = 's3://dist-state/state';
+         SET 's3.endpoint' = 'http://127.0.0.1:{}';
+         SET 's3.region' = 'us-east-1';
+         SET 's3.access-key' = 'test';
+         SET 's3.secret-key' = 'test';",
+        s3.port
+    );
+    dir.write("dist.sql", &pipeline(&bootstrap, &s3_settings));
+    fill(&dir, &bootstrap, 0, RECORDS / 2);
+    let a = MemberProc::start(&dir, "a");
+    let mut b = MemberProc::start(&dir, "b");
+    wait_for("both members run tasks", 90, &[&a, &b], || {
+        a.log().contains("started") && b.log().contains("started")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    b.sigkill();
+    let b = MemberProc::start(&dir, "b");
+    fill(&dir, &bootstrap, RECORDS / 2, RECORDS);
+    wait_for(
+        "the restarted member resumes from S3",
+        90,
+        &[&a, &b],
+        || b.log().contains("resumed from checkpoint"),
+    );
+    let want = expected();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        got = read_committed(
+            &dir,
+            &bootstrap,
+            "d_out",
+            "k STRING, seq BIGINT, twice BIGINT",
+        );
+        if got.len() >= want.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        got == want,
+        "{} rows for {}; logs:\n{}\n---\n{}",
+        got.len(),
+        want.len(),
+        a.log(),
+        b.log()
+    );
+    assert!(
+        b.log()
+            .contains("checkpoints in s3://dist-state/state/dist"),
+        "{}",
+        b.log()
+    );
+    for mut m in [a, b] {
         m.sigterm();
     }
 }
@@ -566,4 +682,165 @@ fn chrono_ms(text: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
     Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+/// A network namespace joined to this host by a veth pair (needs root; `None` without).
+struct NetNs {
+    name: String,
+    host_if: String,
+    /// The host side's address (the broker listens there).
+    host_ip: String,
+}
+
+impl NetNs {
+    fn create() -> Option<NetNs> {
+        let id = std::process::id();
+        let name = format!("rn{id}");
+        let host_if = format!("vh{id}");
+        let ns_if = format!("vn{id}");
+        let net = format!("10.213.{}", id % 250);
+        let host_ip = format!("{net}.1");
+        let ns = NetNs {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: host_ip.clone(),
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                ns_if.clone(),
+                "netns".into(),
+                name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{host_ip}/30"),
+                "dev".into(),
+                host_if.clone(),
+            ],
+            vec!["link".into(), "set".into(), host_if.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{net}.2/30"),
+                "dev".into(),
+                ns_if.clone(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                ns_if,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let ok = Command::new("ip")
+                .args(&step)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// Cuts (`false`) or restores (`true`) the link to the host.
+    fn link(&self, up: bool) {
+        let ok = Command::new("ip")
+            .args(["link", "set", &self.host_if, if up { "up" } else { "down" }])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set {} failed", self.host_if);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A member in a network namespace is cut off from the broker for longer than the session
+/// timeout, then reconnected: nothing acknowledged is lost and nothing is written twice.
+#[test]
+fn distributed_member_cut_off_from_the_broker_loses_and_repeats_nothing() {
+    let _heavy = crate::harness::heavy();
+    let Some(ns) = NetNs::create() else {
+        eprintln!("skipped: creating a network namespace needs root and iproute2");
+        return;
+    };
+    let broker = Broker::start_on(&ns.host_ip);
+    broker.create_topic("d_in", PARTITIONS);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    dir.write("dist.sql", &pipeline(&bootstrap, ""));
+    fill(&dir, &bootstrap, 0, RECORDS / 2);
+    let a = MemberProc::start(&dir, "a");
+    let b = MemberProc::start_in(&dir, "b", Some(&ns.name));
+    wait_for("both members run tasks", 90, &[&a, &b], || {
+        let o = owners(&dir);
+        o.contains_key("a") && o.contains_key("b")
+    });
+    ns.link(false);
+    fill(&dir, &bootstrap, RECORDS / 2, RECORDS);
+    std::thread::sleep(Duration::from_secs(9));
+    ns.link(true);
+    let want = expected();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < deadline {
+        got = read_committed(
+            &dir,
+            &bootstrap,
+            "d_out",
+            "k STRING, seq BIGINT, twice BIGINT",
+        );
+        if got.len() >= want.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        got == want,
+        "{} rows for {}; logs:\n{}\n---\n{}",
+        got.len(),
+        want.len(),
+        a.log(),
+        b.log()
+    );
+    for mut m in [a, b] {
+        m.sigterm();
+    }
 }

@@ -106,9 +106,14 @@ pub struct Broker {
 impl Broker {
     /// Starts one and waits until it says it is ready.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// One listening on `ip` (an address of this host).
+    pub fn start_on(ip: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://{ip}:{port}");
         let log = dir.path().join("tansu.log");
         let child = Command::new(tansu())
             .args([
@@ -125,7 +130,7 @@ impl Broker {
             .expect("starting tansu");
         let mut broker = Broker {
             child,
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: format!("{ip}:{port}"),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
