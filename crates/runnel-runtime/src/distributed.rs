@@ -46,7 +46,14 @@ use crate::checkpointing;
 use crate::{Prepared, Resources, RuntimeError};
 
 /// Sinks whose output stays correct when several tasks write it.
-const DISTRIBUTED_SINKS: &[&str] = &["kafka", "upsert-kafka", "file", "print", "blackhole"];
+const DISTRIBUTED_SINKS: &[&str] = &[
+    "kafka",
+    "upsert-kafka",
+    "file",
+    "filesystem",
+    "print",
+    "blackhole",
+];
 
 /// One task's state, as shown in the status.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -372,14 +372,18 @@ fn build(
         .first()
         .and_then(|c| c.checkpoint)
         .map(|m| m.restored);
+    let task = contexts.first().and_then(|c| c.task);
+    let tag = task.map_or_else(String::new, |t| format!("{t}-"));
+    let staging_prefix = format!("{STAGING_PREFIX}{tag}");
     let apply = Arc::new(PartitionFiles {
         config: config.clone(),
+        tag,
     });
     // A checkpointed run resumes after `restored`; a run without checkpoints starts the
     // directory afresh (as the `file` sink starts its file afresh).
     txn::recover(
         &config.path,
-        STAGING_PREFIX,
+        &staging_prefix,
         apply.as_ref(),
         restored.flatten(),
     )?;
@@ -400,7 +404,7 @@ fn build(
                 checkpointing: c.checkpoint.is_some(),
                 staging: Staging::new(
                     config.path.clone(),
-                    STAGING_PREFIX,
+                    &staging_prefix,
                     c.subtask,
                     Vec::new(),
                     apply.clone(),
@@ -764,6 +768,9 @@ impl Sink for FilesystemSink {
 /// Applies a sealed batch by writing its rows into part files of their partitions.
 struct PartitionFiles {
     config: Arc<SinkConfig>,
+    /// A distributed task's files are tagged with its name (`task-1-3-`), and it touches
+    /// no other task's.
+    tag: String,
 }
 
 /// A part file being written by an apply.
@@ -778,7 +785,8 @@ struct OpenPart {
 impl PartitionFiles {
     fn part_name(&self, txn: &Txn, n: u32) -> String {
         format!(
-            "part-{}-{:010}-{n}.{}",
+            "part-{}{}-{:010}-{n}.{}",
+            self.tag,
             txn.subtask,
             txn.checkpoint,
             self.config.ext()
@@ -898,13 +906,20 @@ impl Apply for PartitionFiles {
 
     fn discard_after(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
         let success = self.config.success_file.as_deref();
-        discard(&self.config.path, restored, success)
+        // A task never removes success files: other tasks' partitions stay complete.
+        let success = if self.tag.is_empty() { success } else { None };
+        discard(&self.config.path, restored, success, &self.tag)
     }
 }
 
 /// Removes part files of checkpoints after `restored` (all of them, and the success
 /// files, when `None`), and temporary files of interrupted applies, under `dir`.
-fn discard(dir: &Path, restored: Option<u64>, success: Option<&str>) -> Result<(), ConnectorError> {
+fn discard(
+    dir: &Path,
+    restored: Option<u64>,
+    success: Option<&str>,
+    tag: &str,
+) -> Result<(), ConnectorError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConnectorError::io(format!("reading '{}'", dir.display()), e))?;
     for e in entries.flatten() {
@@ -913,13 +928,21 @@ fn discard(dir: &Path, restored: Option<u64>, success: Option<&str>) -> Result<(
         let Ok(kind) = e.file_type() else { continue };
         if kind.is_dir() {
             if name.contains('=') {
-                discard(&path, restored, success)?;
+                discard(&path, restored, success, tag)?;
             }
             continue;
         }
-        let stale = if name.starts_with(".part-") && name.ends_with(".tmp") {
-            true
-        } else if let Some(rest) = name.strip_prefix("part-") {
+        // After the tag: this sink's files (a run in one process leaves tasks' alone).
+        let own = |rest: &str| !tag.is_empty() || !rest.starts_with("task-");
+        let stale = if let Some(rest) = name.strip_prefix(".part-")
+            && name.ends_with(".tmp")
+        {
+            rest.starts_with(tag) && own(rest)
+        } else if let Some(rest) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_prefix(tag))
+            .filter(|r| own(r))
+        {
             let id = rest.split('-').nth(1).and_then(|id| id.parse::<u64>().ok());
             match (restored, id) {
                 (None, _) => true,

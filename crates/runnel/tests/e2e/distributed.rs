@@ -533,10 +533,14 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
              CREATE TABLE out (g BIGINT, window_end TIMESTAMP(3), n BIGINT, s BIGINT)
                WITH ('connector' = 'kafka', 'topic' = 'w_out', 'properties.bootstrap.servers' = '{bootstrap}',
                      'sink.delivery-guarantee' = 'exactly-once', 'format' = 'json');
-             INSERT INTO out
-             SELECT g, window_end, COUNT(*), SUM(v)
+             CREATE TABLE fs (g BIGINT, window_end TIMESTAMP(3), n BIGINT, s BIGINT)
+               PARTITIONED BY (g) WITH ('connector' = 'filesystem', 'path' = 'out-fs', 'format' = 'json');
+             CREATE VIEW w AS
+             SELECT g, window_end, COUNT(*) AS n, SUM(v) AS s
              FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-             GROUP BY g, window_start, window_end;"
+             GROUP BY g, window_start, window_end;
+             INSERT INTO out SELECT * FROM w;
+             INSERT INTO fs SELECT * FROM w;"
         ),
     );
     let record = |i: usize| {
@@ -647,6 +651,49 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
             .map(|(k, v)| (k, v, got.get(k)))
             .collect::<Vec<_>>(),
         logs()
+    );
+    // The filesystem sink's partitions (g=…/part-task-…) hold the same windows once.
+    let files = || {
+        let mut got = Windows::new();
+        let mut twice = 0;
+        for d in std::fs::read_dir(dir.path().join("out-fs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Some(g) = name.strip_prefix("g=").and_then(|g| g.parse::<i64>().ok()) else {
+                continue;
+            };
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                if !f.file_name().to_string_lossy().starts_with("part-") {
+                    continue;
+                }
+                for line in std::fs::read_to_string(f.path())
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    let v: serde_json::Value = serde_json::from_str(line).expect("json row");
+                    let end = v["window_end"].as_str().and_then(chrono_ms).unwrap_or(-1);
+                    let row = (v["n"].as_i64().unwrap_or(-1), v["s"].as_i64().unwrap_or(-1));
+                    if got.insert((g, end), row).is_some() {
+                        twice += 1;
+                    }
+                }
+            }
+        }
+        (got, twice)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while files().0.len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (fs_got, fs_twice) = files();
+    assert!(
+        fs_got == want && fs_twice == 0,
+        "filesystem sink: {} windows for {}, {fs_twice} twice",
+        fs_got.len(),
+        want.len()
     );
     for mut m in [a, b] {
         m.sigterm();
