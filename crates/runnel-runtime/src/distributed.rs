@@ -301,12 +301,12 @@ pub fn split(
                 let from = match (&i.partitioning, cut.get(&(node.id, k))) {
                     (Partitioning::Hash(_), Some(topic)) => {
                         let up = &graph.nodes[i.node];
-                        let mut options: Vec<(String, String)> = connection.clone();
-                        options.extend(
+                        let spec = internal_table(
+                            topic,
+                            up,
+                            source.line,
+                            &connection,
                             [
-                                ("connector", "kafka".to_string()),
-                                ("topic", topic.clone()),
-                                ("format", "json".to_string()),
                                 ("scan.startup.mode", "earliest-offset".to_string()),
                                 ("properties.isolation.level", "read_committed".to_string()),
                                 ("source.idle-timeout", format!("{idle_ms} ms")),
@@ -314,19 +314,8 @@ pub fn split(
                                     runnel_connectors::source::kafka::WATERMARK_WRITERS,
                                     partitions.to_string(),
                                 ),
-                            ]
-                            .map(|(k, v)| (k.to_string(), v)),
+                            ],
                         );
-                        let spec = TableSpec {
-                            name: topic.clone(),
-                            schema: up.schema.clone(),
-                            watermark: None,
-                            options: Options::new(options),
-                            line: source.line,
-                            metadata: Vec::new(),
-                            primary_key: Vec::new(),
-                            partition_keys: Vec::new(),
-                        };
                         topics.push(topic.clone());
                         let reader = Node {
                             id: g.nodes.len(),
@@ -375,12 +364,12 @@ pub fn split(
                     .iter()
                     .map(|c| up.schema.field(*c).name().as_str())
                     .collect();
-                let mut options: Vec<(String, String)> = connection.clone();
-                options.extend(
+                let spec = internal_table(
+                    topic,
+                    up,
+                    source.line,
+                    &connection,
                     [
-                        ("connector", "kafka".to_string()),
-                        ("topic", topic.clone()),
-                        ("format", "json".to_string()),
                         ("key.format", "json".to_string()),
                         ("key.fields", key_fields.join(";")),
                         ("sink.delivery-guarantee", "exactly-once".to_string()),
@@ -392,19 +381,8 @@ pub fn split(
                             runnel_connectors::sink::kafka::WATERMARK_WRITER,
                             "true".to_string(),
                         ),
-                    ]
-                    .map(|(k, v)| (k.to_string(), v)),
+                    ],
                 );
-                let spec = TableSpec {
-                    name: topic.clone(),
-                    schema: up.schema.clone(),
-                    watermark: None,
-                    options: Options::new(options),
-                    line: source.line,
-                    metadata: Vec::new(),
-                    primary_key: Vec::new(),
-                    partition_keys: Vec::new(),
-                };
                 let from = *map.get(&i.node).ok_or_else(|| {
                     RuntimeError::Internal(format!("{}: writer input missing", up.label))
                 })?;
@@ -431,6 +409,32 @@ pub fn split(
         });
     }
     Ok(plans)
+}
+
+/// The table of a repartition topic carrying `up`'s rows as JSON: `connection` (the
+/// brokers), then `extra` (the reader's or the writer's options).
+fn internal_table<const N: usize>(
+    topic: &str,
+    up: &Node,
+    line: u64,
+    connection: &[(String, String)],
+    extra: [(&str, String); N],
+) -> TableSpec {
+    let mut options: Vec<(String, String)> = connection.to_vec();
+    options.push(("connector".into(), "kafka".into()));
+    options.push(("topic".into(), topic.to_string()));
+    options.push(("format".into(), "json".into()));
+    options.extend(extra.map(|(k, v)| (k.to_string(), v)));
+    TableSpec {
+        name: topic.to_string(),
+        schema: up.schema.clone(),
+        watermark: None,
+        options: Options::new(options),
+        line,
+        metadata: Vec::new(),
+        primary_key: Vec::new(),
+        partition_keys: Vec::new(),
+    }
 }
 
 /// Starts a distributed pipeline over: deletes its repartition topics and every task's

@@ -1065,11 +1065,11 @@ impl Upstream {
         }
     }
 
-    /// The smallest watermark of the writers that are not idle; nothing until every
-    /// writer was heard from.
+    /// The smallest watermark of the writers that are not idle; none yet (but never
+    /// idle: only the writers say when their input is) until every writer was heard from.
     fn watermark(&self) -> Option<runnel_common::Watermark> {
         if self.marks.len() < self.writers || self.marks.is_empty() {
-            return None;
+            return Some(runnel_common::Watermark::At(runnel_common::time::TS_MIN));
         }
         let live = self
             .marks

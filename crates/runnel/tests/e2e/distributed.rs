@@ -38,6 +38,24 @@ fn pipeline(bootstrap: &str, extra: &str) -> String {
     )
 }
 
+/// The read_committed rows of `d_out`, sorted, once there are `want` of them (or after
+/// two minutes).
+fn committed_out(dir: &TestDir, bootstrap: &str, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = read_committed(
+            dir,
+            bootstrap,
+            "d_out",
+            "k STRING, seq BIGINT, twice BIGINT",
+        );
+        if got.len() >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The rows of the `file` sink's committed part files, sorted.
 fn committed_files(dir: &TestDir) -> Vec<String> {
     let mut rows = Vec::new();
@@ -253,20 +271,7 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
     );
     fill(&dir, &bootstrap, 2 * RECORDS / 3, RECORDS);
     let want = expected();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        got = read_committed(
-            &dir,
-            &bootstrap,
-            "d_out",
-            "k STRING, seq BIGINT, twice BIGINT",
-        );
-        if got.len() >= want.len() {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let got = committed_out(&dir, &bootstrap, want.len());
     let logs = || {
         [&a, &b, &c, &d]
             .iter()
@@ -366,20 +371,7 @@ fn distributed_members_keep_task_state_in_s3() {
         || b.log().contains("resumed from checkpoint"),
     );
     let want = expected();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        got = read_committed(
-            &dir,
-            &bootstrap,
-            "d_out",
-            "k STRING, seq BIGINT, twice BIGINT",
-        );
-        if got.len() >= want.len() {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let got = committed_out(&dir, &bootstrap, want.len());
     assert!(
         got == want,
         "{} rows for {}; logs:\n{}\n---\n{}",
@@ -865,20 +857,7 @@ fn distributed_member_cut_off_from_the_broker_loses_and_repeats_nothing() {
     std::thread::sleep(Duration::from_secs(9));
     ns.link(true);
     let want = expected();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while Instant::now() < deadline {
-        got = read_committed(
-            &dir,
-            &bootstrap,
-            "d_out",
-            "k STRING, seq BIGINT, twice BIGINT",
-        );
-        if got.len() >= want.len() {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let got = committed_out(&dir, &bootstrap, want.len());
     assert!(
         got == want,
         "{} rows for {}; logs:\n{}\n---\n{}",
