@@ -101,7 +101,12 @@ struct Task {
     metrics: runnel_engine::PipelineMetrics,
     checkpoints: runnel_engine::checkpoint::SharedStats,
     restored_from: Option<u64>,
+    /// Failures in a row before this start.
+    failures: u32,
 }
+
+/// Longest wait before a failed task starts again.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// This process's membership in a distributed pipeline.
 pub struct Member {
@@ -118,6 +123,10 @@ pub struct Member {
     tasks: BTreeMap<TaskScope, Task>,
     /// Tasks that were fenced, with the assignment they were fenced under.
     fenced: BTreeMap<TaskScope, u64>,
+    /// Tasks that failed and start again: when, and how many failures in a row.
+    retry: BTreeMap<TaskScope, (Instant, u32)>,
+    /// The tasks the group gave this member, with the assignment's epoch.
+    owned: (BTreeSet<TaskScope>, u64),
     status: Arc<Mutex<MemberStatus>>,
 }
 
@@ -473,6 +482,33 @@ pub async fn reset(prepared: &Prepared) -> Result<Vec<String>, RuntimeError> {
     Ok(done)
 }
 
+/// The sub-plans a distributed pipeline runs as, as text (`runnel run --explain`).
+///
+/// # Errors
+/// See [`check`] and [`split`].
+pub fn explain(prepared: &Prepared) -> Result<String, RuntimeError> {
+    let topics = check(prepared)?;
+    let Some(source) = prepared.graph.nodes.iter().find_map(|n| match &n.spec {
+        NodeSpec::Source(t, _) => Some(t.clone()),
+        _ => None,
+    }) else {
+        return Ok(prepared.explain());
+    };
+    let mut out = String::new();
+    for plan in split(prepared, &source, &topics, 1)? {
+        out.push_str(&format!(
+            "sub-plan {} (task-{}-<p> reads partition p of {}):\n",
+            plan.id,
+            plan.id,
+            plan.topics.join(", ")
+        ));
+        for line in plan.graph.explain().lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    Ok(out)
+}
+
 /// The default worker id: host name and process id.
 pub fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -582,6 +618,8 @@ impl Member {
             membership,
             tasks: BTreeMap::new(),
             fenced: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            owned: (BTreeSet::new(), 0),
             status,
         })
     }
@@ -639,14 +677,13 @@ impl Member {
                         break Err(RuntimeError::Distributed("the group client stopped".into()));
                     }
                     let a = assignment.borrow_and_update().clone();
-                    if let Err(e) = self.reconcile(&a).await {
-                        break Err(e);
-                    }
+                    self.reconcile(&a).await;
                 }
                 _ = tick.tick() => {
                     if let Err(e) = self.reap().await {
                         break Err(e);
                     }
+                    self.restart_due().await;
                     self.refresh_status();
                 }
             }
@@ -660,7 +697,7 @@ impl Member {
     }
 
     /// Starts the tasks of newly assigned partitions and drops those that moved away.
-    async fn reconcile(&mut self, a: &Assignment) -> Result<(), RuntimeError> {
+    async fn reconcile(&mut self, a: &Assignment) {
         let owned: BTreeSet<TaskScope> = a
             .partitions
             .iter()
@@ -697,18 +734,62 @@ impl Member {
             },
             self.group
         );
+        self.retry.retain(|s, _| owned.contains(s));
+        self.owned = (owned.clone(), a.epoch);
         for scope in owned {
             if self.tasks.contains_key(&scope) || self.fenced.get(&scope) == Some(&a.epoch) {
                 continue;
             }
-            let task = self.start_task(scope, a.epoch).await?;
-            self.tasks.insert(scope, task);
+            self.try_start(scope, a.epoch, 0).await;
         }
-        Ok(())
+    }
+
+    /// Starts a task; when that fails (the brokers or the checkpoint store out of reach),
+    /// it is tried again later.
+    async fn try_start(&mut self, scope: TaskScope, epoch: u64, failures: u32) {
+        match self.start_task(scope, epoch, failures).await {
+            Ok(task) => {
+                self.tasks.insert(scope, task);
+            }
+            Err(e) => self.fail_later(scope, failures + 1, &e.to_string()),
+        }
+    }
+
+    /// Notes a task's failure and when it starts again: after 1 s, doubling to 30 s.
+    fn fail_later(&mut self, scope: TaskScope, failures: u32, why: &str) {
+        let wait = Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(RETRY_MAX);
+        eprintln!(
+            "runnel: {scope}: failed ({why}); starting it again in {} s from its last \
+             checkpoint",
+            wait.as_secs()
+        );
+        self.retry.insert(scope, (Instant::now() + wait, failures));
+    }
+
+    /// Starts again the failed tasks whose time came, if this member still owns them.
+    async fn restart_due(&mut self) {
+        let (owned, epoch) = self.owned.clone();
+        let due: Vec<(TaskScope, u32)> = self
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= Instant::now())
+            .map(|(s, (_, n))| (*s, *n))
+            .collect();
+        for (scope, failures) in due {
+            self.retry.remove(&scope);
+            if owned.contains(&scope) && !self.tasks.contains_key(&scope) {
+                self.try_start(scope, epoch, failures).await;
+            }
+        }
     }
 
     /// Claims task `p`'s checkpoints, restores the newest and starts it.
-    async fn start_task(&mut self, scope: TaskScope, epoch: u64) -> Result<Task, RuntimeError> {
+    async fn start_task(
+        &mut self,
+        scope: TaskScope,
+        epoch: u64,
+        failures: u32,
+    ) -> Result<Task, RuntimeError> {
         let Some(plan) = self.plans.get(scope.subplan as usize) else {
             return Err(RuntimeError::Internal(format!("{scope}: no such sub-plan")));
         };
@@ -788,11 +869,13 @@ impl Member {
             metrics,
             checkpoints,
             restored_from,
+            failures,
         })
     }
 
     /// Collects tasks that ended: a fenced one waits for a new assignment, a failed one
-    /// stops the member.
+    /// starts again from its last checkpoint after a pause (as Flink's fixed-delay
+    /// restarts: a member outlives a broker or store that is out of reach for a while).
     async fn reap(&mut self) -> Result<(), RuntimeError> {
         let done: Vec<TaskScope> = self
             .tasks
@@ -814,7 +897,15 @@ impl Member {
                     eprintln!("runnel: {}: taken over by another member: {e}", t.scope);
                     self.fenced.insert(p, t.epoch);
                 }
-                Ok(Err(e)) => return Err(RuntimeError::Engine(e)),
+                Ok(Err(e)) => {
+                    // A task that ran a while starts its count of failures afresh.
+                    let before = if t.started.elapsed() > RETRY_MAX {
+                        0
+                    } else {
+                        t.failures
+                    };
+                    self.fail_later(p, before + 1, &e.to_string());
+                }
                 Err(e) if e.is_cancelled() => {}
                 Err(e) => {
                     return Err(RuntimeError::Internal(format!("{} panicked: {e}", t.scope)));

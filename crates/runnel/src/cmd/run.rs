@@ -18,7 +18,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.from_scratch = args.from_scratch;
     let prepared = prepare(&sql, &options).with_context(|| file.clone())?;
     if args.explain {
-        print!("{}", prepared.explain());
+        if prepared.settings.distributed {
+            print!(
+                "{}",
+                runnel_runtime::distributed::explain(&prepared).with_context(|| file.clone())?
+            );
+        } else {
+            print!("{}", prepared.explain());
+        }
         return Ok(());
     }
     if prepared.needs(Resource::ResultsHub) && args.listen.is_none() {

@@ -491,6 +491,30 @@ fn distributed_mode_refuses_what_it_cannot_split() {
          INSERT INTO out SELECT k FROM events;",
     );
     dir.write("in.jsonl", "{\"k\":\"a\"}\n");
+    // What can be split shows its sub-plans, joined by a repartition topic.
+    dir.write(
+        "window.sql",
+        "SET 'pipeline.name' = 'w';
+         SET 'execution.mode' = 'distributed';
+         CREATE TABLE events (k STRING, g BIGINT, ts TIMESTAMP(3),
+                              WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'kafka', 'topic' = 'x', 'properties.bootstrap.servers' = '127.0.0.1:9',
+                 'format' = 'json');
+         CREATE TABLE out (g BIGINT, n BIGINT) WITH ('connector' = 'print');
+         INSERT INTO out SELECT g, COUNT(*)
+           FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+           GROUP BY g, window_start, window_end;",
+    );
+    let plan = dir.runnel(&["run", "window.sql", "--explain"]);
+    plan.assert_ok();
+    assert!(
+        plan.stdout
+            .contains("sub-plan 0 (task-0-<p> reads partition p of x)")
+            && plan.stdout.contains("sub-plan 1")
+            && plan.stdout.contains("-repartition"),
+        "{}",
+        plan.stdout
+    );
     dir.runnel(&["run", "file.sql"])
         .assert_err("reads Kafka topics only");
 }
