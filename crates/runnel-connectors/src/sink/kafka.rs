@@ -200,7 +200,9 @@ pub(crate) fn build_with(
             staged: Vec::new(),
             watermark_writer: watermark_writer.clone(),
             watermark_sent: i64::MIN,
-            idle_sent: false,
+            // A writer (re)starting says it is active with its first rows, in case its
+            // readers last saw it idle.
+            idle_sent: watermark_writer.is_some(),
         }));
     }
     Ok(sinks)
