@@ -103,18 +103,17 @@ pub(crate) fn safe_name(name: &str) -> String {
         .collect()
 }
 
-/// FNV-1a over the planned dataflow and the parallelism: stable across runs and builds.
-/// A distributed task runs the dataflow at parallelism 1.
-pub(crate) fn fingerprint(prepared: &Prepared) -> String {
-    let text = if prepared.settings.distributed {
-        format!("{}\ndistributed task", prepared.graph.explain())
-    } else {
-        format!(
-            "{}\nparallelism={}",
-            prepared.graph.explain(),
-            prepared.parallelism
-        )
-    };
+/// The planned dataflow and the parallelism, hashed: stable across runs and builds.
+fn fingerprint(prepared: &Prepared) -> String {
+    fnv_hex(&format!(
+        "{}\nparallelism={}",
+        prepared.graph.explain(),
+        prepared.parallelism
+    ))
+}
+
+/// FNV-1a of `text`, as 16 hex digits (a checkpoint's dataflow fingerprint).
+pub(crate) fn fnv_hex(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);

@@ -1011,13 +1011,7 @@ fn is_fencing(e: &runnel_engine::EngineError) -> bool {
 /// FNV-1a over a sub-plan's dataflow: a task restores only its own sub-plan's
 /// checkpoints.
 fn fingerprint(graph: &PipelineGraph) -> String {
-    let text = format!("{}\ndistributed task", graph.explain());
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    checkpointing::fnv_hex(&format!("{}\ndistributed task", graph.explain()))
 }
 
 /// The dataflow every task runs: Kafka sinks get transactional ids named after the
