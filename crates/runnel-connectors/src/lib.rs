@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod group;
+pub mod io_runtime;
 pub mod lookup;
 pub mod registry;
 pub mod results;
@@ -152,6 +153,13 @@ pub struct SinkContext {
     /// In a distributed run, the task this sink belongs to: what it commits is named
     /// after it (transactional ids, part files), so tasks never collide.
     pub task: Option<TaskScope>,
+    /// When checkpoints live in an object store: where exactly-once sinks keep copies of
+    /// their sealed batches (this table's), so they survive the loss of this machine.
+    pub sealed: Option<std::sync::Arc<dyn txn::SealedStore>>,
+    /// The pipeline's name (`pipeline.name`), where known: names what a sink commits
+    /// where it must be the same on every machine (a distributed task's transactional
+    /// ids, bookkeeping rows).
+    pub pipeline: Option<String>,
 }
 
 /// How a sink takes part in checkpoints.

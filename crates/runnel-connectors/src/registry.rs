@@ -14,10 +14,14 @@ pub fn connectors() -> Vec<Connector> {
         sink::dashboard::CONNECTOR,
         source::file::CONNECTOR,
         sink::filesystem::CONNECTOR,
+        #[cfg(feature = "postgres")]
+        sink::postgres::JDBC,
         #[cfg(feature = "kafka")]
         source::kafka::CONNECTOR,
         source::log::CONNECTOR,
         source::nexmark::CONNECTOR,
+        #[cfg(feature = "postgres")]
+        sink::postgres::CONNECTOR,
         sink::print::CONNECTOR,
         #[cfg(feature = "kafka")]
         sink::upsert_kafka::CONNECTOR,

@@ -15,6 +15,13 @@
 //!    produced again from the restored positions), and lets the sink drop output of
 //!    checkpoints after `r` ([`Apply::discard_after`]).
 //!
+//! When checkpoints live in an object store, the machine that sealed a batch may be gone
+//! for good by the time its checkpoint is restored (a distributed task taken over by
+//! another member, a pipeline moved to a new machine). A [`SealedStore`] beside the
+//! checkpoints then keeps a copy of every sealed batch from seal until apply: the seal
+//! uploads it before the sink acknowledges the barrier, so a complete checkpoint always
+//! has its batches there, and [`recover_with`] fetches the ones missing locally.
+//!
 //! A sink therefore implements only [`Apply`]: "make this sealed batch visible, exactly
 //! once, even if called again after a crash part-way through". A crash can happen
 //! between any two steps; the `RUNNEL_FAIL_AT` phases `before-seal`, `after-seal`,
@@ -66,6 +73,36 @@ pub trait Apply: Send + Sync + 'static {
     fn discard_after(&self, _restored: Option<u64>) -> Result<(), ConnectorError> {
         Ok(())
     }
+}
+
+/// Copies of sealed batches kept with the checkpoints (in the object store that holds
+/// them), scoped to one sink table. Names are the sealed files' names.
+///
+/// Calls block the calling thread until the store answers.
+pub trait SealedStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Stores the sealed batch at `from` as `name`, durably.
+    ///
+    /// # Errors
+    /// The file cannot be read or the store refuses.
+    fn put(&self, name: &str, from: &Path) -> Result<(), ConnectorError>;
+
+    /// Writes the stored batch `name` to `to` (durably).
+    ///
+    /// # Errors
+    /// The store cannot be read or the file written.
+    fn get(&self, name: &str, to: &Path) -> Result<(), ConnectorError>;
+
+    /// The names of the stored batches.
+    ///
+    /// # Errors
+    /// The store cannot be listed.
+    fn list(&self) -> Result<Vec<String>, ConnectorError>;
+
+    /// Deletes the stored batch `name` (nothing if it is not there).
+    ///
+    /// # Errors
+    /// The store refuses.
+    fn delete(&self, name: &str) -> Result<(), ConnectorError>;
 }
 
 fn io(ctx: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
@@ -130,11 +167,48 @@ pub fn recover(
     apply: &dyn Apply,
     restored: Option<u64>,
 ) -> Result<(), ConnectorError> {
+    recover_with(dir, prefix, apply, restored, None)
+}
+
+/// [`recover`], with the copies in `mirror`: a batch of a restored checkpoint that is
+/// not on this machine is fetched from there first; copies of later checkpoints are
+/// deleted.
+///
+/// # Errors
+/// As [`recover`], or the store cannot be read or changed.
+pub fn recover_with(
+    dir: &Path,
+    prefix: &str,
+    apply: &dyn Apply,
+    restored: Option<u64>,
+    mirror: Option<&dyn SealedStore>,
+) -> Result<(), ConnectorError> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating '{}'", dir.display())))?;
+    if let Some(mirror) = mirror {
+        let mut fetched = 0;
+        for name in mirror.list()? {
+            let Some(txn) = parse_sealed(prefix, &name) else {
+                continue;
+            };
+            let local = dir.join(&name);
+            if restored.is_none_or(|r| txn.checkpoint > r) {
+                mirror.delete(&name)?;
+            } else if !local.exists() {
+                mirror.get(&name, &local)?;
+                fetched += 1;
+            }
+        }
+        if fetched > 0 {
+            sync_dir(dir)?;
+            tracing::info!(dir = %dir.display(), batches = fetched,
+                "fetched sealed batches of the restored checkpoint kept with the checkpoints");
+        }
+    }
     for (txn, path) in sealed_in(dir, prefix)? {
         if restored.is_some_and(|r| txn.checkpoint <= r) && !apply.applied(&txn)? {
             apply.apply(&txn, &path)?;
         }
+        unmirror(mirror, &path)?;
         remove_sealed(&path)?;
     }
     let entries = std::fs::read_dir(dir).map_err(io(format!("reading '{}'", dir.display())))?;
@@ -148,6 +222,14 @@ pub fn recover(
     }
     apply.discard_after(restored)?;
     sync_dir(dir)
+}
+
+/// Deletes the copy of the sealed batch at `path`, if there is a store.
+fn unmirror(mirror: Option<&dyn SealedStore>, path: &Path) -> Result<(), ConnectorError> {
+    match (mirror, path.file_name()) {
+        (Some(m), Some(name)) => m.delete(&name.to_string_lossy()),
+        _ => Ok(()),
+    }
 }
 
 /// Where an [`Apply`] step may keep its progress on the sealed batch at `sealed`; it is
@@ -182,6 +264,7 @@ pub struct Staging {
     subtask: usize,
     header: Vec<u8>,
     apply: Arc<dyn Apply>,
+    mirror: Option<Arc<dyn SealedStore>>,
     current: Option<BufWriter<File>>,
 }
 
@@ -201,8 +284,16 @@ impl Staging {
             subtask,
             header,
             apply,
+            mirror: None,
             current: None,
         }
+    }
+
+    /// Keeps a copy of every sealed batch in `mirror` until it is applied.
+    #[must_use]
+    pub fn with_mirror(mut self, mirror: Option<Arc<dyn SealedStore>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     fn inprogress(&self) -> PathBuf {
@@ -253,6 +344,10 @@ impl Staging {
             .join(sealed_name(&self.prefix, self.subtask, checkpoint));
         std::fs::rename(&from, &to).map_err(io(format!("sealing '{}'", from.display())))?;
         sync_dir(&self.dir)?;
+        // The final batch is applied at once, and dropped by any recovery: no copy.
+        if let Some(mirror) = self.mirror.as_ref().filter(|_| checkpoint != FINAL) {
+            mirror.put(&sealed_name(&self.prefix, self.subtask, checkpoint), &to)?;
+        }
         crash_point("after-seal", checkpoint);
         Ok(())
     }
@@ -270,6 +365,7 @@ impl Staging {
         for (txn, path) in &mine {
             self.apply.apply(txn, path)?;
             crash_point("after-apply", txn.checkpoint);
+            unmirror(self.mirror.as_deref(), path)?;
             remove_sealed(path)?;
         }
         if !mine.is_empty() {
@@ -432,5 +528,85 @@ mod tests {
         recover(dir.path(), "", sink.as_ref(), None).unwrap();
         assert!(sink.lines().is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A store of copies in a directory (the object store's role in these tests).
+    #[derive(Debug)]
+    struct DirStore(PathBuf);
+
+    impl SealedStore for DirStore {
+        fn put(&self, name: &str, from: &Path) -> Result<(), ConnectorError> {
+            std::fs::copy(from, self.0.join(name))
+                .map(|_| ())
+                .map_err(|e| ConnectorError::io("put", e))
+        }
+        fn get(&self, name: &str, to: &Path) -> Result<(), ConnectorError> {
+            std::fs::copy(self.0.join(name), to)
+                .map(|_| ())
+                .map_err(|e| ConnectorError::io("get", e))
+        }
+        fn list(&self) -> Result<Vec<String>, ConnectorError> {
+            Ok(std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect())
+        }
+        fn delete(&self, name: &str) -> Result<(), ConnectorError> {
+            remove_if_exists(&self.0.join(name))
+        }
+    }
+
+    /// Checkpoint 1 complete (sealed, not applied), checkpoint 2 sealed but not complete;
+    /// then the machine is lost: a restart from checkpoint 1 on another one (an empty
+    /// staging directory) applies checkpoint 1's batch from the copy and drops 2's.
+    #[test]
+    fn a_restart_on_another_machine_applies_the_copies_of_the_restored_checkpoint() {
+        let (lost, other, copies) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let store: Arc<dyn SealedStore> = Arc::new(DirStore(copies.path().to_path_buf()));
+        let sink = Arc::new(Lines::default());
+        let mut s = Staging::new(
+            lost.path().to_path_buf(),
+            ".p-",
+            0,
+            Vec::new(),
+            sink.clone(),
+        )
+        .with_mirror(Some(store.clone()));
+        s.write(b"a\nb\n").unwrap();
+        s.seal(1).unwrap();
+        s.write(b"c\n").unwrap();
+        s.seal(2).unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        drop(s);
+        drop(lost);
+        recover_with(
+            other.path(),
+            ".p-",
+            sink.as_ref(),
+            Some(1),
+            Some(store.as_ref()),
+        )
+        .unwrap();
+        assert_eq!(sink.lines(), ["a", "b"]);
+        assert!(store.list().unwrap().is_empty(), "copies left");
+        // Applied batches' copies go with them.
+        let mut s = Staging::new(
+            other.path().to_path_buf(),
+            ".p-",
+            0,
+            Vec::new(),
+            sink.clone(),
+        )
+        .with_mirror(Some(store.clone()));
+        s.write(b"c\n").unwrap();
+        s.seal(2).unwrap();
+        s.commit(2).unwrap();
+        s.finish().unwrap();
+        assert_eq!(sink.lines(), ["a", "b", "c"]);
+        assert!(store.list().unwrap().is_empty(), "copies left after commit");
     }
 }

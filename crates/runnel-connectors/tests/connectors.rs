@@ -50,6 +50,8 @@ fn sink_ctxs(n: usize, metrics: &ConnectorMetrics) -> Vec<SinkContext> {
             checkpoint: None,
             dashboards: Default::default(),
             task: None,
+            sealed: None,
+            pipeline: None,
         })
         .collect()
 }

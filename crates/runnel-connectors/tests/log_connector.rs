@@ -70,6 +70,8 @@ fn sink_ctxs(n: usize, log: &Arc<Log>, metrics: &ConnectorMetrics) -> Vec<SinkCo
             checkpoint: None,
             dashboards: Default::default(),
             task: None,
+            sealed: None,
+            pipeline: None,
         })
         .collect()
 }

@@ -396,6 +396,10 @@ fn sink_tasks(
     config: &RunConfig,
 ) -> Result<Vec<Task>, EngineError> {
     let p = wiring.parallelism;
+    let sealed = config
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.dir.sealed_store(&spec.name));
     let contexts = (0..p)
         .map(|s| SinkContext {
             subtask: s,
@@ -406,6 +410,8 @@ fn sink_tasks(
             dashboards: config.dashboards.clone(),
             checkpoint: parts.sink_mode,
             task: config.task,
+            sealed: sealed.clone(),
+            pipeline: config.checkpoint.as_ref().map(|c| c.pipeline.clone()),
         })
         .collect();
     let sinks = registry::build_sinks(spec, contexts).map_err(connector_error(&spec.name))?;

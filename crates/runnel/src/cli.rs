@@ -95,6 +95,9 @@ pub enum BenchCommand {
     /// Kafka: Nexmark bids produced into a topic, then copied at each delivery guarantee
     #[cfg(feature = "kafka")]
     Kafka(crate::cmd::bench_kafka::BenchKafkaArgs),
+    /// PostgreSQL: Nexmark bids appended and upserted by the postgres sink, beside psql's COPY
+    #[cfg(feature = "postgres")]
+    Postgres(crate::cmd::bench_postgres::BenchPostgresArgs),
 }
 
 /// Nexmark queries `runnel bench nexmark` can run (their SQL: `src/cmd/nexmark/*.sql`).

@@ -441,6 +441,8 @@ mod tests {
             checkpoint: None,
             dashboards: d.clone(),
             task: None,
+            sealed: None,
+            pipeline: None,
         }
     }
 

@@ -65,7 +65,8 @@ pub fn build(
     if let Some(mode) = contexts.first().and_then(|c| c.checkpoint) {
         // Exactly once: `path` is a directory of part files committed with checkpoints.
         let task = contexts.first().and_then(|c| c.task);
-        crate::sink::file_parts::recover(&path, format, mode.restored, task)
+        let mirror = contexts.first().and_then(|c| c.sealed.clone());
+        crate::sink::file_parts::recover(&path, format, mode.restored, task, mirror.as_deref())
             .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
         return contexts
             .into_iter()
@@ -78,6 +79,7 @@ pub fn build(
                     ctx.metrics,
                     ctx.task,
                 )
+                .map(|s| s.with_mirror(ctx.sealed.clone()))
                 .map(|s| Box::new(s) as Box<dyn Sink>)
             })
             .collect();

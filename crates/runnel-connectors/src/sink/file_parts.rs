@@ -123,13 +123,20 @@ pub fn recover(
     format: FileSinkFormat,
     restored: Option<u64>,
     task: Option<crate::TaskScope>,
+    mirror: Option<&dyn txn::SealedStore>,
 ) -> Result<(), ConnectorError> {
     let parts = PartFiles {
         dir: dir.to_path_buf(),
         ext: ext(format),
         tag: tag(task),
     };
-    txn::recover(dir, &format!("{PREFIX}{}", tag(task)), &parts, restored)
+    txn::recover_with(
+        dir,
+        &format!("{PREFIX}{}", tag(task)),
+        &parts,
+        restored,
+        mirror,
+    )
 }
 
 /// One subtask's part files.
@@ -169,6 +176,15 @@ impl PartFileSink {
             staging: Staging::new(dir, &prefix, subtask, header, apply),
             buf: Vec::new(),
         })
+    }
+}
+
+impl PartFileSink {
+    /// Keeps copies of sealed batches in `mirror` (see [`txn::SealedStore`]).
+    #[must_use]
+    pub fn with_mirror(mut self, mirror: Option<Arc<dyn txn::SealedStore>>) -> Self {
+        self.staging = self.staging.with_mirror(mirror);
+        self
     }
 }
 

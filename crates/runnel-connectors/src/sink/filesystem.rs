@@ -381,11 +381,12 @@ fn build(
     });
     // A checkpointed run resumes after `restored`; a run without checkpoints starts the
     // directory afresh (as the `file` sink starts its file afresh).
-    txn::recover(
+    txn::recover_with(
         &config.path,
         &staging_prefix,
         apply.as_ref(),
         restored.flatten(),
+        contexts.first().and_then(|c| c.sealed.as_deref()),
     )?;
     let partition_cols = spec.partition_keys.clone();
     let data_cols: Vec<usize> = (0..spec.schema.fields().len())
@@ -408,7 +409,8 @@ fn build(
                     c.subtask,
                     Vec::new(),
                     apply.clone(),
-                ),
+                )
+                .with_mirror(c.sealed.clone()),
                 partition_cols: partition_cols.clone(),
                 partition_names: partition_names.clone(),
                 data_cols: data_cols.clone(),
@@ -1061,6 +1063,8 @@ mod tests {
             dashboards: Default::default(),
             checkpoint,
             task: None,
+            sealed: None,
+            pipeline: None,
         }
     }
 

@@ -130,15 +130,19 @@ pub(crate) fn build_with(
     });
     let encode = Encode::try_new(spec, &config)?;
     let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
-    let mut prefix = o.get("sink.transactional-id-prefix").map_or_else(
-        || format!("runnel-{safe}-{:08x}", path_hash(&first.data_dir)),
-        str::to_string,
-    );
-    // A distributed task's producers are its own: the member that takes the task over
-    // starts the same ids, which fences the one that lost it.
-    if let Some(task) = first.task {
-        prefix = format!("{prefix}-{task}");
-    }
+    // A distributed task's producers are its own and named the same on every member
+    // (after the pipeline, not this member's data directory): the member that takes the
+    // task over starts the same ids, which fences the one that lost it, and finds the
+    // commit markers of what the other one applied.
+    let prefix = match (o.get("sink.transactional-id-prefix"), first.task) {
+        (Some(p), None) => p.to_string(),
+        (Some(p), Some(task)) => format!("{p}-{task}"),
+        (None, None) => format!("runnel-{safe}-{:08x}", path_hash(&first.data_dir)),
+        (None, Some(task)) => {
+            let pipeline = first.pipeline.as_deref().unwrap_or_default();
+            format!("runnel-{pipeline}-{safe}-{task}")
+        }
+    };
     let apply = (delivery == Delivery::ExactlyOnce).then(|| {
         Arc::new(KafkaApply {
             table: spec.name.clone(),
@@ -155,11 +159,12 @@ pub(crate) fn build_with(
                  written when the input ends (SET 'execution.checkpointing.interval' to write \
                  them as the pipeline runs)");
         }
-        txn::recover(
+        txn::recover_with(
             &stage_dir,
             "",
             apply.as_ref(),
             first.checkpoint.and_then(|m| m.restored),
+            first.sealed.as_deref(),
         )?;
         // Every subtask's transactional id starts now: a transaction an earlier run left
         // open is aborted at once, not when (or if) the broker times it out, so
@@ -182,6 +187,7 @@ pub(crate) fn build_with(
                 log_txn::header(),
                 a.clone(),
             )
+            .with_mirror(ctx.sealed.clone())
         });
         sinks.push(Box::new(KafkaSink {
             table: spec.name.clone(),

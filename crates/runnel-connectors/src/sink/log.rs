@@ -119,7 +119,8 @@ pub fn build(
     let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
     let apply = Arc::new(LogApply::new(log.clone(), topic.clone(), &safe));
     if let Some(mode) = first.checkpoint {
-        txn::recover(&stage_dir, "", apply.as_ref(), mode.restored)?;
+        let mirror = first.sealed.as_deref();
+        txn::recover_with(&stage_dir, "", apply.as_ref(), mode.restored, mirror)?;
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
@@ -131,6 +132,7 @@ pub fn build(
                 log_txn::header(),
                 apply.clone(),
             )
+            .with_mirror(ctx.sealed.clone())
         });
         sinks.push(Box::new(LogSink {
             table: spec.name.clone(),

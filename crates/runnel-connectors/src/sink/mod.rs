@@ -9,6 +9,8 @@ pub mod filesystem;
 pub mod kafka;
 pub mod log;
 pub mod log_txn;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod print;
 #[cfg(feature = "kafka")]
 pub mod upsert_kafka;

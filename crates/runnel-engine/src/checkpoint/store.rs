@@ -10,6 +10,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::manifest::{MANIFEST_PREFIX, Manifest, manifest_name};
+use runnel_connectors::ConnectorError;
+use runnel_connectors::txn::SealedStore;
+
 use super::{CheckpointError, crash_point};
 
 /// Where one pipeline's checkpoints are stored: a local directory or a prefix in an
@@ -157,6 +160,33 @@ impl CheckpointDir {
             .await
             .map_err(CheckpointError::store(format!("{self}/{rel}")))?;
         Ok(bytes.to_vec())
+    }
+
+    /// Where sink `table`'s sealed batches are copied (`sealed/<table>/`), when this is an
+    /// object store: the machine that sealed them may not be the one that restores the
+    /// checkpoint. `None` for a local directory (the batches stay on this machine).
+    pub fn sealed_store(&self, table: &str) -> Option<Arc<dyn SealedStore>> {
+        if self.local.is_some() {
+            return None;
+        }
+        let safe: String = table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Some(Arc::new(ObjectSealedStore {
+            dir: CheckpointDir {
+                store: self.store.clone(),
+                prefix: self.key(&format!("sealed/{safe}")),
+                local: None,
+                shown: format!("{}/sealed/{safe}", self.shown),
+            },
+        }))
     }
 
     /// Makes this member the owner of the directory (a distributed task's): writes `token`
@@ -374,5 +404,120 @@ mod tests {
         assert_eq!(root.join("p").unwrap().key("1/x"), "p/1/x");
         let err = CheckpointDir::s3("s3:///x", &options).unwrap_err();
         assert!(err.to_string().contains("names no bucket"), "{err}");
+    }
+}
+
+/// Sealed sink batches kept in the checkpoints' object store ([`SealedStore`]).
+///
+/// Sinks call it from their (synchronous) staging code, inside async tasks or blocking
+/// threads alike: each call runs on the connectors' I/O runtime
+/// ([`runnel_connectors::io_runtime`]).
+#[derive(Debug)]
+struct ObjectSealedStore {
+    dir: CheckpointDir,
+}
+
+impl ObjectSealedStore {
+    fn wait<T: Send + 'static>(
+        &self,
+        what: String,
+        fut: impl std::future::Future<Output = Result<T, CheckpointError>> + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        runnel_connectors::io_runtime::wait(fut)?
+            .map_err(|e| ConnectorError::Other(format!("{what}: {e}")))
+    }
+}
+
+impl SealedStore for ObjectSealedStore {
+    fn put(&self, name: &str, from: &Path) -> Result<(), ConnectorError> {
+        let (dir, name, from) = (self.dir.clone(), name.to_string(), from.to_path_buf());
+        let what = format!("copying sealed batch '{}' to {}", from.display(), self.dir);
+        self.wait(what, async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut file = tokio::fs::File::open(&from)
+                .await
+                .map_err(CheckpointError::io(from.display()))?;
+            let path = dir.path(&name);
+            let mut up = object_store::buffered::BufWriter::new(dir.store.clone(), path);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(CheckpointError::io(from.display()))?;
+                if n == 0 {
+                    break;
+                }
+                up.write_all(&buf[..n])
+                    .await
+                    .map_err(CheckpointError::io(format!("{dir}/{name}")))?;
+            }
+            up.shutdown()
+                .await
+                .map_err(CheckpointError::io(format!("{dir}/{name}")))
+        })
+    }
+
+    fn get(&self, name: &str, to: &Path) -> Result<(), ConnectorError> {
+        let (dir, name, to) = (self.dir.clone(), name.to_string(), to.to_path_buf());
+        let what = format!("fetching sealed batch {}/{name}", self.dir);
+        self.wait(what, async move {
+            use futures::StreamExt as _;
+            use tokio::io::AsyncWriteExt as _;
+            let got = dir
+                .store
+                .get(&dir.path(&name))
+                .await
+                .map_err(CheckpointError::store(format!("{dir}/{name}")))?;
+            // Written under a temporary name, synced, then renamed: a crash never leaves a
+            // partial batch under the sealed name.
+            let tmp = to.with_extension("fetching");
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(CheckpointError::io(tmp.display()))?;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(CheckpointError::store(format!("{dir}/{name}")))?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(CheckpointError::io(tmp.display()))?;
+            }
+            file.sync_all()
+                .await
+                .map_err(CheckpointError::io(tmp.display()))?;
+            tokio::fs::rename(&tmp, &to)
+                .await
+                .map_err(CheckpointError::io(to.display()))
+        })
+    }
+
+    fn list(&self) -> Result<Vec<String>, ConnectorError> {
+        let dir = self.dir.clone();
+        let what = format!("listing sealed batches in {}", self.dir);
+        self.wait(what, async move {
+            use futures::TryStreamExt as _;
+            let prefix = ObjectPath::from(dir.prefix.as_str());
+            let objects: Vec<_> = dir
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(CheckpointError::store(format!("listing {dir}")))?;
+            Ok(objects
+                .into_iter()
+                .filter_map(|o| o.location.filename().map(str::to_string))
+                .collect())
+        })
+    }
+
+    fn delete(&self, name: &str) -> Result<(), ConnectorError> {
+        let (dir, name) = (self.dir.clone(), name.to_string());
+        let what = format!("deleting sealed batch {}/{name}", self.dir);
+        self.wait(what, async move {
+            match dir.store.delete(&dir.path(&name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(CheckpointError::store(format!("{dir}/{name}"))(e)),
+            }
+        })
     }
 }

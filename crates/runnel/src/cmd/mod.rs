@@ -4,6 +4,8 @@ pub mod bench;
 #[cfg(feature = "kafka")]
 pub mod bench_kafka;
 pub mod bench_log;
+#[cfg(feature = "postgres")]
+pub mod bench_postgres;
 pub mod bench_vision;
 pub mod camera_sim;
 pub mod check;
@@ -34,6 +36,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Ingest(args)) => bench_log::bench_ingest(args).await,
         #[cfg(feature = "kafka")]
         Command::Bench(BenchCommand::Kafka(args)) => bench_kafka::bench_kafka(args).await,
+        #[cfg(feature = "postgres")]
+        Command::Bench(BenchCommand::Postgres(args)) => bench_postgres::bench_postgres(args).await,
         Command::Consume(args) => consume::consume(args).await,
         Command::Produce(args) => produce::produce(args).await,
         Command::Serve(args) => serve::serve(args).await,

@@ -128,7 +128,23 @@ impl MemberProc {
         Self::spawn(dir, worker, &[], ns)
     }
 
+    /// A member with extra environment variables (crash injection).
+    fn spawn_env(dir: &TestDir, worker: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_full(dir, worker, &[], None, env, None)
+    }
+
     fn spawn(dir: &TestDir, worker: &str, extra: &[&str], ns: Option<&str>) -> Self {
+        Self::spawn_full(dir, worker, extra, ns, &[], None)
+    }
+
+    fn spawn_full(
+        dir: &TestDir,
+        worker: &str,
+        extra: &[&str],
+        ns: Option<&str>,
+        env: &[(&str, &str)],
+        data: Option<&str>,
+    ) -> Self {
         let log = dir.path().join(format!("member-{worker}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -145,10 +161,15 @@ impl MemberProc {
         };
         let child = command
             .args(["run", "dist.sql", "--worker-id", worker])
-            .args(["--data-dir", &format!("data-{worker}")])
+            .args([
+                "--data-dir",
+                data.map_or_else(|| format!("data-{worker}"), str::to_string)
+                    .as_str(),
+            ])
             .args(extra)
             .current_dir(dir.path())
             .env("RUNNEL_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -334,7 +355,8 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
 }
 
 /// The same with every task's checkpoints in S3 (the hermetic moto server): two
-/// members, one SIGKILLed mid-run and restarted with its worker id and data directory.
+/// members, one crashing inside the commit of a complete checkpoint and restarted with
+/// its worker id but without its data directory (a machine lost for good).
 #[test]
 fn distributed_members_keep_task_state_in_s3() {
     let _heavy = crate::harness::heavy();
@@ -356,13 +378,31 @@ fn distributed_members_keep_task_state_in_s3() {
     dir.write("dist.sql", &pipeline(&bootstrap, &s3_settings));
     fill(&dir, &bootstrap, 0, RECORDS / 2);
     let a = MemberProc::start(&dir, "a");
-    let mut b = MemberProc::start(&dir, "b");
-    wait_for("both members run tasks", 90, &[&a, &b], || {
-        a.log().contains("started") && b.log().contains("started")
+    // Member b dies inside the commit of a checkpoint that is complete in S3 (its output
+    // sealed, not yet in Kafka), and its machine is lost with everything on it: the
+    // member that takes its tasks over must apply that output from the copy kept with
+    // the checkpoint.
+    let mut b = MemberProc::spawn_env(
+        &dir,
+        "b",
+        &[
+            ("RUNNEL_FAIL_AT", "mid-apply"),
+            ("RUNNEL_FAIL_AT_CHECKPOINT", "any"),
+        ],
+    );
+    wait_for("member b crashes mid-commit", 120, &[&a, &b], || {
+        b.log().contains("injected crash mid-apply")
     });
-    std::thread::sleep(Duration::from_secs(2));
     b.sigkill();
-    let b = MemberProc::start(&dir, "b");
+    std::fs::remove_dir_all(dir.path().join("data-b")).expect("removing b's data directory");
+    let b = MemberProc::spawn_full(
+        &dir,
+        "b",
+        &[],
+        None,
+        &[("RUNNEL_LOG", "warn,runnel_connectors::txn=info")],
+        Some("data-b-elsewhere"),
+    );
     fill(&dir, &bootstrap, RECORDS / 2, RECORDS);
     wait_for(
         "the restarted member resumes from S3",
@@ -383,6 +423,14 @@ fn distributed_members_keep_task_state_in_s3() {
     assert!(
         b.log()
             .contains("checkpoints in s3://dist-state/state/dist"),
+        "{}",
+        b.log()
+    );
+    // Whichever sink crashed mid-apply, the copy of its batch was still in S3: the new
+    // machine fetched it (and applied it, or found it applied).
+    assert!(
+        b.log()
+            .contains("fetched sealed batches of the restored checkpoint"),
         "{}",
         b.log()
     );

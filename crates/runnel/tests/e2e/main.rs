@@ -10,4 +10,5 @@ mod kafka;
 mod log_cli;
 mod nexmark;
 mod planning;
+mod postgres;
 mod web;
