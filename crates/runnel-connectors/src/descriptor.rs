@@ -22,6 +22,12 @@ pub type SourceBuild =
     fn(&TableSpec, Vec<SourceContext>) -> Result<Vec<Box<dyn Source>>, ConnectorError>;
 /// Builds the subtasks of a sink table, one per context.
 pub type SinkBuild = fn(&TableSpec, Vec<SinkContext>) -> Result<Vec<Box<dyn Sink>>, ConnectorError>;
+/// Builds the look-up side of a lookup join on a table, keyed by its columns `keys`.
+pub type LookupBuild = fn(
+    &TableSpec,
+    Vec<usize>,
+)
+    -> Result<std::sync::Arc<dyn crate::lookup::LookupTable>, ConnectorError>;
 /// A health check's result, computed off the planner (it may touch disks or networks).
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), ConnectorError>> + Send>>;
 /// Runs a table's health check.
@@ -238,6 +244,9 @@ pub struct Connector {
     /// per key, or a deletion carrying only the key), which the plan turns into a
     /// changelog (`upsert-kafka`).
     pub upserts: bool,
+    /// Answers look-ups by key itself (a database queried per batch of keys); `None`: a
+    /// bounded table of it is read in full and indexed when a lookup join starts.
+    pub lookup: Option<LookupBuild>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -485,6 +494,7 @@ mod tests {
             check: no_check,
             metadata: &[],
             upserts: false,
+            lookup: None,
         }
     }
 

@@ -101,6 +101,9 @@ pub fn lookup_table(
         connector: connector.name.to_string(),
         reason: reason.to_string(),
     };
+    if let Some(build) = connector.lookup {
+        return build(spec, keys);
+    }
     if connector.source.is_none() {
         return Err(unsupported(
             "can only be written to, so it cannot be looked up (FOR SYSTEM_TIME AS OF)",

@@ -212,6 +212,19 @@ impl RowErrors {
         Ok(BooleanArray::from(values))
     }
 
+    /// Every row of `batch` failed together (`f`, e.g. a look-up that could not be
+    /// answered): dead-letters them all, unless failures are strict.
+    ///
+    /// # Errors
+    /// Strict mode: `f`; or the dead letters cannot be written.
+    pub fn reject_all(&self, batch: &RecordBatch, f: &Failure) -> Result<(), EngineError> {
+        if self.on_error == OnError::Fail {
+            return Err(self.fail(f));
+        }
+        let bad: Vec<(usize, Failure)> = (0..batch.num_rows()).map(|r| (r, f.clone())).collect();
+        self.dead_letter(batch, &bad)
+    }
+
     fn dead_letter(
         &self,
         batch: &RecordBatch,

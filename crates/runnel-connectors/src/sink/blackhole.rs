@@ -23,6 +23,7 @@ pub const CONNECTOR: Connector = Connector {
     check: descriptor::no_check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 /// A sink subtask that drops rows after counting them.

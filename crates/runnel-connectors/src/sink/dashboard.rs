@@ -85,6 +85,7 @@ pub const CONNECTOR: Connector = Connector {
     check: descriptor::no_check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 /// The columns named by options must suit their use (images are BYTES, …).

@@ -144,6 +144,7 @@ pub const CONNECTOR: Connector = Connector {
     check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 const NAME: &str = "filesystem";

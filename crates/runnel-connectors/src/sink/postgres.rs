@@ -67,10 +67,9 @@ const OPTIONS: &[OptionDef] = &[
     OptionDef::new(
         "table-name",
         OptionType::Text,
-        "the target table, optionally schema.table (unquoted names fold to lower case, \
-         as in Postgres)",
-    )
-    .required(),
+        "the table, optionally schema.table (unquoted names fold to lower case, as in \
+         Postgres); required except for a source with 'scan.query'",
+    ),
     OptionDef::new(
         "username",
         OptionType::Text,
@@ -114,6 +113,80 @@ const OPTIONS: &[OptionDef] = &[
     .default("3")
     .sink_only(),
     OptionDef::new(
+        "scan.query",
+        OptionType::Text,
+        "a bounded source reads this query's rows instead of the table (its columns named \
+         as the DDL's)",
+    )
+    .source_only(),
+    OptionDef::new(
+        "scan.fetch-size",
+        OptionType::Int {
+            min: 1,
+            max: u64::MAX,
+        },
+        "rows per batch a bounded source emits (default: the pipeline's batch size)",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.cache.max-rows",
+        OptionType::Int {
+            min: 0,
+            max: u64::MAX,
+        },
+        "look-ups: rows kept in the cache, oldest evicted first (unset: no cache)",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.cache.ttl",
+        OptionType::Text,
+        "look-ups: how long a cached key's rows are used before they are asked again \
+         (unset: until evicted)",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.cache.caching-missing-key",
+        OptionType::Bool,
+        "look-ups: also cache that a key has no row",
+    )
+    .default("true")
+    .source_only(),
+    OptionDef::new(
+        "lookup.cache",
+        OptionType::Choice(&["NONE", "PARTIAL", "none", "partial"]),
+        "look-ups (Flink 1.16+): PARTIAL caches per lookup.partial-cache.*",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.partial-cache.max-rows",
+        OptionType::Int {
+            min: 0,
+            max: u64::MAX,
+        },
+        "look-ups (Flink 1.16+): as lookup.cache.max-rows",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.partial-cache.expire-after-write",
+        OptionType::Text,
+        "look-ups (Flink 1.16+): as lookup.cache.ttl",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.partial-cache.cache-missing-key",
+        OptionType::Bool,
+        "look-ups (Flink 1.16+): as lookup.cache.caching-missing-key",
+    )
+    .source_only(),
+    OptionDef::new(
+        "lookup.max-retries",
+        OptionType::Int { min: 0, max: 100 },
+        "look-ups: a failed query is retried this many times (reconnecting); then the \
+         stream rows that asked go to the dead letters",
+    )
+    .default("3")
+    .source_only(),
+    OptionDef::new(
         "connection.max-retry-timeout",
         OptionType::Text,
         "how long connecting may take (Flink's option)",
@@ -124,10 +197,11 @@ const OPTIONS: &[OptionDef] = &[
 /// `connector = 'postgres'`.
 pub const CONNECTOR: Connector = Connector {
     name: NAME,
-    doc: "a PostgreSQL table: binary COPY appends, or upserts and deletes by the PRIMARY \
-          KEY; exactly once with checkpoints",
+    doc: "a PostgreSQL table: written with binary COPY appends, or upserts and deletes by \
+          the PRIMARY KEY, exactly once with checkpoints; read as a bounded scan (or \
+          'scan.query'); looked up per batch of keys with a cache (FOR SYSTEM_TIME AS OF)",
     options: OPTIONS,
-    source: None,
+    source: Some(crate::source::postgres::build_source),
     sink: Some(build),
     unbounded: descriptor::never_unbounded,
     guarantee: Guarantee::ExactlyOnce,
@@ -137,6 +211,7 @@ pub const CONNECTOR: Connector = Connector {
     check,
     metadata: &[],
     upserts: false,
+    lookup: Some(crate::source::postgres::build_lookup),
 };
 
 /// `connector = 'jdbc'` (Flink's JDBC connector) with a `jdbc:postgresql://` URL.
@@ -152,19 +227,26 @@ fn has_primary_key(spec: &TableSpec) -> bool {
 
 /// A table's settings.
 #[derive(Clone)]
-struct PgConfig {
+pub(crate) struct PgConfig {
     config: tokio_postgres::Config,
     /// `postgresql://host:port/database`, for messages (never the password).
-    shown: String,
-    /// The target, quoted: `"schema"."table"` or `"table"`.
-    target: String,
-    /// The target as given, for messages.
-    target_shown: String,
+    pub(crate) shown: String,
+    /// The table, quoted: `"schema"."table"` or `"table"` (empty with only `scan.query`).
+    pub(crate) target: String,
+    /// The table (or the query) as given, for messages.
+    pub(crate) target_shown: String,
+    /// `scan.query`: what a source reads instead of the table.
+    pub(crate) query: Option<String>,
     create: bool,
     flush_rows: usize,
     flush_interval: Duration,
     max_retries: u32,
     connect_timeout: Duration,
+    /// Look-ups: rows cached (0: no cache), how long a cached key stays, retries.
+    pub(crate) cache_rows: usize,
+    pub(crate) cache_ttl: Option<Duration>,
+    pub(crate) cache_missing: bool,
+    pub(crate) lookup_retries: u32,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -176,7 +258,7 @@ impl std::fmt::Debug for PgConfig {
     }
 }
 
-fn bad_option(spec: &TableSpec, key: &str, message: String) -> ConnectorError {
+pub(crate) fn bad_option(spec: &TableSpec, key: &str, message: String) -> ConnectorError {
     ConnectorError::Other(format!("table '{}': option '{key}': {message}", spec.name))
 }
 
@@ -190,12 +272,12 @@ fn ident(part: &str) -> String {
 }
 
 /// A column name of the DDL as Postgres sees it (folded to lower case) and quoted.
-fn column_ident(name: &str) -> String {
+pub(crate) fn column_ident(name: &str) -> String {
     format!("\"{}\"", name.to_lowercase().replace('"', "\"\""))
 }
 
 impl PgConfig {
-    fn parse(spec: &TableSpec) -> Result<PgConfig, ConnectorError> {
+    pub(crate) fn parse(spec: &TableSpec) -> Result<PgConfig, ConnectorError> {
         let o = &spec.options;
         let url = o.get("url").unwrap_or_default().trim();
         let url_text = match url.strip_prefix("jdbc:") {
@@ -246,10 +328,22 @@ impl PgConfig {
             .unwrap_or_default();
         let shown = format!("postgresql://{host}:{port}/{db}");
         let table = o.get("table-name").unwrap_or_default().trim();
-        if table.is_empty() {
-            return Err(bad_option(spec, "table-name", "is empty".into()));
+        let query = o
+            .get("scan.query")
+            .map(|q| q.trim().trim_end_matches(';').to_string())
+            .filter(|q| !q.is_empty());
+        if table.is_empty() && query.is_none() {
+            return Err(bad_option(
+                spec,
+                "table-name",
+                "is required (or, to read a query's rows, 'scan.query')".into(),
+            ));
         }
-        let target = table.split('.').map(ident).collect::<Vec<_>>().join(".");
+        let target = if table.is_empty() {
+            String::new()
+        } else {
+            table.split('.').map(ident).collect::<Vec<_>>().join(".")
+        };
         let duration = |key: &str, default: &str| -> Result<Duration, ConnectorError> {
             let text = o.get(key).unwrap_or(default);
             parse_duration_ms(text)
@@ -269,11 +363,45 @@ impl PgConfig {
         let connect_timeout = duration("connection.max-retry-timeout", "10 s")?;
         config.connect_timeout(connect_timeout);
         config.application_name("runnel");
+        // Values read back as text are in one form whatever the server's settings.
+        config.options("-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3");
+        let cache_rows = match (
+            o.get("lookup.cache"),
+            o.get("lookup.partial-cache.max-rows"),
+            o.get("lookup.cache.max-rows"),
+        ) {
+            (Some(c), _, _) if c.eq_ignore_ascii_case("none") => 0,
+            (_, Some(_), _) => number("lookup.partial-cache.max-rows", 0)?,
+            (_, None, Some(_)) => number("lookup.cache.max-rows", 0)?,
+            _ => 0,
+        } as usize;
+        let ttl_key = if o.get("lookup.partial-cache.expire-after-write").is_some() {
+            "lookup.partial-cache.expire-after-write"
+        } else {
+            "lookup.cache.ttl"
+        };
+        let cache_ttl = match o.get(ttl_key) {
+            Some(_) => Some(duration(ttl_key, "0 s")?),
+            None => None,
+        };
+        let cache_missing = o
+            .get("lookup.partial-cache.cache-missing-key")
+            .or(o.get("lookup.cache.caching-missing-key"))
+            .is_none_or(|v| v.eq_ignore_ascii_case("true"));
         Ok(PgConfig {
             config,
             shown,
             target,
-            target_shown: table.to_string(),
+            target_shown: if table.is_empty() {
+                "(scan.query)".to_string()
+            } else {
+                table.to_string()
+            },
+            query,
+            cache_rows,
+            cache_ttl,
+            cache_missing,
+            lookup_retries: number("lookup.max-retries", 3)? as u32,
             create: o.get("sink.create-table") == Some("true"),
             flush_rows: number("sink.buffer-flush.max-rows", 5000)?.max(1) as usize,
             flush_interval: duration("sink.buffer-flush.interval", "1 s")?,
@@ -283,7 +411,7 @@ impl PgConfig {
     }
 
     /// Connects; the connection task runs on `spawn`'s runtime.
-    async fn connect(&self, on_io_runtime: bool) -> Result<Client, ConnectorError> {
+    pub(crate) async fn connect(&self, on_io_runtime: bool) -> Result<Client, ConnectorError> {
         let (client, connection) =
             tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
                 .await
@@ -317,7 +445,7 @@ impl PgConfig {
 
 /// A Postgres error with the server's detail (the `Display` of a `DbError` alone only
 /// says "db error").
-fn pg_message(e: &tokio_postgres::Error) -> String {
+pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut m = format!("{}: {}", db.severity(), db.message());
@@ -342,7 +470,7 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// Whether a failed statement is worth retrying on a new connection.
-fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.as_db_error().is_none_or(|db| {
             // Class 08 (connection exception), 57P01 (admin shutdown), 40001/40P01
@@ -453,15 +581,15 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
 
 /// One column of the Postgres table.
 #[derive(Debug, Clone)]
-struct PgColumn {
-    name: String,
-    typname: String,
-    /// `format_type` of the column, for messages (`character varying(20)`).
-    shown: String,
+pub(crate) struct PgColumn {
+    pub(crate) name: String,
+    pub(crate) typname: String,
+    /// `format_type` of the column (`character varying(20)`).
+    pub(crate) shown: String,
 }
 
 /// The target table's columns (`None`: no such table).
-async fn table_columns(
+pub(crate) async fn table_columns(
     client: &Client,
     target: &str,
 ) -> Result<Option<Vec<PgColumn>>, tokio_postgres::Error> {
@@ -679,13 +807,16 @@ async fn prepare(
 fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     Box::pin(async move {
         if role != Role::Sink {
-            return Err(ConnectorError::Unsupported {
-                table: spec.name.clone(),
-                connector: spec.connector().to_string(),
-                reason: "can only be written to (reading a table is not supported yet)".into(),
-            });
+            return crate::source::postgres::check_source(&spec).await;
         }
         let config = PgConfig::parse(&spec)?;
+        if config.target.is_empty() {
+            return Err(bad_option(
+                &spec,
+                "table-name",
+                "is required for a sink ('scan.query' only reads)".into(),
+            ));
+        }
         let client = config
             .connect(false)
             .await
@@ -1323,6 +1454,13 @@ fn build(
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
     CONNECTOR.check_options(spec)?;
     let config = PgConfig::parse(spec)?;
+    if config.target.is_empty() {
+        return Err(bad_option(
+            spec,
+            "table-name",
+            "is required for a sink ('scan.query' only reads)".into(),
+        ));
+    }
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };

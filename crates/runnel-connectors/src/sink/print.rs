@@ -29,6 +29,7 @@ pub const CONNECTOR: Connector = Connector {
     check: descriptor::no_check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 /// A sink subtask writing JSON lines to stdout.

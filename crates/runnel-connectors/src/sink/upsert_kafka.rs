@@ -98,6 +98,7 @@ pub const CONNECTOR: Connector = Connector {
     check,
     metadata: &["timestamp", "partition", "offset", "headers", "topic"],
     upserts: true,
+    lookup: None,
 };
 
 /// The `kafka` configuration of an upsert table: key = the primary key.

@@ -64,6 +64,7 @@ pub const CONNECTOR: Connector = Connector {
     check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 /// The declared columns must be ones the formats can read.

@@ -65,6 +65,7 @@ pub const CONNECTOR: Connector = Connector {
         "key",
     ],
     upserts: false,
+    lookup: None,
 };
 
 /// Shared by `kafka` and `upsert-kafka`.

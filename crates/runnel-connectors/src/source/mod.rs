@@ -5,4 +5,6 @@ pub mod file;
 pub mod kafka;
 pub mod log;
 pub mod nexmark;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod records;

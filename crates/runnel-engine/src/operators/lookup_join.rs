@@ -64,15 +64,8 @@ impl LookupJoin {
     fn join(
         &self,
         data: &RecordBatch,
-        keys: &[ArrayRef],
+        matches: runnel_connectors::lookup::Matches,
     ) -> Result<(UInt32Array, Vec<ArrayRef>), EngineError> {
-        let matches = self
-            .table
-            .lookup(keys)
-            .map_err(|e| EngineError::Connector {
-                table: self.table_name.clone(),
-                error: Box::new(e),
-            })?;
         let mut probe = matches.probe;
         let mut columns: Vec<ArrayRef> = data
             .columns()
@@ -121,7 +114,16 @@ impl Operator for LookupJoin {
             return Ok(());
         };
         let data = changelog::data(&batch);
-        let (mut probe, mut columns) = self.join(&data, &keys)?;
+        // A look-up that fails (after the table's own retries) sends the rows that asked
+        // to the dead letters, unless failures are strict.
+        let matches = match self.table.lookup(&keys) {
+            Ok(m) => m,
+            Err(e) => {
+                let failure = Failure::new(format!("look-up in {}", self.table_name), e);
+                return self.errors.reject_all(&data, &failure);
+            }
+        };
+        let (mut probe, mut columns) = self.join(&data, matches)?;
         if self.left_outer {
             let mut matched = vec![false; data.num_rows()];
             for i in probe.values() {

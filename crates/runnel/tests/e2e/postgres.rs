@@ -355,3 +355,212 @@ fn postgres_sink_health_check_names_what_is_wrong() {
     t.runnel(&["run", "ok.sql"]).assert_ok();
     assert_eq!(pg.query("SELECT id, name FROM narrow"), ["1|x"]);
 }
+
+/// The rows of a part-file sink directory's committed files, with the files' names.
+fn part_rows(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("part-") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                rows.extend(text.lines().map(|l| (name.clone(), l.to_string())));
+            }
+        }
+    }
+    rows
+}
+
+/// A Nexmark bid stream (50 bids/s) joined with a Postgres table of people by a
+/// processing-time lookup join with a 2-second cache: rows of ids not in the table are
+/// NULL-padded; after the table changes (names renamed, missing ids added), rows use the
+/// old names (and NULLs) at most until the cache entries expire, and only the new ones
+/// from then on; most keys are answered from the cache.
+#[test]
+fn postgres_lookup_join_caches_expires_and_pads_missing_keys() {
+    let pg = PgServer::start();
+    pg.query("CREATE TABLE people (id bigint PRIMARY KEY, name text)");
+    pg.query("INSERT INTO people SELECT i, 'old-' || i FROM generate_series(1000, 1200, 2) AS i");
+    let t = TestDir::new();
+    t.write(
+        "p.sql",
+        &format!(
+            "SET 'execution.checkpointing.interval' = '200 ms';
+             CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING,
+               url STRING, date_time TIMESTAMP(3), extra STRING, p AS PROCTIME())
+               WITH ('connector' = 'nexmark', 'stream' = 'bid', 'rate' = '50', 'events' = '700');
+             CREATE TABLE people (id BIGINT, name STRING, PRIMARY KEY (id) NOT ENFORCED)
+               WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
+                     'username' = 'runnel', 'table-name' = 'people',
+                     'lookup.cache.max-rows' = '1000', 'lookup.cache.ttl' = '2 s');
+             CREATE TABLE out (bidder BIGINT, name STRING) WITH ('connector' = 'file', 'path' = 'out');
+             INSERT INTO out SELECT b.bidder, u.name FROM bid AS b
+               LEFT JOIN people FOR SYSTEM_TIME AS OF b.p AS u ON b.bidder = u.id;",
+            pg.port
+        ),
+    );
+    let log = t.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "p.sql", "--data-dir", "d"])
+        .current_dir(t.path())
+        .env(
+            "RUNNEL_LOG",
+            "warn,runnel_connectors::source::postgres=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("starting runnel");
+    let out = t.path().join("out");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while part_rows(&out).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let name = |line: &str| -> (i64, Option<String>) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+        (
+            v["bidder"].as_i64().expect("bidder"),
+            v["name"].as_str().map(str::to_string),
+        )
+    };
+    let before = part_rows(&out);
+    for (_, line) in &before {
+        let (id, n) = name(line);
+        let want = (id % 2 == 0 && (1000..=1200).contains(&id)).then(|| format!("old-{id}"));
+        assert_eq!(n, want, "before the change: {line}");
+    }
+    pg.query("UPDATE people SET name = 'new-' || id");
+    pg.query("INSERT INTO people SELECT i, 'new-' || i FROM generate_series(1001, 1199, 2) AS i");
+    // Past the cache's TTL (and a checkpoint), every row sees the new table.
+    std::thread::sleep(Duration::from_millis(3500));
+    let seen: std::collections::HashSet<String> =
+        part_rows(&out).into_iter().map(|(f, _)| f).collect();
+    let status = child.wait().expect("waiting for the run");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    let after: Vec<String> = part_rows(&out)
+        .into_iter()
+        .filter(|(f, _)| !seen.contains(f))
+        .map(|(_, l)| l)
+        .collect();
+    assert!(
+        after.len() > 20,
+        "too few rows after the change: {}",
+        after.len()
+    );
+    for line in &after {
+        let (id, n) = name(line);
+        assert_eq!(n, Some(format!("new-{id}")), "after the TTL: {line}");
+    }
+    assert_eq!(part_rows(&out).len(), 700 * 46 / 50, "every bid once");
+    // Most keys came from the cache: far fewer asked than looked up.
+    let stats = text
+        .lines()
+        .find(|l| l.contains("look-ups: keys answered from the cache"))
+        .unwrap_or_else(|| panic!("no look-up statistics: {text}"));
+    let field = |k: &str| -> u64 {
+        stats
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    assert!(field("cached") > field("asked"), "{stats}");
+    assert!(field("queries") < 700 * 46 / 50, "{stats}");
+}
+
+/// A look-up the server refuses (here a division by zero in a view, for one key) sends
+/// the stream rows that asked to the dead letters; the others are joined.
+#[test]
+fn postgres_lookup_failure_dead_letters_the_rows() {
+    let pg = PgServer::start();
+    pg.query("CREATE TABLE dim_base (id bigint PRIMARY KEY, name text)");
+    pg.query("INSERT INTO dim_base SELECT i, 'n' || i FROM generate_series(1, 20) AS i");
+    pg.query("CREATE VIEW dim AS SELECT id, name, 100 / (id - 13) AS boom FROM dim_base");
+    let t = TestDir::new();
+    let lines: String = (1..=20).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    t.write("in.jsonl", &lines);
+    t.write(
+        "p.sql",
+        &format!(
+            "SET 'execution.batch-size' = '1';
+             SET 'dead-letter.path' = 'dead.jsonl';
+             CREATE TABLE s (id BIGINT, p AS PROCTIME()) WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE dim (id BIGINT, name STRING, boom INT)
+               WITH ('connector' = 'postgres', 'url' = '{}', 'table-name' = 'dim',
+                     'lookup.max-retries' = '1');
+             CREATE TABLE out (id BIGINT, name STRING) WITH ('connector' = 'file', 'path' = 'out.jsonl');
+             INSERT INTO out SELECT s.id, d.name FROM s JOIN dim FOR SYSTEM_TIME AS OF s.p AS d
+               ON s.id = d.id;",
+            pg.url()
+        ),
+    );
+    t.runnel(&["run", "p.sql", "-p", "1"]).assert_ok();
+    let out = t.read("out.jsonl");
+    assert_eq!(out.lines().count(), 19, "{out}");
+    assert!(!out.contains("\"id\":13"), "{out}");
+    let dead = t.read("dead.jsonl");
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(
+        dead.contains("division by zero") && dead.contains("13"),
+        "{dead}"
+    );
+}
+
+/// A bounded `postgres` source: the whole table (ordered by its key), or a query's rows.
+#[test]
+fn postgres_source_scans_a_table_or_a_query() {
+    let pg = PgServer::start();
+    pg.query(
+        "CREATE TABLE readings (id integer PRIMARY KEY, sensor varchar(10), v numeric(6,2), \
+         at timestamptz, day date, ok boolean)",
+    );
+    pg.query(
+        "INSERT INTO readings SELECT i, 's' || (i % 3), i * 1.25, \
+         timestamptz '2026-12-05 10:00:00+00' + i * interval '1 second', \
+         date '2026-12-05' + (i % 2), i % 2 = 0 FROM generate_series(1, 3000) AS i",
+    );
+    pg.query("INSERT INTO readings VALUES (0, NULL, NULL, NULL, NULL, NULL)");
+    let t = TestDir::new();
+    t.write(
+        "p.sql",
+        &format!(
+            "CREATE TABLE readings (id BIGINT, sensor STRING, v DECIMAL(8, 2), at TIMESTAMP_LTZ(3),
+               day DATE, ok BOOLEAN, PRIMARY KEY (id) NOT ENFORCED)
+               WITH ('connector' = 'postgres', 'url' = '{url}', 'table-name' = 'readings');
+             CREATE TABLE per_sensor (sensor STRING, n BIGINT, total DECIMAL(18, 2))
+               WITH ('connector' = 'postgres', 'url' = '{url}',
+                     'scan.query' = 'SELECT sensor, count(*) AS n, sum(v) AS total FROM readings GROUP BY sensor');
+             CREATE TABLE out (id BIGINT, sensor STRING, v DECIMAL(8, 2), at TIMESTAMP_LTZ(3), day DATE, ok BOOLEAN)
+               WITH ('connector' = 'file', 'path' = 'out.jsonl');
+             CREATE TABLE sums (sensor STRING, n BIGINT, total DECIMAL(18, 2))
+               WITH ('connector' = 'file', 'path' = 'sums.jsonl');
+             INSERT INTO out SELECT * FROM readings;
+             INSERT INTO sums SELECT * FROM per_sensor;",
+            url = pg.url()
+        ),
+    );
+    t.runnel(&["run", "p.sql", "-p", "2"]).assert_ok();
+    let out = t.read("out.jsonl");
+    assert_eq!(out.lines().count(), 3001);
+    assert!(
+        out.lines().any(|l| l.contains("\"id\":2,")
+            && l.contains("\"sensor\":\"s2\"")
+            && l.contains("\"v\":2.5")
+            && l.contains("2026-12-05")
+            && l.contains("\"ok\":true")),
+        "{}",
+        out.lines().take(3).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("{\"id\":0,")),
+        "the row of NULLs"
+    );
+    let sums = crate::harness::sorted_lines(&t.read("sums.jsonl"));
+    assert_eq!(sums.len(), 4, "{sums:?}");
+}

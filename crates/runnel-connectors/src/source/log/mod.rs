@@ -112,6 +112,7 @@ pub const CONNECTOR: Connector = Connector {
     check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {

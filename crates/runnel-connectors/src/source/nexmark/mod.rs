@@ -158,6 +158,7 @@ pub const CONNECTOR: Connector = Connector {
     check: descriptor::no_check,
     metadata: &[],
     upserts: false,
+    lookup: None,
 };
 
 /// Every declared column must be one the stream produces.
