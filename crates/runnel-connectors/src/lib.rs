@@ -100,6 +100,17 @@ pub trait Source: Send {
         None
     }
 
+    /// Checkpoint `checkpoint`'s barrier is injected now: the rows returned so far (since
+    /// the previous barrier) belong to it. Called just before [`Source::position`].
+    fn checkpoint_barrier(&mut self, _checkpoint: u64) {}
+
+    /// Checkpoint `checkpoint` is complete (and with it every earlier one): a source whose
+    /// upstream wants acknowledgements (MQTT QoS 1, NATS JetStream) gives them now for
+    /// what it covers, so a crash before this redelivers them. Default: nothing.
+    async fn checkpoint_complete(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Rewinds to a position returned earlier by [`Source::position`].
     async fn seek(&mut self, _position: &serde_json::Value) -> Result<(), ConnectorError> {
         Ok(())

@@ -19,6 +19,8 @@ pub fn connectors() -> Vec<Connector> {
         #[cfg(feature = "kafka")]
         source::kafka::CONNECTOR,
         source::log::CONNECTOR,
+        #[cfg(feature = "mqtt")]
+        source::mqtt::CONNECTOR,
         source::nexmark::CONNECTOR,
         #[cfg(feature = "postgres")]
         sink::postgres::CONNECTOR,

@@ -143,6 +143,7 @@ pub async fn run_source(
     // and when data last came.
     let mut splits: std::collections::HashMap<String, (Timestamp, Instant)> = Default::default();
     let mut triggers = ckpt.as_ref().map(|c| c.participant.signals.subscribe());
+    let mut completions = ckpt.as_ref().map(|c| c.participant.completed.subscribe());
     let event_expr = timing.event_time.as_ref().map(crate::eval::Compiled::new);
     if let Some(entry) = ckpt.as_ref().and_then(CheckpointHandle::restored_entry) {
         (emitted, idle) =
@@ -154,11 +155,27 @@ pub async fn run_source(
                 match rx.try_recv() {
                     Ok(id) => {
                         // Position first, then the barrier: everything before it is in `id`.
+                        source.checkpoint_barrier(id);
                         c.done_source(id, source.position(), emitted, idle, StateWriter::default());
                         outputs
                             .broadcast(Message::Barrier(Barrier { checkpoint: id }))
                             .await?;
                     }
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some(rx) = completions.as_mut() {
+            loop {
+                match rx.try_recv() {
+                    Ok(id) => source.checkpoint_complete(id).await.map_err(|e| {
+                        EngineError::Connector {
+                            table: table.clone(),
+                            error: Box::new(e),
+                        }
+                    })?,
+                    // Completions are cumulative: the next one covers a skipped one.
                     Err(TryRecvError::Lagged(_)) => continue,
                     Err(_) => break,
                 }

@@ -9,6 +9,8 @@ pub mod filesystem;
 pub mod kafka;
 pub mod log;
 pub mod log_txn;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod print;

@@ -4,6 +4,8 @@ pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod nexmark;
 #[cfg(feature = "postgres")]
 pub mod postgres;

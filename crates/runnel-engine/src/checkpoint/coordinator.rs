@@ -44,10 +44,12 @@ impl Coordinator {
         let source_part = Participant {
             reports: tx.clone(),
             signals: triggers.clone(),
+            completed: commits.clone(),
         };
         let sink_part = Participant {
             reports: tx,
             signals: commits.clone(),
+            completed: commits.clone(),
         };
         (
             Coordinator {

@@ -149,6 +149,8 @@ pub struct Participant {
     pub reports: mpsc::UnboundedSender<Report>,
     /// Sources: checkpoint ids to inject. Sinks: ids to commit.
     pub signals: broadcast::Sender<u64>,
+    /// Ids of checkpoints that completed (sources acknowledge what they cover upstream).
+    pub completed: broadcast::Sender<u64>,
 }
 
 /// Status of the last checkpoints, for the run summary and the admin API.

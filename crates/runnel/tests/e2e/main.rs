@@ -8,6 +8,7 @@ mod fuzz;
 mod harness;
 mod kafka;
 mod log_cli;
+mod mqtt;
 mod nexmark;
 mod planning;
 mod postgres;

@@ -1,0 +1,651 @@
+//! `mqtt`: an MQTT 3.1.1 broker (Mosquitto, EMQX, HiveMQ …), read with topic wildcards
+//! (`+`, `#`; several filters separated by `;`) and written to one topic.
+//!
+//! As a source, one subtask holds the subscription (the others stay idle). With
+//! checkpoints it runs a persistent session (`clean session` off, the client id stable
+//! across restarts) with manual acknowledgements: a QoS 1 message is acknowledged only
+//! when the checkpoint that covers it completes, so a crash before that has the broker
+//! deliver it again (at least once). The broker limits the unacknowledged messages it
+//! sends a client (Mosquitto's `max_inflight_messages`, 20 by default): raise it (0 is
+//! unlimited) for more than that many messages per checkpoint interval. Without
+//! checkpoints messages are acknowledged on receipt. The connection is re-established
+//! with backoff (1 s doubling to 30 s) and the outage shown on the page and at `/metrics`.
+//!
+//! The payload is decoded by `format` (`json`, `csv` or `raw`); `METADATA FROM 'topic'`
+//! (STRING), `'qos'` (INT) and `'retain'` (BOOLEAN) columns are filled from the message.
+//! Undecodable payloads go to the dead letters with their topic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use runnel_common::TableSpec;
+use runnel_log::StoredRecord;
+use tokio::sync::mpsc;
+
+use crate::descriptor::{
+    self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
+use crate::format::csv::CsvDecoder;
+use crate::format::json::JsonDecoder;
+use crate::source::records::{Meta, RecordDecoder, ValueFormat};
+use crate::{ConnectorError, Source, SourceContext, SourcePoll};
+
+const NAME: &str = "mqtt";
+
+/// `connector = 'mqtt'`.
+pub const CONNECTOR: Connector = Connector {
+    name: NAME,
+    doc: "an MQTT 3.1.1 broker: topics with + and # wildcards read in a persistent session \
+          (QoS 1 acknowledged when the checkpoint completes), or rows published to a topic",
+    options: &[
+        OptionDef::new(
+            "url",
+            OptionType::Text,
+            "mqtt://[user:password@]host[:port] (port 1883 by default)",
+        )
+        .required(),
+        OptionDef::new(
+            "topic",
+            OptionType::Text,
+            "source: topic filters with + and # wildcards, separated by ';'; sink: the topic",
+        )
+        .required(),
+        OptionDef::new(
+            "qos",
+            OptionType::Choice(&["0", "1"]),
+            "quality of service of the subscription or of published messages",
+        )
+        .default("1"),
+        OptionDef::new(
+            "client-id",
+            OptionType::Text,
+            "the client id (default runnel-<pipeline>-<table>, plus -sink for a sink); a \
+             source's session is kept under it",
+        ),
+        OptionDef::new(
+            "username",
+            OptionType::Text,
+            "user name (overrides the URL's)",
+        ),
+        OptionDef::new(
+            "password",
+            OptionType::Text,
+            "password (overrides the URL's; never printed)",
+        ),
+        OptionDef::new(
+            "format",
+            OptionType::Choice(&["json", "csv", "raw"]),
+            "payload encoding (raw: the payload is the column `value`, STRING or BYTES)",
+        )
+        .default("json"),
+        OptionDef::new(
+            "retain",
+            OptionType::Bool,
+            "published messages are retained by the broker",
+        )
+        .default("false")
+        .sink_only(),
+        OptionDef::new("keep-alive", OptionType::Text, "MQTT keep-alive interval").default("30 s"),
+    ],
+    source: Some(build_source),
+    sink: Some(crate::sink::mqtt::build),
+    unbounded: descriptor::always_unbounded,
+    guarantee: Guarantee::AtLeastOnce,
+    updates: descriptor::append_only,
+    needs: &[],
+    validate,
+    check,
+    metadata: &["topic", "qos", "retain"],
+    upserts: false,
+    lookup: None,
+};
+
+/// A table's broker settings.
+#[derive(Clone)]
+pub(crate) struct MqttConfig {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `mqtt://host:port`, for messages.
+    pub(crate) shown: String,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) topics: Vec<String>,
+    pub(crate) qos: QoS,
+    pub(crate) client_id: Option<String>,
+    pub(crate) keep_alive: Duration,
+    pub(crate) format: String,
+    pub(crate) retain: bool,
+}
+
+pub(crate) fn parse(spec: &TableSpec) -> Result<MqttConfig, ConnectorError> {
+    let o = &spec.options;
+    let bad = |key: &str, why: String| {
+        ConnectorError::Other(format!("table '{}': option '{key}': {why}", spec.name))
+    };
+    let url = o.get("url").unwrap_or_default().trim();
+    let rest = if let Some(r) = url.strip_prefix("mqtt://").or(url.strip_prefix("tcp://")) {
+        r
+    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+        return Err(bad(
+            "url",
+            "TLS to the broker (mqtts://) is not built in yet; use mqtt:// on a private \
+             network or through a TLS tunnel"
+                .into(),
+        ));
+    } else {
+        return Err(bad(
+            "url",
+            format!("expected mqtt://host[:port], got '{url}'"),
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .map_err(|_| bad("url", format!("'{p}' is not a port")))?,
+        ),
+        None => (hostport.to_string(), 1883),
+    };
+    if host.is_empty() {
+        return Err(bad("url", "has no host".into()));
+    }
+    let mut credentials = userinfo.map(|u| match u.split_once(':') {
+        Some((user, pass)) => (user.to_string(), pass.to_string()),
+        None => (u.to_string(), String::new()),
+    });
+    if let Some(user) = o.get("username") {
+        let pass = credentials.map(|(_, p)| p).unwrap_or_default();
+        credentials = Some((user.to_string(), pass));
+    }
+    if let Some(pass) = o.get("password") {
+        let user = credentials.map(|(u, _)| u).unwrap_or_default();
+        credentials = Some((user, pass.to_string()));
+    }
+    let topics: Vec<String> = o
+        .get("topic")
+        .unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if topics.is_empty() {
+        return Err(bad("topic", "is empty".into()));
+    }
+    let keep_alive = o.get("keep-alive").unwrap_or("30 s");
+    let keep_alive = runnel_common::time::parse_duration_ms(keep_alive)
+        .filter(|ms| *ms >= 1000)
+        .map(|ms| Duration::from_millis(ms as u64))
+        .ok_or_else(|| {
+            bad(
+                "keep-alive",
+                format!("'{keep_alive}' is not a duration of 1 s or more"),
+            )
+        })?;
+    Ok(MqttConfig {
+        shown: format!("mqtt://{host}:{port}"),
+        host,
+        port,
+        credentials,
+        topics,
+        qos: if o.get("qos") == Some("0") {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+        client_id: o.get("client-id").map(str::to_string),
+        keep_alive,
+        format: o.get("format").unwrap_or("json").to_string(),
+        retain: o.get("retain") == Some("true"),
+    })
+}
+
+impl MqttConfig {
+    pub(crate) fn options(&self, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options.set_keep_alive(self.keep_alive);
+        options.set_max_packet_size(64 << 20, 64 << 20);
+        if let Some((user, pass)) = &self.credentials {
+            options.set_credentials(user.clone(), pass.clone());
+        }
+        options
+    }
+}
+
+/// Client ids may only hold a few characters on some brokers: letters, digits, `-`, `_`.
+pub(crate) fn client_id(base: &str) -> String {
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    let config = parse(spec)?;
+    for m in &spec.metadata {
+        let dt = spec.schema.field(m.column).data_type();
+        let ok = match m.key.as_str() {
+            "topic" => *dt == DataType::Utf8,
+            "qos" => matches!(dt, DataType::Int32 | DataType::Int64),
+            "retain" => *dt == DataType::Boolean,
+            _ => false,
+        };
+        if !ok {
+            return Err(ConnectorError::Type {
+                table: spec.name.clone(),
+                column: spec.schema.field(m.column).name().clone(),
+                data_type: runnel_common::types::sql_name(dt),
+                reason: format!(
+                    "cannot hold MQTT metadata '{}' (topic: STRING, qos: INT, retain: BOOLEAN)",
+                    m.key
+                ),
+            });
+        }
+    }
+    if config.format == "raw" {
+        let values: Vec<&str> = value_columns(spec)
+            .iter()
+            .map(|&i| spec.schema.field(i).name().as_str())
+            .collect();
+        if values != ["value"] {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': a format = 'raw' MQTT table has one column `value` (STRING or \
+                 BYTES) besides its METADATA columns",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The broker answers a connection (and, for a sink, the topic has no wildcard).
+fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let config = parse(&spec)?;
+        if role == Role::Sink && config.topics.iter().any(|t| t.contains(['+', '#'])) {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': option 'topic': a sink publishes to one topic, without + or # \
+                 wildcards",
+                spec.name
+            )));
+        }
+        let id = client_id(&format!("runnel-check-{}", std::process::id()));
+        let (client, mut eventloop) = AsyncClient::new(config.options(&id), 10);
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        let _ = client.disconnect().await;
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ConnectorError::Other(format!(
+                "table '{}': cannot connect to the MQTT broker at {}: {e}",
+                spec.name, config.shown
+            ))),
+            Err(_) => Err(ConnectorError::Other(format!(
+                "table '{}': the MQTT broker at {} did not answer within 10 s",
+                spec.name, config.shown
+            ))),
+        }
+    })
+}
+
+/// The columns decoded from the payload (all but the METADATA ones).
+pub(crate) fn value_columns(spec: &TableSpec) -> Vec<usize> {
+    (0..spec.schema.fields().len())
+        .filter(|i| spec.metadata_of(*i).is_none())
+        .collect()
+}
+
+/// One subtask of the source. Subtask 0 holds the subscription.
+struct MqttSource {
+    table: String,
+    schema: SchemaRef,
+    /// Per column: the metadata key it is filled from, or its index among value columns.
+    layout: Vec<Column>,
+    decoder: RecordDecoder,
+    batch_size: usize,
+    messages: Option<mpsc::Receiver<Publish>>,
+    client: Option<AsyncClient>,
+    /// Acknowledge after the covering checkpoint (else on receipt).
+    manual_acks: bool,
+    /// Messages returned since the last barrier, waiting for their checkpoint.
+    pending: Vec<Publish>,
+    /// Per checkpoint whose barrier passed: the messages it covers.
+    covered: BTreeMap<u64, Vec<Publish>>,
+    metrics: runnel_common::metrics::ConnectorMetrics,
+    seq: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Column {
+    Value(usize),
+    Topic,
+    Qos,
+    Retain,
+}
+
+#[async_trait]
+impl Source for MqttSource {
+    async fn poll(&mut self) -> Result<SourcePoll, ConnectorError> {
+        let Some(rx) = self.messages.as_mut() else {
+            // Another subtask holds the subscription.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(SourcePoll::Pending);
+        };
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let mut got: Vec<Publish> = Vec::new();
+        while got.len() < self.batch_size {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some(p)) => got.push(p),
+                Ok(None) => {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': the MQTT connection task ended",
+                        self.table
+                    )));
+                }
+                Err(_) => break,
+            }
+        }
+        if got.is_empty() {
+            return Ok(SourcePoll::Pending);
+        }
+        let now = runnel_common::time::now_ms();
+        let records: Vec<StoredRecord> = got
+            .iter()
+            .map(|p| {
+                self.seq += 1;
+                StoredRecord {
+                    offset: self.seq,
+                    timestamp: now,
+                    event_time: None,
+                    key: None,
+                    value: p.payload.to_vec(),
+                    headers: Vec::new(),
+                }
+            })
+            .collect();
+        let reads: Vec<(u32, &StoredRecord)> = records.iter().map(|r| (0, r)).collect();
+        // Dead letters name the first message's topic (a batch may span several).
+        let (decoded, kept) = self.decoder.decode_kept(&got[0].topic, &reads).await?;
+        self.metrics
+            .bytes
+            .add(got.iter().map(|p| p.payload.len() as u64).sum());
+        let kept_msgs: Vec<&Publish> = got
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(p, _)| p)
+            .collect();
+        let batch = match decoded {
+            Some(values) if values.num_rows() > 0 => {
+                let columns: Vec<ArrayRef> = self
+                    .layout
+                    .iter()
+                    .map(|c| match c {
+                        Column::Value(i) => values.column(*i).clone(),
+                        Column::Topic => Arc::new(StringArray::from_iter_values(
+                            kept_msgs.iter().map(|p| p.topic.as_str()),
+                        )) as ArrayRef,
+                        Column::Qos => Arc::new(Int32Array::from_iter_values(
+                            kept_msgs.iter().map(|p| p.qos as i32),
+                        )),
+                        Column::Retain => Arc::new(BooleanArray::from(
+                            kept_msgs.iter().map(|p| p.retain).collect::<Vec<_>>(),
+                        )),
+                    })
+                    .collect();
+                let columns = columns
+                    .into_iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c)
+                        } else {
+                            arrow::compute::cast(&c, f.data_type())
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(RecordBatch::try_new(self.schema.clone(), columns)?)
+            }
+            _ => None,
+        };
+        // Every message is acknowledged (dead letters included) once its checkpoint is
+        // complete, or now without checkpoints.
+        for mut p in got {
+            p.payload = bytes::Bytes::new();
+            if self.manual_acks {
+                self.pending.push(p);
+            }
+        }
+        match batch {
+            Some(b) => {
+                self.metrics.rows.add(b.num_rows() as u64);
+                Ok(SourcePoll::Batch(b))
+            }
+            None => Ok(SourcePoll::Pending),
+        }
+    }
+
+    fn checkpoint_barrier(&mut self, checkpoint: u64) {
+        if !self.pending.is_empty() {
+            self.covered
+                .insert(checkpoint, std::mem::take(&mut self.pending));
+        }
+    }
+
+    async fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let later = self.covered.split_off(&(checkpoint + 1));
+        let done = std::mem::replace(&mut self.covered, later);
+        for p in done.into_values().flatten() {
+            if p.qos != QoS::AtMostOnce {
+                // Queued for the connection task; after a reconnect the broker redelivers
+                // what was not acknowledged, and the duplicate is acknowledged again.
+                client.ack(&p).await.map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "table '{}': acknowledging an MQTT message: {e}",
+                        self.table
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the connection: forwards messages, resubscribes when the broker lost the
+/// session, reconnects with backoff and reports outages.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Vec<(String, QoS)>,
+    tx: mpsc::Sender<Publish>,
+    metrics: runnel_common::metrics::ConnectorMetrics,
+    table: String,
+    shown: String,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_secs(1);
+                metrics.clear_problem();
+                if !ack.session_present {
+                    let filters = topics
+                        .iter()
+                        .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+                    if let Err(e) = client.subscribe_many(filters).await {
+                        tracing::warn!(table = %table, "subscribing at {shown}: {e}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    let problem = format!("the MQTT broker at {shown} refused a subscription");
+                    tracing::warn!(table = %table, "{problem}");
+                    metrics.set_problem(problem);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if tx.is_closed() {
+                    return;
+                }
+                let problem = format!(
+                    "MQTT broker at {shown} unreachable ({e}); reconnecting in {backoff:?}"
+                );
+                tracing::warn!(table = %table, "{problem}");
+                metrics.set_problem(problem);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn build_source(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    CONNECTOR.check_options(spec)?;
+    validate(spec)?;
+    let config = parse(spec)?;
+    let values = value_columns(spec);
+    let value_schema: SchemaRef = Arc::new(Schema::new(
+        values
+            .iter()
+            .map(|&i| spec.schema.field(i).clone())
+            .collect::<Vec<_>>(),
+    ));
+    let layout: Vec<Column> = (0..spec.schema.fields().len())
+        .map(|i| match spec.metadata_of(i).map(|m| m.key.as_str()) {
+            Some("topic") => Column::Topic,
+            Some("qos") => Column::Qos,
+            Some("retain") => Column::Retain,
+            _ => Column::Value(values.iter().position(|v| *v == i).unwrap_or(0)),
+        })
+        .collect();
+    let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
+    for ctx in contexts {
+        let format = match config.format.as_str() {
+            "csv" => ValueFormat::Csv(CsvDecoder::try_new(
+                value_schema.clone(),
+                &csv::ByteRecord::from(
+                    value_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            )?),
+            "raw" => ValueFormat::Raw,
+            _ => ValueFormat::Json(JsonDecoder::try_new(value_schema.clone())?),
+        };
+        let columns = value_schema
+            .fields()
+            .iter()
+            .map(|_| (config.format == "raw").then_some(Meta::Value))
+            .collect();
+        let dead = ctx.dead_letters.writer(
+            &spec.name,
+            crate::dead_letters::own_target(spec),
+            crate::dead_letters::Target::File(
+                ctx.data_dir
+                    .join("dead-letters")
+                    .join(format!("{}.jsonl", spec.name)),
+            ),
+            &ctx.metrics,
+        );
+        let decoder = RecordDecoder::new(
+            spec.name.clone(),
+            value_schema.clone(),
+            columns,
+            true,
+            format,
+            dead,
+        );
+        let (messages, client) = if ctx.subtask == 0 {
+            let base = config.client_id.clone().unwrap_or_else(|| {
+                format!(
+                    "runnel-{}-{}",
+                    ctx.data_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    spec.name
+                )
+            });
+            let mut options = config.options(&client_id(&base));
+            // A persistent session with manual acks when checkpoints cover the messages.
+            options.set_clean_session(!ctx.checkpointing);
+            options.set_manual_acks(ctx.checkpointing);
+            let (client, eventloop) = AsyncClient::new(options, 1024);
+            let (tx, rx) = mpsc::channel(4096);
+            let topics = config
+                .topics
+                .iter()
+                .map(|t| (t.clone(), config.qos))
+                .collect();
+            tokio::spawn(drive(
+                eventloop,
+                client.clone(),
+                topics,
+                tx,
+                ctx.metrics.clone(),
+                spec.name.clone(),
+                config.shown.clone(),
+            ));
+            (Some(rx), Some(client))
+        } else {
+            (None, None)
+        };
+        out.push(Box::new(MqttSource {
+            table: spec.name.clone(),
+            schema: spec.schema.clone(),
+            layout: layout.clone(),
+            decoder,
+            batch_size: ctx.batch_size.max(1),
+            messages,
+            client,
+            manual_acks: ctx.checkpointing,
+            pending: Vec::new(),
+            covered: BTreeMap::new(),
+            metrics: ctx.metrics.clone(),
+            seq: 0,
+        }));
+    }
+    Ok(out)
+}
