@@ -12,14 +12,16 @@
 //! with backoff (1 s doubling to 30 s) and the outage shown on the page and at `/metrics`.
 //!
 //! The payload is decoded by `format` (`json`, `csv` or `raw`); `METADATA FROM 'topic'`
-//! (STRING), `'qos'` (INT) and `'retain'` (BOOLEAN) columns are filled from the message.
+//! (STRING), `'qos'` (INT), `'retain'` (BOOLEAN) and `'timestamp'` (TIMESTAMP_LTZ(3) or
+//! TIMESTAMP(3): when runnel received it; MQTT 3.1.1 carries no time) columns are filled
+//! from the message.
 //! Undecodable payloads go to the dead letters with their topic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray};
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -101,7 +103,7 @@ pub const CONNECTOR: Connector = Connector {
     needs: &[],
     validate,
     check,
-    metadata: &["topic", "qos", "retain"],
+    metadata: &["topic", "qos", "retain", "timestamp"],
     upserts: false,
     lookup: None,
 };
@@ -243,6 +245,7 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
             "topic" => *dt == DataType::Utf8,
             "qos" => matches!(dt, DataType::Int32 | DataType::Int64),
             "retain" => *dt == DataType::Boolean,
+            "timestamp" => matches!(dt, DataType::Timestamp(..)),
             _ => false,
         };
         if !ok {
@@ -251,7 +254,8 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
                 column: spec.schema.field(m.column).name().clone(),
                 data_type: runnel_common::types::sql_name(dt),
                 reason: format!(
-                    "cannot hold MQTT metadata '{}' (topic: STRING, qos: INT, retain: BOOLEAN)",
+                    "cannot hold MQTT metadata '{}' (topic: STRING, qos: INT, retain: \
+                     BOOLEAN, timestamp: TIMESTAMP_LTZ(3))",
                     m.key
                 ),
             });
@@ -344,6 +348,7 @@ enum Column {
     Topic,
     Qos,
     Retain,
+    Received,
 }
 
 #[async_trait]
@@ -414,6 +419,9 @@ impl Source for MqttSource {
                         Column::Retain => Arc::new(BooleanArray::from(
                             kept_msgs.iter().map(|p| p.retain).collect::<Vec<_>>(),
                         )),
+                        Column::Received => {
+                            Arc::new(TimestampMillisecondArray::from(vec![now; kept_msgs.len()]))
+                        }
                     })
                     .collect();
                 let columns = columns
@@ -555,6 +563,7 @@ fn build_source(
             Some("topic") => Column::Topic,
             Some("qos") => Column::Qos,
             Some("retain") => Column::Retain,
+            Some("timestamp") => Column::Received,
             _ => Column::Value(values.iter().position(|v| *v == i).unwrap_or(0)),
         })
         .collect();

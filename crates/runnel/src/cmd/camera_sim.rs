@@ -63,9 +63,14 @@ pub struct CameraSimArgs {
     /// Stop after this many seconds (default: run until Ctrl-C)
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Topic to post to
+    /// Topic to post to (with --mqtt: camera K publishes to <topic>/cam-K)
     #[arg(long, default_value = "frames")]
     pub topic: String,
+    /// Publish the frames to this MQTT broker instead (mqtt://host:port), QoS 1, one
+    /// client per camera
+    #[cfg(feature = "mqtt")]
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -135,6 +140,8 @@ pub struct SimConfig {
     pub photos: Vec<RgbImage>,
     /// Topic to post to.
     pub topic: String,
+    /// Publish over MQTT to this broker (host, port) instead of posting.
+    pub mqtt: Option<(String, u16)>,
 }
 
 /// Runs `runnel camera-sim` until `--duration` or Ctrl-C, printing a report every 5 s.
@@ -147,20 +154,34 @@ pub async fn camera_sim(args: CameraSimArgs) -> anyhow::Result<()> {
     }
     let client = args.client.client(&args.url)?;
     let photos = load_photos(args.images.as_deref())?;
+    #[cfg(feature = "mqtt")]
+    let mqtt = match args.mqtt.as_deref() {
+        Some(url) => Some(mqtt_broker(url)?),
+        None => None,
+    };
+    #[cfg(not(feature = "mqtt"))]
+    let mqtt = None;
     let config = SimConfig {
         cameras: args.cameras,
         fps: args.fps,
         client,
         photos,
         topic: args.topic.clone(),
+        mqtt,
     };
-    eprintln!(
-        "camera-sim: {} cameras at {} frame/s each -> {}/v1/topics/{}/records",
-        config.cameras,
-        config.fps,
-        config.client.url(),
-        config.topic
-    );
+    match &config.mqtt {
+        Some((host, port)) => eprintln!(
+            "camera-sim: {} cameras at {} frame/s each -> mqtt://{host}:{port} topics {}/cam-<k>",
+            config.cameras, config.fps, config.topic
+        ),
+        None => eprintln!(
+            "camera-sim: {} cameras at {} frame/s each -> {}/v1/topics/{}/records",
+            config.cameras,
+            config.fps,
+            config.client.url(),
+            config.topic
+        ),
+    }
     let stats = Arc::new(Mutex::new(SimStats::default()));
     let reporter = {
         let stats = stats.clone();
@@ -294,6 +315,15 @@ pub async fn run(
         let path = format!("/v1/topics/{}/records", config.topic);
         // Cameras start spread over one period, as real ones are not synchronized.
         let offset = period.mul_f64(cam as f64 / config.cameras as f64);
+        #[cfg(feature = "mqtt")]
+        if let Some((host, port)) = config.mqtt.clone() {
+            let topic = format!("{}/cam-{cam}", config.topic);
+            tasks.spawn(async move {
+                tokio::time::sleep(offset).await;
+                mqtt_camera(cam, period, (host, port), topic, photos, stats).await;
+            });
+            continue;
+        }
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
             camera(cam, period, client, path, photos, stats).await;
@@ -369,6 +399,96 @@ async fn camera(
                 s.failed += 1;
                 s.last_error = Some(e.to_string());
                 conn = None;
+            }
+        }
+    }
+}
+
+/// `mqtt://host[:port]` → (host, port).
+#[cfg(feature = "mqtt")]
+fn mqtt_broker(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or(url.strip_prefix("tcp://"))
+        .with_context(|| format!("--mqtt: expected mqtt://host[:port], got '{url}'"))?;
+    let rest = rest.trim_end_matches('/');
+    Ok(match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse()
+                .with_context(|| format!("--mqtt: '{p}' is not a port"))?,
+        ),
+        None => (rest.to_string(), 1883),
+    })
+}
+
+/// One camera publishing a frame per period over MQTT (QoS 1); a frame counts as
+/// acknowledged when the broker's PUBACK arrives.
+#[cfg(feature = "mqtt")]
+async fn mqtt_camera(
+    cam: usize,
+    period: Duration,
+    (host, port): (String, u16),
+    topic: String,
+    photos: Arc<Vec<RgbImage>>,
+    stats: Arc<Mutex<SimStats>>,
+) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let id = format!("runnel-camera-sim-{}-{cam}", std::process::id());
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(16 << 20, 16 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(cam as u64 ^ runnel_common::time::now_ms() as u64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut frame_no = 0usize;
+    loop {
+        tick.tick().await;
+        let photo = photos[(cam + frame_no) % photos.len()].clone();
+        frame_no += 1;
+        let seed: u64 = rng.random();
+        let Ok(frame) = tokio::task::spawn_blocking(move || {
+            make_frame(&photo, &mut rand::rngs::StdRng::seed_from_u64(seed))
+        })
+        .await
+        else {
+            continue;
+        };
+        let started = Instant::now();
+        let sent = client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, frame)
+            .await;
+        let acked = match sent {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                let wait = async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), wait)
+                    .await
+                    .unwrap_or_else(|_| Err("no PUBACK within 10 s".into()))
+            }
+        };
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+        s.sent += 1;
+        match acked {
+            Ok(()) => {
+                s.acked += 1;
+                s.latencies_ms.push(ms);
+                s.all_latencies_ms.push(ms);
+            }
+            Err(e) => {
+                s.failed += 1;
+                s.last_error = Some(e);
             }
         }
     }

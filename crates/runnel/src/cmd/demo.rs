@@ -152,6 +152,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             client,
             photos,
             topic: "frames".into(),
+            mqtt: None,
         };
         let stats = stats.clone();
         tokio::spawn(camera_sim::run(sim, stats, async {

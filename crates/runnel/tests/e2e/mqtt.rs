@@ -299,3 +299,68 @@ fn mqtt_unacknowledged_messages_are_redelivered_after_a_crash() {
     let _ = reader.kill();
     let _ = reader.wait();
 }
+
+/// The shipped camera example on MQTT input: `runnel camera-sim --mqtt` publishes frames
+/// of two cameras, the pipeline classifies them and writes labels per camera.
+#[test]
+fn camera_example_runs_on_mqtt_input() {
+    let _heavy = crate::harness::heavy();
+    let broker = Mosquitto::start();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sql = std::fs::read_to_string(root.join("examples/camera_mqtt.sql")).expect("example");
+    let sql = sql.replace(
+        "mqtt://127.0.0.1:1883",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+    );
+    let t = TestDir::new();
+    t.write("camera_mqtt.sql", &sql);
+    let log = t.path().join("run.log");
+    let mut pipeline = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "camera_mqtt.sql", "--data-dir", "d"])
+        .current_dir(t.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("starting the pipeline");
+    std::thread::sleep(Duration::from_secs(2));
+    let sim = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args([
+            "camera-sim",
+            "--cameras",
+            "2",
+            "--fps",
+            "4",
+            "--duration",
+            "5",
+        ])
+        .args(["--mqtt", &format!("mqtt://127.0.0.1:{}", broker.port)])
+        .current_dir(t.path())
+        .output()
+        .expect("running camera-sim");
+    let sim_err = String::from_utf8_lossy(&sim.stderr).into_owned();
+    assert!(sim.status.success(), "camera-sim: {sim_err}");
+    assert!(sim_err.contains("mqtt://127.0.0.1"), "{sim_err}");
+    let out = t.path().join("demo-out/mqtt_labels");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cameras = loop {
+        let cams: BTreeSet<String> = rows_in(&out)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["label"].as_str().is_some_and(|l| !l.is_empty()))
+            .filter_map(|v| v["camera"].as_str().map(str::to_string))
+            .collect();
+        if cams.len() == 2 || Instant::now() > deadline {
+            break cams;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = pipeline.kill();
+    let _ = pipeline.wait();
+    assert_eq!(
+        cameras,
+        BTreeSet::from(["cam-0".to_string(), "cam-1".to_string()]),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
