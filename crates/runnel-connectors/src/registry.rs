@@ -21,6 +21,8 @@ pub fn connectors() -> Vec<Connector> {
         source::log::CONNECTOR,
         #[cfg(feature = "mqtt")]
         source::mqtt::CONNECTOR,
+        #[cfg(feature = "nats")]
+        source::nats::CONNECTOR,
         source::nexmark::CONNECTOR,
         #[cfg(feature = "postgres")]
         sink::postgres::CONNECTOR,

@@ -6,6 +6,8 @@ pub mod kafka;
 pub mod log;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod nexmark;
 #[cfg(feature = "postgres")]
 pub mod postgres;

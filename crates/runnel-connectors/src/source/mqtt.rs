@@ -224,18 +224,7 @@ impl MqttConfig {
     }
 }
 
-/// Client ids may only hold a few characters on some brokers: letters, digits, `-`, `_`.
-pub(crate) fn client_id(base: &str) -> String {
-    base.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub(crate) use crate::source::records::safe_id as client_id;
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
     let config = parse(spec)?;
@@ -315,12 +304,7 @@ fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     })
 }
 
-/// The columns decoded from the payload (all but the METADATA ones).
-pub(crate) fn value_columns(spec: &TableSpec) -> Vec<usize> {
-    (0..spec.schema.fields().len())
-        .filter(|i| spec.metadata_of(*i).is_none())
-        .collect()
-}
+pub(crate) use crate::source::records::value_columns;
 
 /// One subtask of the source. Subtask 0 holds the subscription.
 struct MqttSource {

@@ -399,3 +399,23 @@ fn csv_line(value: &[u8], line: usize) -> Result<csv::ByteRecord, String> {
         Err(e) => Err(format!("not a CSV line: {e}")),
     }
 }
+
+/// The columns of a message table decoded from the payload (all but its METADATA ones).
+pub fn value_columns(spec: &runnel_common::TableSpec) -> Vec<usize> {
+    (0..spec.schema.fields().len())
+        .filter(|i| spec.metadata_of(*i).is_none())
+        .collect()
+}
+
+/// `base` with only letters, digits, `-` and `_` (client ids and consumer names).
+pub fn safe_id(base: &str) -> String {
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

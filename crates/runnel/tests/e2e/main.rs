@@ -9,6 +9,7 @@ mod harness;
 mod kafka;
 mod log_cli;
 mod mqtt;
+mod nats;
 mod nexmark;
 mod planning;
 mod postgres;
