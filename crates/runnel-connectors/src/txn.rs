@@ -232,6 +232,17 @@ fn unmirror(mirror: Option<&dyn SealedStore>, path: &Path) -> Result<(), Connect
     }
 }
 
+/// `<pipeline>/<table>/<task>/`: how a sink whose external system records what was
+/// applied (a bookkeeping row, message ids) names a subtask's batches (append the
+/// subtask), the same on every machine that may run the task.
+pub fn commit_prefix(first: &crate::SinkContext, safe_table: &str) -> String {
+    let pipeline = first.pipeline.as_deref().unwrap_or("runnel");
+    let task = first
+        .task
+        .map_or_else(|| "single".to_string(), |t| t.to_string());
+    format!("{pipeline}/{safe_table}/{task}/")
+}
+
 /// Where an [`Apply`] step may keep its progress on the sealed batch at `sealed`; it is
 /// deleted with the batch.
 pub fn progress_path(sealed: &Path) -> PathBuf {

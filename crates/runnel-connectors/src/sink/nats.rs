@@ -255,13 +255,9 @@ pub(crate) fn build(
         None => None,
         Some(mode) => {
             let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
-            let pipeline = first.pipeline.as_deref().unwrap_or("runnel");
-            let task = first
-                .task
-                .map_or_else(|| "single".to_string(), |t| t.to_string());
             let apply = Arc::new(NatsApply {
                 publisher: publisher.clone(),
-                id_prefix: format!("{pipeline}/{safe}/{task}/"),
+                id_prefix: txn::commit_prefix(first, &safe),
             });
             txn::recover_with(
                 &stage_dir,

@@ -1186,6 +1186,17 @@ impl Writer {
         Ok(true)
     }
 
+    /// The connection, (re)opened if it is missing or closed.
+    async fn connected(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ConnectorError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(self.config.connect(true).await?);
+        }
+        Ok(guard)
+    }
+
     /// The newest checkpoint recorded for `id` (-1: none).
     async fn recorded(&self, id: &str) -> Result<i64, ConnectorError> {
         let fail = |e: String| {
@@ -1194,15 +1205,7 @@ impl Writer {
                 self.table, self.config.shown
             ))
         };
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(
-                self.config
-                    .connect(true)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?,
-            );
-        }
+        let guard = self.connected().await.map_err(|e| fail(e.to_string()))?;
         let Some(client) = guard.as_ref() else {
             return Err(fail("no connection".into()));
         };
@@ -1226,15 +1229,7 @@ impl Writer {
                 self.table, self.config.shown
             ))
         };
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(
-                self.config
-                    .connect(true)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?,
-            );
-        }
+        let guard = self.connected().await.map_err(|e| fail(e.to_string()))?;
         let Some(client) = guard.as_ref() else {
             return Err(fail("no connection".into()));
         };
@@ -1500,13 +1495,9 @@ fn build(
         None => None,
         Some(mode) => {
             let (stage_dir, safe) = log_txn::staging_dir(&first.data_dir, &spec.name);
-            let pipeline = first.pipeline.as_deref().unwrap_or("runnel");
-            let task = first
-                .task
-                .map_or_else(|| "single".to_string(), |t| t.to_string());
             let apply = Arc::new(PgApply {
                 writer: writer.clone(),
-                id_prefix: format!("{pipeline}/{safe}/{task}/"),
+                id_prefix: txn::commit_prefix(first, &safe),
             });
             txn::recover_with(
                 &stage_dir,

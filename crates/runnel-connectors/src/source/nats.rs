@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use async_trait::async_trait;
 use futures::StreamExt as _;
@@ -25,9 +24,7 @@ use tokio::sync::mpsc;
 use crate::descriptor::{
     self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
 };
-use crate::format::csv::CsvDecoder;
-use crate::format::json::JsonDecoder;
-use crate::source::records::{Meta, RecordDecoder, ValueFormat};
+use crate::source::records::RecordDecoder;
 use crate::{ConnectorError, Source, SourceContext, SourcePoll};
 
 const NAME: &str = "nats";
@@ -365,18 +362,7 @@ impl Source for NatsSource {
                         )),
                     })
                     .collect();
-                let columns = columns
-                    .into_iter()
-                    .zip(self.schema.fields())
-                    .map(|(c, f)| {
-                        if c.data_type() == f.data_type() {
-                            Ok(c)
-                        } else {
-                            arrow::compute::cast(&c, f.data_type())
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Some(RecordBatch::try_new(self.schema.clone(), columns)?)
+                Some(crate::source::records::assemble(&self.schema, columns)?)
             }
             _ => None,
         };
@@ -472,60 +458,18 @@ fn build_source(
             spec.name
         )));
     };
-    let values = crate::source::records::value_columns(spec);
-    let value_schema: SchemaRef = Arc::new(Schema::new(
-        values
-            .iter()
-            .map(|&i| spec.schema.field(i).clone())
-            .collect::<Vec<_>>(),
-    ));
+    let positions = crate::source::records::value_positions(spec);
     let layout: Vec<Column> = (0..spec.schema.fields().len())
         .map(|i| match spec.metadata_of(i).map(|m| m.key.as_str()) {
             Some("subject") => Column::Subject,
             Some("sequence") => Column::Sequence,
             Some("timestamp") => Column::Stored,
-            _ => Column::Value(values.iter().position(|v| *v == i).unwrap_or(0)),
+            _ => Column::Value(positions[i].unwrap_or(0)),
         })
         .collect();
     let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
-        let format = match config.format.as_str() {
-            "csv" => ValueFormat::Csv(CsvDecoder::try_new(
-                value_schema.clone(),
-                &csv::ByteRecord::from(
-                    value_schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            )?),
-            "raw" => ValueFormat::Raw,
-            _ => ValueFormat::Json(JsonDecoder::try_new(value_schema.clone())?),
-        };
-        let columns = value_schema
-            .fields()
-            .iter()
-            .map(|_| (config.format == "raw").then_some(Meta::Value))
-            .collect();
-        let dead = ctx.dead_letters.writer(
-            &spec.name,
-            crate::dead_letters::own_target(spec),
-            crate::dead_letters::Target::File(
-                ctx.data_dir
-                    .join("dead-letters")
-                    .join(format!("{}.jsonl", spec.name)),
-            ),
-            &ctx.metrics,
-        );
-        let decoder = RecordDecoder::new(
-            spec.name.clone(),
-            value_schema.clone(),
-            columns,
-            true,
-            format,
-            dead,
-        );
+        let decoder = crate::source::records::payload_decoder(spec, &config.format, &ctx)?;
         let messages = if ctx.subtask == 0 {
             let (tx, rx) = mpsc::channel(4096);
             let (config, stream, table, metrics) = (

@@ -419,3 +419,88 @@ pub fn safe_id(base: &str) -> String {
         })
         .collect()
 }
+
+/// The payload decoder of a message table (`mqtt`, `nats`): `format` (`json`, `csv` or
+/// `raw`) over its value columns, rejects to the table's dead letters.
+///
+/// # Errors
+/// The value columns cannot be decoded in that format.
+pub fn payload_decoder(
+    spec: &runnel_common::TableSpec,
+    format: &str,
+    ctx: &crate::SourceContext,
+) -> Result<RecordDecoder, ConnectorError> {
+    let values = value_columns(spec);
+    let schema: SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+        values
+            .iter()
+            .map(|&i| spec.schema.field(i).clone())
+            .collect::<Vec<_>>(),
+    ));
+    let decode = match format {
+        "csv" => ValueFormat::Csv(CsvDecoder::try_new(
+            schema.clone(),
+            &csv::ByteRecord::from(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        )?),
+        "raw" => ValueFormat::Raw,
+        _ => ValueFormat::Json(JsonDecoder::try_new(schema.clone())?),
+    };
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|_| (format == "raw").then_some(Meta::Value))
+        .collect();
+    let dead = ctx.dead_letters.writer(
+        &spec.name,
+        crate::dead_letters::own_target(spec),
+        crate::dead_letters::Target::File(
+            ctx.data_dir
+                .join("dead-letters")
+                .join(format!("{}.jsonl", spec.name)),
+        ),
+        &ctx.metrics,
+    );
+    Ok(RecordDecoder::new(
+        spec.name.clone(),
+        schema,
+        columns,
+        true,
+        decode,
+        dead,
+    ))
+}
+
+/// For each column of a message table: its index among the value columns, or `None`
+/// for a METADATA column.
+pub fn value_positions(spec: &runnel_common::TableSpec) -> Vec<Option<usize>> {
+    let values = value_columns(spec);
+    (0..spec.schema.fields().len())
+        .map(|i| values.iter().position(|v| *v == i))
+        .collect()
+}
+
+/// A batch of `schema` from its columns, each cast to its declared type if it differs
+/// (metadata columns are built in one type per key).
+///
+/// # Errors
+/// A column cannot be cast (a runnel bug: validation checked the types).
+pub fn assemble(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, ConnectorError> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                arrow::compute::cast(&c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
