@@ -17,9 +17,8 @@
 //! from the message.
 //! Undecodable payloads go to the dead letters with their topic.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -248,17 +247,7 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
         }
     }
     if config.format == "raw" {
-        let values: Vec<&str> = value_columns(spec)
-            .iter()
-            .map(|&i| spec.schema.field(i).name().as_str())
-            .collect();
-        if values != ["value"] {
-            return Err(ConnectorError::Other(format!(
-                "table '{}': a format = 'raw' MQTT table has one column `value` (STRING or \
-                 BYTES) besides its METADATA columns",
-                spec.name
-            )));
-        }
+        crate::source::records::check_raw_layout(spec, "MQTT")?;
     }
     Ok(())
 }
@@ -316,9 +305,7 @@ struct MqttSource {
     /// Acknowledge after the covering checkpoint (else on receipt).
     manual_acks: bool,
     /// Messages returned since the last barrier, waiting for their checkpoint.
-    pending: Vec<Publish>,
-    /// Per checkpoint whose barrier passed: the messages it covers.
-    covered: BTreeMap<u64, Vec<Publish>>,
+    acks: crate::source::records::AckBook<Publish>,
     metrics: runnel_common::metrics::ConnectorMetrics,
     seq: u64,
 }
@@ -340,20 +327,15 @@ impl Source for MqttSource {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(SourcePoll::Pending);
         };
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let mut got: Vec<Publish> = Vec::new();
-        while got.len() < self.batch_size {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(p)) => got.push(p),
-                Ok(None) => {
-                    return Err(ConnectorError::Other(format!(
-                        "table '{}': the MQTT connection task ended",
-                        self.table
-                    )));
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(got) =
+            crate::source::records::recv_batch(rx, self.batch_size, Duration::from_millis(50))
+                .await
+        else {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': the MQTT connection task ended",
+                self.table
+            )));
+        };
         if got.is_empty() {
             return Ok(SourcePoll::Pending);
         }
@@ -414,7 +396,7 @@ impl Source for MqttSource {
         for mut p in got {
             p.payload = bytes::Bytes::new();
             if self.manual_acks {
-                self.pending.push(p);
+                self.acks.hold([p]);
             }
         }
         match batch {
@@ -427,19 +409,14 @@ impl Source for MqttSource {
     }
 
     fn checkpoint_barrier(&mut self, checkpoint: u64) {
-        if !self.pending.is_empty() {
-            self.covered
-                .insert(checkpoint, std::mem::take(&mut self.pending));
-        }
+        self.acks.barrier(checkpoint);
     }
 
     async fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
         let Some(client) = &self.client else {
             return Ok(());
         };
-        let later = self.covered.split_off(&(checkpoint + 1));
-        let done = std::mem::replace(&mut self.covered, later);
-        for p in done.into_values().flatten() {
+        for p in self.acks.complete(checkpoint) {
             if p.qos != QoS::AtMostOnce {
                 // Queued for the connection task; after a reconnect the broker redelivers
                 // what was not acknowledged, and the duplicate is acknowledged again.
@@ -578,8 +555,7 @@ fn build_source(
             messages,
             client,
             manual_acks: ctx.checkpointing,
-            pending: Vec::new(),
-            covered: BTreeMap::new(),
+            acks: Default::default(),
             metrics: ctx.metrics.clone(),
             seq: 0,
         }));

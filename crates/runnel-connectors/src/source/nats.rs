@@ -8,7 +8,6 @@
 //! (STRING), `'sequence'` (BIGINT, the stream sequence) and `'timestamp'`
 //! (TIMESTAMP_LTZ(3), when the stream stored it) come from the message.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -219,17 +218,7 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
         }
     }
     if config.format == "raw" {
-        let values: Vec<&str> = crate::source::records::value_columns(spec)
-            .iter()
-            .map(|&i| spec.schema.field(i).name().as_str())
-            .collect();
-        if values != ["value"] {
-            return Err(ConnectorError::Other(format!(
-                "table '{}': a format = 'raw' NATS table has one column `value` (STRING or \
-                 BYTES) besides its METADATA columns",
-                spec.name
-            )));
-        }
+        crate::source::records::check_raw_layout(spec, "NATS")?;
     }
     Ok(())
 }
@@ -271,8 +260,7 @@ struct NatsSource {
     batch_size: usize,
     messages: Option<mpsc::Receiver<async_nats::jetstream::Message>>,
     manual_acks: bool,
-    pending: Vec<Acker>,
-    covered: BTreeMap<u64, Vec<Acker>>,
+    acks: crate::source::records::AckBook<Acker>,
     metrics: runnel_common::metrics::ConnectorMetrics,
 }
 
@@ -291,20 +279,15 @@ impl Source for NatsSource {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(SourcePoll::Pending);
         };
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let mut got = Vec::new();
-        while got.len() < self.batch_size {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(m)) => got.push(m),
-                Ok(None) => {
-                    return Err(ConnectorError::Other(format!(
-                        "table '{}': the NATS consumer task ended",
-                        self.table
-                    )));
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(got) =
+            crate::source::records::recv_batch(rx, self.batch_size, Duration::from_millis(50))
+                .await
+        else {
+            return Err(ConnectorError::Other(format!(
+                "table '{}': the NATS consumer task ended",
+                self.table
+            )));
+        };
         if got.is_empty() {
             return Ok(SourcePoll::Pending);
         }
@@ -367,7 +350,7 @@ impl Source for NatsSource {
             _ => None,
         };
         if self.manual_acks {
-            self.pending.extend(ackers);
+            self.acks.hold(ackers);
         } else {
             for a in ackers {
                 let _ = a.ack_with(AckKind::Ack).await;
@@ -383,16 +366,11 @@ impl Source for NatsSource {
     }
 
     fn checkpoint_barrier(&mut self, checkpoint: u64) {
-        if !self.pending.is_empty() {
-            self.covered
-                .insert(checkpoint, std::mem::take(&mut self.pending));
-        }
+        self.acks.barrier(checkpoint);
     }
 
     async fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
-        let later = self.covered.split_off(&(checkpoint + 1));
-        let done = std::mem::replace(&mut self.covered, later);
-        for a in done.into_values().flatten() {
+        for a in self.acks.complete(checkpoint) {
             // A lost acknowledgement only means a redelivery (at least once).
             if let Err(e) = a.ack_with(AckKind::Ack).await {
                 tracing::warn!(table = %self.table, "acknowledging a NATS message: {e}");
@@ -534,8 +512,7 @@ fn build_source(
             batch_size: ctx.batch_size.max(1),
             messages,
             manual_acks: ctx.checkpointing,
-            pending: Vec::new(),
-            covered: BTreeMap::new(),
+            acks: Default::default(),
             metrics: ctx.metrics.clone(),
         }));
     }

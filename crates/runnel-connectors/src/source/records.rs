@@ -504,3 +504,83 @@ pub fn assemble(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatc
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
+
+/// A `format = 'raw'` message table has one value column, `value`.
+///
+/// # Errors
+/// It has other (non-METADATA) columns; `what` names the connector in the message.
+pub fn check_raw_layout(spec: &runnel_common::TableSpec, what: &str) -> Result<(), ConnectorError> {
+    let values: Vec<&str> = value_columns(spec)
+        .iter()
+        .map(|&i| spec.schema.field(i).name().as_str())
+        .collect();
+    if values == ["value"] {
+        return Ok(());
+    }
+    Err(ConnectorError::Other(format!(
+        "table '{}': a format = 'raw' {what} table has one column `value` (STRING or BYTES) \
+         besides its METADATA columns",
+        spec.name
+    )))
+}
+
+/// Up to `max` items from `rx`, waiting at most `wait` (for a source's `poll`); `None`
+/// once the sender is gone.
+pub async fn recv_batch<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    max: usize,
+    wait: std::time::Duration,
+) -> Option<Vec<T>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < max {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(item)) => got.push(item),
+            Ok(None) => return None,
+            Err(_) => break,
+        }
+    }
+    Some(got)
+}
+
+/// What a source must acknowledge upstream, by the checkpoint that covers it: items read
+/// since the last barrier are held, a barrier assigns them to its checkpoint, and a
+/// completed checkpoint releases its items and every earlier one's.
+#[derive(Debug)]
+pub struct AckBook<T> {
+    pending: Vec<T>,
+    covered: std::collections::BTreeMap<u64, Vec<T>>,
+}
+
+impl<T> Default for AckBook<T> {
+    fn default() -> Self {
+        AckBook {
+            pending: Vec::new(),
+            covered: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> AckBook<T> {
+    /// Items read since the last barrier.
+    pub fn hold(&mut self, items: impl IntoIterator<Item = T>) {
+        self.pending.extend(items);
+    }
+
+    /// Checkpoint `checkpoint`'s barrier: the held items are its.
+    pub fn barrier(&mut self, checkpoint: u64) {
+        if !self.pending.is_empty() {
+            self.covered
+                .insert(checkpoint, std::mem::take(&mut self.pending));
+        }
+    }
+
+    /// Checkpoint `checkpoint` completed: the items to acknowledge now.
+    pub fn complete(&mut self, checkpoint: u64) -> Vec<T> {
+        let later = self.covered.split_off(&(checkpoint.saturating_add(1)));
+        std::mem::replace(&mut self.covered, later)
+            .into_values()
+            .flatten()
+            .collect()
+    }
+}
