@@ -567,6 +567,7 @@ impl PgLookup {
         let mut wanted: Vec<Option<Box<[u8]>>> = Vec::with_capacity(encoded.num_rows());
         let mut found: HashMap<Box<[u8]>, RecordBatch> = HashMap::new();
         let mut missing: Vec<(Box<[u8]>, usize)> = Vec::new();
+        let mut asked: std::collections::HashSet<Box<[u8]>> = std::collections::HashSet::new();
         {
             let cache = self
                 .cache
@@ -578,13 +579,16 @@ impl PgLookup {
                     continue;
                 }
                 let key: Box<[u8]> = row.as_ref().into();
-                if !found.contains_key(&key) && !missing.iter().any(|(k, _)| *k == key) {
+                if !found.contains_key(&key) && !asked.contains(&key) {
                     match cache.map.get(&key) {
                         Some(e) if ttl.is_none_or(|t| now.duration_since(e.at) < t) => {
                             self.hits.fetch_add(1, Ordering::Relaxed);
                             found.insert(key.clone(), e.rows.clone());
                         }
-                        _ => missing.push((key.clone(), i)),
+                        _ => {
+                            asked.insert(key.clone());
+                            missing.push((key.clone(), i));
+                        }
                     }
                 }
                 wanted.push(Some(key));
@@ -593,9 +597,8 @@ impl PgLookup {
         if !missing.is_empty() {
             // The distinct missing keys as text, one array per key column.
             let mut texts: Vec<Vec<Option<String>>> = Vec::with_capacity(keys.len());
+            let idx = UInt32Array::from(missing.iter().map(|(_, i)| *i as u32).collect::<Vec<_>>());
             for column in keys {
-                let idx =
-                    UInt32Array::from(missing.iter().map(|(_, i)| *i as u32).collect::<Vec<_>>());
                 let picked = arrow::compute::take(column.as_ref(), &idx, None)?;
                 let text = cast(&picked, &DataType::Utf8)
                     .map_err(|e| self.fail(format!("a key cannot be sent as text: {e}")))?;
