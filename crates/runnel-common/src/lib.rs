@@ -3,7 +3,8 @@
 //! What may live here: the [`Message`] that travels on every dataflow edge,
 //! event-time helpers ([`time`]), the `WITH (…)` option map ([`options`]), the
 //! connector description the planner hands to the connector registry
-//! ([`TableSpec`]), SQL type mapping ([`types`]) and run counters ([`metrics`]).
+//! ([`TableSpec`]), SQL type mapping ([`types`]), run counters ([`metrics`]) and the PEM/trust helpers of
+//! every TLS client and server ([`tls`]).
 //! Anything owned by one layer belongs in that layer's crate.
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod options;
 pub mod table;
 pub mod time;
+pub mod tls;
 pub mod types;
 
 pub use changelog::RowKind;

@@ -7,7 +7,7 @@
 //! (a CA, or the server's own self-signed certificate), or pinned by the SHA-256
 //! fingerprint a `--tls-self-signed` server prints (`--tls-fingerprint`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{Method, Request, Uri, header};
@@ -18,8 +18,9 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use runnel_common::tls;
 
 use crate::error::ServerError;
 
@@ -196,15 +197,8 @@ where
     Ok(sender)
 }
 
-/// Where Debian, Red Hat and Alpine keep the system's CA bundle.
-const CA_BUNDLES: [&str; 3] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-];
-
 fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
@@ -217,7 +211,7 @@ fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
             }))
             .with_no_client_auth(),
         Trust::CaFile(path) => {
-            let (store, listed) = roots(path, "--tls-ca")?;
+            let (store, listed) = tls::read_roots(path, "--tls-ca")?;
             let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(store),
                 provider.clone(),
@@ -232,45 +226,15 @@ fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
                 }))
                 .with_no_client_auth()
         }
-        Trust::System => {
-            let path = std::env::var_os("SSL_CERT_FILE")
-                .map(PathBuf::from)
-                .or_else(|| CA_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file()))
-                .ok_or_else(|| {
-                    "no system CA bundle found (set SSL_CERT_FILE), or pass --tls-ca or \
-                     --tls-fingerprint"
-                        .to_string()
-                })?;
-            builder
-                .with_root_certificates(roots(&path, "the system CA bundle")?.0)
-                .with_no_client_auth()
-        }
+        Trust::System => builder
+            .with_root_certificates(
+                tls::system_roots()
+                    .map_err(|e| format!("{e}, or pass --tls-ca or --tls-fingerprint"))?,
+            )
+            .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The certificates of a PEM file, as trust anchors and as they are.
-fn roots(
-    path: &Path,
-    what: &str,
-) -> Result<(rustls::RootCertStore, Vec<CertificateDer<'static>>), String> {
-    let mut store = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    for cert in &certs {
-        // A bundle may hold certificates this TLS stack cannot use; skip those.
-        let _ = store.add(cert.clone());
-    }
-    if store.is_empty() {
-        return Err(format!(
-            "{what} {}: no usable PEM certificate in it",
-            path.display()
-        ));
-    }
-    Ok((store, certs))
 }
 
 /// `AB:CD:…` or `abcd…` → 32 bytes.

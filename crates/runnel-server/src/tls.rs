@@ -5,11 +5,11 @@
 //! keeps the old one and says why), or is generated at start (`--tls-self-signed`, for
 //! trying it out: clients must trust it by its printed SHA-256 fingerprint).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use runnel_common::tls;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Where the server's certificate comes from.
@@ -88,12 +88,14 @@ impl Tls {
 
 fn build(source: &TlsSource) -> Result<(Arc<ServerConfig>, String), String> {
     let (certs, key) = match source {
-        TlsSource::Files { cert, key } => (read_certs(cert)?, read_key(key)?),
+        TlsSource::Files { cert, key } => (
+            tls::read_certs(cert, "--tls-cert")?,
+            tls::read_key(key, "--tls-key")?,
+        ),
         TlsSource::SelfSigned => self_signed()?,
     };
     let fingerprint = certs.first().map(|c| sha256_hex(c)).unwrap_or_default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
@@ -101,29 +103,6 @@ fn build(source: &TlsSource) -> Result<(Arc<ServerConfig>, String), String> {
         .map_err(|e| format!("the TLS certificate and key do not go together: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((Arc::new(config), fingerprint))
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("--tls-cert {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("--tls-cert {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no PEM certificate in it",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        format!(
-            "--tls-key {}: no usable PEM private key in it ({e})",
-            path.display()
-        )
-    })
 }
 
 type CertAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);

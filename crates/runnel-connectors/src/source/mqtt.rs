@@ -23,7 +23,9 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
 use runnel_common::TableSpec;
 use runnel_log::StoredRecord;
 use tokio::sync::mpsc;
@@ -45,9 +47,27 @@ pub const CONNECTOR: Connector = Connector {
         OptionDef::new(
             "url",
             OptionType::Text,
-            "mqtt://[user:password@]host[:port] (port 1883 by default)",
+            "mqtt://[user:password@]host[:port] (port 1883 by default), or mqtts://… for TLS \
+             (port 8883; the server certificate checked against the system's CAs or \
+             'tls.ca-file')",
         )
         .required(),
+        OptionDef::new(
+            "tls.ca-file",
+            OptionType::Text,
+            "mqtts: trust the CA certificates in this PEM file instead of the system's CAs",
+        ),
+        OptionDef::new(
+            "tls.cert-file",
+            OptionType::Text,
+            "mqtts: present this PEM certificate chain to the broker (mutual TLS; with \
+             'tls.key-file')",
+        ),
+        OptionDef::new(
+            "tls.key-file",
+            OptionType::Text,
+            "mqtts: the PEM private key of 'tls.cert-file'",
+        ),
         OptionDef::new(
             "topic",
             OptionType::Text,
@@ -109,7 +129,9 @@ pub const CONNECTOR: Connector = Connector {
 pub(crate) struct MqttConfig {
     pub(crate) host: String,
     pub(crate) port: u16,
-    /// `mqtt://host:port`, for messages.
+    /// For `mqtts://`: how the broker's certificate is checked.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// `mqtt[s]://host:port`, for messages.
     pub(crate) shown: String,
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) topics: Vec<String>,
@@ -126,41 +148,30 @@ pub(crate) fn parse(spec: &TableSpec) -> Result<MqttConfig, ConnectorError> {
         ConnectorError::Other(format!("table '{}': option '{key}': {why}", spec.name))
     };
     let url = o.get("url").unwrap_or_default().trim();
-    let rest = if let Some(r) = url.strip_prefix("mqtt://").or(url.strip_prefix("tcp://")) {
-        r
-    } else if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+    let Endpoint {
+        host,
+        port,
+        tls,
+        mut credentials,
+    } = endpoint(url).map_err(|why| bad("url", why))?;
+    let tls_files = runnel_common::tls::ClientFiles {
+        ca: o.get("tls.ca-file").map(std::path::PathBuf::from),
+        cert: o.get("tls.cert-file").map(std::path::PathBuf::from),
+        key: o.get("tls.key-file").map(std::path::PathBuf::from),
+    };
+    let tls = if tls {
+        Some(
+            runnel_common::tls::client_config(&tls_files, &format!("table '{}'", spec.name))
+                .map_err(ConnectorError::Other)?,
+        )
+    } else if tls_files != runnel_common::tls::ClientFiles::default() {
         return Err(bad(
             "url",
-            "TLS to the broker (mqtts://) is not built in yet; use mqtt:// on a private \
-             network or through a TLS tunnel"
-                .into(),
+            "the tls.* options need an mqtts:// URL".to_string(),
         ));
     } else {
-        return Err(bad(
-            "url",
-            format!("expected mqtt://host[:port], got '{url}'"),
-        ));
+        None
     };
-    let rest = rest.trim_end_matches('/');
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse::<u16>()
-                .map_err(|_| bad("url", format!("'{p}' is not a port")))?,
-        ),
-        None => (hostport.to_string(), 1883),
-    };
-    if host.is_empty() {
-        return Err(bad("url", "has no host".into()));
-    }
-    let mut credentials = userinfo.map(|u| match u.split_once(':') {
-        Some((user, pass)) => (user.to_string(), pass.to_string()),
-        None => (u.to_string(), String::new()),
-    });
     if let Some(user) = o.get("username") {
         let pass = credentials.map(|(_, p)| p).unwrap_or_default();
         credentials = Some((user.to_string(), pass));
@@ -191,9 +202,13 @@ pub(crate) fn parse(spec: &TableSpec) -> Result<MqttConfig, ConnectorError> {
             )
         })?;
     Ok(MqttConfig {
-        shown: format!("mqtt://{host}:{port}"),
+        shown: format!(
+            "{}://{host}:{port}",
+            if tls.is_some() { "mqtts" } else { "mqtt" }
+        ),
         host,
         port,
+        tls,
         credentials,
         topics,
         qos: if o.get("qos") == Some("0") {
@@ -216,8 +231,106 @@ impl MqttConfig {
         if let Some((user, pass)) = &self.credentials {
             options.set_credentials(user.clone(), pass.clone());
         }
+        if let Some(tls) = &self.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         options
     }
+}
+
+/// Where a broker URL points.
+struct Endpoint {
+    host: String,
+    port: u16,
+    tls: bool,
+    credentials: Option<(String, String)>,
+}
+
+/// `mqtt[s]://[user[:password]@]host[:port]` (also `tcp://` and `ssl://`).
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://").or(url.strip_prefix("tcp://")) {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("mqtts://").or(url.strip_prefix("ssl://")) {
+        (r, true)
+    } else {
+        // The URL may carry a password: show only its scheme.
+        let why = match url.split_once("://") {
+            Some((scheme, _)) => format!("'{scheme}://' is not an MQTT scheme"),
+            None => "it has no scheme".to_string(),
+        };
+        return Err(format!(
+            "expected mqtt://host[:port] or mqtts://host[:port]: {why}"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .map_err(|_| format!("'{p}' is not a port"))?,
+        ),
+        None => (hostport.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let credentials = userinfo.map(|u| match u.split_once(':') {
+        Some((user, pass)) => (user.to_string(), pass.to_string()),
+        None => (u.to_string(), String::new()),
+    });
+    Ok(Endpoint {
+        host,
+        port,
+        tls,
+        credentials,
+    })
+}
+
+/// Client options for a broker URL (`mqtt://` or `mqtts://`, checked against the
+/// system's CAs or `ca_file`), for tools that publish outside a pipeline
+/// (`runnel camera-sim --mqtt`). Returns the options and the URL as shown in messages.
+///
+/// # Errors
+/// The URL is malformed or the CA file cannot be read.
+pub fn client_options(
+    url: &str,
+    client_id: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(MqttOptions, String), String> {
+    let e = endpoint(url)?;
+    let files = runnel_common::tls::ClientFiles {
+        ca: ca_file.map(std::path::Path::to_path_buf),
+        ..Default::default()
+    };
+    let config = MqttConfig {
+        shown: format!(
+            "{}://{}:{}",
+            if e.tls { "mqtts" } else { "mqtt" },
+            e.host,
+            e.port
+        ),
+        tls: if e.tls {
+            Some(runnel_common::tls::client_config(&files, "--mqtt")?)
+        } else {
+            None
+        },
+        host: e.host,
+        port: e.port,
+        credentials: e.credentials,
+        topics: Vec::new(),
+        qos: QoS::AtLeastOnce,
+        client_id: None,
+        keep_alive: Duration::from_secs(30),
+        format: "raw".into(),
+        retain: false,
+    };
+    Ok((config.options(client_id), config.shown))
 }
 
 pub(crate) use crate::source::records::safe_id as client_id;
@@ -561,4 +674,25 @@ fn build_source(
         }));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_host_port_tls_and_credentials() {
+        let e = endpoint("mqtt://u:p@broker:1884/").expect("mqtt");
+        assert_eq!((e.host.as_str(), e.port, e.tls), ("broker", 1884, false));
+        assert_eq!(e.credentials, Some(("u".into(), "p".into())));
+        let e = endpoint("mqtts://broker").expect("mqtts");
+        assert_eq!((e.port, e.tls), (8883, true));
+        assert_eq!(endpoint("ssl://h:1").map(|e| e.tls), Ok(true));
+        assert_eq!(endpoint("mqtt://h").map(|e| e.port), Ok(1883));
+        let e = endpoint("http://user:secret@h").err().unwrap_or_default();
+        assert!(e.contains("'http://' is not an MQTT scheme"), "{e}");
+        assert!(!e.contains("secret"), "the password was shown: {e}");
+        assert!(endpoint("mqtt://h:x").is_err());
+        assert!(endpoint("mqtt://:1").is_err());
+    }
 }

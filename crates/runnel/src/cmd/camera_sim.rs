@@ -66,8 +66,8 @@ pub struct CameraSimArgs {
     /// Topic to post to (with --mqtt: camera K publishes to <topic>/cam-K)
     #[arg(long, default_value = "frames")]
     pub topic: String,
-    /// Publish the frames to this MQTT broker instead (mqtt://host:port), QoS 1, one
-    /// client per camera
+    /// Publish the frames to this MQTT broker instead (mqtt://host:port, or mqtts://… with
+    /// the system's CAs or --tls-ca), QoS 1, one client per camera
     #[cfg(feature = "mqtt")]
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
@@ -140,8 +140,9 @@ pub struct SimConfig {
     pub photos: Vec<RgbImage>,
     /// Topic to post to.
     pub topic: String,
-    /// Publish over MQTT to this broker (host, port) instead of posting.
-    pub mqtt: Option<(String, u16)>,
+    /// Publish over MQTT to this broker instead of posting: its URL, and the CA file its
+    /// certificate is checked against for `mqtts://`.
+    pub mqtt: Option<(String, Option<PathBuf>)>,
 }
 
 /// Runs `runnel camera-sim` until `--duration` or Ctrl-C, printing a report every 5 s.
@@ -156,7 +157,16 @@ pub async fn camera_sim(args: CameraSimArgs) -> anyhow::Result<()> {
     let photos = load_photos(args.images.as_deref())?;
     #[cfg(feature = "mqtt")]
     let mqtt = match args.mqtt.as_deref() {
-        Some(url) => Some(mqtt_broker(url)?),
+        Some(url) => {
+            // Checked once here, so a bad URL or CA file stops the command at once.
+            runnel_connectors::source::mqtt::client_options(
+                url,
+                "check",
+                args.client.tls_ca.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
+            Some((url.to_string(), args.client.tls_ca.clone()))
+        }
         None => None,
     };
     #[cfg(not(feature = "mqtt"))]
@@ -170,9 +180,12 @@ pub async fn camera_sim(args: CameraSimArgs) -> anyhow::Result<()> {
         mqtt,
     };
     match &config.mqtt {
-        Some((host, port)) => eprintln!(
-            "camera-sim: {} cameras at {} frame/s each -> mqtt://{host}:{port} topics {}/cam-<k>",
-            config.cameras, config.fps, config.topic
+        Some((url, ca)) => eprintln!(
+            "camera-sim: {} cameras at {} frame/s each -> {} topics {}/cam-<k>",
+            config.cameras,
+            config.fps,
+            mqtt_shown(url, ca.as_deref()),
+            config.topic
         ),
         None => eprintln!(
             "camera-sim: {} cameras at {} frame/s each -> {}/v1/topics/{}/records",
@@ -316,11 +329,11 @@ pub async fn run(
         // Cameras start spread over one period, as real ones are not synchronized.
         let offset = period.mul_f64(cam as f64 / config.cameras as f64);
         #[cfg(feature = "mqtt")]
-        if let Some((host, port)) = config.mqtt.clone() {
+        if let Some((url, ca)) = config.mqtt.clone() {
             let topic = format!("{}/cam-{cam}", config.topic);
             tasks.spawn(async move {
                 tokio::time::sleep(offset).await;
-                mqtt_camera(cam, period, (host, port), topic, photos, stats).await;
+                mqtt_camera(cam, period, (url, ca), topic, photos, stats).await;
             });
             continue;
         }
@@ -404,22 +417,16 @@ async fn camera(
     }
 }
 
-/// `mqtt://host[:port]` → (host, port).
-#[cfg(feature = "mqtt")]
-fn mqtt_broker(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or(url.strip_prefix("tcp://"))
-        .with_context(|| format!("--mqtt: expected mqtt://host[:port], got '{url}'"))?;
-    let rest = rest.trim_end_matches('/');
-    Ok(match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse()
-                .with_context(|| format!("--mqtt: '{p}' is not a port"))?,
-        ),
-        None => (rest.to_string(), 1883),
-    })
+/// A broker URL as shown in messages (without its credentials).
+fn mqtt_shown(url: &str, ca: Option<&std::path::Path>) -> String {
+    #[cfg(feature = "mqtt")]
+    if let Ok((_, shown)) = runnel_connectors::source::mqtt::client_options(url, "shown", ca) {
+        return shown;
+    }
+    let _ = ca;
+    url.split_once('@')
+        .map_or(url, |(_, host)| host)
+        .to_string()
 }
 
 /// One camera publishing a frame per period over MQTT (QoS 1); a frame counts as
@@ -428,16 +435,20 @@ fn mqtt_broker(url: &str) -> anyhow::Result<(String, u16)> {
 async fn mqtt_camera(
     cam: usize,
     period: Duration,
-    (host, port): (String, u16),
+    (url, ca): (String, Option<PathBuf>),
     topic: String,
     photos: Arc<Vec<RgbImage>>,
     stats: Arc<Mutex<SimStats>>,
 ) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
     let id = format!("runnel-camera-sim-{}-{cam}", std::process::id());
-    let mut options = MqttOptions::new(id, host, port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(16 << 20, 16 << 20);
+    let options = match runnel_connectors::source::mqtt::client_options(&url, &id, ca.as_deref()) {
+        Ok((options, _)) => options,
+        Err(e) => {
+            stats.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(e);
+            return;
+        }
+    };
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(cam as u64 ^ runnel_common::time::now_ms() as u64);

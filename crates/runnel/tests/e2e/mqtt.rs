@@ -34,6 +34,8 @@ struct Mosquitto {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra listener settings (TLS).
+    extra: String,
 }
 
 impl Mosquitto {
@@ -44,6 +46,29 @@ impl Mosquitto {
             child: None,
             port,
             dir,
+            extra: String::new(),
+        };
+        m.launch();
+        m
+    }
+
+    /// A broker that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
+    /// of the test's own (`ca.pem` in its directory) and, with `clients`, requiring a
+    /// client certificate signed by that CA (`client.pem`, `client.key`).
+    fn start_tls(clients: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = TestCerts::write(dir.path());
+        let extra = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {clients}\n",
+            certs.ca.display(),
+            certs.server.display(),
+            certs.server_key.display()
+        );
+        let mut m = Mosquitto {
+            child: None,
+            port: crate::log_cli::free_port(),
+            dir,
+            extra,
         };
         m.launch();
         m
@@ -62,9 +87,10 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_inflight_messages 0\nmax_queued_messages 0\n",
+                 persistence_location {}/\nmax_inflight_messages 0\nmax_queued_messages 0\n{}",
                 self.port,
-                data.display()
+                data.display(),
+                self.extra
             ),
         )
         .expect("writing mosquitto.conf");
@@ -95,6 +121,54 @@ impl Mosquitto {
         }
         std::thread::sleep(Duration::from_secs(1));
         self.launch();
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, as PEM
+/// files readable by the broker (which drops root for its own user).
+struct TestCerts {
+    ca: PathBuf,
+    server: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TestCerts {
+    fn write(dir: &std::path::Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "runnel test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&ca_key).expect("CA");
+        let leaf = |names: Vec<String>, name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(names).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+        let (client, client_key) = leaf(Vec::new(), "runnel-client");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("writing a certificate");
+            path
+        };
+        let certs = TestCerts {
+            ca: write("ca.pem", &ca.pem()),
+            server: write("server.pem", &server),
+            server_key: write("server.key", &server_key),
+        };
+        write("client.pem", &client);
+        write("client.key", &client_key);
+        let _ = Command::new("chmod")
+            .arg("a+r")
+            .args([&certs.ca, &certs.server, &certs.server_key])
+            .status();
+        certs
     }
 }
 
@@ -363,4 +437,104 @@ fn camera_example_runs_on_mqtt_input() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// `mqtts://`: a pipeline subscribes and another publishes over TLS to a broker that
+/// requires client certificates, both trusting the test's own CA (`tls.ca-file`) and
+/// presenting a client certificate; without the client certificate, or trusting only the
+/// system's CAs, the pipeline does not start and says why, naming the endpoint.
+#[test]
+fn mqtt_over_tls_with_client_certificates() {
+    let broker = Mosquitto::start_tls(true);
+    let certs = broker.dir.path();
+    let tls = format!(
+        "'tls.ca-file' = '{0}/ca.pem', 'tls.cert-file' = '{0}/client.pem', \
+         'tls.key-file' = '{0}/client.key'",
+        certs.display()
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let t = TestDir::new();
+    t.write(
+        "sub.sql",
+        &format!(
+            "SET 'execution.checkpointing.interval' = '200 ms';
+             CREATE TABLE readings (sensor STRING, seq BIGINT, temp DOUBLE)
+               WITH ('connector' = 'mqtt', 'url' = '{url}', 'topic' = 'secure/#', {tls});
+             CREATE TABLE out (sensor STRING, seq BIGINT) WITH ('connector' = 'file', 'path' = 'out');
+             INSERT INTO out SELECT sensor, seq FROM readings;"
+        ),
+    );
+    let log = t.path().join("sub.log");
+    let mut reader = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "sub.sql", "--data-dir", "sub"])
+        .current_dir(t.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("starting the reader");
+    std::thread::sleep(Duration::from_secs(2));
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"sensor\":\"s\",\"seq\":{i},\"temp\":1.5}}\n"))
+        .collect();
+    t.write("in.jsonl", &lines);
+    let publisher = |tls: &str| {
+        t.write(
+            "pub.sql",
+            &format!(
+                "CREATE TABLE src (sensor STRING, seq BIGINT, temp DOUBLE)
+                   WITH ('connector' = 'file', 'path' = 'in.jsonl');
+                 CREATE TABLE m (sensor STRING, seq BIGINT, temp DOUBLE)
+                   WITH ('connector' = 'mqtt', 'url' = '{url}', 'topic' = 'secure/s' {tls});
+                 INSERT INTO m SELECT * FROM src;"
+            ),
+        );
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["run", "pub.sql", "--data-dir", "pub"])
+            .current_dir(t.path())
+            .env("RUNNEL_LOG", "warn")
+            .output()
+            .expect("running the publisher")
+    };
+    // Only the system's CAs: the broker's certificate is not trusted.
+    let out = publisher("");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "published without trusting the CA");
+    assert!(err.contains(&url) && err.contains("ertificate"), "{err}");
+    // The CA, but no client certificate: the broker refuses the handshake.
+    let ca_only = format!(", 'tls.ca-file' = '{}/ca.pem'", certs.display());
+    let out = publisher(&ca_only);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "published without a client certificate"
+    );
+    assert!(err.contains(&url), "{err}");
+    let out = publisher(&format!(", {tls}"));
+    assert!(
+        out.status.success(),
+        "publisher: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want: BTreeSet<i64> = (0..200).collect();
+    loop {
+        let got: BTreeSet<i64> = rows_in(&t.path().join("out"))
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_i64())
+            .collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 200 messages arrived over TLS; reader log:\n{}",
+            got.len(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = reader.kill();
+    let _ = reader.wait();
 }
