@@ -57,6 +57,9 @@ pub enum ConnectorError {
     /// Arrow failed while building or encoding batches.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet failed while encoding or decoding a file.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
     /// Anything else that stops the connector, already explained.
     #[error("{0}")]
     Other(String),

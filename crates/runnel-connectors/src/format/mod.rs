@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod parquet;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use csv::ByteRecord;
@@ -24,6 +26,7 @@ use crate::descriptor::{
 };
 use crate::format::csv::{CsvDecoder, reader_builder};
 use crate::format::json::JsonDecoder;
+use crate::format::parquet::ParquetRows;
 use crate::format::{Decoded, Reject, check_schema};
 use crate::{ConnectorError, Source, SourceContext, SourcePoll};
 
@@ -126,6 +129,8 @@ pub enum FileFormat {
     Json,
     /// A header row, then one record per row.
     Csv,
+    /// Parquet files (the `filesystem` connector).
+    Parquet,
 }
 
 /// Options of `CREATE TABLE … WITH (connector = 'file', …)` when read from.
@@ -140,6 +145,20 @@ pub struct FileSourceConfig {
     /// CSV files start with a header row naming the columns (`file`); without one
     /// (`filesystem`, as Flink's CSV format), fields are the columns in declared order.
     pub csv_header: bool,
+    /// `PARTITIONED BY` (`filesystem`): files are found in Hive-style directories
+    /// `k=v/…` under `path`, and these columns come from their names, not the files.
+    pub partitioned: Option<Partitioned>,
+}
+
+/// How a partitioned directory is laid out.
+#[derive(Debug, Clone)]
+pub struct Partitioned {
+    /// The partition columns' indexes in the table, in directory order.
+    pub columns: Vec<usize>,
+    /// The directory name of NULL values (`partition.default-name`).
+    pub default_name: String,
+    /// Decodes a directory name's escaped value (`%3A` → `:`).
+    pub unescape: fn(&str) -> String,
 }
 
 impl FileSourceConfig {
@@ -171,6 +190,7 @@ impl FileSourceConfig {
             format,
             dead_letter_path,
             csv_header: true,
+            partitioned: None,
         })
     }
 }
@@ -195,7 +215,9 @@ pub fn build_with(
     contexts: Vec<SourceContext>,
     config: FileSourceConfig,
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
-    check_schema(&spec.name, &spec.schema)?;
+    if config.format != FileFormat::Parquet {
+        check_schema(&spec.name, &spec.schema)?;
+    }
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };
@@ -210,19 +232,85 @@ pub fn build_with(
         Target::File(p) => p.clone(),
         Target::Topic(_) => PathBuf::new(),
     };
-    let files = Arc::new(list_files(&spec.name, &config.path, &skip)?);
+    let (files, partitions): (Vec<PathBuf>, Vec<Vec<Option<String>>>) = match &config.partitioned {
+        Some(p) => {
+            let names: Vec<String> = p
+                .columns
+                .iter()
+                .map(|&c| spec.schema.field(c).name().clone())
+                .collect();
+            let mut found = Vec::new();
+            list_partitioned(
+                &spec.name,
+                &config.path,
+                &names,
+                p,
+                &mut Vec::new(),
+                &mut found,
+            )?;
+            found.sort();
+            found.into_iter().unzip()
+        }
+        None => {
+            let files = list_files(&spec.name, &config.path, &skip)?;
+            let n = files.len();
+            (files, vec![Vec::new(); n])
+        }
+    };
+    let files = Arc::new(files);
+    let partitions = Arc::new(partitions);
     let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
         let dl = dead.clone();
         sources.push(Box::new(FileSource::new(
             spec,
             &config,
-            files.clone(),
+            (files.clone(), partitions.clone()),
             ctx,
             dl,
         )));
     }
     Ok(sources)
+}
+
+/// The files under `dir` at partition depth `values.len()`, with their partition values
+/// (Hive-style `name=value` directories, names in `names`' order). Hidden entries (`.`, `_`
+/// as in `_SUCCESS`) are skipped.
+fn list_partitioned(
+    table: &str,
+    dir: &Path,
+    names: &[String],
+    p: &Partitioned,
+    values: &mut Vec<Option<String>>,
+    found: &mut Vec<(PathBuf, Vec<Option<String>>)>,
+) -> Result<(), ConnectorError> {
+    let ctx = || format!("table '{table}': reading directory '{}'", dir.display());
+    for entry in std::fs::read_dir(dir).map_err(|e| ConnectorError::io(ctx(), e))? {
+        let entry = entry.map_err(|e| ConnectorError::io(ctx(), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(['.', '_']) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        match names.get(values.len()) {
+            Some(want) if is_dir => {
+                let Some((key, value)) = name.split_once('=') else {
+                    continue;
+                };
+                if !key.eq_ignore_ascii_case(want) {
+                    continue;
+                }
+                let value = (p.unescape)(value);
+                values.push((value != p.default_name).then_some(value));
+                list_partitioned(table, &path, names, p, values, found)?;
+                values.pop();
+            }
+            None if !is_dir => found.push((path, values.clone())),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The input files of `path` in read order.
@@ -254,6 +342,9 @@ pub(crate) fn list_files(
     Ok(files)
 }
 
+/// Per input file: its partition values (`None`: the default partition).
+type Partitions = Arc<Vec<Vec<Option<String>>>>;
+
 /// One subtask of the file source.
 pub struct FileSource {
     table: String,
@@ -261,6 +352,12 @@ pub struct FileSource {
     format: FileFormat,
     csv_header: bool,
     files: Arc<Vec<PathBuf>>,
+    /// Per file: its partition values (`None`: the default partition), for the columns
+    /// `partition_cols`; empty when the table is not partitioned.
+    partitions: Partitions,
+    partition_cols: Vec<usize>,
+    /// The columns the files hold (the table's, without the partition columns).
+    data_schema: SchemaRef,
     parallelism: usize,
     /// Index (into `files`) of the file being read, or the next one to open.
     next_file: usize,
@@ -294,22 +391,42 @@ enum Reader {
         decoder: CsvDecoder,
         records: Vec<ByteRecord>,
     },
+    Parquet {
+        rows: ParquetRows,
+        /// Rows returned from the file so far.
+        read: u64,
+    },
 }
 
 impl FileSource {
     fn new(
         spec: &TableSpec,
         config: &FileSourceConfig,
-        files: Arc<Vec<PathBuf>>,
+        (files, partitions): (Arc<Vec<PathBuf>>, Partitions),
         ctx: SourceContext,
         dead: Arc<DeadLetterWriter>,
     ) -> Self {
+        let partition_cols = config
+            .partitioned
+            .as_ref()
+            .map(|p| p.columns.clone())
+            .unwrap_or_default();
+        let data_cols: Vec<usize> = (0..spec.schema.fields().len())
+            .filter(|i| !partition_cols.contains(i))
+            .collect();
+        let data_schema = spec
+            .schema
+            .project(&data_cols)
+            .map_or_else(|_| spec.schema.clone(), Arc::new);
         Self {
             table: spec.name.clone(),
             schema: spec.schema.clone(),
             format: config.format,
             csv_header: config.csv_header,
             files,
+            partitions,
+            partition_cols,
+            data_schema,
             parallelism: ctx.parallelism.max(1),
             next_file: ctx.subtask,
             open: None,
@@ -338,7 +455,7 @@ impl FileSource {
                     reader: BufReader::with_capacity(1 << 16, file),
                     offset,
                     line: line.max(1),
-                    decoder: JsonDecoder::try_new(self.schema.clone())?,
+                    decoder: JsonDecoder::try_new(self.data_schema.clone())?,
                     buf: Vec::new(),
                     spans: Vec::new(),
                 }
@@ -353,7 +470,7 @@ impl FileSource {
                     (reader, headers)
                 } else {
                     let reader = reader_builder().has_headers(false).from_reader(file);
-                    let names = self.schema.fields().iter().map(|f| f.name().as_str());
+                    let names = self.data_schema.fields().iter().map(|f| f.name().as_str());
                     (reader, ByteRecord::from(names.collect::<Vec<_>>()))
                 };
                 if offset > 0 {
@@ -363,10 +480,20 @@ impl FileSource {
                 }
                 Reader::Csv {
                     reader,
-                    decoder: CsvDecoder::try_new(self.schema.clone(), &headers)?,
+                    decoder: CsvDecoder::try_new(self.data_schema.clone(), &headers)?,
                     records: Vec::new(),
                 }
             }
+            FileFormat::Parquet => Reader::Parquet {
+                rows: ParquetRows::open(
+                    &path,
+                    self.data_schema.clone(),
+                    self.batch_size,
+                    offset as usize,
+                )
+                .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", self.table)))?,
+                read: offset,
+            },
         };
         self.open = Some(OpenFile {
             path,
@@ -446,7 +573,71 @@ impl FileSource {
                 }
                 Ok((d, eof))
             }
+            Reader::Parquet { rows, read } => {
+                let batch = rows
+                    .next_batch()
+                    .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", self.table)))?;
+                let eof = batch.is_none();
+                if let Some(b) = &batch {
+                    *read += b.num_rows() as u64;
+                    self.metrics.bytes.add(b.get_array_memory_size() as u64);
+                }
+                Ok((
+                    Decoded {
+                        batch,
+                        rejects: Vec::new(),
+                    },
+                    eof,
+                ))
+            }
         }
+    }
+
+    /// `batch` (the data columns of file `index`) with the partition columns added from
+    /// the file's directory names.
+    fn with_partitions(
+        &self,
+        batch: RecordBatch,
+        index: usize,
+    ) -> Result<RecordBatch, ConnectorError> {
+        if self.partition_cols.is_empty() {
+            return Ok(batch);
+        }
+        let rows = batch.num_rows();
+        let values = self
+            .partitions
+            .get(index)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut data = batch.columns().iter();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let Some(k) = self.partition_cols.iter().position(|&c| c == i) else {
+                columns.extend(data.next().cloned());
+                continue;
+            };
+            let value = values.get(k).cloned().flatten();
+            let text: ArrayRef = Arc::new(StringArray::from(vec![value.clone(); rows]));
+            let strict = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            let column = cast_with_options(&text, field.data_type(), &strict).map_err(|e| {
+                ConnectorError::Other(format!(
+                    "table '{}': partition directory {}={} of '{}' is not a {}: {e}",
+                    self.table,
+                    field.name(),
+                    value.unwrap_or_default(),
+                    self.files
+                        .get(index)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    runnel_common::types::sql_name(field.data_type())
+                ))
+            })?;
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
     fn handle_rejects(&mut self, rejects: &[Reject]) -> Result<(), ConnectorError> {
@@ -512,12 +703,14 @@ impl Source for FileSource {
                 }
                 self.open_file(self.next_file, 0, 1)?;
             }
+            let index = self.next_file;
             let (decoded, eof) = self.read_batch()?;
             self.handle_rejects(&decoded.rejects)?;
             if eof {
                 self.close_file();
             }
             if let Some(batch) = decoded.batch {
+                let batch = self.with_partitions(batch, index)?;
                 self.metrics.rows.add(batch.num_rows() as u64);
                 return Ok(SourcePoll::Batch(batch));
             }
@@ -533,6 +726,7 @@ impl Source for FileSource {
             Some(Reader::Csv { reader, .. }) => {
                 (reader.position().byte(), reader.position().line())
             }
+            Some(Reader::Parquet { read, .. }) => (*read, 0),
             None => (0, 1),
         };
         Some(json!({ "file": self.next_file, "offset": offset, "line": line }))

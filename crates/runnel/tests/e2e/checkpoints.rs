@@ -25,7 +25,11 @@ CREATE TABLE copy_log (k STRING, seq BIGINT)
 CREATE TABLE parts (seq BIGINT, k STRING) PARTITIONED BY (k)
   WITH ('connector' = 'filesystem', 'path' = 'out/parts', 'format' = 'json',
         'sink.partition-commit.policy.kind' = 'success-file');
+CREATE TABLE pq (seq BIGINT, k STRING) PARTITIONED BY (k)
+  WITH ('connector' = 'filesystem', 'path' = 'out/pq', 'format' = 'parquet',
+        'sink.rolling-policy.file-size' = '256kb');
 INSERT INTO copy SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
+INSERT INTO pq SELECT seq, k FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO parts SELECT seq, k FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO copy_log SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO counts
@@ -210,6 +214,16 @@ fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
     assert!(
         got_parts == committed_partitions(&reference.path().join("out/parts")),
         "partitioned filesystem output differs"
+    );
+    let (_, got_pq) = crate::warehouse::read_with_pyarrow(&t.path().join("out/pq"));
+    assert_eq!(
+        got_pq.len(),
+        want_copy.len(),
+        "parquet sink: gap or duplicate"
+    );
+    assert!(
+        got_pq == crate::warehouse::read_with_pyarrow(&reference.path().join("out/pq")).1,
+        "parquet output differs from the uninterrupted run"
     );
     let got_log = log_rows(&t);
     assert_eq!(got_log.len(), want_copy.len(), "log sink: gap or duplicate");

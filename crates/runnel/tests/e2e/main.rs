@@ -13,4 +13,5 @@ mod nats;
 mod nexmark;
 mod planning;
 mod postgres;
+mod warehouse;
 mod web;

@@ -1,0 +1,235 @@
+//! Issue 20: the warehouse feed. Parquet written by the `filesystem` sink is read back by
+//! an independent reader (pyarrow, installed by the test into a cached virtualenv) and by
+//! runnel's own `filesystem` source, and must equal the input exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::harness::TestDir;
+
+/// A Python with pyarrow: `$HOME/.cache/runnel/pyvenv`, made (and pyarrow installed
+/// from PyPI) on first use.
+pub fn pyarrow_python() -> PathBuf {
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(|p| p.into_inner());
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let venv = home.join(".cache/runnel/pyvenv");
+    let python = venv.join("bin/python");
+    let has = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import pyarrow"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has(&python) {
+        return python;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        // Debian's python3 without ensurepip: install it when root.
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "[ \"$(id -u)\" = 0 ] && (apt-get install -y python3-venv || \
+                 (apt-get update && apt-get install -y python3-venv)) >/dev/null 2>&1",
+            ])
+            .status();
+        let _ = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+    }
+    let out = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "pyarrow"])
+        .output()
+        .expect("the warehouse tests need python3 with venv and pip");
+    assert!(
+        has(&python),
+        "installing pyarrow failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    python
+}
+
+/// Every row of a Hive-partitioned Parquet directory as read by pyarrow, one JSON
+/// object per row with keys sorted and times as epoch milliseconds, sorted; and the
+/// Arrow types pyarrow sees, the compression and whether statistics are there.
+const READ: &str = r#"
+import json, sys
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+d = ds.dataset(sys.argv[1], format="parquet", partitioning="hive",
+               ignore_prefixes=[".", "_"])
+rows = []
+for batch in d.to_batches():
+    for r in batch.to_pylist():
+        out = {}
+        for k, v in r.items():
+            if hasattr(v, "timestamp"):
+                v = round(v.timestamp() * 1000)
+            elif v is not None and type(v).__name__ == "Decimal":
+                v = str(v)
+            out[k] = v
+        rows.append(json.dumps(out, sort_keys=True, separators=(",", ":")))
+rows.sort()
+meta = {}
+for f in d.files:
+    md = pq.ParquetFile(f).metadata
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            col = md.row_group(g).column(c)
+            meta["compression"] = col.compression
+            meta.setdefault("statistics", True)
+            meta["statistics"] = meta["statistics"] and col.is_stats_set
+print(json.dumps({"types": {f.name: str(f.type) for f in d.schema}, "meta": meta}))
+for r in rows:
+    print(r)
+"#;
+
+/// (types and file facts, sorted rows) of a Parquet directory, by pyarrow.
+pub fn read_with_pyarrow(dir: &Path) -> (serde_json::Value, Vec<String>) {
+    let out = Command::new(pyarrow_python())
+        .args(["-c", READ])
+        .arg(dir)
+        .output()
+        .expect("running pyarrow");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let head: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap_or("{}")).expect("pyarrow's summary");
+    (head, lines.map(str::to_string).collect())
+}
+
+/// Sorted JSON text of rows, keys sorted (as the pyarrow reader prints them).
+fn canonical(rows: impl Iterator<Item = serde_json::Value>) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .map(|v| {
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_value(v).expect("object");
+            serde_json::to_string(&sorted).expect("json")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A typed, partitioned table written as Parquet with checkpoints at parallelism 2:
+/// pyarrow reads exactly the input back, with TIMESTAMP as timestamp[ms, UTC], DECIMAL as
+/// decimal, zstd and statistics; every partition has its `_SUCCESS`; runnel's own
+/// `filesystem` source reads the directory (partition columns from the paths) to the same
+/// rows.
+#[test]
+fn parquet_partitions_read_back_by_pyarrow_equal_the_input() {
+    let t = TestDir::new();
+    let base: i64 = 1_764_979_200_000; // 2025-12-06 00:00 UTC
+    let mut input = String::new();
+    let mut want = Vec::new();
+    for i in 0..3000i64 {
+        let ts = base + i * 37_000;
+        let dt = if ts < base + 86_400_000 / 2 {
+            "2025-12-06"
+        } else {
+            "2025-12-07"
+        };
+        let hr = (i % 3) as i32;
+        let name = if i % 11 == 0 {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(format!("n{i}"))
+        };
+        let price = format!("{}.{:02}", i / 7, i % 100);
+        input.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"id": i, "name": name, "price": price.parse::<f64>().unwrap_or(0.0),
+                               "ok": i % 2 == 0, "ts": ts, "dt": dt, "hr": hr})
+        ));
+        want.push(
+            serde_json::json!({"id": i, "name": name, "price": price, "ok": i % 2 == 0,
+                                     "ts": ts, "dt": dt, "hr": hr}),
+        );
+    }
+    t.write("in.jsonl", &input);
+    t.write(
+        "p.sql",
+        "SET 'execution.checkpointing.interval' = '100 ms';
+         SET 'execution.batch-size' = '200';
+         CREATE TABLE src (id BIGINT, name STRING, price DECIMAL(10, 2), ok BOOLEAN,
+                           ts TIMESTAMP(3), dt STRING, hr INT)
+           WITH ('connector' = 'file', 'path' = 'in.jsonl');
+         CREATE TABLE wh (id BIGINT, name STRING, price DECIMAL(10, 2), ok BOOLEAN,
+                          ts TIMESTAMP(3), dt STRING, hr INT) PARTITIONED BY (dt, hr)
+           WITH ('connector' = 'filesystem', 'path' = 'out/wh', 'format' = 'parquet',
+                 'sink.rolling-policy.file-size' = '8kb',
+                 'sink.partition-commit.policy.kind' = 'success-file');
+         INSERT INTO wh SELECT * FROM src;",
+    );
+    let r = t.runnel(&["run", "p.sql", "--data-dir", "d", "-p", "2"]);
+    assert!(r.success, "{}", r.stderr);
+    let (head, rows) = read_with_pyarrow(&t.path().join("out/wh"));
+    let types = &head["types"];
+    assert_eq!(types["ts"], "timestamp[ms, tz=UTC]", "{head}");
+    assert_eq!(types["price"], "decimal128(10, 2)", "{head}");
+    assert_eq!(types["id"], "int64", "{head}");
+    assert_eq!(head["meta"]["compression"], "ZSTD", "{head}");
+    assert_eq!(head["meta"]["statistics"], true, "{head}");
+    assert_eq!(rows.len(), 3000, "pyarrow read {} rows", rows.len());
+    // pyarrow types partition values from the path: hr as int32, dt as a string.
+    let want_rows = canonical(want.clone().into_iter());
+    let diff: Vec<_> = rows
+        .iter()
+        .zip(&want_rows)
+        .filter(|(a, b)| a != b)
+        .take(3)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "pyarrow's rows differ from the input: {diff:?}"
+    );
+    for dt in ["2025-12-06", "2025-12-07"] {
+        for hr in 0..3 {
+            let dir = t.path().join(format!("out/wh/dt={dt}/hr={hr}"));
+            assert!(
+                dir.join("_SUCCESS").exists(),
+                "no _SUCCESS in {}",
+                dir.display()
+            );
+            let parts = std::fs::read_dir(&dir).expect("partition").count();
+            assert!(parts > 2, "8kb files did not roll in {}", dir.display());
+        }
+    }
+    // runnel reads its own output back, partition columns from the paths.
+    t.write(
+        "back.sql",
+        "CREATE TABLE wh (id BIGINT, name STRING, price DECIMAL(10, 2), ok BOOLEAN,
+                          ts TIMESTAMP(3), dt STRING, hr INT) PARTITIONED BY (dt, hr)
+           WITH ('connector' = 'filesystem', 'path' = 'out/wh', 'format' = 'parquet');
+         CREATE TABLE back (id BIGINT, name STRING, price STRING, ok BOOLEAN, ts BIGINT,
+                            dt STRING, hr INT)
+           WITH ('connector' = 'file', 'path' = 'back.jsonl');
+         INSERT INTO back SELECT id, name, CAST(price AS STRING), ok,
+                                 CAST(ts AS BIGINT), dt, hr FROM wh;",
+    );
+    let r = t.runnel(&["run", "back.sql", "--data-dir", "d2", "-p", "2"]);
+    assert!(r.success, "{}", r.stderr);
+    let text = std::fs::read_to_string(t.path().join("back.jsonl")).expect("read back");
+    let got = canonical(
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")),
+    );
+    assert_eq!(got.len(), 3000);
+    assert!(
+        got == canonical(want.into_iter()),
+        "runnel's read-back differs from the input"
+    );
+}
