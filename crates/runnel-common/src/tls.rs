@@ -22,6 +22,14 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process's default crypto provider. Libraries that build TLS configs
+/// without naming a provider (HTTP clients of object stores, Delta Lake's) need one when
+/// more than one is compiled in (deltalake's client brings aws-lc-rs). Call it first thing.
+pub fn install_default_provider() {
+    // Err: one is installed already (a second call); that one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The certificates of a PEM file; `what` names the setting it came from in errors
 /// (`--tls-cert`, `option 'tls.ca-file'`, …).
 ///

@@ -12,6 +12,8 @@ pub fn connectors() -> Vec<Connector> {
     vec![
         sink::blackhole::CONNECTOR,
         sink::dashboard::CONNECTOR,
+        #[cfg(feature = "delta")]
+        sink::delta::CONNECTOR,
         source::file::CONNECTOR,
         sink::filesystem::CONNECTOR,
         #[cfg(feature = "postgres")]

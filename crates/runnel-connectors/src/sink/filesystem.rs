@@ -183,7 +183,7 @@ fn format_of(spec: &TableSpec) -> FileFormat {
 }
 
 /// Parses a size: `128MB`, `64 kb`, `1gb`, `1000` (bytes).
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -359,6 +359,7 @@ fn build_source(
                 .to_string(),
             unescape: unescape_path_value,
         }),
+        files: None,
     };
     crate::source::file::build_with(spec, contexts, config)
 }
@@ -402,9 +403,39 @@ fn build(
         .iter()
         .map(|&i| spec.schema.field(i).name().clone())
         .collect();
+    // Partitions written before a crash whose success file was not written yet (their
+    // marks live in memory): subtask 0 marks them as if it had written them, so none is
+    // left without one when its rows do not come again.
+    let mut unmarked = HashMap::new();
+    if let Some(name) = config.success_file.as_deref()
+        && !partition_cols.is_empty()
+        && apply.tag.is_empty()
+    {
+        let mut found = Vec::new();
+        unmarked_partitions(&config.path, name, partition_cols.len(), "", &mut found);
+        for partition in found {
+            let values: Vec<String> = partition
+                .split('/')
+                .map(|kv| unescape_path_value(kv.split_once('=').map_or(kv, |(_, v)| v)))
+                .collect();
+            let time_ms = partition_time_of(&config, &partition_names, &values).ok();
+            unmarked.insert(
+                partition,
+                Pending {
+                    time_ms,
+                    first_written: Instant::now(),
+                },
+            );
+        }
+    }
     Ok(contexts
         .into_iter()
         .map(|c| {
+            let pending = if c.subtask == 0 {
+                std::mem::take(&mut unmarked)
+            } else {
+                HashMap::new()
+            };
             Box::new(FilesystemSink {
                 config: config.clone(),
                 checkpointing: c.checkpoint.is_some(),
@@ -425,7 +456,7 @@ fn build(
                 opened: None,
                 local_id: 0,
                 watermark: i64::MIN,
-                pending: HashMap::new(),
+                pending,
                 marks: Vec::new(),
                 frame: Vec::new(),
             }) as Box<dyn Sink>
@@ -536,34 +567,72 @@ fn parse_partition_time(text: &str) -> Option<i64> {
         .map(|dt| dt.and_utc().timestamp_millis())
 }
 
+/// The time of the partition with these (unescaped) values.
+fn partition_time_of(
+    config: &SinkConfig,
+    partition_names: &[String],
+    values: &[String],
+) -> Result<i64, ConnectorError> {
+    let text = match &config.time_pattern {
+        None => values.first().cloned().unwrap_or_default(),
+        Some(pattern) => {
+            // Longest names first, so `$dt` does not eat the start of `$dthour`.
+            let mut names: Vec<(usize, &String)> = partition_names.iter().enumerate().collect();
+            names.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
+            let mut t = pattern.clone();
+            for (i, n) in names {
+                t = t.replace(&format!("${n}"), values.get(i).map_or("", String::as_str));
+            }
+            t
+        }
+    };
+    parse_partition_time(&text).ok_or_else(|| {
+        ConnectorError::Other(format!(
+            "filesystem sink '{}': partition time '{text}' (from {}) is not a time of the \
+             form yyyy-MM-dd HH:mm:ss; set 'partition.time-extractor.timestamp-pattern'",
+            config.path.display(),
+            config
+                .time_pattern
+                .as_deref()
+                .unwrap_or("the first partition value")
+        ))
+    })
+}
+
+/// Partition directories (`depth` levels of `k=v` under `dir`) holding part files but no
+/// success file `name`, as `k=v/…` paths.
+fn unmarked_partitions(dir: &Path, name: &str, depth: usize, at: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut has_parts = false;
+    let mut marked = false;
+    for e in entries.flatten() {
+        let entry = e.file_name().to_string_lossy().into_owned();
+        if depth > 0 {
+            if entry.contains('=') && e.file_type().is_ok_and(|t| t.is_dir()) {
+                let next = if at.is_empty() {
+                    entry.clone()
+                } else {
+                    format!("{at}/{entry}")
+                };
+                unmarked_partitions(&e.path(), name, depth - 1, &next, out);
+            }
+        } else if entry == name {
+            marked = true;
+        } else if entry.starts_with("part-") {
+            has_parts = true;
+        }
+    }
+    if depth == 0 && has_parts && !marked {
+        out.push(at.to_string());
+    }
+}
+
 impl FilesystemSink {
     /// The time of the partition with these (unescaped) values.
     fn partition_time(&self, values: &[String]) -> Result<i64, ConnectorError> {
-        let text = match &self.config.time_pattern {
-            None => values.first().cloned().unwrap_or_default(),
-            Some(pattern) => {
-                // Longest names first, so `$dt` does not eat the start of `$dthour`.
-                let mut names: Vec<(usize, &String)> =
-                    self.partition_names.iter().enumerate().collect();
-                names.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
-                let mut t = pattern.clone();
-                for (i, n) in names {
-                    t = t.replace(&format!("${n}"), &values[i]);
-                }
-                t
-            }
-        };
-        parse_partition_time(&text).ok_or_else(|| {
-            ConnectorError::Other(format!(
-                "filesystem sink '{}': partition time '{text}' (from {}) is not a time of the \
-                 form yyyy-MM-dd HH:mm:ss; set 'partition.time-extractor.timestamp-pattern'",
-                self.config.path.display(),
-                self.config
-                    .time_pattern
-                    .as_deref()
-                    .unwrap_or("the first partition value")
-            ))
-        })
+        partition_time_of(&self.config, &self.partition_names, values)
     }
 
     /// Partitions complete now (trigger), removed from `pending`.
@@ -1401,6 +1470,36 @@ mod tests {
         )
         .expect("part");
         assert_eq!(first, again);
+    }
+
+    /// A partition committed before a crash but not yet marked gets its success file
+    /// from the restarted run, though its rows do not come again.
+    #[tokio::test]
+    async fn a_restart_marks_partitions_left_unmarked_by_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec(
+            dir.path(),
+            &[("sink.partition-commit.policy.kind", "success-file")],
+        );
+        for (p, marked) in [("dt=a/hm=1", false), ("dt=b/hm=1", true)] {
+            let d = dir.path().join(p);
+            std::fs::create_dir_all(&d).expect("dir");
+            std::fs::write(d.join("part-0-0000000001-0.csv"), "1\n").expect("part");
+            if marked {
+                std::fs::write(d.join("_SUCCESS"), "").expect("success");
+            }
+        }
+        let restored = crate::CheckpointMode { restored: Some(1) };
+        let mut sink = build(&spec, vec![sink_context(Some(restored))])
+            .expect("build")
+            .remove(0);
+        sink.finish().await.expect("finish");
+        assert!(dir.path().join("dt=a/hm=1/_SUCCESS").exists());
+        assert!(
+            dir.path()
+                .join("dt=a/hm=1/part-0-0000000001-0.csv")
+                .exists()
+        );
     }
 
     #[test]

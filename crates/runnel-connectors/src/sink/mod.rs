@@ -2,6 +2,8 @@
 
 pub mod blackhole;
 pub mod dashboard;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod file;
 pub mod file_parts;
 pub mod filesystem;

@@ -148,6 +148,9 @@ pub struct FileSourceConfig {
     /// `PARTITIONED BY` (`filesystem`): files are found in Hive-style directories
     /// `k=v/…` under `path`, and these columns come from their names, not the files.
     pub partitioned: Option<Partitioned>,
+    /// The files to read with their partition values, when a table format lists them
+    /// (`delta`) instead of a directory listing.
+    pub files: Option<Vec<(PathBuf, Vec<Option<String>>)>>,
 }
 
 /// How a partitioned directory is laid out.
@@ -191,6 +194,7 @@ impl FileSourceConfig {
             dead_letter_path,
             csv_header: true,
             partitioned: None,
+            files: None,
         })
     }
 }
@@ -233,6 +237,7 @@ pub fn build_with(
         Target::Topic(_) => PathBuf::new(),
     };
     let (files, partitions): (Vec<PathBuf>, Vec<Vec<Option<String>>>) = match &config.partitioned {
+        _ if config.files.is_some() => config.files.clone().unwrap_or_default().into_iter().unzip(),
         Some(p) => {
             let names: Vec<String> = p
                 .columns

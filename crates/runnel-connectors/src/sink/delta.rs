@@ -1,0 +1,664 @@
+//! `delta`: a Delta Lake table, through `deltalake` (its kernel and Parquet writer, no
+//! DataFusion).
+//!
+//! Written: the table is created from the DDL (with its `PARTITIONED BY` columns) when
+//! its directory holds no `_delta_log`; an existing table's columns, types and partition
+//! columns must match the DDL, or the health check fails naming the column. Exactly once
+//! on the transactional-sink mechanism ([`crate::txn`]): a subtask stages its rows (as
+//! Arrow IPC) until the checkpoint covering them completes, then appends them as Parquet
+//! files in one Delta commit that carries an application transaction (`txn` action: app
+//! id `runnel/<pipeline>/<table>/<task>/<subtask>`, version = the checkpoint id). A replay
+//! after a crash finds the version already committed and commits nothing; concurrent
+//! writers (the sink's other subtasks, other pipelines) are settled by Delta's optimistic
+//! commit with retries. A fresh run (no checkpoint to resume) first resets its app ids'
+//! versions, so its checkpoint ids, which start again at 1, are not taken as replays.
+//! `TIMESTAMP(3)` and `TIMESTAMP_LTZ(3)` are Delta `timestamp` (UTC, microseconds).
+//!
+//! Read: the files of the newest snapshot (or of `'version'`), Parquet read as the
+//! `filesystem` source reads it, with partition columns from the log's partition values.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use runnel_common::TableSpec;
+use runnel_common::metrics::ConnectorMetrics;
+
+use crate::descriptor::{
+    self, CheckContext, CheckFuture, Connector, Guarantee, OptionDef, OptionType, Role,
+};
+use crate::source::file::{FileFormat, FileSourceConfig};
+use crate::txn::{self, Apply, FINAL, Staging, Txn};
+use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext};
+
+const NAME: &str = "delta";
+
+/// `connector = 'delta'`.
+pub const CONNECTOR: Connector = Connector {
+    name: NAME,
+    doc: "a Delta Lake table: appended exactly once (one Delta commit per checkpoint, with an \
+          application transaction), created from the DDL when missing; read as a snapshot",
+    options: &[
+        OptionDef::new(
+            "path",
+            OptionType::Path,
+            "the table's directory (a local path or file:// URI)",
+        )
+        .required(),
+        OptionDef::new(
+            "version",
+            OptionType::Text,
+            "read this version of the table instead of the newest",
+        )
+        .source_only(),
+        OptionDef::new(
+            "sink.rolling-policy.file-size",
+            OptionType::Text,
+            "target size of a Parquet data file",
+        )
+        .default("128MB")
+        .sink_only(),
+    ],
+    source: Some(build_source),
+    sink: Some(build),
+    unbounded: descriptor::never_unbounded,
+    guarantee: Guarantee::ExactlyOnce,
+    updates: descriptor::append_only,
+    needs: &[],
+    validate,
+    check,
+    metadata: &[],
+    upserts: false,
+    lookup: None,
+};
+
+/// Commit attempts before a conflict with concurrent writers fails the checkpoint.
+const COMMIT_RETRIES: usize = 30;
+
+fn delta_error(spec_name: &str, what: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Other(format!("table '{spec_name}': {what}: {e}"))
+}
+
+/// The table's directory.
+fn table_dir(spec: &TableSpec) -> Result<PathBuf, ConnectorError> {
+    let text = spec
+        .options
+        .required(NAME, "path")
+        .map_err(|source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        })?;
+    if let Some(rest) = text.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(ConnectorError::Unsupported {
+            table: spec.name.clone(),
+            connector: NAME.into(),
+            reason: format!("path '{text}': {scheme}:// is not supported yet; use a local path"),
+        });
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// `file://` URL of the table's directory (created if missing).
+fn table_url(spec: &TableSpec, dir: &Path) -> Result<url::Url, ConnectorError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ConnectorError::io(
+            format!("table '{}': creating '{}'", spec.name, dir.display()),
+            e,
+        )
+    })?;
+    let abs = dir.canonicalize().map_err(|e| {
+        ConnectorError::io(format!("table '{}': '{}'", spec.name, dir.display()), e)
+    })?;
+    url::Url::from_directory_path(&abs).map_err(|()| {
+        ConnectorError::Other(format!(
+            "table '{}': '{}' is not a usable directory path",
+            spec.name,
+            abs.display()
+        ))
+    })
+}
+
+/// The schema rows are written in: times as Delta's `timestamp` (UTC, microseconds).
+fn delta_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(_, _) => f.as_ref().clone().with_data_type(
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                ),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<Field>>(),
+    ))
+}
+
+fn partition_names(spec: &TableSpec) -> Vec<String> {
+    spec.partition_keys
+        .iter()
+        .map(|&i| spec.schema.field(i).name().clone())
+        .collect()
+}
+
+fn file_size(spec: &TableSpec) -> Result<usize, ConnectorError> {
+    Ok(spec
+        .options
+        .parsed(
+            NAME,
+            "sink.rolling-policy.file-size",
+            "expected a size such as 128MB",
+            crate::sink::filesystem::parse_size,
+        )
+        .map_err(|source| ConnectorError::Option {
+            table: spec.name.clone(),
+            source,
+        })?
+        .unwrap_or(128 << 20) as usize)
+}
+
+fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
+    table_dir(spec)?;
+    file_size(spec)?;
+    let schema = delta_schema(&spec.schema);
+    let _: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
+        ConnectorError::Other(format!(
+            "table '{}': a column's type has no Delta Lake equivalent: {e}",
+            spec.name
+        ))
+    })?;
+    if let Some(v) = spec.options.get("version")
+        && v.trim().parse::<u64>().is_err()
+    {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': option 'version': '{v}' is not a table version (0, 1, …)",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the directory holds a Delta table.
+fn exists(dir: &Path) -> bool {
+    dir.join("_delta_log").is_dir()
+}
+
+async fn load(url: &url::Url, version: Option<u64>) -> Result<DeltaTable, String> {
+    let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| e.to_string())?;
+    if let Some(v) = version {
+        builder = builder.with_version(v);
+    }
+    builder.load().await.map_err(|e| e.to_string())
+}
+
+/// The existing table's columns and partitioning against the DDL's.
+fn check_existing(spec: &TableSpec, table: &DeltaTable) -> Result<(), ConnectorError> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| delta_error(&spec.name, "reading the Delta table", e))?;
+    let metadata = snapshot.metadata();
+    let structure = metadata
+        .parse_schema()
+        .map_err(|e| delta_error(&spec.name, "reading the Delta table's schema", e))?;
+    let existing: Schema = (&structure)
+        .try_into_arrow()
+        .map_err(|e| delta_error(&spec.name, "reading the Delta table's schema", e))?;
+    let wanted = delta_schema(&spec.schema);
+    for f in wanted.fields() {
+        let Some(have) = existing.fields().iter().find(|g| g.name() == f.name()) else {
+            return Err(ConnectorError::Type {
+                table: spec.name.clone(),
+                column: f.name().clone(),
+                data_type: runnel_common::types::sql_name(f.data_type()),
+                reason: format!(
+                    "is not a column of the existing Delta table (its columns: {})",
+                    existing
+                        .fields()
+                        .iter()
+                        .map(|g| g.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        if have.data_type() != f.data_type() {
+            return Err(ConnectorError::Type {
+                table: spec.name.clone(),
+                column: f.name().clone(),
+                data_type: runnel_common::types::sql_name(f.data_type()),
+                reason: format!(
+                    "does not match the existing Delta table's column, of type {}",
+                    have.data_type()
+                ),
+            });
+        }
+    }
+    if let Some(extra) = existing
+        .fields()
+        .iter()
+        .find(|g| wanted.fields().iter().all(|f| f.name() != g.name()))
+    {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': the existing Delta table has a column '{}' the DDL lacks; declare it",
+            spec.name,
+            extra.name()
+        )));
+    }
+    let partitions: Vec<String> = metadata.partition_columns().to_vec();
+    if partitions != partition_names(spec) {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': the existing Delta table is partitioned by ({}), the DDL by ({})",
+            spec.name,
+            partitions.join(", "),
+            partition_names(spec).join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the table, creating it from the DDL when missing; checks an existing one.
+async fn open_or_create(spec: TableSpec, dir: PathBuf) -> Result<DeltaTable, ConnectorError> {
+    let url = table_url(&spec, &dir)?;
+    if exists(&dir) {
+        let table = load(&url, None)
+            .await
+            .map_err(|e| delta_error(&spec.name, &format!("opening '{}'", dir.display()), e))?;
+        check_existing(&spec, &table)?;
+        return Ok(table);
+    }
+    let structure: StructType = delta_schema(&spec.schema)
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| delta_error(&spec.name, "the Delta schema", e))?;
+    CreateBuilder::new()
+        .with_location(url.as_str())
+        .with_columns(structure.fields().cloned())
+        .with_partition_columns(partition_names(&spec))
+        .await
+        .map_err(|e| {
+            delta_error(
+                &spec.name,
+                &format!("creating the Delta table '{}'", dir.display()),
+                e,
+            )
+        })
+}
+
+/// A sink's directory must hold a matching table or none; a source's must hold one.
+fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
+    Box::pin(async move {
+        let dir = table_dir(&spec)?;
+        match role {
+            Role::Source | Role::Both => {
+                if !exists(&dir) {
+                    return Err(ConnectorError::Other(format!(
+                        "table '{}': '{}' is not a Delta table (it has no _delta_log)",
+                        spec.name,
+                        dir.display()
+                    )));
+                }
+                let url = table_url(&spec, &dir)?;
+                let table = load(&url, None).await.map_err(|e| {
+                    delta_error(&spec.name, &format!("opening '{}'", dir.display()), e)
+                })?;
+                check_existing(&spec, &table)
+            }
+            Role::Sink => open_or_create(spec, dir).await.map(|_| ()),
+        }
+    })
+}
+
+/// The app id of a subtask's commits.
+fn app_id(prefix: &str, subtask: usize) -> String {
+    format!("{prefix}{subtask}")
+}
+
+/// Appends a sealed batch in one Delta commit with its application transaction.
+struct DeltaApply {
+    table: String,
+    url: url::Url,
+    schema: SchemaRef,
+    /// `runnel/<pipeline>/<table>/<task>/`.
+    app_prefix: String,
+    file_size: usize,
+}
+
+/// The batches of a sealed file: frames of `[u64 length][Arrow IPC stream]`.
+fn read_sealed(sealed: &Path) -> Result<Vec<RecordBatch>, ConnectorError> {
+    let ctx = || format!("reading sealed rows '{}'", sealed.display());
+    let f = File::open(sealed).map_err(|e| ConnectorError::io(ctx(), e))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut out = Vec::new();
+    let mut len8 = [0u8; 8];
+    let mut data = Vec::new();
+    loop {
+        match r.read_exact(&mut len8) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(ConnectorError::io(ctx(), e)),
+        }
+        data.resize(u64::from_le_bytes(len8) as usize, 0);
+        r.read_exact(&mut data)
+            .map_err(|e| ConnectorError::io(ctx(), e))?;
+        for batch in arrow::ipc::reader::StreamReader::try_new(data.as_slice(), None)? {
+            out.push(batch?);
+        }
+    }
+    Ok(out)
+}
+
+impl DeltaApply {
+    fn version(checkpoint: u64) -> i64 {
+        if checkpoint == FINAL {
+            i64::MAX
+        } else {
+            i64::try_from(checkpoint).unwrap_or(i64::MAX - 1)
+        }
+    }
+}
+
+impl Apply for DeltaApply {
+    fn apply(&self, txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
+        let batches = read_sealed(sealed)?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        let app = app_id(&self.app_prefix, txn.subtask);
+        let version = Self::version(txn.checkpoint);
+        let (url, file_size, name) = (self.url.clone(), self.file_size, self.table.clone());
+        let schema = self.schema.clone();
+        crate::io_runtime::wait(async move {
+            let fail = |what: &str, e: &dyn std::fmt::Display| {
+                ConnectorError::Other(format!("table '{name}': {what}: {e}"))
+            };
+            let mut table = load(&url, None)
+                .await
+                .map_err(|e| fail("opening the Delta table", &e))?;
+            let state = table
+                .snapshot()
+                .map_err(|e| fail("reading the Delta table", &e))?;
+            let done = state
+                .transaction_version(table.log_store().as_ref(), &app)
+                .await
+                .map_err(|e| fail("reading the Delta table's transactions", &e))?;
+            if done.is_some_and(|v| v >= version) {
+                return Ok(());
+            }
+            let mut writer = RecordBatchWriter::for_table(&table)
+                .map_err(|e| fail("writing the Delta table", &e))?
+                .with_writer_properties(crate::format::parquet::writer_properties())
+                .with_target_file_size(file_size as u64)
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_application_transaction(Transaction::new(&app, version))
+                        .with_max_retries(COMMIT_RETRIES),
+                );
+            for batch in batches {
+                let batch = crate::format::parquet::to_file_batch(&batch, &schema)?;
+                writer
+                    .write(batch)
+                    .await
+                    .map_err(|e| fail("writing Parquet data files", &e))?;
+            }
+            writer
+                .flush_and_commit(&mut table)
+                .await
+                .map_err(|e| fail("committing to the Delta log", &e))?;
+            Ok(())
+        })?
+    }
+}
+
+/// Resets the app ids of `subtasks` to version 0 in one commit (a fresh run).
+fn reset_app_ids(
+    spec: &TableSpec,
+    url: &url::Url,
+    prefix: &str,
+    subtasks: usize,
+) -> Result<(), ConnectorError> {
+    let (url, prefix, name) = (url.clone(), prefix.to_string(), spec.name.clone());
+    crate::io_runtime::wait(async move {
+        let fail = |e: &dyn std::fmt::Display| {
+            ConnectorError::Other(format!(
+                "table '{name}': resetting its Delta transactions: {e}"
+            ))
+        };
+        let table = load(&url, None).await.map_err(|e| fail(&e))?;
+        let state = table.snapshot().map_err(|e| fail(&e))?;
+        let mut reset = Vec::new();
+        for s in 0..subtasks {
+            let app = app_id(&prefix, s);
+            let v = state
+                .transaction_version(table.log_store().as_ref(), &app)
+                .await
+                .map_err(|e| fail(&e))?;
+            if v.is_some_and(|v| v != 0) {
+                reset.push(Transaction::new(&app, 0));
+            }
+        }
+        if reset.is_empty() {
+            return Ok(());
+        }
+        let operation = deltalake::protocol::DeltaOperation::Write {
+            mode: deltalake::protocol::SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        deltalake::kernel::transaction::CommitBuilder::from(
+            CommitProperties::default()
+                .with_application_transactions(reset)
+                .with_max_retries(COMMIT_RETRIES),
+        )
+        .with_actions(Vec::new())
+        .build(Some(state), table.log_store(), operation)
+        .await
+        .map_err(|e| fail(&e))?;
+        Ok(())
+    })?
+}
+
+/// Builds the subtasks: the table exists (made by the health check, or here).
+fn build(
+    spec: &TableSpec,
+    contexts: Vec<SinkContext>,
+) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
+    CONNECTOR.check_options(spec)?;
+    validate(spec)?;
+    let Some(first) = contexts.first() else {
+        return Ok(Vec::new());
+    };
+    let dir = table_dir(spec)?;
+    {
+        let (owned, dir) = (spec.clone(), dir.clone());
+        crate::io_runtime::wait(async move { open_or_create(owned, dir).await.map(|_| ()) })??;
+    }
+    let url = table_url(spec, &dir)?;
+    let (stage_dir, safe) = crate::sink::log_txn::staging_dir(&first.data_dir, &spec.name);
+    let app_prefix = format!("runnel/{}", txn::commit_prefix(first, &safe));
+    let apply = Arc::new(DeltaApply {
+        table: spec.name.clone(),
+        url: url.clone(),
+        schema: delta_schema(&spec.schema),
+        app_prefix: app_prefix.clone(),
+        file_size: file_size(spec)?,
+    });
+    let restored = first.checkpoint.and_then(|m| m.restored);
+    txn::recover_with(
+        &stage_dir,
+        "",
+        apply.as_ref(),
+        restored,
+        first.sealed.as_deref(),
+    )?;
+    if restored.is_none() {
+        reset_app_ids(
+            spec,
+            &url,
+            &app_prefix,
+            first.parallelism.max(contexts.len()),
+        )?;
+    }
+    Ok(contexts
+        .into_iter()
+        .map(|c| {
+            Box::new(DeltaSink {
+                checkpointing: c.checkpoint.is_some(),
+                staging: Staging::new(
+                    stage_dir.clone(),
+                    "",
+                    c.subtask,
+                    Vec::new(),
+                    apply.clone() as Arc<dyn Apply>,
+                )
+                .with_mirror(c.sealed.clone()),
+                staged: 0,
+                file_size: apply.file_size as u64,
+                local_id: 0,
+                metrics: c.metrics,
+            }) as Box<dyn Sink>
+        })
+        .collect())
+}
+
+/// One sink subtask.
+struct DeltaSink {
+    checkpointing: bool,
+    staging: Staging,
+    /// Bytes staged since the last seal.
+    staged: u64,
+    file_size: u64,
+    /// Commit ids of a run without checkpoints.
+    local_id: u64,
+    metrics: ConnectorMetrics,
+}
+
+impl DeltaSink {
+    /// Without checkpoints: commits what is staged now.
+    fn roll(&mut self) -> Result<(), ConnectorError> {
+        self.local_id += 1;
+        self.staging.seal(self.local_id)?;
+        self.staging.commit(self.local_id)?;
+        self.staged = 0;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for DeltaSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), ConnectorError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut ipc = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
+            w.write(&batch)?;
+            w.finish()?;
+        }
+        self.staging.write(&(ipc.len() as u64).to_le_bytes())?;
+        self.staging.write(&ipc)?;
+        self.staged += ipc.len() as u64;
+        self.metrics.rows.add(batch.num_rows() as u64);
+        self.metrics.bytes.add(ipc.len() as u64);
+        if !self.checkpointing && self.staged >= self.file_size {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.staging.seal(checkpoint)?;
+        self.staged = 0;
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.staging.commit(checkpoint)
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        if self.checkpointing {
+            self.staging.finish()
+        } else {
+            self.roll()
+        }
+    }
+}
+
+/// Reads the snapshot's files like the `filesystem` source reads Parquet.
+fn build_source(
+    spec: &TableSpec,
+    contexts: Vec<SourceContext>,
+) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
+    CONNECTOR.check_options(spec)?;
+    validate(spec)?;
+    let dir = table_dir(spec)?;
+    if !exists(&dir) {
+        return Err(ConnectorError::Other(format!(
+            "table '{}': '{}' is not a Delta table (it has no _delta_log)",
+            spec.name,
+            dir.display()
+        )));
+    }
+    let url = table_url(spec, &dir)?;
+    let version = spec
+        .options
+        .get("version")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let names = partition_names(spec);
+    let (name, root) = (spec.name.clone(), dir.clone());
+    let files = crate::io_runtime::wait(async move {
+        let table = load(&url, version).await.map_err(|e| {
+            ConnectorError::Other(format!("table '{name}': opening the Delta table: {e}"))
+        })?;
+        let state = table.snapshot().map_err(|e| {
+            ConnectorError::Other(format!("table '{name}': reading the Delta table: {e}"))
+        })?;
+        let mut files: Vec<(PathBuf, Vec<Option<String>>)> = state
+            .log_data()
+            .iter()
+            .map(|f| {
+                let values: HashMap<String, Option<String>> = f.partition_values_map();
+                (
+                    root.join(f.path().as_ref()),
+                    names
+                        .iter()
+                        .map(|n| values.get(n).cloned().flatten())
+                        .collect(),
+                )
+            })
+            .collect();
+        files.sort();
+        Ok::<_, ConnectorError>(files)
+    })??;
+    let config = FileSourceConfig {
+        dead_letter_path: PathBuf::from(format!(
+            "{}.dead-letter.jsonl",
+            dir.display().to_string().trim_end_matches(['/', '\\'])
+        )),
+        path: dir,
+        format: FileFormat::Parquet,
+        csv_header: false,
+        partitioned: (!spec.partition_keys.is_empty()).then(|| crate::source::file::Partitioned {
+            columns: spec.partition_keys.clone(),
+            default_name: String::new(),
+            unescape: str::to_string,
+        }),
+        files: Some(files),
+    };
+    crate::source::file::build_with(spec, contexts, config)
+}
