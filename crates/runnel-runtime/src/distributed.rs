@@ -211,7 +211,18 @@ pub fn split(
     input_topics: &[String],
     partitions: i32,
 ) -> Result<Vec<SubPlan>, RuntimeError> {
-    let graph = &prepared.graph;
+    // A primary-key sink's keyed shuffle is not cut into a repartition topic: a task
+    // writes the keys of its own input partitions (as before the shuffle existed), so a
+    // key's changes stay in order only when the input is partitioned by that key.
+    let mut keyed = prepared.graph.clone();
+    for node in &mut keyed.nodes {
+        if matches!(node.spec, NodeSpec::Sink(_)) {
+            for i in &mut node.inputs {
+                i.partitioning = Partitioning::Forward;
+            }
+        }
+    }
+    let graph = &keyed;
     let refuse = |m: String| RuntimeError::Distributed(m);
     // Each node's sub-plan: one past its upstream's across a hash edge.
     let mut of = vec![0u32; graph.nodes.len()];

@@ -555,6 +555,24 @@ mod tests {
     }
 
     #[test]
+    fn a_primary_key_sink_gets_every_change_of_a_key_on_one_subtask() {
+        let graph = Planner::new()
+            .plan(&format!(
+                "{SRC}\nCREATE TABLE o (v BIGINT, k STRING, PRIMARY KEY (k) NOT ENFORCED) \
+                 WITH (connector = 'blackhole');\nINSERT INTO o SELECT v, k FROM t;"
+            ))
+            .expect("plans");
+        let sink = graph.nodes.last().expect("sink");
+        assert_eq!(sink.spec.kind(), "sink");
+        assert_eq!(
+            sink.inputs[0].partitioning,
+            Partitioning::Hash(vec![1]),
+            "{}",
+            graph.explain()
+        );
+    }
+
+    #[test]
     fn group_by_without_window_is_an_updating_aggregate() {
         let graph = Planner::new()
             .plan(&format!(

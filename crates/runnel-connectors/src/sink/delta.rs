@@ -92,24 +92,7 @@ fn delta_error(spec_name: &str, what: &str, e: impl std::fmt::Display) -> Connec
 
 /// The table's directory.
 fn table_dir(spec: &TableSpec) -> Result<PathBuf, ConnectorError> {
-    let text = spec
-        .options
-        .required(NAME, "path")
-        .map_err(|source| ConnectorError::Option {
-            table: spec.name.clone(),
-            source,
-        })?;
-    if let Some(rest) = text.strip_prefix("file://") {
-        return Ok(PathBuf::from(rest));
-    }
-    if let Some((scheme, _)) = text.split_once("://") {
-        return Err(ConnectorError::Unsupported {
-            table: spec.name.clone(),
-            connector: NAME.into(),
-            reason: format!("path '{text}': {scheme}:// is not supported yet; use a local path"),
-        });
-    }
-    Ok(PathBuf::from(text))
+    crate::sink::filesystem::local_path_of(spec, NAME)
 }
 
 /// `file://` URL of the table's directory (created if missing).

@@ -154,21 +154,26 @@ const STAGING_PREFIX: &str = ".fs-part-";
 
 /// `path` without a `file://` scheme.
 fn local_path(spec: &TableSpec) -> Result<PathBuf, ConnectorError> {
-    let text = spec
-        .options
-        .required(NAME, "path")
-        .map_err(|source| ConnectorError::Option {
-            table: spec.name.clone(),
-            source,
-        })?;
+    local_path_of(spec, NAME)
+}
+
+/// The `path` option of a `connector` table that only takes local paths (or `file://`).
+pub(crate) fn local_path_of(spec: &TableSpec, connector: &str) -> Result<PathBuf, ConnectorError> {
+    let text =
+        spec.options
+            .required(connector, "path")
+            .map_err(|source| ConnectorError::Option {
+                table: spec.name.clone(),
+                source,
+            })?;
     if let Some(rest) = text.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
     }
     if let Some((scheme, _)) = text.split_once("://") {
         return Err(ConnectorError::Unsupported {
             table: spec.name.clone(),
-            connector: NAME.into(),
-            reason: format!("path '{text}': {scheme}:// is not supported; use a local path"),
+            connector: connector.into(),
+            reason: format!("path '{text}': {scheme}:// is not supported yet; use a local path"),
         });
     }
     Ok(PathBuf::from(text))

@@ -129,10 +129,18 @@ impl Lowerer {
                 id
             }
         };
+        // A sink with a primary key applies each key's changes in order (upserts into a
+        // database, keyed Kafka records): every change of a key must reach the same
+        // subtask, as Flink's keyed shuffle before an upsert sink does.
+        let partitioning = if sink.primary_key.is_empty() {
+            Partitioning::Forward
+        } else {
+            Partitioning::Hash(sink.primary_key.clone())
+        };
         for f in feeds {
             self.graph.nodes[sink_id].inputs.push(Input {
                 node: f,
-                partitioning: Partitioning::Forward,
+                partitioning: partitioning.clone(),
             });
         }
         // Sinks must come after their inputs: move it to the end if a later statement fed it.
