@@ -279,11 +279,6 @@ impl ParquetRows {
     }
 }
 
-/// Whether `dt` is a time type written as UTC (for tests and type checks).
-pub fn is_utc_timestamp(dt: &DataType) -> bool {
-    matches!(dt, DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC")
-}
-
 #[cfg(test)]
 mod tests {
     use arrow::array::{Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray};
@@ -316,7 +311,10 @@ mod tests {
         let path = dir.path().join("x.parquet");
         let mut w = writer(File::create(&path).expect("file"), &schema).expect("writer");
         let fs = file_schema(&schema);
-        assert!(is_utc_timestamp(fs.field(2).data_type()));
+        assert_eq!(
+            fs.field(2).data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+        );
         w.write(&to_file_batch(&batch, &fs).expect("file batch"))
             .expect("write");
         w.close().expect("close");

@@ -347,6 +347,45 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+/// One camera's frames: a JPEG per period, from its photos in turn, each with its own
+/// noise and exposure.
+struct Frames {
+    cam: usize,
+    photos: Arc<Vec<RgbImage>>,
+    rng: rand::rngs::StdRng,
+    tick: tokio::time::Interval,
+    frame_no: usize,
+}
+
+impl Frames {
+    fn new(cam: usize, period: Duration, photos: Arc<Vec<RgbImage>>) -> Self {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Frames {
+            cam,
+            photos,
+            rng: rand::rngs::StdRng::seed_from_u64(
+                cam as u64 ^ runnel_common::time::now_ms() as u64,
+            ),
+            tick,
+            frame_no: 0,
+        }
+    }
+
+    /// Waits for the next tick and makes its frame (`None` if encoding failed).
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        self.tick.tick().await;
+        let photo = self.photos[(self.cam + self.frame_no) % self.photos.len()].clone();
+        self.frame_no += 1;
+        let seed: u64 = self.rng.random();
+        tokio::task::spawn_blocking(move || {
+            make_frame(&photo, &mut rand::rngs::StdRng::seed_from_u64(seed))
+        })
+        .await
+        .ok()
+    }
+}
+
 async fn camera(
     cam: usize,
     period: Duration,
@@ -356,22 +395,10 @@ async fn camera(
     stats: Arc<Mutex<SimStats>>,
 ) {
     let key = format!("cam-{cam}");
-    let mut rng =
-        rand::rngs::StdRng::seed_from_u64(cam as u64 ^ runnel_common::time::now_ms() as u64);
     let mut conn = None;
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut frame_no = 0usize;
+    let mut frames = Frames::new(cam, period, photos);
     loop {
-        tick.tick().await;
-        let photo = photos[(cam + frame_no) % photos.len()].clone();
-        frame_no += 1;
-        let seed: u64 = rng.random();
-        let Ok(frame) = tokio::task::spawn_blocking(move || {
-            make_frame(&photo, &mut rand::rngs::StdRng::seed_from_u64(seed))
-        })
-        .await
-        else {
+        let Some(frame) = frames.next().await else {
             continue;
         };
         let event_time = runnel_common::time::now_ms().to_string();
@@ -450,21 +477,9 @@ async fn mqtt_camera(
         }
     };
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut rng =
-        rand::rngs::StdRng::seed_from_u64(cam as u64 ^ runnel_common::time::now_ms() as u64);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut frame_no = 0usize;
+    let mut frames = Frames::new(cam, period, photos);
     loop {
-        tick.tick().await;
-        let photo = photos[(cam + frame_no) % photos.len()].clone();
-        frame_no += 1;
-        let seed: u64 = rng.random();
-        let Ok(frame) = tokio::task::spawn_blocking(move || {
-            make_frame(&photo, &mut rand::rngs::StdRng::seed_from_u64(seed))
-        })
-        .await
-        else {
+        let Some(frame) = frames.next().await else {
             continue;
         };
         let started = Instant::now();
