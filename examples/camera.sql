@@ -2,8 +2,9 @@
 --
 -- Cameras POST one JPEG per second to /v1/topics/frames/records with X-Key: cam-<i>
 -- and X-Event-Time. Every frame is classified with the bundled ImageNet model; the
--- per-frame results go to the log topic `labels` and to a live gallery, and labels
--- are counted per camera per 10-second window into a chart, a table and a file.
+-- per-frame results go to the log topic `labels`, to a live gallery and to a Delta
+-- Lake table (demo-out/warehouse/frames), and labels are counted per camera per
+-- 10-second window into a chart, a table and a file.
 --
 -- Run it yourself:  runnel run examples/camera.sql --listen 127.0.0.1:8080
 --                   runnel camera-sim --cameras 4 --fps 1
@@ -51,6 +52,16 @@ CREATE TABLE label_counts_file (
 -- (This pipeline never ends, so it checkpoints every 10 s and the file sink writes
 -- exactly-once part files into that directory, committed with each checkpoint.)
 
+-- Every frame's result for the warehouse: a Delta Lake table partitioned by day and
+-- camera, one Delta commit per checkpoint. Read it with
+--   runnel query "SELECT camera, label, COUNT(*) AS n FROM \`demo-out/warehouse/frames\` GROUP BY camera, label"
+-- or pandas:  python3 -c "from deltalake import DeltaTable; print(DeltaTable('demo-out/warehouse/frames').to_pandas())"
+CREATE TABLE warehouse_frames (
+  event_time TIMESTAMP(3), label STRING, score DOUBLE, latency_ms BIGINT,
+  `partition` INT, `offset` BIGINT, `date` DATE, camera STRING
+) PARTITIONED BY (`date`, camera)
+WITH (connector = 'delta', path = 'demo-out/warehouse/frames');
+
 -- Classify once per frame; unreadable images give NULL and a dead letter.
 CREATE VIEW classified AS
 SELECT key AS camera, event_time, classify(`value`) AS prediction, ingest_time,
@@ -70,6 +81,11 @@ SELECT camera, event_time, label, score, latency_ms FROM results;
 
 INSERT INTO latest_frames
 SELECT camera, event_time, label, score, latency_ms, `partition`, `offset` FROM results;
+
+INSERT INTO warehouse_frames
+SELECT event_time, label, score, latency_ms, `partition`, `offset`, CAST(event_time AS DATE),
+       camera
+FROM results;
 
 CREATE VIEW counts AS
 SELECT camera, label, window_start, window_end, COUNT(*) AS frames

@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod group;
+pub mod infer;
 pub mod io_runtime;
 pub mod lookup;
 pub mod registry;

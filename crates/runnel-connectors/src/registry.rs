@@ -11,6 +11,7 @@ use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext, sink, sour
 pub fn connectors() -> Vec<Connector> {
     vec![
         sink::blackhole::CONNECTOR,
+        sink::collect::CONNECTOR,
         sink::dashboard::CONNECTOR,
         #[cfg(feature = "delta")]
         sink::delta::CONNECTOR,

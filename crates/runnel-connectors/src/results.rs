@@ -224,9 +224,38 @@ fn same_row(a: &Value, b: &Value) -> bool {
 #[derive(Debug, Default)]
 pub struct Dashboards {
     panels: Mutex<Vec<Arc<Panel>>>,
+    /// The results of `collect` tables (an ad-hoc query's rows), by table.
+    collected: Mutex<HashMap<String, Arc<crate::sink::collect::Collected>>>,
 }
 
 impl Dashboards {
+    /// The result of `collect` table `name`, created on first use (subtasks share it).
+    ///
+    /// # Errors
+    /// Columns rows cannot be compared on.
+    pub fn collect(
+        &self,
+        name: &str,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<Arc<crate::sink::collect::Collected>, crate::ConnectorError> {
+        let mut collected = self.collected.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = collected.get(name) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(crate::sink::collect::Collected::new(schema)?);
+        collected.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The result of `collect` table `name`, if it was written.
+    pub fn collected(&self, name: &str) -> Option<Arc<crate::sink::collect::Collected>> {
+        self.collected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// All panels.
     pub fn panels(&self) -> Vec<Arc<Panel>> {
         self.panels

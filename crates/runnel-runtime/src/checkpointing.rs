@@ -47,6 +47,9 @@ pub(crate) async fn config(
 
 /// Time between checkpoints; `None` when checkpointing is off.
 pub(crate) fn interval(prepared: &Prepared) -> Option<Duration> {
+    if prepared.ad_hoc {
+        return None;
+    }
     match prepared.settings.checkpoint_interval {
         None if prepared.unbounded() => Some(Duration::from_secs(10)),
         None | Some(None) => None,

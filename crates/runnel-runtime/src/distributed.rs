@@ -308,6 +308,7 @@ pub fn split(
         let mut g = PipelineGraph {
             nodes: Vec::new(),
             settings: graph.settings.clone(),
+            query: None,
         };
         let mut topics: Vec<String> = if id == 0 {
             input_topics.to_vec()

@@ -88,6 +88,31 @@ pub struct Prepared {
     options: PrepareOptions,
     vision: Arc<VisionFunctions>,
     rejects: Rejects,
+    /// An ad-hoc query (`runnel query`): no checkpoints, its rows collected.
+    ad_hoc: bool,
+}
+
+/// `runnel query`'s resolver: unknown table names are looked up among what runnel
+/// stored (log topics, Delta tables, Parquet files).
+struct StoredTables {
+    log: Option<Arc<runnel_log::Log>>,
+    data_dir: PathBuf,
+}
+
+impl runnel_sql::TableResolver for StoredTables {
+    fn resolve(&self, name: &str) -> Result<Option<TableSpec>, String> {
+        match runnel_connectors::infer::stored(self.log.as_deref(), name)? {
+            Some(spec) => Ok(Some(spec)),
+            None => Err(format!(
+                "no such table: the script does not declare it, {}, and no Delta table or \
+                 Parquet file is at that path",
+                match &self.log {
+                    Some(_) => format!("the log in {} has no such topic", self.data_dir.display()),
+                    None => format!("there is no log in {}", self.data_dir.display()),
+                }
+            )),
+        }
+    }
 }
 
 /// The registry, asked about every `CREATE TABLE` while planning.
@@ -135,6 +160,41 @@ fn explain(e: ConnectorError) -> (Option<String>, String) {
 /// Syntax and planning errors, unknown or bad settings and connector options (each with
 /// line and column), a function whose model does not load, parallelism 0.
 pub fn prepare(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeError> {
+    prepare_on_thread(sql, options, None)
+}
+
+/// Like [`prepare`] for an ad-hoc query script: its one bare `SELECT` goes to an implicit
+/// `collect` table (read it with [`Running::query_result`] once the run ends), a table
+/// the script does not declare is looked up among the topics of `log`, Delta tables and
+/// Parquet files, and nothing is checkpointed.
+///
+/// # Errors
+/// As [`prepare`]; a script without a `SELECT`.
+pub fn prepare_query(
+    sql: &str,
+    options: &PrepareOptions,
+    log: Option<Arc<runnel_log::Log>>,
+) -> Result<Prepared, RuntimeError> {
+    let tables = StoredTables {
+        log,
+        data_dir: options.data_dir.clone(),
+    };
+    let prepared = prepare_on_thread(sql, options, Some(tables))?;
+    if prepared.graph.query.is_none() {
+        return Err(RuntimeError::Sql(runnel_sql::SqlError::at(
+            1,
+            "a query script ends with a SELECT …; this one has none (to run INSERT INTO \
+             statements, use `runnel run`)",
+        )));
+    }
+    Ok(prepared)
+}
+
+fn prepare_on_thread(
+    sql: &str,
+    options: &PrepareOptions,
+    tables: Option<StoredTables>,
+) -> Result<Prepared, RuntimeError> {
     // Parsing and planning recurse over the query (DataFusion's tree rewrites): on a
     // thread of their own with a large stack, a deep but allowed expression never
     // overflows the caller's.
@@ -142,7 +202,7 @@ pub fn prepare(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeE
         std::thread::Builder::new()
             .name("runnel-planner".into())
             .stack_size(PLANNER_STACK_BYTES)
-            .spawn_scoped(scope, || prepare_here(sql, options))
+            .spawn_scoped(scope, || prepare_here(sql, options, tables))
             .map_err(|e| RuntimeError::Internal(format!("starting the planner thread: {e}")))?
             .join()
             .map_err(|_| RuntimeError::Internal("the planner panicked".into()))?
@@ -152,7 +212,11 @@ pub fn prepare(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeE
 /// Stack of the planning thread.
 const PLANNER_STACK_BYTES: usize = 256 << 20;
 
-fn prepare_here(sql: &str, options: &PrepareOptions) -> Result<Prepared, RuntimeError> {
+fn prepare_here(
+    sql: &str,
+    options: &PrepareOptions,
+    tables: Option<StoredTables>,
+) -> Result<Prepared, RuntimeError> {
     let statements = runnel_sql::parse_script(sql)?;
     let settings = Settings::from_statements(&statements)?;
     let rejects = Rejects::default();
@@ -161,6 +225,13 @@ fn prepare_here(sql: &str, options: &PrepareOptions) -> Result<Prepared, Runtime
         rejects.clone(),
     ));
     let mut planner = Planner::new().with_table_check(Arc::new(ConnectorCheck));
+    let ad_hoc = tables.is_some();
+    if let Some(tables) = tables {
+        planner = planner.for_queries(
+            runnel_connectors::sink::collect::CONNECTOR.name,
+            Arc::new(tables),
+        );
+    }
     planner.add_function_provider(vision.clone());
     let graph = planner.plan_statements(statements)?;
     let parallelism = options
@@ -190,6 +261,7 @@ fn prepare_here(sql: &str, options: &PrepareOptions) -> Result<Prepared, Runtime
         options: options.clone(),
         vision,
         rejects,
+        ad_hoc,
     })
 }
 
@@ -368,6 +440,7 @@ impl Prepared {
         );
         Ok(Running {
             pipeline,
+            hub: resources.hub.clone(),
             handle,
             state,
             started,
@@ -381,6 +454,7 @@ impl Prepared {
 /// A started pipeline: its status handle, waiting, stopping and the summary.
 pub struct Running {
     pipeline: runnel_engine::RunningPipeline,
+    hub: Arc<runnel_connectors::sink::dashboard::Dashboards>,
     handle: PipelineHandle,
     state: RunState,
     started: Instant,
@@ -399,6 +473,63 @@ impl Running {
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.prepared.name
+    }
+
+    /// An ad-hoc query's rows as they stand (its final result once the run ended),
+    /// ordered and limited as its `ORDER BY` and `LIMIT` say; `None` for a pipeline.
+    ///
+    /// # Errors
+    /// The rows cannot be read back or sorted.
+    pub fn query_result(&self) -> Option<Result<arrow::record_batch::RecordBatch, RuntimeError>> {
+        let query = self.prepared.graph.query.as_ref()?;
+        Some(self.collected(query))
+    }
+
+    fn collected(
+        &self,
+        query: &runnel_sql::QueryResult,
+    ) -> Result<arrow::record_batch::RecordBatch, RuntimeError> {
+        use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+        let internal =
+            |e: &dyn std::fmt::Display| RuntimeError::Internal(format!("the query's result: {e}"));
+        let table = &query.table;
+        let batch = match self.hub.collected(table) {
+            Some(c) => c.batch().map_err(|e| internal(&e))?,
+            None => {
+                let spec = self
+                    .prepared
+                    .tables()
+                    .find(|(t, _)| &t.name == table)
+                    .map(|(t, _)| t.schema.clone());
+                match spec {
+                    Some(schema) => arrow::record_batch::RecordBatch::new_empty(schema),
+                    None => return Err(internal(&"no result table")),
+                }
+            }
+        };
+        let batch = if query.order_by.is_empty() || batch.num_rows() < 2 {
+            batch
+        } else {
+            let columns: Vec<SortColumn> = query
+                .order_by
+                .iter()
+                .map(|&(c, descending, nulls_first)| SortColumn {
+                    values: batch.column(c).clone(),
+                    options: Some(SortOptions {
+                        descending,
+                        nulls_first,
+                    }),
+                })
+                .collect();
+            let order = lexsort_to_indices(&columns, None).map_err(|e| internal(&e))?;
+            take_record_batch(&batch, &order).map_err(|e| internal(&e))?
+        };
+        let offset = query.offset.min(batch.num_rows());
+        let len = query
+            .limit
+            .unwrap_or(usize::MAX)
+            .min(batch.num_rows() - offset);
+        Ok(batch.slice(offset, len))
     }
 
     /// Live counters, indexed like the graph's nodes.

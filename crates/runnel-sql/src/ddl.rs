@@ -40,6 +40,14 @@ pub enum Statement {
         /// Line of `INSERT`.
         line: u64,
     },
+    /// A bare `SELECT …` (or `WITH … SELECT`, `VALUES`): an ad-hoc query whose rows go to
+    /// the caller (`runnel query`), not into a declared table.
+    Query {
+        /// The query.
+        query: Box<Query>,
+        /// Line of its first word.
+        line: u64,
+    },
     /// `SET 'key' = 'value'`.
     Set {
         /// Option key.
@@ -135,7 +143,9 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let mut statements = parse_statements(sql)?;
     for s in &mut statements {
         match s {
-            Statement::Insert { query, line, .. } | Statement::CreateView { query, line, .. } => {
+            Statement::Insert { query, line, .. }
+            | Statement::CreateView { query, line, .. }
+            | Statement::Query { query, line } => {
                 check_depth(query, *line)?;
                 unnest_as_relation(query);
             }
@@ -246,6 +256,13 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
                 query,
                 line,
             }
+        } else if matches!(&tok.token, Token::LParen)
+            || matches!(&tok.token, Token::Word(w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH | Keyword::VALUES))
+        {
+            Statement::Query {
+                query: parser.parse_query()?,
+                line,
+            }
         } else if parser.parse_keyword(Keyword::SET) {
             let key_at = position(&parser);
             let key = option_word(&mut parser)?;
@@ -263,7 +280,7 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
             return Err(SqlError::at(
                 line,
                 format!(
-                    "expected CREATE TABLE, CREATE VIEW, INSERT INTO or SET, found {} at column {}",
+                    "expected CREATE TABLE, CREATE VIEW, INSERT INTO, SELECT or SET, found {} at column {}",
                     tok.token, tok.span.start.column
                 ),
             ));

@@ -16,6 +16,25 @@ pub fn alias_fields(query: &mut Query) {
     set_expr(&mut query.body);
 }
 
+/// Names the unnamed computed columns of an INSERT's SELECT list `EXPR$<i>` (Flink's
+/// names for them): an INSERT maps columns by position, so `SELECT ts, CAST(ts AS
+/// DATE)` must not fail on two columns DataFusion would both call `ts`.
+pub fn name_insert_columns(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(expr) = item
+            && !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+        {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::new(format!("EXPR${i}")),
+            };
+        }
+    }
+}
+
 fn set_expr(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {

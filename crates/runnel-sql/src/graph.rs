@@ -15,6 +15,8 @@ pub struct PipelineGraph {
     pub nodes: Vec<Node>,
     /// `SET 'key' = 'value'` options of the script, in order of appearance.
     pub settings: BTreeMap<String, String>,
+    /// An ad-hoc query's result table and final ordering (a bare `SELECT`).
+    pub query: Option<crate::QueryResult>,
 }
 
 /// One operator of the dataflow; it runs as `parallelism` subtasks.

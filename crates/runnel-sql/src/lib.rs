@@ -73,12 +73,41 @@ pub trait TableCheck: Send + Sync {
     }
 }
 
+/// Finds a table a query names but the script does not declare: `runnel query`'s
+/// shorthand for what runnel stored (a log topic, a Parquet directory, a Delta table).
+pub trait TableResolver: Send + Sync {
+    /// The table named `name` (its schema read from the data), `Ok(None)` when there is
+    /// none by that name, `Err` when there is one but it cannot be read.
+    fn resolve(&self, name: &str) -> Result<Option<TableSpec>, String>;
+}
+
+/// Where a script's bare `SELECT` goes, and what is left to do with its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryResult {
+    /// The implicit sink table that collects the rows.
+    pub table: String,
+    /// The outermost `ORDER BY`, applied to the collected rows: (column, descending,
+    /// nulls first).
+    pub order_by: Vec<(usize, bool, bool)>,
+    /// `OFFSET n`.
+    pub offset: usize,
+    /// `LIMIT n`.
+    pub limit: Option<usize>,
+}
+
+/// The name of the implicit sink table of a bare `SELECT`.
+pub const QUERY_RESULT_TABLE: &str = "query_result";
+
 /// Plans runnel SQL scripts.
 #[derive(Default)]
 pub struct Planner {
     catalog: Catalog,
     blocking: std::collections::HashSet<String>,
     table_check: Option<Arc<dyn TableCheck>>,
+    resolver: Option<Arc<dyn TableResolver>>,
+    /// The connector of the implicit sink of a bare `SELECT`; `None`: a bare `SELECT` is
+    /// an error.
+    query_sink: Option<String>,
 }
 
 impl std::fmt::Debug for Planner {
@@ -96,12 +125,23 @@ impl Planner {
             catalog: Catalog::new(),
             blocking: Default::default(),
             table_check: None,
+            resolver: None,
+            query_sink: None,
         }
     }
 
     /// Checks every `CREATE TABLE` with `check` as it is planned.
     pub fn with_table_check(mut self, check: Arc<dyn TableCheck>) -> Self {
         self.table_check = Some(check);
+        self
+    }
+
+    /// Plans a bare `SELECT` as an insert into an implicit table named
+    /// [`QUERY_RESULT_TABLE`] with `connector` (an ad-hoc query), and asks `resolver` about
+    /// tables a query names that the script does not declare.
+    pub fn for_queries(mut self, connector: &str, resolver: Arc<dyn TableResolver>) -> Self {
+        self.query_sink = Some(connector.to_string());
+        self.resolver = Some(resolver);
         self
     }
 
@@ -150,6 +190,7 @@ impl Planner {
         }
         let mut steps: Vec<Step> = Vec::new();
         let mut used = lower::used::Used::default();
+        let mut result = None;
         for stmt in statements {
             match stmt {
                 Statement::CreateTable(mut def) => {
@@ -191,6 +232,7 @@ impl Planner {
                         .map_err(|m| SqlError::at(line, format!("CREATE TABLE {m}")))?;
                 }
                 Statement::CreateView { name, query, line } => {
+                    self.resolve_tables(&query, line)?;
                     let plan = self.plan_query(*query, line)?;
                     let schema = Arc::new(plan.schema().as_arrow().clone());
                     self.catalog
@@ -225,6 +267,9 @@ impl Planner {
                             ));
                         }
                     };
+                    self.resolve_tables(&query, line)?;
+                    let mut query = query;
+                    field_names::name_insert_columns(&mut query);
                     let plan = self.plan_query(*query, line)?;
                     let accepts_updates = self
                         .table_check
@@ -238,6 +283,53 @@ impl Planner {
                         line,
                         accepts_updates,
                     ));
+                    inserts += 1;
+                }
+                Statement::Query { mut query, line } => {
+                    let Some(connector) = self.query_sink.clone() else {
+                        return Err(SqlError::at(
+                            line,
+                            "a SELECT without INSERT INTO has nowhere to send its rows in a \
+                             pipeline: write INSERT INTO <table> SELECT …, or run it as an \
+                             ad-hoc query with `runnel query -f <script>`",
+                        ));
+                    };
+                    if result.is_some() {
+                        return Err(SqlError::at(
+                            line,
+                            "a query script runs one SELECT; this is the second",
+                        ));
+                    }
+                    self.resolve_tables(&query, line)?;
+                    let order_by = query.order_by.take();
+                    let limit = query.limit_clause.take();
+                    let plan = self.plan_query(*query, line)?;
+                    let schema = Arc::new(Schema::new(
+                        plan.schema()
+                            .fields()
+                            .iter()
+                            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                            .collect::<Vec<_>>(),
+                    ));
+                    let (offset, limit) = query_limit(limit, line)?;
+                    result = Some(QueryResult {
+                        table: QUERY_RESULT_TABLE.into(),
+                        order_by: query_order(order_by, &schema, line)?,
+                        offset,
+                        limit,
+                    });
+                    let spec = TableSpec {
+                        name: QUERY_RESULT_TABLE.into(),
+                        schema,
+                        watermark: None,
+                        options: Options::new([("connector".to_string(), connector)]),
+                        line,
+                        metadata: Vec::new(),
+                        primary_key: Vec::new(),
+                        partition_keys: Vec::new(),
+                    };
+                    used.add(&plan);
+                    steps.push(Step::Insert(Box::new(plan), spec, None, line, true));
                     inserts += 1;
                 }
                 Statement::Set { key, value, .. } => steps.push(Step::Set(key, value)),
@@ -266,6 +358,7 @@ impl Planner {
             ));
         }
         let mut graph = lowerer.graph;
+        graph.query = result;
         self.blocking.extend(self.catalog.blocking_functions());
         for node in &mut graph.nodes {
             if let NodeSpec::Project(p) = &mut node.spec {
@@ -386,6 +479,66 @@ impl Planner {
         }))
     }
 
+    /// Declares the tables `query` reads that neither the script nor a `WITH` clause
+    /// names, as the resolver finds them.
+    fn resolve_tables(&mut self, query: &sqlparser::ast::Query, line: u64) -> Result<(), SqlError> {
+        use sqlparser::ast::{Visit, Visitor};
+        use std::ops::ControlFlow;
+        let Some(resolver) = self.resolver.clone() else {
+            return Ok(());
+        };
+        #[derive(Default)]
+        struct Names {
+            ctes: std::collections::HashSet<String>,
+            tables: Vec<String>,
+        }
+        impl Visitor for Names {
+            type Break = ();
+            fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+                for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
+                    self.ctes.insert(cte.alias.name.value.clone());
+                }
+                ControlFlow::Continue(())
+            }
+            fn pre_visit_relation(&mut self, name: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|p| {
+                        p.as_ident()
+                            .map_or_else(|| p.to_string(), |i| i.value.clone())
+                    })
+                    .collect();
+                self.tables.push(parts.join("."));
+                ControlFlow::Continue(())
+            }
+        }
+        let mut names = Names::default();
+        let _ = query.visit(&mut names);
+        for name in names.tables {
+            if names.ctes.contains(&name) || self.catalog.get(&name).is_some() {
+                continue;
+            }
+            let spec = match resolver.resolve(&name) {
+                Ok(Some(spec)) => spec,
+                Ok(None) => continue,
+                Err(message) => {
+                    return Err(SqlError::at(line, format!("table '{name}': {message}")));
+                }
+            };
+            if let Some(check) = &self.table_check
+                && let Err((_, message)) = check.check(&spec)
+            {
+                return Err(SqlError::at(line, format!("table '{name}': {message}")));
+            }
+            let schema = spec.schema.clone();
+            self.catalog
+                .add(&name, Relation::Table(spec), schema)
+                .map_err(|m| SqlError::at(line, m))?;
+        }
+        Ok(())
+    }
+
     fn plan_query(
         &self,
         mut query: sqlparser::ast::Query,
@@ -429,6 +582,106 @@ impl Planner {
         })?;
         Ok(plan)
     }
+}
+
+/// `LIMIT n [OFFSET m]` of an ad-hoc query, as (offset, limit).
+fn query_limit(
+    limit: Option<sqlparser::ast::LimitClause>,
+    line: u64,
+) -> Result<(usize, Option<usize>), SqlError> {
+    use sqlparser::ast::{Expr, LimitClause, Value};
+    let number = |e: &Expr, what: &str| -> Result<usize, SqlError> {
+        if let Expr::Value(v) = e
+            && let Value::Number(n, _) = &v.value
+            && let Ok(n) = n.parse::<usize>()
+        {
+            return Ok(n);
+        }
+        Err(SqlError::at(
+            line,
+            format!("{what} takes a whole number in an ad-hoc query, not {e}"),
+        ))
+    };
+    match limit {
+        None => Ok((0, None)),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return Err(SqlError::at(line, "LIMIT … BY is not supported"));
+            }
+            let offset = offset.map(|o| number(&o.value, "OFFSET")).transpose()?;
+            let limit = limit.map(|l| number(&l, "LIMIT")).transpose()?;
+            Ok((offset.unwrap_or(0), limit))
+        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((number(&offset, "OFFSET")?, Some(number(&limit, "LIMIT")?)))
+        }
+    }
+}
+
+/// The outermost `ORDER BY` of an ad-hoc query, over its output columns (by name or
+/// position): the collected rows are sorted once the query ends.
+fn query_order(
+    order_by: Option<sqlparser::ast::OrderBy>,
+    schema: &Schema,
+    line: u64,
+) -> Result<Vec<(usize, bool, bool)>, SqlError> {
+    use sqlparser::ast::{Expr, OrderByKind, Value};
+    let Some(order_by) = order_by else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let exprs = match order_by.kind {
+        OrderByKind::Expressions(exprs) => exprs,
+        OrderByKind::All(options) => {
+            let descending = options.asc == Some(false);
+            let nulls_first = options.nulls_first.unwrap_or(descending);
+            return Ok((0..names.len())
+                .map(|i| (i, descending, nulls_first))
+                .collect());
+        }
+    };
+    exprs
+        .into_iter()
+        .map(|o| {
+            let column = match &o.expr {
+                Expr::Identifier(i) => names.iter().position(|n| *n == i.value),
+                Expr::CompoundIdentifier(parts) => parts
+                    .last()
+                    .and_then(|i| names.iter().position(|n| *n == i.value)),
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=names.len()).contains(n))
+                        .map(|n| n - 1),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .ok_or_else(|| {
+                SqlError::at(
+                    line,
+                    format!(
+                        "ORDER BY {}: an ad-hoc query orders by its output columns, named \
+                         ({}) or numbered from 1; give the expression an alias in the \
+                         SELECT list and order by that",
+                        o.expr,
+                        names.join(", ")
+                    ),
+                )
+            })?;
+            let descending = o.options.asc == Some(false);
+            Ok((
+                column,
+                descending,
+                o.options.nulls_first.unwrap_or(descending),
+            ))
+        })
+        .collect()
 }
 
 fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {
@@ -523,6 +776,15 @@ mod tests {
             .plan(&format!("{SRC}\n{sql}"))
             .expect("plans");
         graph.nodes.iter().map(|n| n.spec.kind()).collect()
+    }
+
+    #[test]
+    fn insert_columns_may_compute_the_same_name_twice() {
+        // Flink maps an INSERT by position; DataFusion would call both columns `ts`.
+        let sql =
+            "CREATE TABLE o (ts TIMESTAMP(3), d DATE, k STRING) WITH (connector = 'blackhole');
+                   INSERT INTO o SELECT ts, CAST(ts AS DATE), k FROM t;";
+        assert_eq!(kinds(sql), ["source", "project", "sink"]);
     }
 
     #[test]

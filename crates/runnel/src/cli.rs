@@ -24,6 +24,9 @@ pub enum Command {
     Demo(crate::cmd::demo::DemoArgs),
     /// Run a SQL pipeline until its bounded sources end (or Ctrl-C)
     Run(RunArgs),
+    /// Ad-hoc bounded SQL over what runnel stored (log topics, Parquet directories, Delta
+    /// tables), printed as a table, JSON or CSV
+    Query(crate::cmd::query::QueryArgs),
     /// Plan a SQL pipeline and run every health check (inputs, log topics, checkpoint
     /// location) without running it; exit 0 when all pass, 1 otherwise
     Check(crate::cmd::check::CheckArgs),
@@ -92,6 +95,9 @@ pub enum BenchCommand {
     Ingest(crate::cmd::bench_log::BenchIngestArgs),
     /// Image classification (decode + resize + inference): images/s and latency
     Vision(crate::cmd::bench_vision::BenchVisionArgs),
+    /// Parquet and Delta Lake: Nexmark bids written exactly once, rows/s and bytes/row,
+    /// beside DuckDB's COPY to Parquet
+    Warehouse(crate::cmd::bench_warehouse::BenchWarehouseArgs),
     /// Kafka: Nexmark bids produced into a topic, then copied at each delivery guarantee
     #[cfg(feature = "kafka")]
     Kafka(crate::cmd::bench_kafka::BenchKafkaArgs),

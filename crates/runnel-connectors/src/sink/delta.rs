@@ -645,3 +645,53 @@ fn build_source(
     };
     crate::source::file::build_with(spec, contexts, config)
 }
+
+/// The Delta table at path `name`, its columns and partitioning read from its log
+/// (`runnel query`'s shorthand); `None` when `name` is no Delta table.
+///
+/// # Errors
+/// The table's log or schema cannot be read.
+pub fn infer(name: &str) -> crate::infer::InferResult {
+    let dir = PathBuf::from(name);
+    if !exists(&dir) {
+        return Ok(None);
+    }
+    let abs = dir
+        .canonicalize()
+        .map_err(|e| format!("reading '{name}': {e}"))?;
+    let url = url::Url::from_directory_path(&abs)
+        .map_err(|()| format!("'{}' is not a usable directory path", abs.display()))?;
+    let (schema, partitions) = crate::io_runtime::wait(async move {
+        let table = load(&url, None).await?;
+        let snapshot = table.snapshot().map_err(|e| e.to_string())?;
+        let metadata = snapshot.metadata();
+        let structure = metadata.parse_schema().map_err(|e| e.to_string())?;
+        let schema: Schema = (&structure).try_into_arrow().map_err(|e| e.to_string())?;
+        Ok::<_, String>((schema, metadata.partition_columns().to_vec()))
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the Delta table '{name}': {e}"))?;
+    let fields = crate::infer::sql_fields(schema.fields())?;
+    let keys = partitions
+        .iter()
+        .map(|p| {
+            fields
+                .iter()
+                .position(|f| f.name() == p)
+                .ok_or_else(|| format!("partition column '{p}' is not a column of '{name}'"))
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    Ok(Some(TableSpec {
+        name: name.to_string(),
+        schema: Arc::new(Schema::new(fields)),
+        watermark: None,
+        options: runnel_common::Options::new([
+            ("connector".to_string(), NAME.to_string()),
+            ("path".to_string(), name.to_string()),
+        ]),
+        line: 0,
+        metadata: Vec::new(),
+        primary_key: Vec::new(),
+        partition_keys: keys,
+    }))
+}

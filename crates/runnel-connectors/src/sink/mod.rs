@@ -1,6 +1,7 @@
 //! Sinks, one per file.
 
 pub mod blackhole;
+pub mod collect;
 pub mod dashboard;
 #[cfg(feature = "delta")]
 pub mod delta;

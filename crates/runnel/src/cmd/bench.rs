@@ -64,6 +64,25 @@ fn write_side_input(path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Runs a script to its end in a scratch data directory: the rows its last node (the
+/// sink) took, and seconds.
+pub async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<(u64, f64)> {
+    let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}-{name}", std::process::id()));
+    let mut options = PrepareOptions::new(name, &data_dir);
+    options.parallelism = Some(parallelism);
+    options.from_scratch = true;
+    let prepared = prepare(sql, &options).with_context(|| format!("planning {name}"))?;
+    let started = Instant::now();
+    let mut running = prepared.start(Resources::new(&data_dir)).await?;
+    let metrics = running.metrics();
+    let result = running.join().await;
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result?;
+    let rows = metrics.nodes.last().map_or(0, |m| m.rows_in.get());
+    Ok((rows, secs))
+}
+
 /// The bench's scratch directory: the pipeline's data, q13's side input, q10's files.
 fn scratch_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("runnel-bench-{}", std::process::id()))

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use runnel_runtime::{PrepareOptions, Resources, prepare};
+
+use crate::cmd::bench::run_sql;
 
 /// `runnel bench postgres`.
 #[derive(Debug, clap::Args)]
@@ -141,24 +142,5 @@ async fn copy_ceiling(
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&file);
     copied?;
-    Ok((rows, secs))
-}
-
-/// Runs a script to its end: rows the sink took and seconds.
-async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<(u64, f64)> {
-    let data_dir =
-        std::env::temp_dir().join(format!("runnel-bench-pg-{}-{name}", std::process::id()));
-    let mut options = PrepareOptions::new(name, &data_dir);
-    options.parallelism = Some(parallelism);
-    options.from_scratch = true;
-    let prepared = prepare(sql, &options).with_context(|| format!("planning {name}"))?;
-    let started = Instant::now();
-    let mut running = prepared.start(Resources::new(&data_dir)).await?;
-    let metrics = running.metrics();
-    let result = running.join().await;
-    let secs = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result?;
-    let rows = metrics.nodes.last().map_or(0, |m| m.rows_in.get());
     Ok((rows, secs))
 }

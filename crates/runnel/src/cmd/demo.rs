@@ -57,6 +57,19 @@ pub struct DemoArgs {
     pub http: crate::cli::HttpArgs,
 }
 
+/// The built-in pipeline. Built without the `delta` feature, its warehouse table is
+/// written as plain partitioned Parquet instead of a Delta table.
+fn camera_sql() -> String {
+    if cfg!(feature = "delta") {
+        CAMERA_SQL.to_string()
+    } else {
+        CAMERA_SQL.replace(
+            "connector = 'delta', path = 'demo-out/warehouse/frames'",
+            "connector = 'filesystem', path = 'demo-out/warehouse/frames', format = 'parquet'",
+        )
+    }
+}
+
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (sql, file) = match &args.pipeline {
@@ -65,7 +78,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read pipeline file {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (CAMERA_SQL.to_string(), "examples/camera.sql".to_string()),
+        None => (camera_sql(), "examples/camera.sql".to_string()),
     };
     let (data_dir, _temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
@@ -127,7 +140,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     );
     eprintln!(
-        "runnel demo: open {url}/ — results in topic 'labels', window counts in demo-out/label_counts/"
+        "runnel demo: open {url}/ — results in topic 'labels' and the Delta table \
+         demo-out/warehouse/frames, window counts in demo-out/label_counts/"
     );
 
     let printer = tokio::spawn(print_windows(resources.hub.clone()));

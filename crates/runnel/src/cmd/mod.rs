@@ -7,6 +7,7 @@ pub mod bench_log;
 #[cfg(feature = "postgres")]
 pub mod bench_postgres;
 pub mod bench_vision;
+pub mod bench_warehouse;
 pub mod camera_sim;
 pub mod check;
 pub mod connectors;
@@ -14,6 +15,7 @@ pub mod consume;
 pub mod demo;
 pub mod pipeline;
 pub mod produce;
+pub mod query;
 pub mod run;
 pub mod serve;
 pub mod topics;
@@ -34,12 +36,16 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Nexmark(args)) => bench::nexmark(args).await,
         Command::Bench(BenchCommand::Log(args)) => bench_log::bench_log(args).await,
         Command::Bench(BenchCommand::Ingest(args)) => bench_log::bench_ingest(args).await,
+        Command::Bench(BenchCommand::Warehouse(args)) => {
+            bench_warehouse::bench_warehouse(args).await
+        }
         #[cfg(feature = "kafka")]
         Command::Bench(BenchCommand::Kafka(args)) => bench_kafka::bench_kafka(args).await,
         #[cfg(feature = "postgres")]
         Command::Bench(BenchCommand::Postgres(args)) => bench_postgres::bench_postgres(args).await,
         Command::Consume(args) => consume::consume(args).await,
         Command::Produce(args) => produce::produce(args).await,
+        Command::Query(args) => query::query(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Topics(command) => topics::topics(command).await,
     }

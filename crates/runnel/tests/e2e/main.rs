@@ -13,5 +13,6 @@ mod nats;
 mod nexmark;
 mod planning;
 mod postgres;
+mod query;
 mod warehouse;
 mod web;

@@ -672,6 +672,39 @@ fn demo_classifies_posted_frames() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Every frame's result also lands in the Delta table, committed with a checkpoint
+    // (every 10 s), readable while the demo runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args([
+                "query",
+                "SELECT camera, label, `date` FROM `demo-out/warehouse/frames` \
+                 WHERE camera LIKE 'test-%' ORDER BY camera",
+                "--format",
+                "csv",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .expect("runnel query");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("test-rocket,missile,") {
+            assert!(text.starts_with("camera,label,date\n"), "{text}");
+            assert!(text.contains("test-coffee,espresso,20"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no frames in demo-out/warehouse/frames: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    assert!(
+        dir.path()
+            .join("demo-out/warehouse/frames/_delta_log")
+            .is_dir()
+    );
     let (status, metrics) = http(port, "GET", "/metrics", &[], b"").unwrap();
     assert_eq!(status, 200);
     assert!(
