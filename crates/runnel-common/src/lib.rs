@@ -13,6 +13,7 @@ pub mod fault;
 pub mod message;
 pub mod metrics;
 pub mod options;
+pub mod s3;
 pub mod table;
 pub mod time;
 pub mod tls;

@@ -233,7 +233,8 @@ fn prepare_here(
         );
     }
     planner.add_function_provider(vision.clone());
-    let graph = planner.plan_statements(statements)?;
+    let mut graph = planner.plan_statements(statements)?;
+    s3_defaults(&mut graph, &settings);
     let parallelism = options
         .parallelism
         .or(settings.parallelism)
@@ -263,6 +264,36 @@ fn prepare_here(
         rejects,
         ad_hoc,
     })
+}
+
+/// Gives every table with an `s3://` path the pipeline's `SET 's3.…'` settings it does
+/// not set itself, so sinks reach the store the way checkpoints do.
+fn s3_defaults(graph: &mut PipelineGraph, settings: &Settings) {
+    let s3 = runnel_common::s3::S3Options {
+        endpoint: settings.s3.endpoint.clone(),
+        region: settings.s3.region.clone(),
+        access_key: settings.s3.access_key.clone(),
+        secret_key: settings.s3.secret_key.clone(),
+        allow_http: settings.s3.allow_http,
+    };
+    for node in &mut graph.nodes {
+        let spec = match &mut node.spec {
+            NodeSpec::Source(t, _) | NodeSpec::Sink(t) => t,
+            _ => continue,
+        };
+        if !spec
+            .options
+            .get("path")
+            .is_some_and(|p| p.starts_with("s3://"))
+        {
+            continue;
+        }
+        for (key, value) in s3.to_keys() {
+            if spec.options.get(key).is_none() {
+                spec.options.set(key, value);
+            }
+        }
+    }
 }
 
 /// One line of `runnel check`'s report: what was checked and how it went.

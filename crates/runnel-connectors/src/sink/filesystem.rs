@@ -60,9 +60,40 @@ pub const CONNECTOR: Connector = Connector {
         OptionDef::new(
             "path",
             OptionType::Path,
-            "file or directory to read; directory to write (a file:// URI or a local path)",
+            "file or directory to read; directory to write (a local path, file:// URI, or \
+             s3://bucket/prefix to write)",
         )
         .required(),
+        OptionDef::new(
+            "s3.endpoint",
+            OptionType::Text,
+            "S3-compatible endpoint for an s3:// path (default: SET 's3.endpoint', else AWS)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.region",
+            OptionType::Text,
+            "S3 region (default: SET 's3.region')",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.access-key",
+            OptionType::Text,
+            "S3 access key id (default: SET 's3.access-key', AWS_ACCESS_KEY_ID)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.secret-key",
+            OptionType::Text,
+            "S3 secret key (default: SET 's3.secret-key', AWS_SECRET_ACCESS_KEY)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.allow-http",
+            OptionType::Bool,
+            "allow a plain-HTTP S3 endpoint",
+        )
+        .sink_only(),
         OptionDef::new(
             "format",
             OptionType::Choice(&["csv", "json", "parquet"]),
@@ -213,7 +244,13 @@ enum Trigger {
 /// The sink's options, read once.
 #[derive(Debug, Clone)]
 struct SinkConfig {
+    /// The table's directory; for an `s3://` path, the local working directory files are
+    /// written in before they are uploaded.
     path: PathBuf,
+    /// `s3://bucket/prefix`: where the files go.
+    remote_url: Option<String>,
+    /// The client for `remote_url`, once built.
+    remote: Option<Arc<Remote>>,
     format: FileFormat,
     file_size: u64,
     rollover: Duration,
@@ -289,8 +326,19 @@ impl SinkConfig {
                 spec.name
             )));
         }
+        let (path, remote_url) = match o.get("path") {
+            Some(url) if url.starts_with("s3://") => {
+                runnel_common::s3::split_url(url).map_err(|e| {
+                    ConnectorError::Other(format!("table '{}': option 'path': {e}", spec.name))
+                })?;
+                (PathBuf::new(), Some(url.trim_end_matches('/').to_string()))
+            }
+            _ => (local_path(spec)?, None),
+        };
         Ok(SinkConfig {
-            path: local_path(spec)?,
+            path,
+            remote_url,
+            remote: None,
             format: format_of(spec),
             file_size,
             rollover: Duration::from_millis(rollover as u64),
@@ -327,6 +375,23 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
 /// A source's input must exist; a sink's directory must be creatable.
 fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     Box::pin(async move {
+        if spec
+            .options
+            .get("path")
+            .is_some_and(|p| p.starts_with("s3://"))
+        {
+            if role != Role::Sink {
+                return Err(ConnectorError::Unsupported {
+                    table: spec.name.clone(),
+                    connector: NAME.into(),
+                    reason: "reading an s3:// path is not supported yet (writing is); copy \
+                             the files to a local directory"
+                        .into(),
+                });
+            }
+            let remote = Remote::new(&spec)?;
+            return remote.probe().await;
+        }
         let path = local_path(&spec)?;
         match role {
             Role::Source | Role::Both => {
@@ -375,7 +440,36 @@ fn build(
     contexts: Vec<SinkContext>,
 ) -> Result<Vec<Box<dyn Sink>>, ConnectorError> {
     CONNECTOR.check_options(spec)?;
-    let config = Arc::new(SinkConfig::try_new(spec)?);
+    let mut config = SinkConfig::try_new(spec)?;
+    if config.remote_url.is_some() {
+        let remote = Remote::new(spec)?;
+        // Files are written here, then uploaded; one directory per URL and pipeline.
+        let data_dir = contexts
+            .first()
+            .map(|c| c.data_dir.clone())
+            .unwrap_or_default();
+        let pipeline = contexts
+            .first()
+            .and_then(|c| c.pipeline.clone())
+            .unwrap_or_else(|| "pipeline".into());
+        let safe = |t: &str| {
+            t.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        };
+        config.path = data_dir
+            .join("s3-out")
+            .join(safe(&pipeline))
+            .join(safe(&remote.url));
+        config.remote = Some(Arc::new(remote));
+    }
+    let config = Arc::new(config);
     let ctx = |what: &str| format!("table '{}': {what} '{}'", spec.name, config.path.display());
     std::fs::create_dir_all(&config.path)
         .map_err(|e| ConnectorError::io(ctx("creating the output directory"), e))?;
@@ -415,6 +509,7 @@ fn build(
     if let Some(name) = config.success_file.as_deref()
         && !partition_cols.is_empty()
         && apply.tag.is_empty()
+        && config.remote.is_none()
     {
         let mut found = Vec::new();
         unmarked_partitions(&config.path, name, partition_cols.len(), "", &mut found);
@@ -683,6 +778,9 @@ impl FilesystemSink {
                 .map_err(|e| {
                     ConnectorError::io(format!("writing '{}'", dir.join(&name).display()), e)
                 })?;
+            if let Some(remote) = &self.config.remote {
+                remote.upload(&self.config.path, &dir.join(&name))?;
+            }
         }
         Ok(())
     }
@@ -906,15 +1004,25 @@ impl PartitionFiles {
         })
     }
 
-    fn close(part: OpenPart) -> Result<(), ConnectorError> {
+    fn close(&self, part: OpenPart) -> Result<(), ConnectorError> {
         let Some(mut w) = part.writer else {
             return Ok(());
         };
         w.flush()
             .and_then(|()| w.get_ref().sync_all())
             .map_err(|e| ConnectorError::io(format!("fsync '{}'", part.tmp.display()), e))?;
-        std::fs::rename(&part.tmp, &part.target)
-            .map_err(|e| ConnectorError::io(format!("committing '{}'", part.target.display()), e))
+        std::fs::rename(&part.tmp, &part.target).map_err(|e| {
+            ConnectorError::io(format!("committing '{}'", part.target.display()), e)
+        })?;
+        self.publish(&part.target)
+    }
+
+    /// For an `s3://` table: uploads a finished file and removes the local copy.
+    fn publish(&self, file: &Path) -> Result<(), ConnectorError> {
+        match &self.config.remote {
+            Some(remote) => remote.upload(&self.config.path, file),
+            None => Ok(()),
+        }
     }
 }
 
@@ -989,7 +1097,8 @@ impl PartitionFiles {
                 .sync_all()
                 .map_err(|e| ConnectorError::io(format!("fsync '{}'", tmp.display()), e))?;
             std::fs::rename(&tmp, &target)
-                .map_err(|e| ConnectorError::io(format!("committing '{}'", target.display()), e))
+                .map_err(|e| ConnectorError::io(format!("committing '{}'", target.display()), e))?;
+            self.publish(&target)
         };
         for_each_frame(sealed, |partition, data| {
             let reader = arrow::ipc::reader::StreamReader::try_new(data, None)?;
@@ -1068,13 +1177,13 @@ impl PartitionFiles {
             if part.bytes >= self.config.file_size
                 && let Some(part) = open.remove(&partition)
             {
-                Self::close(part)?;
+                self.close(part)?;
                 *next.entry(partition).or_insert(0) += 1;
             }
             Ok(())
         })?;
         for (_, part) in open.drain() {
-            Self::close(part)?;
+            self.close(part)?;
         }
         Ok(dirs)
     }
@@ -1100,7 +1209,11 @@ impl Apply for PartitionFiles {
         let success = self.config.success_file.as_deref();
         // A task never removes success files: other tasks' partitions stay complete.
         let success = if self.tag.is_empty() { success } else { None };
-        discard(&self.config.path, restored, success, &self.tag)
+        discard(&self.config.path, restored, success, &self.tag)?;
+        match &self.config.remote {
+            Some(remote) => remote.discard(restored, success, &self.tag),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1124,32 +1237,143 @@ fn discard(
             }
             continue;
         }
-        // After the tag: this sink's files (a run in one process leaves tasks' alone).
-        let own = |rest: &str| !tag.is_empty() || !rest.starts_with("task-");
-        let stale = if let Some(rest) = name.strip_prefix(".part-")
-            && name.ends_with(".tmp")
-        {
-            rest.starts_with(tag) && own(rest)
-        } else if let Some(rest) = name
-            .strip_prefix("part-")
-            .and_then(|r| r.strip_prefix(tag))
-            .filter(|r| own(r))
-        {
-            let id = rest.split('-').nth(1).and_then(|id| id.parse::<u64>().ok());
-            match (restored, id) {
-                (None, _) => true,
-                (Some(r), Some(id)) => id > r,
-                (Some(_), None) => false,
-            }
-        } else {
-            restored.is_none() && success == Some(name.as_str())
-        };
-        if stale {
+        if stale(&name, restored, success, tag) {
             std::fs::remove_file(&path)
                 .map_err(|err| ConnectorError::io(format!("removing '{}'", path.display()), err))?;
         }
     }
     Ok(())
+}
+
+/// Whether the file `name` is output a restart from `restored` drops: a part file of a
+/// later checkpoint (of any, from scratch), a temporary file of an interrupted apply, or
+/// (from scratch) a success file.
+fn stale(name: &str, restored: Option<u64>, success: Option<&str>, tag: &str) -> bool {
+    // After the tag: this sink's files (a run in one process leaves tasks' alone).
+    let own = |rest: &str| !tag.is_empty() || !rest.starts_with("task-");
+    if let Some(rest) = name.strip_prefix(".part-")
+        && name.ends_with(".tmp")
+    {
+        rest.starts_with(tag) && own(rest)
+    } else if let Some(rest) = name
+        .strip_prefix("part-")
+        .and_then(|r| r.strip_prefix(tag))
+        .filter(|r| own(r))
+    {
+        let id = rest.split('-').nth(1).and_then(|id| id.parse::<u64>().ok());
+        match (restored, id) {
+            (None, _) => true,
+            (Some(r), Some(id)) => id > r,
+            (Some(_), None) => false,
+        }
+    } else {
+        restored.is_none() && success == Some(name)
+    }
+}
+
+/// An `s3://bucket/prefix` table directory: files finished in the local working
+/// directory are uploaded under the same relative names (one PUT each, which S3 makes
+/// visible atomically), and a restart deletes what [`stale`] names there too.
+use object_store::ObjectStoreExt as _;
+
+#[derive(Debug)]
+struct Remote {
+    store: Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+impl Remote {
+    fn new(spec: &TableSpec) -> Result<Remote, ConnectorError> {
+        let url = spec
+            .options
+            .get("path")
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let options = runnel_common::s3::S3Options::from_keys(|k| spec.options.get(k));
+        let (store, prefix) = runnel_common::s3::store(&url, &options)
+            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
+        Ok(Remote { store, prefix, url })
+    }
+
+    fn key(&self, rel: &str) -> object_store::path::Path {
+        let rel = rel.trim_start_matches('/');
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(rel)
+        } else {
+            object_store::path::Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Other(format!("{what} {}: {e}", self.url))
+    }
+
+    /// Lists the prefix once: the bucket exists and the credentials are accepted.
+    async fn probe(&self) -> Result<(), ConnectorError> {
+        let prefix =
+            (!self.prefix.is_empty()).then(|| object_store::path::Path::from(self.prefix.as_str()));
+        self.store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("listing", e))
+    }
+
+    /// Uploads `file` (under `root`) and removes the local copy.
+    fn upload(&self, root: &Path, file: &Path) -> Result<(), ConnectorError> {
+        let rel = file
+            .strip_prefix(root)
+            .map_err(|_| {
+                ConnectorError::Other(format!(
+                    "'{}' is outside '{}'",
+                    file.display(),
+                    root.display()
+                ))
+            })?
+            .to_string_lossy()
+            .replace('\\', "/");
+        let bytes = std::fs::read(file)
+            .map_err(|e| ConnectorError::io(format!("reading '{}'", file.display()), e))?;
+        let (store, key) = (self.store.clone(), self.key(&rel));
+        let shown = format!("{}/{rel}", self.url);
+        crate::io_runtime::wait(async move { store.put(&key, bytes.into()).await.map(|_| ()) })?
+            .map_err(|e| ConnectorError::Other(format!("uploading {shown}: {e}")))?;
+        std::fs::remove_file(file)
+            .map_err(|e| ConnectorError::io(format!("removing '{}'", file.display()), e))
+    }
+
+    /// Deletes the stale objects of a restart from `restored` (see [`stale`]).
+    fn discard(
+        &self,
+        restored: Option<u64>,
+        success: Option<&str>,
+        tag: &str,
+    ) -> Result<(), ConnectorError> {
+        use futures::TryStreamExt as _;
+        let store = self.store.clone();
+        let prefix =
+            (!self.prefix.is_empty()).then(|| object_store::path::Path::from(self.prefix.as_str()));
+        let listed: Vec<object_store::path::Path> = crate::io_runtime::wait(async move {
+            store
+                .list(prefix.as_ref())
+                .map_ok(|m| m.location)
+                .try_collect::<Vec<_>>()
+                .await
+        })?
+        .map_err(|e| self.error("listing", e))?;
+        for key in listed {
+            let name = key.filename().unwrap_or_default().to_string();
+            if stale(&name, restored, success, tag) {
+                let store = self.store.clone();
+                let shown = key.to_string();
+                crate::io_runtime::wait(async move { store.delete(&key).await })?
+                    .map_err(|e| self.error(&format!("deleting {shown} of"), e))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -32,22 +32,7 @@ pub struct CheckpointDir {
     shown: String,
 }
 
-/// How to reach an S3-compatible object store; unset fields come from the standard
-/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_REGION`, `AWS_ENDPOINT`, ...).
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    /// Endpoint URL for S3-compatible stores (MinIO, Ceph, ...); path-style requests.
-    pub endpoint: Option<String>,
-    /// Region.
-    pub region: Option<String>,
-    /// Access key id.
-    pub access_key: Option<String>,
-    /// Secret access key.
-    pub secret_key: Option<String>,
-    /// Allow plain-HTTP endpoints (implied by an `http://` endpoint).
-    pub allow_http: bool,
-}
+pub use runnel_common::s3::S3Options;
 
 impl CheckpointDir {
     /// A local directory, created if missing.
@@ -72,37 +57,11 @@ impl CheckpointDir {
     /// # Errors
     /// [`CheckpointError::Location`] for a URL without a bucket.
     pub fn s3(url: &str, options: &S3Options) -> Result<CheckpointDir, CheckpointError> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| CheckpointError::Location(format!("'{url}' is not an s3:// URL")))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(CheckpointError::Location(format!(
-                "'{url}' names no bucket (expected s3://bucket/prefix)"
-            )));
-        }
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(endpoint) = &options.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false)
-                .with_allow_http(options.allow_http || endpoint.starts_with("http://"));
-        } else if options.allow_http {
-            builder = builder.with_allow_http(true);
-        }
-        if let Some(region) = &options.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(key) = &options.access_key {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &options.secret_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder.build().map_err(CheckpointError::store(url))?;
+        let (store, prefix) =
+            runnel_common::s3::store(url, options).map_err(CheckpointError::Location)?;
         Ok(CheckpointDir {
-            store: Arc::new(store),
-            prefix: prefix.trim_matches('/').to_string(),
+            store,
+            prefix,
             local: None,
             shown: url.trim_end_matches('/').to_string(),
         })
