@@ -11,7 +11,6 @@ use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext, sink, sour
 pub fn connectors() -> Vec<Connector> {
     vec![
         sink::blackhole::CONNECTOR,
-        sink::collect::CONNECTOR,
         sink::dashboard::CONNECTOR,
         #[cfg(feature = "delta")]
         sink::delta::CONNECTOR,
@@ -35,6 +34,10 @@ pub fn connectors() -> Vec<Connector> {
     ]
 }
 
+/// Connectors that exist but are not offered: `collect`, the implicit sink of a bare
+/// `SELECT` in `runnel query`.
+const HIDDEN: &[Connector] = &[sink::collect::CONNECTOR];
+
 /// The connector of `spec` (its `connector = '…'` option).
 ///
 /// # Errors
@@ -43,6 +46,7 @@ pub fn lookup(spec: &TableSpec) -> Result<Connector, ConnectorError> {
     let name = spec.connector();
     let all = connectors();
     all.iter()
+        .chain(HIDDEN)
         .find(|c| c.name == name)
         .copied()
         .ok_or_else(|| ConnectorError::UnknownConnector {

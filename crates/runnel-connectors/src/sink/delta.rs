@@ -53,9 +53,39 @@ pub const CONNECTOR: Connector = Connector {
         OptionDef::new(
             "path",
             OptionType::Path,
-            "the table's directory (a local path or file:// URI)",
+            "the table's directory (a local path, file:// URI, or s3://bucket/prefix to write)",
         )
         .required(),
+        OptionDef::new(
+            "s3.endpoint",
+            OptionType::Text,
+            "S3-compatible endpoint for an s3:// path (default: SET 's3.endpoint', else AWS)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.region",
+            OptionType::Text,
+            "S3 region (default: SET 's3.region')",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.access-key",
+            OptionType::Text,
+            "S3 access key id (default: SET 's3.access-key', AWS_ACCESS_KEY_ID)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.secret-key",
+            OptionType::Text,
+            "S3 secret key (default: SET 's3.secret-key', AWS_SECRET_ACCESS_KEY)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "s3.allow-http",
+            OptionType::Bool,
+            "allow a plain-HTTP S3 endpoint",
+        )
+        .sink_only(),
         OptionDef::new(
             "version",
             OptionType::Text,
@@ -93,6 +123,114 @@ fn delta_error(spec_name: &str, what: &str, e: impl std::fmt::Display) -> Connec
 /// The table's directory.
 fn table_dir(spec: &TableSpec) -> Result<PathBuf, ConnectorError> {
     crate::sink::filesystem::local_path_of(spec, NAME)
+}
+
+/// The `s3://…` path of the table, if it has one.
+fn s3_path(spec: &TableSpec) -> Option<&str> {
+    spec.options.get("path").filter(|p| p.starts_with("s3://"))
+}
+
+/// Where the table lives: a local directory, or `s3://bucket/prefix` with the client
+/// that reaches it (Delta commits then rely on S3's conditional put, `If-None-Match`).
+#[derive(Clone)]
+struct Location {
+    url: url::Url,
+    store: Option<Arc<dyn deltalake::ObjectStore>>,
+    /// The directory, when local.
+    dir: Option<PathBuf>,
+}
+
+impl Location {
+    /// The table's location; a local directory is created if missing.
+    fn of(spec: &TableSpec) -> Result<Location, ConnectorError> {
+        let Some(path) = s3_path(spec) else {
+            let dir = table_dir(spec)?;
+            return Ok(Location {
+                url: table_url(spec, &dir)?,
+                store: None,
+                dir: Some(dir),
+            });
+        };
+        let options = runnel_common::s3::S3Options::from_keys(|k| spec.options.get(k));
+        let (store, _) = runnel_common::s3::store(path, &options)
+            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
+        let url = url::Url::parse(&format!("{}/", path.trim_end_matches('/'))).map_err(|e| {
+            ConnectorError::Other(format!("table '{}': path '{path}': {e}", spec.name))
+        })?;
+        register_s3_log_stores();
+        Ok(Location {
+            url,
+            store: Some(store),
+            dir: None,
+        })
+    }
+
+    fn shown(&self) -> String {
+        match &self.dir {
+            Some(d) => d.display().to_string(),
+            None => self.url.as_str().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Whether a Delta table is there (its `_delta_log` has an entry).
+    async fn exists(&self) -> Result<bool, String> {
+        match (&self.dir, &self.store) {
+            (Some(dir), _) => Ok(exists(dir)),
+            (None, Some(store)) => {
+                let (_, prefix) =
+                    runnel_common::s3::split_url(self.url.as_str().trim_end_matches('/'))?;
+                let log = if prefix.is_empty() {
+                    "_delta_log".to_string()
+                } else {
+                    format!("{prefix}/_delta_log")
+                };
+                let listed = store
+                    .list_with_delimiter(Some(&deltalake::Path::from(log)))
+                    .await
+                    .map_err(|e| format!("listing {}: {e}", self.shown()))?;
+                Ok(!listed.objects.is_empty())
+            }
+            (None, None) => Ok(false),
+        }
+    }
+
+    /// The log store of the table (for creating it).
+    fn log_store(&self) -> Result<deltalake::logstore::LogStoreRef, String> {
+        let Some(store) = &self.store else {
+            return Err("not an object store".into());
+        };
+        deltalake::logstore::logstore_with(store.clone(), &self.url, Default::default())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `s3://` tables commit through Delta's default log store on the client runnel builds
+/// (object_store's S3 with `If-None-Match` puts), so no DynamoDB lock is needed.
+fn register_s3_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[derive(Debug)]
+        struct S3LogStores;
+        impl deltalake::logstore::LogStoreFactory for S3LogStores {
+            fn with_options(
+                &self,
+                prefixed_store: deltalake::logstore::ObjectStoreRef,
+                root_store: deltalake::logstore::ObjectStoreRef,
+                location: &url::Url,
+                options: &deltalake::logstore::StorageConfig,
+            ) -> deltalake::DeltaResult<Arc<dyn deltalake::logstore::LogStore>> {
+                Ok(deltalake::logstore::default_logstore(
+                    prefixed_store,
+                    root_store,
+                    location,
+                    options,
+                ))
+            }
+        }
+        if let Ok(scheme) = url::Url::parse("s3://") {
+            deltalake::logstore::logstore_factories().insert(scheme, Arc::new(S3LogStores));
+        }
+    });
 }
 
 /// `file://` URL of the table's directory (created if missing).
@@ -155,7 +293,16 @@ fn file_size(spec: &TableSpec) -> Result<usize, ConnectorError> {
 }
 
 fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
-    table_dir(spec)?;
+    match s3_path(spec) {
+        Some(path) => {
+            runnel_common::s3::split_url(path).map_err(|e| {
+                ConnectorError::Other(format!("table '{}': option 'path': {e}", spec.name))
+            })?;
+        }
+        None => {
+            table_dir(spec)?;
+        }
+    }
     file_size(spec)?;
     let schema = delta_schema(&spec.schema);
     let _: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
@@ -180,8 +327,11 @@ fn exists(dir: &Path) -> bool {
     dir.join("_delta_log").is_dir()
 }
 
-async fn load(url: &url::Url, version: Option<u64>) -> Result<DeltaTable, String> {
-    let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| e.to_string())?;
+async fn load(at: &Location, version: Option<u64>) -> Result<DeltaTable, String> {
+    let mut builder = DeltaTableBuilder::from_url(at.url.clone()).map_err(|e| e.to_string())?;
+    if let Some(store) = &at.store {
+        builder = builder.with_storage_backend(store.clone(), at.url.clone());
+    }
     if let Some(v) = version {
         builder = builder.with_version(v);
     }
@@ -254,12 +404,16 @@ fn check_existing(spec: &TableSpec, table: &DeltaTable) -> Result<(), ConnectorE
 }
 
 /// Opens the table, creating it from the DDL when missing; checks an existing one.
-async fn open_or_create(spec: TableSpec, dir: PathBuf) -> Result<DeltaTable, ConnectorError> {
-    let url = table_url(&spec, &dir)?;
-    if exists(&dir) {
-        let table = load(&url, None)
+async fn open_or_create(spec: TableSpec, at: Location) -> Result<DeltaTable, ConnectorError> {
+    let shown = at.shown();
+    if at
+        .exists()
+        .await
+        .map_err(|e| delta_error(&spec.name, "reaching the table", e))?
+    {
+        let table = load(&at, None)
             .await
-            .map_err(|e| delta_error(&spec.name, &format!("opening '{}'", dir.display()), e))?;
+            .map_err(|e| delta_error(&spec.name, &format!("opening '{shown}'"), e))?;
         check_existing(&spec, &table)?;
         return Ok(table);
     }
@@ -267,23 +421,35 @@ async fn open_or_create(spec: TableSpec, dir: PathBuf) -> Result<DeltaTable, Con
         .as_ref()
         .try_into_kernel()
         .map_err(|e| delta_error(&spec.name, "the Delta schema", e))?;
-    CreateBuilder::new()
-        .with_location(url.as_str())
+    let mut create = CreateBuilder::new()
+        .with_location(at.url.as_str())
         .with_columns(structure.fields().cloned())
-        .with_partition_columns(partition_names(&spec))
-        .await
-        .map_err(|e| {
-            delta_error(
-                &spec.name,
-                &format!("creating the Delta table '{}'", dir.display()),
-                e,
-            )
-        })
+        .with_partition_columns(partition_names(&spec));
+    if at.store.is_some() {
+        let log_store = at
+            .log_store()
+            .map_err(|e| delta_error(&spec.name, &format!("reaching '{shown}'"), e))?;
+        create = create.with_log_store(log_store);
+    }
+    create.await.map_err(|e| {
+        delta_error(
+            &spec.name,
+            &format!("creating the Delta table '{shown}'"),
+            e,
+        )
+    })
 }
 
 /// A sink's directory must hold a matching table or none; a source's must hold one.
 fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     Box::pin(async move {
+        if s3_path(&spec).is_some() {
+            if role != Role::Sink {
+                return Err(s3_read_unsupported(&spec));
+            }
+            let at = Location::of(&spec)?;
+            return open_or_create(spec, at).await.map(|_| ());
+        }
         let dir = table_dir(&spec)?;
         match role {
             Role::Source | Role::Both => {
@@ -294,15 +460,26 @@ fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
                         dir.display()
                     )));
                 }
-                let url = table_url(&spec, &dir)?;
-                let table = load(&url, None).await.map_err(|e| {
+                let at = Location::of(&spec)?;
+                let table = load(&at, None).await.map_err(|e| {
                     delta_error(&spec.name, &format!("opening '{}'", dir.display()), e)
                 })?;
                 check_existing(&spec, &table)
             }
-            Role::Sink => open_or_create(spec, dir).await.map(|_| ()),
+            Role::Sink => {
+                let at = Location::of(&spec)?;
+                open_or_create(spec, at).await.map(|_| ())
+            }
         }
     })
+}
+
+fn s3_read_unsupported(spec: &TableSpec) -> ConnectorError {
+    ConnectorError::Unsupported {
+        table: spec.name.clone(),
+        connector: NAME.into(),
+        reason: "reading an s3:// Delta table is not supported yet (writing is)".into(),
+    }
 }
 
 /// The app id of a subtask's commits.
@@ -313,7 +490,7 @@ fn app_id(prefix: &str, subtask: usize) -> String {
 /// Appends a sealed batch in one Delta commit with its application transaction.
 struct DeltaApply {
     table: String,
-    url: url::Url,
+    at: Location,
     schema: SchemaRef,
     /// `runnel/<pipeline>/<table>/<task>/`.
     app_prefix: String,
@@ -362,13 +539,13 @@ impl Apply for DeltaApply {
         }
         let app = app_id(&self.app_prefix, txn.subtask);
         let version = Self::version(txn.checkpoint);
-        let (url, file_size, name) = (self.url.clone(), self.file_size, self.table.clone());
+        let (at, file_size, name) = (self.at.clone(), self.file_size, self.table.clone());
         let schema = self.schema.clone();
         crate::io_runtime::wait(async move {
             let fail = |what: &str, e: &dyn std::fmt::Display| {
                 ConnectorError::Other(format!("table '{name}': {what}: {e}"))
             };
-            let mut table = load(&url, None)
+            let mut table = load(&at, None)
                 .await
                 .map_err(|e| fail("opening the Delta table", &e))?;
             let state = table
@@ -409,18 +586,18 @@ impl Apply for DeltaApply {
 /// Resets the app ids of `subtasks` to version 0 in one commit (a fresh run).
 fn reset_app_ids(
     spec: &TableSpec,
-    url: &url::Url,
+    at: &Location,
     prefix: &str,
     subtasks: usize,
 ) -> Result<(), ConnectorError> {
-    let (url, prefix, name) = (url.clone(), prefix.to_string(), spec.name.clone());
+    let (at, prefix, name) = (at.clone(), prefix.to_string(), spec.name.clone());
     crate::io_runtime::wait(async move {
         let fail = |e: &dyn std::fmt::Display| {
             ConnectorError::Other(format!(
                 "table '{name}': resetting its Delta transactions: {e}"
             ))
         };
-        let table = load(&url, None).await.map_err(|e| fail(&e))?;
+        let table = load(&at, None).await.map_err(|e| fail(&e))?;
         let state = table.snapshot().map_err(|e| fail(&e))?;
         let mut reset = Vec::new();
         for s in 0..subtasks {
@@ -464,17 +641,16 @@ fn build(
     let Some(first) = contexts.first() else {
         return Ok(Vec::new());
     };
-    let dir = table_dir(spec)?;
+    let at = Location::of(spec)?;
     {
-        let (owned, dir) = (spec.clone(), dir.clone());
-        crate::io_runtime::wait(async move { open_or_create(owned, dir).await.map(|_| ()) })??;
+        let (owned, at) = (spec.clone(), at.clone());
+        crate::io_runtime::wait(async move { open_or_create(owned, at).await.map(|_| ()) })??;
     }
-    let url = table_url(spec, &dir)?;
     let (stage_dir, safe) = crate::sink::log_txn::staging_dir(&first.data_dir, &spec.name);
     let app_prefix = format!("runnel/{}", txn::commit_prefix(first, &safe));
     let apply = Arc::new(DeltaApply {
         table: spec.name.clone(),
-        url: url.clone(),
+        at: at.clone(),
         schema: delta_schema(&spec.schema),
         app_prefix: app_prefix.clone(),
         file_size: file_size(spec)?,
@@ -490,7 +666,7 @@ fn build(
     if restored.is_none() {
         reset_app_ids(
             spec,
-            &url,
+            &at,
             &app_prefix,
             first.parallelism.max(contexts.len()),
         )?;
@@ -589,6 +765,9 @@ fn build_source(
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     CONNECTOR.check_options(spec)?;
     validate(spec)?;
+    if s3_path(spec).is_some() {
+        return Err(s3_read_unsupported(spec));
+    }
     let dir = table_dir(spec)?;
     if !exists(&dir) {
         return Err(ConnectorError::Other(format!(
@@ -597,7 +776,7 @@ fn build_source(
             dir.display()
         )));
     }
-    let url = table_url(spec, &dir)?;
+    let at = Location::of(spec)?;
     let version = spec
         .options
         .get("version")
@@ -605,7 +784,7 @@ fn build_source(
     let names = partition_names(spec);
     let (name, root) = (spec.name.clone(), dir.clone());
     let files = crate::io_runtime::wait(async move {
-        let table = load(&url, version).await.map_err(|e| {
+        let table = load(&at, version).await.map_err(|e| {
             ConnectorError::Other(format!("table '{name}': opening the Delta table: {e}"))
         })?;
         let state = table.snapshot().map_err(|e| {
@@ -661,8 +840,13 @@ pub fn infer(name: &str) -> crate::infer::InferResult {
         .map_err(|e| format!("reading '{name}': {e}"))?;
     let url = url::Url::from_directory_path(&abs)
         .map_err(|()| format!("'{}' is not a usable directory path", abs.display()))?;
+    let at = Location {
+        url,
+        store: None,
+        dir: Some(dir),
+    };
     let (schema, partitions) = crate::io_runtime::wait(async move {
-        let table = load(&url, None).await?;
+        let table = load(&at, None).await?;
         let snapshot = table.snapshot().map_err(|e| e.to_string())?;
         let metadata = snapshot.metadata();
         let structure = metadata.parse_schema().map_err(|e| e.to_string())?;

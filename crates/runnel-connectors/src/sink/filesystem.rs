@@ -509,10 +509,12 @@ fn build(
     if let Some(name) = config.success_file.as_deref()
         && !partition_cols.is_empty()
         && apply.tag.is_empty()
-        && config.remote.is_none()
     {
         let mut found = Vec::new();
-        unmarked_partitions(&config.path, name, partition_cols.len(), "", &mut found);
+        match &config.remote {
+            Some(remote) => found = remote.unmarked(name, partition_cols.len())?,
+            None => unmarked_partitions(&config.path, name, partition_cols.len(), "", &mut found),
+        }
         for partition in found {
             let values: Vec<String> = partition
                 .split('/')
@@ -1351,6 +1353,20 @@ impl Remote {
         success: Option<&str>,
         tag: &str,
     ) -> Result<(), ConnectorError> {
+        for rel in self.list()? {
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            if stale(name, restored, success, tag) {
+                let key = self.key(&rel);
+                let store = self.store.clone();
+                crate::io_runtime::wait(async move { store.delete(&key).await })?
+                    .map_err(|e| self.error(&format!("deleting {rel} of"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key under the prefix, relative to it.
+    fn list(&self) -> Result<Vec<String>, ConnectorError> {
         use futures::TryStreamExt as _;
         let store = self.store.clone();
         let prefix =
@@ -1363,16 +1379,36 @@ impl Remote {
                 .await
         })?
         .map_err(|e| self.error("listing", e))?;
-        for key in listed {
-            let name = key.filename().unwrap_or_default().to_string();
-            if stale(&name, restored, success, tag) {
-                let store = self.store.clone();
-                let shown = key.to_string();
-                crate::io_runtime::wait(async move { store.delete(&key).await })?
-                    .map_err(|e| self.error(&format!("deleting {shown} of"), e))?;
+        let skip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(listed
+            .into_iter()
+            .map(|k| k.as_ref().get(skip..).unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Partitions (`depth` levels of `k=v`) holding part files but no success file
+    /// `name`, as `k=v/…` paths (as [`unmarked_partitions`] finds them on disk).
+    fn unmarked(&self, name: &str, depth: usize) -> Result<Vec<String>, ConnectorError> {
+        let mut parts = std::collections::BTreeSet::new();
+        let mut marked = std::collections::HashSet::new();
+        for key in self.list()? {
+            let Some((dir, file)) = key.rsplit_once('/') else {
+                continue;
+            };
+            if dir.split('/').count() != depth || !dir.split('/').all(|p| p.contains('=')) {
+                continue;
+            }
+            if file == name {
+                marked.insert(dir.to_string());
+            } else if file.starts_with("part-") {
+                parts.insert(dir.to_string());
             }
         }
-        Ok(())
+        Ok(parts.into_iter().filter(|d| !marked.contains(d)).collect())
     }
 }
 

@@ -466,3 +466,84 @@ fn parquet_to_s3_exactly_once_across_sigkills() {
     t.runnel(&["run", "bad.sql", "--data-dir", "d2"])
         .assert_err("s3://no-such-bucket/feeds/wh");
 }
+
+/// What the `deltalake` Python package reads from a Delta table in the moto server:
+/// rows, distinct ids, the sum of `v`, the partition columns and the number of commits.
+const READ_DELTA_S3: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+opts = {"AWS_ENDPOINT_URL": "http://127.0.0.1:" + sys.argv[1], "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+d = DeltaTable(sys.argv[2], storage_options=opts)
+t = d.to_pyarrow_table()
+ids = t.column("id").to_pylist()
+print(json.dumps({"rows": len(ids), "distinct": len(set(ids)), "sum": sum(t.column("v").to_pylist()),
+                  "partitions": d.metadata().partition_columns, "version": d.version()}))
+# deltalake's S3 client threads abort the interpreter's normal exit; the answer is out.
+sys.stdout.flush()
+import os; os._exit(0)
+"#;
+
+/// Issue 20: the `delta` sink on `s3://…` (moto), SIGKILLed at random moments: the
+/// `deltalake` package reads every row exactly once.
+#[test]
+fn delta_table_on_s3_exactly_once_across_sigkills() {
+    let _heavy = crate::harness::heavy();
+    let s3 = crate::checkpoints::moto_server();
+    let (status, body) = crate::checkpoints::s3_request(s3.port, "PUT", "/lake");
+    assert_eq!(status, 200, "{body}");
+    let t = TestDir::new();
+    const ROWS: i64 = 200_000;
+    let input: String = (0..ROWS)
+        .map(|i| format!("{{\"id\":{i},\"k\":\"k{}\",\"v\":{}}}\n", i % 3, i * 5))
+        .collect();
+    t.write("in.jsonl", &input);
+    t.write(
+        "p.sql",
+        &format!(
+            "SET 'execution.checkpointing.interval' = '50 ms';
+             SET 'execution.batch-size' = '20';
+             SET 's3.endpoint' = 'http://127.0.0.1:{port}';
+             SET 's3.region' = 'us-east-1';
+             SET 's3.access-key' = 'test';
+             SET 's3.secret-key' = 'test';
+             CREATE TABLE src (id BIGINT, k STRING, v BIGINT)
+               WITH ('connector' = 'file', 'path' = 'in.jsonl');
+             CREATE TABLE dl (id BIGINT, k STRING, v BIGINT) PARTITIONED BY (k)
+               WITH ('connector' = 'delta', 'path' = 's3://lake/tables/dl');
+             INSERT INTO dl SELECT * FROM src;",
+            port = s3.port
+        ),
+    );
+    let resumed = crate::harness::kill_at_random_moments(
+        t.path(),
+        &["run", "p.sql", "--data-dir", "d", "-p", "2"],
+        8,
+        std::time::Duration::from_millis(30),
+        700,
+        "resuming p from checkpoint",
+    );
+    assert!(resumed > 0, "no run resumed from a checkpoint");
+    t.runnel(&["run", "p.sql", "--data-dir", "d", "-p", "2"])
+        .assert_ok();
+    let out = Command::new(pyarrow_python())
+        .args([
+            "-c",
+            READ_DELTA_S3,
+            &s3.port.to_string(),
+            "s3://lake/tables/dl",
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(seen["rows"], ROWS, "{seen} (resumed {resumed} times)");
+    assert_eq!(seen["distinct"], ROWS, "{seen}");
+    assert_eq!(seen["sum"], (0..ROWS).map(|i| i * 5).sum::<i64>(), "{seen}");
+    assert_eq!(seen["partitions"], serde_json::json!(["k"]), "{seen}");
+}
