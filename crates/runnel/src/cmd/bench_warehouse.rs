@@ -56,6 +56,8 @@ async fn phases(args: &BenchWarehouseArgs, scratch: &Path) -> anyhow::Result<()>
         args.checkpoint_interval
     );
     let parquet_dir = scratch.join("parquet");
+    // The rows the parquet phase wrote, which DuckDB rewrites.
+    let mut parquet_rows = args.rows;
     for phase in &args.phases {
         let (rows, secs, dir) = match phase.as_str() {
             "parquet" | "delta" => {
@@ -74,6 +76,9 @@ async fn phases(args: &BenchWarehouseArgs, scratch: &Path) -> anyhow::Result<()>
                      INSERT INTO dst SELECT * FROM bid;"
                 );
                 let (rows, secs) = run_sql(&sql, phase, args.parallelism).await?;
+                if phase == "parquet" {
+                    parquet_rows = rows;
+                }
                 (rows, secs, dir)
             }
             _ => {
@@ -119,7 +124,7 @@ async fn phases(args: &BenchWarehouseArgs, scratch: &Path) -> anyhow::Result<()>
                     .trim()
                     .parse::<f64>()
                     .unwrap_or(wall);
-                (args.rows, secs, dir)
+                (parquet_rows, secs, dir)
             }
         };
         let bytes = parquet_bytes(&dir);
