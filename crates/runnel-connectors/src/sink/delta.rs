@@ -49,43 +49,13 @@ pub const CONNECTOR: Connector = Connector {
     name: NAME,
     doc: "a Delta Lake table: appended exactly once (one Delta commit per checkpoint, with an \
           application transaction), created from the DDL when missing; read as a snapshot",
-    options: &[
+    options: crate::descriptor::with_s3_options![
         OptionDef::new(
             "path",
             OptionType::Path,
             "the table's directory (a local path, file:// URI, or s3://bucket/prefix to write)",
         )
         .required(),
-        OptionDef::new(
-            "s3.endpoint",
-            OptionType::Text,
-            "S3-compatible endpoint for an s3:// path (default: SET 's3.endpoint', else AWS)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.region",
-            OptionType::Text,
-            "S3 region (default: SET 's3.region')",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.access-key",
-            OptionType::Text,
-            "S3 access key id (default: SET 's3.access-key', AWS_ACCESS_KEY_ID)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.secret-key",
-            OptionType::Text,
-            "S3 secret key (default: SET 's3.secret-key', AWS_SECRET_ACCESS_KEY)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.allow-http",
-            OptionType::Bool,
-            "allow a plain-HTTP S3 endpoint",
-        )
-        .sink_only(),
         OptionDef::new(
             "version",
             OptionType::Text,

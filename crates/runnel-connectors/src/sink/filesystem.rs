@@ -9,9 +9,12 @@
 //! columns live in the path, not in the files). Exactly once on the transactional-sink
 //! mechanism ([`crate::txn`]): a subtask stages its rows, tagged with their partition,
 //! in one hidden file; at a checkpoint's barrier it is sealed; once the checkpoint is
-//! complete its rows are written out as `part-<subtask>-<checkpoint>-<n>.<ext>` in each
-//! partition (through a hidden temporary file and a rename), so readers see only rows
-//! of complete checkpoints, and a file reaches at most `sink.rolling-policy.file-size`.
+//! complete its rows are written out as `part-<run>-<subtask>-<checkpoint>-<n>.<ext>` in
+//! each partition (through a hidden temporary file and a rename), so readers see only
+//! rows of complete checkpoints, and a file reaches at most `sink.rolling-policy.file-size`.
+//! `<run>` (see [`run_id`]) keeps the files of concurrent pipelines and of fresh runs
+//! apart: no run overwrites or removes another's. An `s3://` path is written the same
+//! way in a local working directory, each finished file uploaded with one PUT.
 //! Without checkpoints, files are made visible when the staged rows reach that size,
 //! when `sink.rolling-policy.rollover-interval` has passed, and at the end.
 //!
@@ -56,7 +59,7 @@ pub const CONNECTOR: Connector = Connector {
     doc: "Flink's filesystem table: CSV (no header), JSON or Parquet files; read to the end, or written \
           exactly once into Hive-style partitions (PARTITIONED BY) with rolling files and \
           _SUCCESS partition commits",
-    options: &[
+    options: crate::descriptor::with_s3_options![
         OptionDef::new(
             "path",
             OptionType::Path,
@@ -64,36 +67,6 @@ pub const CONNECTOR: Connector = Connector {
              s3://bucket/prefix to write)",
         )
         .required(),
-        OptionDef::new(
-            "s3.endpoint",
-            OptionType::Text,
-            "S3-compatible endpoint for an s3:// path (default: SET 's3.endpoint', else AWS)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.region",
-            OptionType::Text,
-            "S3 region (default: SET 's3.region')",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.access-key",
-            OptionType::Text,
-            "S3 access key id (default: SET 's3.access-key', AWS_ACCESS_KEY_ID)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.secret-key",
-            OptionType::Text,
-            "S3 secret key (default: SET 's3.secret-key', AWS_SECRET_ACCESS_KEY)",
-        )
-        .sink_only(),
-        OptionDef::new(
-            "s3.allow-http",
-            OptionType::Bool,
-            "allow a plain-HTTP S3 endpoint",
-        )
-        .sink_only(),
         OptionDef::new(
             "format",
             OptionType::Choice(&["csv", "json", "parquet"]),
@@ -478,14 +451,27 @@ fn build(
         .and_then(|c| c.checkpoint)
         .map(|m| m.restored);
     let task = contexts.first().and_then(|c| c.task);
-    let tag = task.map_or_else(String::new, |t| format!("{t}-"));
+    let task_tag = task.map_or_else(String::new, |t| format!("{t}-"));
+    let pipeline = contexts
+        .first()
+        .and_then(|c| c.pipeline.clone())
+        .unwrap_or_else(|| "pipeline".into());
+    let run = run_id(
+        &config,
+        &pipeline,
+        &task_tag,
+        restored.flatten().is_some(),
+        contexts.first().and_then(|c| c.sealed.as_deref()),
+    )?;
+    let tag = format!("{task_tag}{run}-");
     let staging_prefix = format!("{STAGING_PREFIX}{tag}");
     let apply = Arc::new(PartitionFiles {
         config: config.clone(),
         tag,
     });
-    // A checkpointed run resumes after `restored`; a run without checkpoints starts the
-    // directory afresh (as the `file` sink starts its file afresh).
+    // A checkpointed run resumes after `restored`, dropping what its own run wrote for
+    // later checkpoints; a fresh run has a new run id, so nothing earlier runs wrote is
+    // touched.
     txn::recover_with(
         &config.path,
         &staging_prefix,
@@ -508,7 +494,7 @@ fn build(
     let mut unmarked = HashMap::new();
     if let Some(name) = config.success_file.as_deref()
         && !partition_cols.is_empty()
-        && apply.tag.is_empty()
+        && task.is_none()
     {
         let mut found = Vec::new();
         match &config.remote {
@@ -1208,12 +1194,10 @@ impl Apply for PartitionFiles {
     }
 
     fn discard_after(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
-        let success = self.config.success_file.as_deref();
-        // A task never removes success files: other tasks' partitions stay complete.
-        let success = if self.tag.is_empty() { success } else { None };
-        discard(&self.config.path, restored, success, &self.tag)?;
+        // Success files stay: a partition other runs completed stays complete.
+        discard(&self.config.path, restored, None, &self.tag)?;
         match &self.config.remote {
-            Some(remote) => remote.discard(restored, success, &self.tag),
+            Some(remote) => remote.discard(restored, None, &self.tag),
             None => Ok(()),
         }
     }
@@ -1245,6 +1229,111 @@ fn discard(
         }
     }
     Ok(())
+}
+
+/// Length of a run id (hex digits).
+const RUN_ID_LEN: usize = 8;
+
+/// The run id this sink's files are named with (`part-<task>-<run>-<subtask>-…`), so
+/// concurrent pipelines and fresh runs writing into one directory never overwrite or
+/// remove each other's files. It is kept in a hidden marker file at the table's root
+/// (`.runnel-run-<pipeline>[-<task>]`, an object there for `s3://`): a run resuming from a
+/// checkpoint reads it back and names its files as the run before it did (were the
+/// marker lost, the sealed batches waiting to be applied name it); a fresh run makes a
+/// new one, and the staged rows of the run it replaces are dropped (they come again).
+fn run_id(
+    config: &SinkConfig,
+    pipeline: &str,
+    task_tag: &str,
+    resuming: bool,
+    mirror: Option<&dyn txn::SealedStore>,
+) -> Result<String, ConnectorError> {
+    let safe: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let marker = if task_tag.is_empty() {
+        format!(".runnel-run-{safe}")
+    } else {
+        format!(".runnel-run-{safe}-{}", task_tag.trim_end_matches('-'))
+    };
+    let stored = match &config.remote {
+        Some(remote) => remote.get(&marker)?,
+        None => std::fs::read_to_string(config.path.join(&marker)).ok(),
+    }
+    .map(|s| s.trim().to_string())
+    .filter(|s| is_run_id(s));
+    if resuming {
+        if let Some(id) = stored {
+            return Ok(id);
+        }
+        let staged_prefix = format!("{STAGING_PREFIX}{task_tag}");
+        let mut names: Vec<String> = std::fs::read_dir(&config.path)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(m) = mirror {
+            names.extend(m.list()?);
+        }
+        if let Some(id) = names.iter().find_map(|n| {
+            n.strip_prefix(&staged_prefix)
+                .and_then(|r| r.get(..RUN_ID_LEN))
+                .filter(|r| is_run_id(r))
+        }) {
+            return Ok(id.to_string());
+        }
+    }
+    let id = new_run_id(pipeline);
+    match &config.remote {
+        Some(remote) => remote.put(&marker, id.as_bytes())?,
+        None => {
+            let path = config.path.join(&marker);
+            let tmp = config.path.join(format!("{marker}.tmp"));
+            std::fs::write(&tmp, &id)
+                .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| ConnectorError::io(format!("writing '{}'", path.display()), e))?;
+        }
+    }
+    // The replaced run's staged and sealed rows: produced again by this run.
+    if let Some(old) = stored {
+        let prefix = format!("{STAGING_PREFIX}{task_tag}{old}-");
+        if let Ok(entries) = std::fs::read_dir(&config.path) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    Ok(id)
+}
+
+fn is_run_id(s: &str) -> bool {
+    s.len() == RUN_ID_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A new run id: the time, the process and the pipeline, hashed.
+fn new_run_id(pipeline: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(pipeline.as_bytes());
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", h.finish() as u32)
 }
 
 /// Whether the file `name` is output a restart from `restored` drops: a part file of a
@@ -1365,6 +1454,28 @@ impl Remote {
         Ok(())
     }
 
+    /// The object `rel` (under the prefix), if there is one.
+    fn get(&self, rel: &str) -> Result<Option<String>, ConnectorError> {
+        let (store, key) = (self.store.clone(), self.key(rel));
+        match crate::io_runtime::wait(async move {
+            match store.get(&key).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })? {
+            Ok(bytes) => Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned())),
+            Err(e) => Err(self.error(&format!("reading {rel} of"), e)),
+        }
+    }
+
+    /// Writes the object `rel` (under the prefix).
+    fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), ConnectorError> {
+        let (store, key, bytes) = (self.store.clone(), self.key(rel), bytes.to_vec());
+        crate::io_runtime::wait(async move { store.put(&key, bytes.into()).await.map(|_| ()) })?
+            .map_err(|e| self.error(&format!("writing {rel} of"), e))
+    }
+
     /// Every key under the prefix, relative to it.
     fn list(&self) -> Result<Vec<String>, ConnectorError> {
         use futures::TryStreamExt as _;
@@ -1477,6 +1588,30 @@ mod tests {
         .expect("batch")
     }
 
+    /// `name` without the run id after `part-` (see [`run_id`]).
+    fn strip_run(name: &str) -> String {
+        match name.find("part-") {
+            Some(at)
+                if name.get(at + 5..at + 5 + RUN_ID_LEN).is_some_and(is_run_id)
+                    && name.as_bytes().get(at + 5 + RUN_ID_LEN) == Some(&b'-') =>
+            {
+                format!("{}{}", &name[..at + 5], &name[at + 6 + RUN_ID_LEN..])
+            }
+            _ => name.to_string(),
+        }
+    }
+
+    /// The file under `dir` named `rel` once its run id is taken out.
+    fn part(dir: &Path, rel: &str) -> PathBuf {
+        let (sub, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        std::fs::read_dir(dir.join(sub))
+            .expect("partition")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| strip_run(&p.file_name().unwrap_or_default().to_string_lossy()) == name)
+            .unwrap_or_else(|| panic!("no {rel}"))
+    }
+
     fn files(dir: &Path) -> Vec<String> {
         let mut out = Vec::new();
         fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -1492,7 +1627,7 @@ mod tests {
                     let text = std::fs::read_to_string(&p).unwrap_or_default();
                     out.push(format!(
                         "{} [{}]",
-                        rel.display(),
+                        strip_run(&rel.display().to_string()),
                         text.trim().replace('\n', ",")
                     ));
                 }
@@ -1640,7 +1775,10 @@ mod tests {
                     .expect("partition")
                     .flatten()
                 {
-                    out.push(format!("{d}/{}", e.file_name().to_string_lossy()));
+                    out.push(strip_run(&format!(
+                        "{d}/{}",
+                        e.file_name().to_string_lossy()
+                    )));
                 }
             }
             out.sort();
@@ -1656,10 +1794,10 @@ mod tests {
                 "dt=d2/hm=10%3A00/part-0-0000000001-1.parquet",
             ]
         );
-        let first = std::fs::read(
-            dir.path()
-                .join("dt=d1/hm=10%3A00/part-0-0000000001-0.parquet"),
-        )
+        let first = std::fs::read(part(
+            dir.path(),
+            "dt=d1/hm=10%3A00/part-0-0000000001-0.parquet",
+        ))
         .expect("part");
         // Read back through the source: every row, partition columns from the paths.
         let source_ctx = SourceContext {

@@ -64,13 +64,30 @@ fn write_side_input(path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs a script to its end in a scratch data directory: the rows its last node (the
-/// sink) took, and seconds.
-pub async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<(u64, f64)> {
+/// What one benchmark run did.
+pub struct RunStats {
+    /// Rows the last sink took.
+    pub rows: u64,
+    /// Value bytes the first source read.
+    pub bytes_in: u64,
+    /// Value bytes the last sink wrote.
+    pub bytes_out: u64,
+    /// Wall time from start to end.
+    pub secs: f64,
+}
+
+/// Options for a benchmark run named `name`, with its scratch data directory.
+pub fn bench_options(name: &str, parallelism: usize) -> (PrepareOptions, std::path::PathBuf) {
     let data_dir = std::env::temp_dir().join(format!("runnel-bench-{}-{name}", std::process::id()));
     let mut options = PrepareOptions::new(name, &data_dir);
     options.parallelism = Some(parallelism);
     options.from_scratch = true;
+    (options, data_dir)
+}
+
+/// Runs a script to its end in a scratch data directory (removed afterwards).
+pub async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<RunStats> {
+    let (options, data_dir) = bench_options(name, parallelism);
     let prepared = prepare(sql, &options).with_context(|| format!("planning {name}"))?;
     let started = Instant::now();
     let mut running = prepared.start(Resources::new(&data_dir)).await?;
@@ -79,8 +96,13 @@ pub async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Resul
     let secs = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&data_dir);
     result?;
-    let rows = metrics.nodes.last().map_or(0, |m| m.rows_in.get());
-    Ok((rows, secs))
+    let last = metrics.nodes.last();
+    Ok(RunStats {
+        rows: last.map_or(0, |m| m.rows_in.get()),
+        bytes_in: metrics.nodes.first().map_or(0, |m| m.connector.bytes.get()),
+        bytes_out: last.map_or(0, |m| m.connector.bytes.get()),
+        secs,
+    })
 }
 
 /// The bench's scratch directory: the pipeline's data, q13's side input, q10's files.

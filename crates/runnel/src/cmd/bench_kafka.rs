@@ -15,7 +15,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use runnel_runtime::{PrepareOptions, Resources, prepare};
+use runnel_runtime::{Resources, prepare};
+
+use crate::cmd::bench::{bench_options, run_sql};
 
 /// `runnel bench kafka`.
 #[derive(Debug, clap::Args)]
@@ -116,50 +118,6 @@ pub async fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What one run did.
-struct RunStats {
-    /// Rows the last sink took.
-    rows: u64,
-    /// Value bytes the first source read.
-    bytes_in: u64,
-    /// Value bytes the last sink wrote.
-    bytes_out: u64,
-    secs: f64,
-}
-
-fn options(name: &str, parallelism: usize) -> (PrepareOptions, std::path::PathBuf) {
-    let data_dir =
-        std::env::temp_dir().join(format!("runnel-bench-kafka-{}-{name}", std::process::id()));
-    let mut options = PrepareOptions::new(name, &data_dir);
-    options.parallelism = Some(parallelism);
-    options.from_scratch = true;
-    (options, data_dir)
-}
-
-/// Runs a script to its end.
-async fn run_sql(sql: &str, name: &str, parallelism: usize) -> anyhow::Result<RunStats> {
-    let (options, data_dir) = options(name, parallelism);
-    let prepared = prepare(sql, &options).with_context(|| format!("planning {name}"))?;
-    let started = Instant::now();
-    let mut running = prepared.start(Resources::new(&data_dir)).await?;
-    let metrics = running.metrics();
-    let result = running.join().await;
-    let secs = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result?;
-    let last = metrics.nodes.last();
-    Ok(RunStats {
-        rows: last.map(|m| m.rows_in.get()).unwrap_or(0),
-        bytes_in: metrics
-            .nodes
-            .first()
-            .map(|m| m.connector.bytes.get())
-            .unwrap_or(0),
-        bytes_out: last.map(|m| m.connector.bytes.get()).unwrap_or(0),
-        secs,
-    })
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -191,7 +149,7 @@ async fn latency(args: &BenchKafkaArgs, run: &str, g: &str) -> anyhow::Result<()
            'properties.linger.ms' = '1');
          INSERT INTO dst SELECT v, ts FROM src;"
     );
-    let (options, data_dir) = options(&format!("lat-{g}"), args.parallelism);
+    let (options, data_dir) = bench_options(&format!("lat-{g}"), args.parallelism);
     let prepared = prepare(&copy, &options).context("planning the latency pipeline")?;
     let mut running = prepared.start(Resources::new(&data_dir)).await?;
 

@@ -103,7 +103,9 @@ pub async fn bench_postgres(args: BenchPostgresArgs) -> anyhow::Result<()> {
                    'table-name' = '{table}');
                  INSERT INTO dst SELECT * FROM bid;"
             );
-            run_sql(&sql, phase, args.parallelism).await
+            run_sql(&sql, phase, args.parallelism)
+                .await
+                .map(|r| (r.rows, r.secs))
         };
         let in_table = psql(url, &format!("SELECT count(*) FROM {table}"));
         let _ = psql(url, &format!("DROP TABLE {table}"));
@@ -130,7 +132,7 @@ async fn copy_ceiling(
          INSERT INTO f SELECT * FROM bid;",
         file.display()
     );
-    let (rows, _) = run_sql(&sql, "copy-file", args.parallelism).await?;
+    let rows = run_sql(&sql, "copy-file", args.parallelism).await?.rows;
     let started = Instant::now();
     let copied = psql(
         &args.url,

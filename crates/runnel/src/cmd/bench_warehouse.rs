@@ -75,7 +75,8 @@ async fn phases(args: &BenchWarehouseArgs, scratch: &Path) -> anyhow::Result<()>
                      CREATE TABLE dst ({BID}) WITH ({with});
                      INSERT INTO dst SELECT * FROM bid;"
                 );
-                let (rows, secs) = run_sql(&sql, phase, args.parallelism).await?;
+                let run = run_sql(&sql, phase, args.parallelism).await?;
+                let (rows, secs) = (run.rows, run.secs);
                 if phase == "parquet" {
                     parquet_rows = rows;
                 }
