@@ -474,32 +474,27 @@ macro_rules! with_s3_options {
                 "s3.endpoint",
                 $crate::descriptor::OptionType::Text,
                 "S3-compatible endpoint for an s3:// path (default: SET 's3.endpoint', else AWS)",
-            )
-            .sink_only(),
+            ),
             $crate::descriptor::OptionDef::new(
                 "s3.region",
                 $crate::descriptor::OptionType::Text,
                 "S3 region (default: SET 's3.region')",
-            )
-            .sink_only(),
+            ),
             $crate::descriptor::OptionDef::new(
                 "s3.access-key",
                 $crate::descriptor::OptionType::Text,
                 "S3 access key id (default: SET 's3.access-key', AWS_ACCESS_KEY_ID)",
-            )
-            .sink_only(),
+            ),
             $crate::descriptor::OptionDef::new(
                 "s3.secret-key",
                 $crate::descriptor::OptionType::Text,
                 "S3 secret key (default: SET 's3.secret-key', AWS_SECRET_ACCESS_KEY)",
-            )
-            .sink_only(),
+            ),
             $crate::descriptor::OptionDef::new(
                 "s3.allow-http",
                 $crate::descriptor::OptionType::Bool,
                 "allow a plain-HTTP S3 endpoint",
-            )
-            .sink_only(),
+            ),
         ]
     };
 }

@@ -414,11 +414,14 @@ async fn open_or_create(spec: TableSpec, at: Location) -> Result<DeltaTable, Con
 fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     Box::pin(async move {
         if s3_path(&spec).is_some() {
-            if role != Role::Sink {
-                return Err(s3_read_unsupported(&spec));
-            }
             let at = Location::of(&spec)?;
-            return open_or_create(spec, at).await.map(|_| ());
+            if role == Role::Sink {
+                return open_or_create(spec, at).await.map(|_| ());
+            }
+            let table = load(&at, None)
+                .await
+                .map_err(|e| delta_error(&spec.name, &format!("opening '{}'", at.shown()), e))?;
+            return check_existing(&spec, &table);
         }
         let dir = table_dir(&spec)?;
         match role {
@@ -442,14 +445,6 @@ fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
             }
         }
     })
-}
-
-fn s3_read_unsupported(spec: &TableSpec) -> ConnectorError {
-    ConnectorError::Unsupported {
-        table: spec.name.clone(),
-        connector: NAME.into(),
-        reason: "reading an s3:// Delta table is not supported yet (writing is)".into(),
-    }
 }
 
 /// The app id of a subtask's commits.
@@ -735,11 +730,22 @@ fn build_source(
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     CONNECTOR.check_options(spec)?;
     validate(spec)?;
-    if s3_path(spec).is_some() {
-        return Err(s3_read_unsupported(spec));
-    }
-    let dir = table_dir(spec)?;
-    if !exists(&dir) {
+    let remote = match s3_path(spec) {
+        Some(_) => Some(crate::sink::filesystem::Remote::new(spec)?),
+        None => None,
+    };
+    // An s3:// table is read from a local copy of the snapshot's files.
+    let dir = match &remote {
+        Some(_) => crate::sink::filesystem::s3_copy_dir(
+            &contexts
+                .first()
+                .map(|c| c.data_dir.clone())
+                .unwrap_or_default(),
+            spec,
+        ),
+        None => table_dir(spec)?,
+    };
+    if remote.is_none() && !exists(&dir) {
         return Err(ConnectorError::Other(format!(
             "table '{}': '{}' is not a Delta table (it has no _delta_log)",
             spec.name,
@@ -777,6 +783,14 @@ fn build_source(
         files.sort();
         Ok::<_, ConnectorError>(files)
     })??;
+    if let Some(remote) = &remote {
+        let rels: Vec<String> = files
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix(&dir).ok())
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .collect();
+        remote.download(&rels, &dir)?;
+    }
     let config = FileSourceConfig {
         dead_letter_path: PathBuf::from(format!(
             "{}.dead-letter.jsonl",

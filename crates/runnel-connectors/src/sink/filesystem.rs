@@ -345,23 +345,34 @@ fn validate(spec: &TableSpec) -> Result<(), ConnectorError> {
     SinkConfig::try_new(spec).map(|_| ())
 }
 
+/// The `s3://…` path of the table, if it has one.
+fn s3_path(spec: &TableSpec) -> Option<&str> {
+    spec.options.get("path").filter(|p| p.starts_with("s3://"))
+}
+
+/// Where a source reading `s3://` keeps its local copy: `<data-dir>/s3-in/<table>`,
+/// emptied first.
+pub(crate) fn s3_copy_dir(data_dir: &Path, spec: &TableSpec) -> PathBuf {
+    let safe: String = spec
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dest = data_dir.join("s3-in").join(safe);
+    let _ = std::fs::remove_dir_all(&dest);
+    dest
+}
+
 /// A source's input must exist; a sink's directory must be creatable.
 fn check(spec: TableSpec, role: Role, _: CheckContext) -> CheckFuture {
     Box::pin(async move {
-        if spec
-            .options
-            .get("path")
-            .is_some_and(|p| p.starts_with("s3://"))
-        {
-            if role != Role::Sink {
-                return Err(ConnectorError::Unsupported {
-                    table: spec.name.clone(),
-                    connector: NAME.into(),
-                    reason: "reading an s3:// path is not supported yet (writing is); copy \
-                             the files to a local directory"
-                        .into(),
-                });
-            }
+        if s3_path(&spec).is_some() {
             let remote = Remote::new(&spec)?;
             return remote.probe().await;
         }
@@ -384,7 +395,25 @@ fn build_source(
     contexts: Vec<SourceContext>,
 ) -> Result<Vec<Box<dyn Source>>, ConnectorError> {
     CONNECTOR.check_options(spec)?;
-    let path = local_path(spec)?;
+    let path = match s3_path(spec) {
+        Some(_) => {
+            // Read from a local copy: the objects under the prefix (not hidden ones).
+            let remote = Remote::new(spec)?;
+            let data_dir = contexts
+                .first()
+                .map(|c| c.data_dir.clone())
+                .unwrap_or_default();
+            let dest = s3_copy_dir(&data_dir, spec);
+            let rels: Vec<String> = remote
+                .list()?
+                .into_iter()
+                .filter(|r| !r.split('/').any(|p| p.starts_with(['.', '_'])))
+                .collect();
+            remote.download(&rels, &dest)?;
+            dest
+        }
+        None => local_path(spec)?,
+    };
     let config = FileSourceConfig {
         dead_letter_path: PathBuf::from(format!(
             "{}.dead-letter.jsonl",
@@ -1368,14 +1397,14 @@ fn stale(name: &str, restored: Option<u64>, success: Option<&str>, tag: &str) ->
 use object_store::ObjectStoreExt as _;
 
 #[derive(Debug)]
-struct Remote {
+pub(crate) struct Remote {
     store: Arc<dyn object_store::ObjectStore>,
     prefix: String,
     url: String,
 }
 
 impl Remote {
-    fn new(spec: &TableSpec) -> Result<Remote, ConnectorError> {
+    pub(crate) fn new(spec: &TableSpec) -> Result<Remote, ConnectorError> {
         let url = spec
             .options
             .get("path")
@@ -1476,8 +1505,27 @@ impl Remote {
             .map_err(|e| self.error(&format!("writing {rel} of"), e))
     }
 
+    /// Copies the objects `rels` (relative to the prefix) into `dest`, under the same
+    /// relative paths.
+    pub(crate) fn download(&self, rels: &[String], dest: &Path) -> Result<(), ConnectorError> {
+        for rel in rels {
+            let target = dest.join(rel);
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ConnectorError::io(format!("creating '{}'", dir.display()), e))?;
+            }
+            let (store, key) = (self.store.clone(), self.key(rel));
+            let bytes =
+                crate::io_runtime::wait(async move { store.get(&key).await?.bytes().await })?
+                    .map_err(|e| self.error(&format!("reading {rel} of"), e))?;
+            std::fs::write(&target, &bytes)
+                .map_err(|e| ConnectorError::io(format!("writing '{}'", target.display()), e))?;
+        }
+        Ok(())
+    }
+
     /// Every key under the prefix, relative to it.
-    fn list(&self) -> Result<Vec<String>, ConnectorError> {
+    pub(crate) fn list(&self) -> Result<Vec<String>, ConnectorError> {
         use futures::TryStreamExt as _;
         let store = self.store.clone();
         let prefix =

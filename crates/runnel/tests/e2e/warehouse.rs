@@ -468,6 +468,38 @@ fn parquet_to_s3_exactly_once_across_sigkills() {
             .all(|f| !f.contains(".tmp") && (!f.contains("/.") || f.ends_with("/.runnel-run-p"))),
         "{files:?}"
     );
+    // runnel reads the feed back from the bucket (a bounded filesystem source).
+    t.write(
+        "back.sql",
+        &format!(
+            "{}
+             CREATE TABLE wh (id BIGINT, k STRING, v BIGINT) PARTITIONED BY (k)
+               WITH ('connector' = 'filesystem', 'path' = 's3://wh-test/feeds/wh',
+                     'format' = 'parquet');
+             SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, SUM(v) AS s,
+                    COUNT(DISTINCT k) AS ks FROM wh;",
+            s3_settings(s3.port)
+        ),
+    );
+    let r = t.runnel(&[
+        "query",
+        "-f",
+        "back.sql",
+        "--data-dir",
+        "q",
+        "--format",
+        "csv",
+    ]);
+    r.assert_ok();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "n,ids,s,ks\n{ROWS},{ROWS},{},4\n",
+            (0..ROWS).map(|i| i * 3).sum::<i64>()
+        ),
+        "{}",
+        r.stderr
+    );
     // A bucket that does not exist stops the run before any data flows, naming it.
     t.write("bad.sql", &script("no-such-bucket"));
     t.runnel(&["run", "bad.sql", "--data-dir", "d2"])
@@ -550,6 +582,38 @@ fn delta_table_on_s3_exactly_once_across_sigkills() {
     assert_eq!(seen["distinct"], ROWS, "{seen}");
     assert_eq!(seen["sum"], (0..ROWS).map(|i| i * 5).sum::<i64>(), "{seen}");
     assert_eq!(seen["partitions"], serde_json::json!(["k"]), "{seen}");
+    // runnel's delta source reads the table back from the bucket.
+    t.write(
+        "back.sql",
+        &format!(
+            "{}
+             CREATE TABLE dl (id BIGINT, k STRING, v BIGINT) PARTITIONED BY (k)
+               WITH ('connector' = 'delta', 'path' = 's3://lake/tables/dl');
+             SELECT k, COUNT(*) AS n FROM dl GROUP BY k ORDER BY k;",
+            s3_settings(s3.port)
+        ),
+    );
+    let r = t.runnel(&[
+        "query",
+        "-f",
+        "back.sql",
+        "--data-dir",
+        "q",
+        "--format",
+        "csv",
+    ]);
+    r.assert_ok();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "k,n\nk0,{}\nk1,{}\nk2,{}\n",
+            (ROWS + 2) / 3,
+            (ROWS + 1) / 3,
+            ROWS / 3
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Issue 20: a fresh run of a pipeline, and another pipeline, writing Parquet into the
