@@ -354,7 +354,11 @@ impl Planner {
         if inserts == 0 {
             return Err(SqlError::at(
                 1,
-                "the script has no INSERT INTO statement, so there is nothing to run",
+                if self.query_sink.is_some() {
+                    "a query script ends with a SELECT …; this one has none"
+                } else {
+                    "the script has no INSERT INTO statement, so there is nothing to run"
+                },
             ));
         }
         let mut graph = lowerer.graph;

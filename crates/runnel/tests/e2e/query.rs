@@ -179,4 +179,6 @@ fn query_mistakes_are_named() {
         .assert_err("runnel query");
     t.runnel(&["query", "-f", "p.sql", "--data-dir", "d", "extra"])
         .assert_err("cannot be used with");
+    t.runnel(&["query", "CREATE VIEW v AS SELECT 1 AS x"])
+        .assert_err("ends with a SELECT");
 }
