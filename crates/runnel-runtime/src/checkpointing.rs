@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_engine::checkpoint::{CheckpointConfig, CheckpointDir, S3Options};
+use runnel_engine::checkpoint::{CheckpointConfig, CheckpointDir};
 
 use crate::{Prepared, RuntimeError};
 
@@ -76,16 +76,7 @@ pub(crate) fn pipeline_dir(prepared: &Prepared) -> Result<CheckpointDir, Runtime
             let dir = prepared.options.data_dir.join("checkpoints");
             CheckpointDir::local(&dir).map_err(err(&dir.display().to_string()))?
         }
-        Some((d, _)) if d.starts_with("s3://") => {
-            let options = S3Options {
-                endpoint: s.s3.endpoint.clone(),
-                region: s.s3.region.clone(),
-                access_key: s.s3.access_key.clone(),
-                secret_key: s.s3.secret_key.clone(),
-                allow_http: s.s3.allow_http,
-            };
-            CheckpointDir::s3(d, &options).map_err(err(d))?
-        }
+        Some((d, _)) if d.starts_with("s3://") => CheckpointDir::s3(d, &s.s3).map_err(err(d))?,
         Some((d, _)) => CheckpointDir::local(std::path::Path::new(d.trim_start_matches("file://")))
             .map_err(err(d))?,
     };

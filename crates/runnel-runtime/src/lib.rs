@@ -269,13 +269,7 @@ fn prepare_here(
 /// Gives every table with an `s3://` path the pipeline's `SET 's3.…'` settings it does
 /// not set itself, so sinks reach the store the way checkpoints do.
 fn s3_defaults(graph: &mut PipelineGraph, settings: &Settings) {
-    let s3 = runnel_common::s3::S3Options {
-        endpoint: settings.s3.endpoint.clone(),
-        region: settings.s3.region.clone(),
-        access_key: settings.s3.access_key.clone(),
-        secret_key: settings.s3.secret_key.clone(),
-        allow_http: settings.s3.allow_http,
-    };
+    let s3 = &settings.s3;
     for node in &mut graph.nodes {
         let spec = match &mut node.spec {
             NodeSpec::Source(t, _) | NodeSpec::Sink(t) => t,

@@ -258,20 +258,8 @@ pub const SETTINGS: &[SettingDef] = &[
     ),
 ];
 
-/// S3 access for checkpoints (and, later, sinks).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct S3Settings {
-    /// `s3.endpoint`.
-    pub endpoint: Option<String>,
-    /// `s3.region`.
-    pub region: Option<String>,
-    /// `s3.access-key`.
-    pub access_key: Option<String>,
-    /// `s3.secret-key`.
-    pub secret_key: Option<String>,
-    /// `s3.allow-http`.
-    pub allow_http: bool,
-}
+/// S3 access for checkpoints and `s3://` tables (`s3.*` settings).
+pub type S3Settings = runnel_common::s3::S3Options;
 
 /// `vision.*`: the image model of `classify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
