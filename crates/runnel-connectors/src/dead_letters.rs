@@ -54,6 +54,11 @@ pub enum Location {
         /// The operator's label.
         name: String,
     },
+    /// A row that violates a table's validation rules (`CHECK`, `NOT NULL`).
+    Rule {
+        /// The rules it violates, comma-separated.
+        names: String,
+    },
 }
 
 impl std::fmt::Display for Location {
@@ -67,6 +72,7 @@ impl std::fmt::Display for Location {
             } => write!(f, "{topic}/{partition}/{offset}"),
             Location::Function { name } => write!(f, "{name}()"),
             Location::Operator { name } => write!(f, "operator {name}"),
+            Location::Rule { names } => write!(f, "rule {names}"),
         }
     }
 }
@@ -133,6 +139,9 @@ impl DeadLetter {
                 }
                 Location::Operator { name } => {
                     map.insert("operator".into(), json!(name));
+                }
+                Location::Rule { names } => {
+                    map.insert("rule".into(), json!(names));
                 }
             }
         }

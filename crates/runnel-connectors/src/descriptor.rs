@@ -355,7 +355,10 @@ impl Connector {
         for (key, value) in spec.options.iter() {
             // Set by runnel itself (a distributed run's repartition topics), never written
             // in a script.
+            // `quality.*` (a table's validation rules) holds for every table; the planner
+            // checks it.
             if key == "connector"
+                || key.starts_with("quality.")
                 || (key.starts_with("runnel.internal.") && spec.options.position(key).is_none())
             {
                 continue;

@@ -18,6 +18,7 @@ pub mod input;
 pub mod metrics;
 pub mod operator;
 pub mod operators;
+pub mod profile;
 pub mod subtask;
 pub mod watermark;
 
@@ -134,6 +135,17 @@ impl RunningPipeline {
     }
 }
 
+/// Whether the script asks for a live profile of its sources
+/// (`SET 'quality.profile' = 'on'`).
+pub fn profiling(graph: &PipelineGraph) -> bool {
+    graph.settings.get("quality.profile").is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "on" | "true" | "yes" | "1"
+        )
+    })
+}
+
 /// Builds every connector and operator of `graph` and starts its subtasks on
 /// the current tokio runtime. Connector and operator errors (bad options,
 /// missing files) are reported here, before any data flows.
@@ -142,10 +154,13 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
     let node_metrics: Vec<NodeMetrics> = graph
         .nodes
         .iter()
-        .map(|_| {
+        .map(|node| {
             let m = NodeMetrics::default();
             // No watermark until one arrives (the admin API shows none, not 1970).
             m.watermark.set(i64::MIN);
+            if matches!(node.spec, NodeSpec::Source(..)) && profiling(graph) {
+                m.profile.enable(&node.schema);
+            }
             m
         })
         .collect();
@@ -495,7 +510,33 @@ fn operator_tasks(
                 &node.schema,
                 errors.clone(),
             )),
-            None => operators::build(node, &input_schemas, m, &errors)?,
+            None => match &node.spec {
+                NodeSpec::Quality(spec) => {
+                    // Violations go where the table's other dead letters go.
+                    let table = &spec.table;
+                    let writer = config.dead_letters.writer(
+                        &table.name,
+                        runnel_connectors::dead_letters::own_target(table),
+                        runnel_connectors::dead_letters::Target::File(
+                            config
+                                .data_dir
+                                .join("dead-letters")
+                                .join(format!("{}.jsonl", table.name)),
+                        ),
+                        &m.connector,
+                    );
+                    if let Ok(mut p) = m.connector.dead_letter_path.lock() {
+                        *p = Some(writer.target().to_string());
+                    }
+                    Box::new(operators::quality::Quality::new(
+                        &operator,
+                        spec,
+                        &m.rules,
+                        Some(writer),
+                    ))
+                }
+                _ => operators::build(node, &input_schemas, m, &errors)?,
+            },
         };
         let batch_latency = ::metrics::histogram!(
             "runnel_operator_batch_duration_seconds",

@@ -190,6 +190,7 @@ pub async fn run_source(
                 last_data = Instant::now();
                 idle = false;
                 metrics.rows_out.add(batch.num_rows() as u64);
+                metrics.profile.observe(&batch);
                 let wm = match &timing.watermark {
                     Some(spec) => {
                         let times = event_times(&batch, spec.column, event_expr.as_ref());

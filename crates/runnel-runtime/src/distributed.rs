@@ -664,6 +664,7 @@ impl Member {
                     edges: Vec::new(),
                     checkpoint: None,
                     distributed: serde_json::to_value(member).ok(),
+                    quality: None,
                 }
             }),
         }

@@ -191,6 +191,21 @@ pub const SETTINGS: &[SettingDef] = &[
         "a row whose expression fails (division by zero, overflow): 'dead-letter' it and go on, or 'fail' the pipeline",
     ),
     def(
+        "quality.on-violation",
+        SettingType::Choice(
+            "dead-letter|drop|fail|warn",
+            &["dead-letter", "drop", "fail", "warn"],
+        ),
+        "dead-letter",
+        "what a row that violates a table's CHECK or NOT NULL rule does, unless the table's 'quality.on-violation[.<rule>]' option says",
+    ),
+    def(
+        "quality.profile",
+        SettingType::Choice("on|off", &["on", "off", "true", "false"]),
+        "off",
+        "keep a live profile of every source table (rows, NULLs, distinct values, min/max/mean/stddev, p50/p99), shown at /api/pipelines/{name}/quality and on the page",
+    ),
+    def(
         "vision.model",
         SettingType::Text,
         "the bundled EfficientNet-Lite0",
@@ -462,6 +477,8 @@ impl Settings {
             "table.exec.mini-batch.size" => {
                 count()?;
             }
+            // Read by the planner (rules) and the engine (profile).
+            "quality.on-violation" | "quality.profile" => {}
             _ => {
                 return Err(RuntimeError::Internal(format!(
                     "setting '{key}' is listed but not applied"

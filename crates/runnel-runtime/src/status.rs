@@ -44,6 +44,24 @@ pub struct NodeStatus {
     /// cannot be reached) while it retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// A quality node's rules with their violation counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleStatus>,
+}
+
+/// A validation rule and how often rows violated it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleStatus {
+    /// The table it belongs to.
+    pub table: String,
+    /// The rule's name.
+    pub rule: String,
+    /// `CHECK (…)` or `column NOT NULL`.
+    pub text: String,
+    /// `dead-letter`, `drop`, `fail` or `warn`.
+    pub action: String,
+    /// Rows that violated it.
+    pub violations: u64,
 }
 
 /// An edge of the pipeline graph.
@@ -85,6 +103,73 @@ pub struct PipelineStatus {
     /// their lag and checkpoint age.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distributed: Option<Value>,
+    /// Data quality per table: rule violations, dead letters, late rows and (with
+    /// `SET 'quality.profile' = 'on'`) each source's profile. `None` without rules or
+    /// profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Value>,
+}
+
+/// A table whose quality the status reports.
+struct QualityTable {
+    table: String,
+    /// `source` or `sink`.
+    role: &'static str,
+    /// The source node (sources).
+    source: Option<usize>,
+    /// Its quality node, if it has rules.
+    rules: Option<usize>,
+    /// Nodes downstream of the source (their late rows are its late rows).
+    downstream: Vec<usize>,
+}
+
+/// The tables of `graph` with rules, and with `profiling` every source.
+fn quality_tables(graph: &PipelineGraph, profiling: bool) -> Vec<QualityTable> {
+    let mut out: Vec<QualityTable> = Vec::new();
+    for n in &graph.nodes {
+        match &n.spec {
+            NodeSpec::Source(t, _) => {
+                let mut downstream = Vec::new();
+                let mut todo = vec![n.id];
+                while let Some(id) = todo.pop() {
+                    for (c, _) in graph.consumers(id) {
+                        if !downstream.contains(&c) {
+                            downstream.push(c);
+                            todo.push(c);
+                        }
+                    }
+                }
+                let rules = downstream.iter().copied().find(|&d| {
+                    matches!(&graph.nodes[d].spec, NodeSpec::Quality(q) if !q.sink && q.table.name == t.name)
+                });
+                if profiling || rules.is_some() {
+                    out.push(QualityTable {
+                        table: t.name.clone(),
+                        role: "source",
+                        source: Some(n.id),
+                        rules,
+                        downstream,
+                    });
+                }
+            }
+            NodeSpec::Quality(q)
+                if q.sink
+                    && !out
+                        .iter()
+                        .any(|t| t.role == "sink" && t.table == q.table.name) =>
+            {
+                out.push(QualityTable {
+                    table: q.table.name.clone(),
+                    role: "sink",
+                    source: None,
+                    rules: Some(n.id),
+                    downstream: Vec::new(),
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Produces a pipeline's current status on demand.
@@ -135,6 +220,8 @@ struct NodeInfo {
     /// function's rejects.
     blocking: bool,
     is_source: bool,
+    /// A quality node's rules: (table, rule, text, action).
+    rules: Vec<(String, String, String, String)>,
 }
 
 /// Everything the status closure reads.
@@ -150,6 +237,7 @@ struct Tracker {
     started: Instant,
     started_ms: i64,
     sample: Mutex<Sample>,
+    quality: Vec<QualityTable>,
 }
 
 /// The admin handle of a pipeline; `classify_rejects` is counted as dead letters of the
@@ -172,6 +260,21 @@ pub fn handle(
             label: n.label.clone(),
             blocking: matches!(&n.spec, NodeSpec::Project(p) if p.blocking),
             is_source: matches!(n.spec, NodeSpec::Source(..)),
+            rules: match &n.spec {
+                NodeSpec::Quality(q) => q
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        (
+                            q.table.name.clone(),
+                            r.name.clone(),
+                            r.text.clone(),
+                            r.action.as_str().to_string(),
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
         })
         .collect();
     let edges: Vec<EdgeStatus> = graph
@@ -205,6 +308,7 @@ pub fn handle(
         checkpoints,
         started,
         started_ms: runnel_common::time::now_ms(),
+        quality: quality_tables(graph, runnel_engine::profiling(graph)),
     };
     PipelineHandle {
         name: name.to_string(),
@@ -252,7 +356,69 @@ impl Tracker {
                 .as_ref()
                 .and_then(|c| c.lock().ok().map(|c| checkpoint_json(&c))),
             distributed: None,
+            quality: self.quality_json(),
         }
+    }
+
+    /// The quality section of the status (see [`PipelineStatus::quality`]).
+    fn quality_json(&self) -> Option<Value> {
+        if self.quality.is_empty() {
+            return None;
+        }
+        let node = |id: usize| self.metrics.nodes.get(id).cloned().unwrap_or_default();
+        let tables: Vec<Value> = self
+            .quality
+            .iter()
+            .map(|t| {
+                let rules: Vec<RuleStatus> = t
+                    .rules
+                    .and_then(|id| self.nodes.get(id))
+                    .map(|n| {
+                        let counts = node(n.id).rules.values();
+                        n.rules
+                            .iter()
+                            .map(|(table, rule, text, action)| RuleStatus {
+                                table: table.clone(),
+                                rule: rule.clone(),
+                                text: text.clone(),
+                                action: action.clone(),
+                                violations: counts
+                                    .iter()
+                                    .find(|(r, _)| r == rule)
+                                    .map_or(0, |(_, c)| *c),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut v = serde_json::json!({
+                    "table": t.table,
+                    "role": t.role,
+                    "rules": rules,
+                    "violations": rules.iter().map(|r| r.violations).sum::<u64>(),
+                });
+                if let (Some(src), Value::Object(map)) = (t.source, &mut v) {
+                    let m = node(src);
+                    map.insert(
+                        "rows".into(),
+                        m.rows_out.get().max(m.connector.rows.get()).into(),
+                    );
+                    map.insert("dead_letters".into(), m.connector.dead_letters.get().into());
+                    map.insert(
+                        "late_rows".into(),
+                        t.downstream
+                            .iter()
+                            .map(|&d| node(d).late_rows.get())
+                            .sum::<u64>()
+                            .into(),
+                    );
+                    if let Some(p) = m.profile.json() {
+                        map.insert("profile".into(), p);
+                    }
+                }
+                v
+            })
+            .collect();
+        Some(serde_json::json!({ "tables": tables }))
     }
 
     /// Rows per second in and out since the last sample at least half a second ago.
@@ -304,6 +470,22 @@ impl Tracker {
             late_rows: m.late_rows.get(),
             dead_letters: dead,
             problem: m.connector.problem(),
+            rules: {
+                let counts = m.rules.values();
+                n.rules
+                    .iter()
+                    .map(|(table, rule, text, action)| RuleStatus {
+                        table: table.clone(),
+                        rule: rule.clone(),
+                        text: text.clone(),
+                        action: action.clone(),
+                        violations: counts
+                            .iter()
+                            .find(|(r, _)| r == rule)
+                            .map_or(0, |(_, c)| *c),
+                    })
+                    .collect()
+            },
         }
     }
 }

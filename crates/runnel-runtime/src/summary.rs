@@ -42,6 +42,37 @@ pub fn render(
                     group(rows)
                 );
             }
+            NodeSpec::Quality(q) => {
+                let counts = m.rules.values();
+                for r in &q.rules {
+                    let n = counts
+                        .iter()
+                        .find(|(name, _)| *name == r.name)
+                        .map_or(0, |(_, c)| *c);
+                    if n > 0 {
+                        let what = match r.action {
+                            runnel_sql::OnViolation::DeadLetter => {
+                                format!("dead-lettered -> {}", dead_letter_path(m))
+                            }
+                            runnel_sql::OnViolation::Drop => "dropped".into(),
+                            runnel_sql::OnViolation::Warn => "kept (warn)".into(),
+                            runnel_sql::OnViolation::Fail => "failed the run".into(),
+                        };
+                        let _ = writeln!(
+                            s,
+                            "  {:<27} {:>12} rows violate {} {}, {what}",
+                            format!(
+                                "{} {}",
+                                if q.sink { "sink" } else { "source" },
+                                q.table.name
+                            ),
+                            group(n),
+                            r.name,
+                            r.text
+                        );
+                    }
+                }
+            }
             _ => {
                 let late = m.late_rows.get();
                 if late > 0 {

@@ -165,6 +165,7 @@ pub fn admin_routes(state: AdminState) -> Router {
         .route("/api/pipelines", get(list_pipelines))
         .route("/api/pipelines/{name}", get(get_pipeline))
         .route("/api/pipelines/{name}/events", get(pipeline_events))
+        .route("/api/pipelines/{name}/quality", get(pipeline_quality))
         .route("/api/streams/{sink}", get(stream_rows))
         .route("/api/streams/{sink}/images/{key}", get(stream_image))
         .route("/api/openapi.json", get(openapi))
@@ -190,6 +191,28 @@ async fn get_pipeline(
 ) -> Result<Json<Value>, ApiError> {
     let h = s.handle(&name)?;
     Ok(Json(s.status_json(&h)))
+}
+
+/// Data quality per table: rule violations, dead letters, late rows and each source's
+/// profile (`SET 'quality.profile' = 'on'`).
+async fn pipeline_quality(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let h = s.handle(&name)?;
+    let status = (h.status)();
+    Ok(Json(json!({
+        "pipeline": status.name,
+        "profile": status
+            .quality
+            .as_ref()
+            .and_then(|q| q["tables"].as_array())
+            .is_some_and(|t| t.iter().any(|t| t.get("profile").is_some())),
+        "tables": status
+            .quality
+            .as_ref()
+            .map_or_else(|| json!([]), |q| q["tables"].clone()),
+    })))
 }
 
 async fn pipeline_events(

@@ -78,8 +78,25 @@ pub struct TableDef {
     pub primary_key: Vec<String>,
     /// `PARTITIONED BY (…)` column names.
     pub partitioned_by: Vec<String>,
+    /// Validation rules: `[CONSTRAINT name] CHECK (expr)`, a column's `CHECK (expr)`
+    /// and `NOT NULL`, in declaration order.
+    pub checks: Vec<CheckDef>,
     /// Line of `CREATE`.
     pub line: u64,
+}
+
+/// A validation rule of a table: a row passes when the condition is not false (SQL's
+/// CHECK semantics: NULL passes; `NOT NULL` catches those).
+#[derive(Debug, Clone)]
+pub struct CheckDef {
+    /// `CONSTRAINT name`, else `<column>_check` / `<column>_not_null` / `check_<n>`.
+    pub name: String,
+    /// The condition (for `NOT NULL`: `column IS NOT NULL`).
+    pub expr: Expr,
+    /// As the rule reads in a message: `CHECK (temperature > -50)`, `sensor NOT NULL`.
+    pub text: String,
+    /// Where it was written.
+    pub at: Position,
 }
 
 /// One declared column.
@@ -373,6 +390,7 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
     let mut columns: Vec<ColumnDef> = Vec::new();
     let mut watermark = None;
     let mut primary_key = Vec::new();
+    let mut checks: Vec<CheckDef> = Vec::new();
     loop {
         let start = parser.peek_token();
         if is_word(parser, "WATERMARK") {
@@ -396,6 +414,41 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
                 ));
             }
             watermark = Some((col, delay));
+        } else if is_word(parser, "CONSTRAINT") || is_word(parser, "CHECK") {
+            let at = position(parser);
+            let named = if parser.parse_keyword(Keyword::CONSTRAINT) {
+                Some(parser.parse_identifier()?.value)
+            } else {
+                None
+            };
+            if parser.parse_keyword(Keyword::PRIMARY) {
+                // `CONSTRAINT pk PRIMARY KEY (…) NOT ENFORCED`.
+                parser.expect_keyword_is(Keyword::KEY)?;
+                parser.expect_token(&Token::LParen)?;
+                let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
+                parser.expect_token(&Token::RParen)?;
+                let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+                for c in cols {
+                    if !columns.iter().any(|d| d.name == c.value) {
+                        return Err(SqlError::located(
+                            at,
+                            format!("PRIMARY KEY: table '{name}' has no column '{}'", c.value),
+                        ));
+                    }
+                    primary_key.push(c.value);
+                }
+            } else {
+                parser.expect_keyword_is(Keyword::CHECK)?;
+                let rule = named.unwrap_or_else(|| format!("check_{}", checks.len() + 1));
+                let check = parse_check(parser, rule, at)?;
+                if checks.iter().any(|c: &CheckDef| c.name == check.name) {
+                    return Err(SqlError::located(
+                        at,
+                        format!("table '{name}' declares the rule '{}' twice", check.name),
+                    ));
+                }
+                checks.push(check);
+            }
         } else if parser.parse_keyword(Keyword::PRIMARY) {
             // PRIMARY KEY (…) NOT ENFORCED: not checked (as in Flink); upserting sinks key
             // their writes by it.
@@ -437,10 +490,23 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
             } else {
                 let data_type = parse_type(parser)?;
                 let mut not_null = false;
+                let at = position(parser);
                 if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
                     not_null = true;
+                    checks.push(CheckDef {
+                        name: format!("{}_not_null", ident.value),
+                        expr: Expr::IsNotNull(Box::new(Expr::Identifier(ident.clone()))),
+                        text: format!("{} NOT NULL", ident.value),
+                        at,
+                    });
                 } else {
                     let _ = parser.parse_keyword(Keyword::NULL);
+                }
+                if is_word(parser, "CHECK") {
+                    // A column's own rule: `temperature DOUBLE CHECK (temperature < 100)`.
+                    let at = position(parser);
+                    parser.next_token();
+                    checks.push(parse_check(parser, format!("{}_check", ident.value), at)?);
                 }
                 // Flink's `METADATA [FROM 'key'] [VIRTUAL]`.
                 let metadata = if is_word(parser, "METADATA") {
@@ -529,7 +595,21 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         options,
         primary_key,
         partitioned_by,
+        checks,
         line,
+    })
+}
+
+/// `(expr)` after `CHECK`.
+fn parse_check(parser: &mut Parser, name: String, at: Position) -> Result<CheckDef, SqlError> {
+    parser.expect_token(&Token::LParen)?;
+    let expr = parser.parse_expr()?;
+    parser.expect_token(&Token::RParen)?;
+    Ok(CheckDef {
+        text: format!("CHECK ({expr})"),
+        name,
+        expr,
+        at,
     })
 }
 
@@ -758,6 +838,42 @@ mod tests {
         assert_eq!(
             keys,
             ["connector", "path", "dead-letter.path", "scan.startup.mode"]
+        );
+    }
+
+    #[test]
+    fn rules_table_level_column_level_and_not_null() {
+        let Statement::CreateTable(t) = one(
+            "CREATE TABLE r (id STRING NOT NULL, t DOUBLE CHECK (t < 100), h DOUBLE,
+               CONSTRAINT temp_range CHECK (t BETWEEN -50 AND 60), CHECK (h >= 0),
+               CONSTRAINT pk PRIMARY KEY (id) NOT ENFORCED)
+             WITH ('connector' = 'file');",
+        ) else {
+            panic!("not a table")
+        };
+        let rules: Vec<(&str, &str)> = t
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.text.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("id_not_null", "id NOT NULL"),
+                ("t_check", "CHECK (t < 100)"),
+                ("temp_range", "CHECK (t BETWEEN -50 AND 60)"),
+                ("check_4", "CHECK (h >= 0)"),
+            ]
+        );
+        assert_eq!(t.primary_key, ["id"]);
+        assert_eq!(t.checks[2].at.line, 2);
+        let dup = parse_script(
+            "CREATE TABLE r (a INT, CONSTRAINT c CHECK (a > 0), CONSTRAINT c CHECK (a < 9)) WITH ('connector' = 'file');",
+        );
+        assert!(
+            dup.unwrap_err()
+                .to_string()
+                .contains("declares the rule 'c' twice"),
         );
     }
 

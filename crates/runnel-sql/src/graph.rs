@@ -135,6 +135,78 @@ pub enum NodeSpec {
     Unnest(UnnestSpec),
     /// `JOIN t FOR SYSTEM_TIME AS OF s.proc_time`: each stream row looks up a table.
     LookupJoin(LookupJoinSpec),
+    /// A table's validation rules (`CHECK`, `NOT NULL`) applied to the rows it reads
+    /// (a source) or is about to write (a sink).
+    Quality(QualitySpec),
+}
+
+/// The validation rules of one table, checked on every row.
+#[derive(Clone, Debug)]
+pub struct QualitySpec {
+    /// The table whose rules these are (its name and dead-letter options).
+    pub table: TableSpec,
+    /// The rows are about to be written to the table (else: read from it).
+    pub sink: bool,
+    /// The rules, in declaration order.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One validation rule.
+#[derive(Clone, Debug)]
+pub struct RuleSpec {
+    /// Its name (`CONSTRAINT name`, or one made up from the column).
+    pub name: String,
+    /// How it reads in a message: `CHECK (temperature BETWEEN -50 AND 60)`.
+    pub text: String,
+    /// True (or NULL) for a row that passes.
+    pub check: Arc<dyn PhysicalExpr>,
+    /// The columns it reads: their values are reported with a violation.
+    pub columns: Vec<usize>,
+    /// What happens to a row that violates it.
+    pub action: OnViolation,
+}
+
+/// What happens to a row that violates a rule (`'quality.on-violation'`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OnViolation {
+    /// Passed on, counted and logged.
+    Warn,
+    /// Dropped and counted.
+    Drop,
+    /// Sent to the dead-letter service with the rule and the values, and counted.
+    #[default]
+    DeadLetter,
+    /// Stops the pipeline.
+    Fail,
+}
+
+impl OnViolation {
+    /// Reads a `'quality.on-violation'` value.
+    ///
+    /// # Errors
+    /// The value is none of `dead-letter`, `drop`, `fail`, `warn`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "dead-letter" | "dead_letter" => Ok(OnViolation::DeadLetter),
+            "drop" => Ok(OnViolation::Drop),
+            "fail" => Ok(OnViolation::Fail),
+            "warn" => Ok(OnViolation::Warn),
+            other => Err(format!(
+                "'{other}' is not an action for a violated rule: use 'dead-letter', 'drop', \
+                 'fail' or 'warn'"
+            )),
+        }
+    }
+
+    /// As written in options: `dead-letter`, `drop`, `fail`, `warn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnViolation::Warn => "warn",
+            OnViolation::Drop => "drop",
+            OnViolation::DeadLetter => "dead-letter",
+            OnViolation::Fail => "fail",
+        }
+    }
 }
 
 /// A lookup join (Flink's processing-time temporal join): each stream row is joined
@@ -301,6 +373,10 @@ pub struct RankSpec {
     pub input_updating: bool,
     /// `table.exec.state.ttl`.
     pub state_ttl_ms: Option<i64>,
+    /// Deduplication keeping the first row by processing time (`ORDER BY` a
+    /// `PROCTIME()` column ascending, `rn = 1`): the first row to arrive per key is
+    /// emitted once, and later ones are dropped — an append-only result.
+    pub first_arrival: bool,
 }
 
 /// The numbering of a Top-N.
@@ -514,6 +590,16 @@ impl fmt::Debug for NodeSpec {
                     ""
                 }
             ),
+            NodeSpec::Quality(q) => write!(
+                f,
+                "Quality({}: {})",
+                q.table.name,
+                q.rules
+                    .iter()
+                    .map(|r| format!("{} {} → {}", r.name, r.text, r.action.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -535,6 +621,7 @@ impl NodeSpec {
             NodeSpec::Normalize(_) => "normalize",
             NodeSpec::Unnest(_) => "unnest",
             NodeSpec::LookupJoin(_) => "lookup-join",
+            NodeSpec::Quality(_) => "quality",
         }
     }
 }

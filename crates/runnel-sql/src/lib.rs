@@ -41,9 +41,9 @@ pub use dialect::FlinkDialect;
 pub use error::SqlError;
 pub use graph::{
     GroupAggSpec, GroupCol, Input, IntervalBounds, JoinKind, JoinSpec, LookupJoinSpec, MiniBatch,
-    Node, NodeSpec, NormalizeSpec, OverFrame, OverSpec, Partitioning, PipelineGraph, ProjectSpec,
-    RankFunction, RankSpec, UnnestSpec, WindowAggSpec, WindowAssignSpec, WindowCols,
-    WindowJoinSpec, WindowKind,
+    Node, NodeSpec, NormalizeSpec, OnViolation, OverFrame, OverSpec, Partitioning, PipelineGraph,
+    ProjectSpec, QualitySpec, RankFunction, RankSpec, RuleSpec, UnnestSpec, WindowAggSpec,
+    WindowAssignSpec, WindowCols, WindowJoinSpec, WindowKind,
 };
 use runnel_common::{Options, TableSpec, WatermarkSpec};
 
@@ -195,6 +195,7 @@ impl Planner {
             match stmt {
                 Statement::CreateTable(mut def) => {
                     let line = def.line;
+                    let checks = std::mem::take(&mut def.checks);
                     let computed = self.computed_columns(&mut def)?;
                     let mut spec = table_spec(def)?;
                     if let Some((column, delay_ms)) = computed.as_ref().and_then(|c| c.watermark) {
@@ -224,6 +225,10 @@ impl Planner {
                         .as_ref()
                         .map_or_else(|| spec.schema.clone(), |c| c.schema.clone());
                     let name = spec.name.clone();
+                    let rules = self.plan_checks(&spec, &schema, checks)?;
+                    if !rules.is_empty() {
+                        lowerer.checks.insert(name.clone(), rules);
+                    }
                     if let Some(c) = computed {
                         lowerer.computed.insert(name.clone(), c);
                     }
@@ -483,6 +488,146 @@ impl Planner {
         }))
     }
 
+    /// Types a table's rules over its columns (computed ones included) and reads their
+    /// actions from `'quality.on-violation'` (the table's) and
+    /// `'quality.on-violation.<rule>'` (one rule's).
+    fn plan_checks(
+        &self,
+        spec: &TableSpec,
+        schema: &arrow::datatypes::SchemaRef,
+        checks: Vec<ddl::CheckDef>,
+    ) -> Result<Vec<lower::quality::Check>, SqlError> {
+        use datafusion_common::DFSchema;
+        use datafusion_expr::{EmptyRelation, LogicalPlanBuilder};
+        let table = &spec.name;
+        let option_at = |key: &str| {
+            spec.options
+                .position(key)
+                .unwrap_or(runnel_common::Position {
+                    line: spec.line,
+                    column: 1,
+                })
+        };
+        // Every `quality.*` option names something that exists.
+        for (key, value) in spec.options.iter() {
+            let Some(rest) = key.strip_prefix("quality.") else {
+                continue;
+            };
+            let rule = match rest.strip_prefix("on-violation") {
+                Some("") => None,
+                Some(r) if r.starts_with('.') => Some(&r[1..]),
+                _ => {
+                    return Err(SqlError::located(
+                        option_at(key),
+                        format!(
+                            "table '{table}': unknown option '{key}'; the quality options are \
+                             'quality.on-violation' and 'quality.on-violation.<rule>'"
+                        ),
+                    ));
+                }
+            };
+            if let Err(m) = OnViolation::parse(value) {
+                return Err(SqlError::located(
+                    option_at(key),
+                    format!("table '{table}': option '{key}': {m}"),
+                ));
+            }
+            if let Some(rule) = rule
+                && !checks.iter().any(|c| c.name.eq_ignore_ascii_case(rule))
+            {
+                let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+                return Err(SqlError::located(
+                    option_at(key),
+                    format!(
+                        "table '{table}': option '{key}' names no rule of the table{}",
+                        if names.is_empty() {
+                            " (it declares no CHECK or NOT NULL)".to_string()
+                        } else {
+                            format!(
+                                "; its rules: {}{}",
+                                names.join(", "),
+                                runnel_common::options::did_you_mean(rule, names.iter().copied())
+                            )
+                        }
+                    ),
+                ));
+            }
+        }
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let df = Arc::new(
+            DFSchema::try_from(schema.as_ref().clone())
+                .map_err(|e| SqlError::at(spec.line, clean_datafusion_message(&e)))?,
+        );
+        let options = ParserOptions::new().with_enable_ident_normalization(false);
+        let sql_to_rel = SqlToRel::new_with_options(&self.catalog, options);
+        let config = datafusion_expr::planner::ContextProvider::options(&self.catalog);
+        let mut out = Vec::with_capacity(checks.len());
+        for c in checks {
+            let err = |m: String| {
+                SqlError::located(
+                    c.at,
+                    format!("table '{table}', rule '{}' {}: {m}", c.name, c.text),
+                )
+            };
+            let expr = sql_to_rel
+                .sql_to_expr(c.expr.clone(), &df, &mut Default::default())
+                .map_err(|e| err(clean_datafusion_message(&e)))?;
+            if expr.contains_outer() || has_aggregate(&expr) {
+                return Err(err(
+                    "a rule reads one row: no aggregates or sub-queries".into()
+                ));
+            }
+            // Typed (coerced) the way a query's expressions are.
+            let plan = LogicalPlanBuilder::from(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: df.clone(),
+            }))
+            .project(vec![expr.alias("rule")])
+            .and_then(|b| b.build())
+            .map_err(|e| err(clean_datafusion_message(&e)))?;
+            let plan = Analyzer::new()
+                .execute_and_check(plan, config, |_, _| {})
+                .map_err(|e| err(clean_datafusion_message(&e)))?;
+            let LogicalPlan::Projection(p) = &plan else {
+                return Err(err("runnel bug: a rule did not plan as a projection".into()));
+            };
+            let typed = p.expr[0].clone().unalias();
+            let ty = plan.schema().field(0).data_type();
+            if !matches!(
+                ty,
+                arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null
+            ) {
+                return Err(err(format!(
+                    "a rule is a condition (BOOLEAN), this one gives {}",
+                    runnel_common::types::sql_name(ty)
+                )));
+            }
+            let mut columns: Vec<usize> = typed
+                .column_refs()
+                .iter()
+                .filter_map(|col| schema.index_of(&col.name).ok())
+                .collect();
+            columns.sort_unstable();
+            columns.dedup();
+            let key = format!("quality.on-violation.{}", c.name.to_ascii_lowercase());
+            let own = spec
+                .options
+                .get(&key)
+                .or_else(|| spec.options.get("quality.on-violation"))
+                .and_then(|v| OnViolation::parse(v).ok());
+            out.push(lower::quality::Check {
+                name: c.name,
+                text: c.text,
+                expr: typed,
+                columns,
+                action: own,
+            });
+        }
+        Ok(out)
+    }
+
     /// Declares the tables `query` reads that neither the script nor a `WITH` clause
     /// names, as the resolver finds them.
     fn resolve_tables(&mut self, query: &sqlparser::ast::Query, line: u64) -> Result<(), SqlError> {
@@ -686,6 +831,28 @@ fn query_order(
             ))
         })
         .collect()
+}
+
+/// Whether `e` calls an aggregate or window function, or holds a sub-query.
+fn has_aggregate(e: &datafusion_expr::Expr) -> bool {
+    use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion_expr::Expr as E;
+    let mut found = false;
+    let _ = e.apply(|e| {
+        if matches!(
+            e,
+            E::AggregateFunction(_)
+                | E::WindowFunction(_)
+                | E::ScalarSubquery(_)
+                | E::Exists(_)
+                | E::InSubquery(_)
+        ) {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn table_spec(def: TableDef) -> Result<TableSpec, SqlError> {

@@ -159,6 +159,12 @@ pub enum NexmarkQuery {
     Q22,
     /// Count, sum and max of bids per auction per 10 s tumbling window
     Tumble,
+    /// q0 with a CHECK rule on its sink (the cost of a validation rule)
+    Q0Check,
+    /// Keep-first deduplication on processing time per bidder and auction
+    DedupFirst,
+    /// z-score and moving average of each bid over its auction's last 20 bids (OVER)
+    OverOutlier,
 }
 
 /// `runnel bench nexmark`.

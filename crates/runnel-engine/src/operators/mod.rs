@@ -8,6 +8,7 @@ pub mod multiset;
 pub mod normalize;
 pub mod over;
 pub mod project;
+pub mod quality;
 pub mod rank;
 #[cfg(test)]
 mod restore_tests;
@@ -116,6 +117,12 @@ pub fn build(
         )?),
         NodeSpec::Normalize(spec) => Box::new(normalize::Normalize::try_new(spec, input)?),
         NodeSpec::Unnest(spec) => Box::new(unnest::Unnest::try_new(spec, input, &node.schema)?),
+        NodeSpec::Quality(spec) => Box::new(quality::Quality::new(
+            &node.label,
+            spec,
+            &metrics.rules,
+            None,
+        )),
         NodeSpec::LookupJoin(_) => {
             return Err(EngineError::Internal(format!(
                 "{} is built with its looked-up table",

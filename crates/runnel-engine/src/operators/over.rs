@@ -6,7 +6,9 @@
 //! append-only. Rows behind the watermark are late: dropped and counted.
 //!
 //! Accumulators slide: a row enters when it is emitted and is retracted when it leaves
-//! the frame (DataFusion's sliding accumulators, which expect exactly this order).
+//! the frame (DataFusion's sliding accumulators, which expect exactly this order). An
+//! aggregate that cannot retract (MEDIAN, APPROX_PERCENTILE_CONT, APPROX_DISTINCT) is
+//! rebuilt from the frame's rows when one leaves: slower, but any aggregate works.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -202,6 +204,7 @@ impl Over {
                     }
                 }
                 // Rows that left the frame.
+                let mut left = false;
                 loop {
                     let leaves = match (frame, p.frame.front()) {
                         (OverFrame::Rows(n), Some(_)) => p.frame.len() as u64 > n + 1,
@@ -214,8 +217,26 @@ impl Over {
                     let Some(old) = p.frame.pop_front() else {
                         break;
                     };
+                    left = true;
                     for (acc, args) in p.accs.iter_mut().zip(&old.args) {
-                        acc.retract_batch(&scalars(args)?).map_err(internal)?;
+                        if acc.supports_retract_batch() {
+                            acc.retract_batch(&scalars(args)?).map_err(internal)?;
+                        }
+                    }
+                }
+                // An aggregate that cannot retract (MEDIAN, APPROX_PERCENTILE_CONT, …)
+                // starts over from the rows still in the frame.
+                if left {
+                    for (k, acc) in p.accs.iter_mut().enumerate() {
+                        if acc.supports_retract_batch() {
+                            continue;
+                        }
+                        *acc = self.aggs[k]
+                            .create_sliding_accumulator()
+                            .map_err(internal)?;
+                        for h in &p.frame {
+                            acc.update_batch(&scalars(&h.args[k])?).map_err(internal)?;
+                        }
                     }
                 }
                 let result = p

@@ -116,6 +116,8 @@ pub struct Rank {
     schema: SchemaRef,
     ttl_ms: Option<i64>,
     last_sweep: i64,
+    /// Keep-first deduplication on processing time (see [`RankSpec::first_arrival`]).
+    first_arrival: bool,
 }
 
 impl Rank {
@@ -160,6 +162,7 @@ impl Rank {
             schema: Arc::clone(planned),
             ttl_ms: spec.state_ttl_ms,
             last_sweep: now_ms(),
+            first_arrival: spec.first_arrival,
         })
     }
 
@@ -223,6 +226,41 @@ impl Rank {
         self.state.retain(|_, p| p.touched_ms + ttl > now);
     }
 
+    /// Keep-first deduplication on processing time: a key's first row goes out (as
+    /// number 1) and is kept; later rows of the key are dropped.
+    fn first_arrivals(
+        &mut self,
+        batch: &RecordBatch,
+        now: i64,
+        out: &mut Output,
+    ) -> Result<(), EngineError> {
+        let mut first = Vec::new();
+        for (i, (key, ranked)) in self.encode(batch)?.into_iter().enumerate() {
+            if let hashbrown::hash_map::Entry::Vacant(v) = self.state.entry(key) {
+                v.insert(Partition {
+                    rows: vec![ranked],
+                    touched_ms: now,
+                    window_end: None,
+                });
+                first.push(i as u32);
+            }
+        }
+        self.sweep(now);
+        if first.is_empty() {
+            return Ok(());
+        }
+        let n = first.len();
+        let kept =
+            arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(first))
+                .map_err(internal)?;
+        let mut columns: Vec<ArrayRef> = kept.columns()[..self.width].to_vec();
+        columns.push(Arc::new(UInt64Array::from(vec![1u64; n])));
+        columns.truncate(self.schema.fields().len());
+        let columns = super::rows::conform(columns, &self.schema)?;
+        out.emit(RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal)?);
+        Ok(())
+    }
+
     fn schema_of_rows(&self) -> Schema {
         Schema::new(self.schema.fields()[..self.width].to_vec())
     }
@@ -236,6 +274,9 @@ impl Operator for Rank {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         let now = now_ms();
+        if self.first_arrival {
+            return self.first_arrivals(&batch, now, out);
+        }
         let ops = changelog::ops(&batch).cloned();
         let encoded = self.encode(&batch)?;
         let ends = match self.window_end {

@@ -255,6 +255,63 @@ fn over_aggregate_restores() {
 }
 
 #[test]
+fn dedup_keep_first_and_keep_last_restore() {
+    for order in ["ts ASC", "ts DESC"] {
+        same_after_restore(
+            &format!(
+                "CREATE TABLE o (a BIGINT, p BIGINT) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY {order}) AS rn FROM bid) WHERE rn = 1;"
+            ),
+            "rank",
+            &[Step::Rows(0, B1), Step::Rows(0, B2), Step::Rows(0, B3)],
+            1,
+        );
+    }
+}
+
+#[test]
+fn outlier_functions_in_over_restore() {
+    for frame in [
+        "ROWS BETWEEN 2 PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW",
+    ] {
+        same_after_restore(
+            &format!(
+                "CREATE TABLE o (a BIGINT, p BIGINT, z DOUBLE, rz DOUBLE, m DOUBLE, e DOUBLE, o BOOLEAN, med DOUBLE) WITH (connector = 'blackhole');
+                 INSERT INTO o SELECT auction, price, zscore(price) OVER w, robust_zscore(price) OVER w,
+                   moving_median(price) OVER w, ewma(price, 0.5) OVER w, is_outlier(price, 'iqr') OVER w,
+                   MEDIAN(price) OVER w FROM bid
+                 WINDOW w AS (PARTITION BY auction ORDER BY ts {frame});"
+            ),
+            "over",
+            &[
+                Step::Rows(0, B1),
+                Step::Rows(0, B2),
+                Step::Watermark(1_767_225_600_000 + 3_000),
+                Step::Rows(0, B3),
+                Step::Watermark(i64::MAX),
+            ],
+            3,
+        );
+    }
+    // EWMA over an unbounded frame keeps a running value in its state.
+    same_after_restore(
+        "CREATE TABLE o (a BIGINT, p BIGINT, e DOUBLE, z DOUBLE) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT auction, price, ewma(price, 0.5) OVER w, zscore(price) OVER w FROM bid
+         WINDOW w AS (PARTITION BY auction ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);",
+        "over",
+        &[
+            Step::Rows(0, B1),
+            Step::Rows(0, B2),
+            Step::Watermark(1_767_225_600_000 + 3_000),
+            Step::Rows(0, B3),
+            Step::Watermark(i64::MAX),
+        ],
+        3,
+    );
+}
+
+#[test]
 fn normalize_restores_and_retracts_whole_rows() {
     let (node, _) = plan(
         "CREATE TABLE o (a BIGINT, p BIGINT, ts TIMESTAMP(3)) WITH (connector = 'blackhole');

@@ -10,7 +10,7 @@ const DISCOVERY_RETRY_MS = 2000;
 const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed',
   '#0891b2', '#db2777', '#65a30d', '#475569', '#ea580c'];
 const KNOWN_KINDS = ['window', 'window-aggregate', 'window-join', 'source', 'project', 'window_assign', 'window_aggregate',
-  'session', 'window_join', 'sink'];
+  'session', 'window_join', 'sink', 'quality'];
 
 const $ = (id) => document.getElementById(id);
 const collator = new Intl.Collator(undefined, { numeric: true });
@@ -372,6 +372,56 @@ function renderStatus() {
   renderOperators(st.nodes || []);
   renderCheckpoint(st.checkpoint);
   renderDistributed(st.distributed);
+  renderQuality(st.quality);
+}
+
+// Data quality per table: rules and their violations, dead letters, late rows, and
+// (SET 'quality.profile' = 'on') each source's column profile.
+function fmtStat(v) {
+  if (!Number.isFinite(v)) return '—';
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(2);
+  return Number.isInteger(v) ? intFmt.format(v) : v.toFixed(a >= 100 ? 1 : 3);
+}
+
+function renderQuality(q) {
+  const card = $('quality');
+  const tables = (q && q.tables) || [];
+  card.hidden = tables.length === 0;
+  if (!tables.length) return;
+  const blocks = tables.map((t) => {
+    const facts = [`${t.role} ${t.table}`];
+    if (Number.isFinite(t.rows)) facts.push(`${fmtCount(t.rows)} rows`);
+    facts.push(`${fmtCount(t.violations)} rule violations`);
+    if (Number.isFinite(t.dead_letters)) facts.push(`${fmtCount(t.dead_letters)} dead letters`);
+    if (Number.isFinite(t.late_rows)) facts.push(`${fmtCount(t.late_rows)} late rows`);
+    const parts = [el('p', { class: 'quality-summary', text: facts.join(' · ') })];
+    if ((t.rules || []).length) {
+      parts.push(el('div', { class: 'table-wrap' }, el('table', { class: 'data quality-rules' },
+        el('thead', null, el('tr', null,
+          el('th', { text: 'Rule' }), el('th', { text: 'Condition' }), el('th', { text: 'Action' }),
+          el('th', { class: 'num', text: 'Violations' }))),
+        el('tbody', null, ...t.rules.map((r) => el('tr', null,
+          el('td', { text: r.rule }),
+          el('td', { class: 'mono', text: r.text }),
+          el('td', { text: r.action }),
+          el('td', { class: `num${r.violations > 0 ? ' bad' : ''}`, text: fmtCount(r.violations) })))))));
+    }
+    const cols = (t.profile && t.profile.columns) || [];
+    if (cols.length) {
+      const head = ['Column', 'Type', 'NULLs', 'Distinct', 'Min', 'Max', 'Mean', 'Stddev', 'p50', 'p99'];
+      parts.push(el('div', { class: 'table-wrap' }, el('table', { class: 'data quality-profile' },
+        el('thead', null, el('tr', null, ...head.map((h, i) => el('th', { class: i > 1 ? 'num' : '', text: h })))),
+        el('tbody', null, ...cols.map((c) => el('tr', null,
+          el('td', { text: c.name }),
+          el('td', { class: 'mono', text: c.type }),
+          el('td', { class: `num${c.nulls > 0 ? ' warn' : ''}`, text: `${fmtCount(c.nulls)} (${(100 * (c.null_fraction || 0)).toFixed(1)}%)` }),
+          el('td', { class: 'num', text: `≈${fmtCount(c.distinct)}` }),
+          ...['min', 'max', 'mean', 'stddev', 'p50', 'p99'].map((k) => el('td', { class: 'num', text: fmtStat(c[k]) }))))))));
+    }
+    return el('div', { class: 'quality-table', 'data-table': t.table }, ...parts);
+  });
+  $('quality-tables').replaceChildren(...blocks);
 }
 
 // A distributed pipeline's member: the group's members and this member's tasks.

@@ -4,6 +4,8 @@
 //! theirs through a function provider (e.g. `classify` from runnel-vision).
 
 mod lag;
+mod normalize;
+pub mod outlier;
 mod simple;
 mod text;
 mod time;
@@ -11,9 +13,12 @@ mod window;
 
 pub(crate) use window::window_functions;
 
-/// Aggregates runnel adds to DataFusion's (LAG, for OVER).
+/// Aggregates runnel adds to DataFusion's: LAG for OVER, and the outlier, smoothing
+/// and scaling functions of the cleaning layer.
 pub fn aggregates() -> Vec<Arc<datafusion_expr::AggregateUDF>> {
-    vec![lag::lag()]
+    let mut v = vec![lag::lag()];
+    v.extend(outlier::all());
+    v
 }
 
 pub use time::java_pattern;
@@ -36,6 +41,7 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
     ];
     v.extend(time::all());
     v.extend(text::all());
+    v.extend(normalize::all());
     v
 }
 
@@ -58,6 +64,16 @@ pub fn check_literal_patterns(
                 let Expr::ScalarFunction(f) = e else {
                     return Ok(TreeNodeRecursion::Continue);
                 };
+                if f.func.name() == "convert_unit"
+                    && let (
+                        Some(Expr::Literal(ScalarValue::Utf8(Some(from)), _)),
+                        Some(Expr::Literal(ScalarValue::Utf8(Some(to)), _)),
+                    ) = (f.args.get(1), f.args.get(2))
+                    && let Err(msg) = normalize::check_units(from, to)
+                {
+                    bad = Some(msg);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
                 let Some(Expr::Literal(ScalarValue::Utf8(Some(p)), _)) = f.args.get(1) else {
                     return Ok(TreeNodeRecursion::Continue);
                 };

@@ -252,6 +252,11 @@ fn datetime(ms: i64) -> Option<NaiveDateTime> {
     DateTime::<Utc>::from_timestamp_millis(ms).map(|d| d.naive_utc())
 }
 
+/// `text` read with a chrono format (converted from a Java pattern).
+pub(super) fn parse_with(text: &str, chrono: &str) -> Option<NaiveDateTime> {
+    parse(text, chrono, false)
+}
+
 /// Parses `text` with a chrono format; a pattern without a time part gives midnight.
 fn parse(text: &str, chrono: &str, default: bool) -> Option<NaiveDateTime> {
     let text = text.trim();

@@ -194,8 +194,12 @@ impl Lowerer {
     }
 
     /// Whether column `col` of node `id`'s output is computed by `PROCTIME()`.
-    fn is_proctime(&self, id: usize, col: usize) -> bool {
+    pub(super) fn is_proctime(&self, id: usize, col: usize) -> bool {
         let node = &self.graph.nodes[id];
+        if let NodeSpec::Quality(_) = &node.spec {
+            // Rules pass rows through unchanged.
+            return node.inputs.iter().all(|i| self.is_proctime(i.node, col));
+        }
         let NodeSpec::Project(p) = &node.spec else {
             return false;
         };

@@ -19,6 +19,7 @@ use runnel_common::types::sql_name;
 mod aggregate;
 mod lookup;
 mod over;
+pub(crate) mod quality;
 mod rank;
 mod unnest;
 pub(crate) mod used;
@@ -51,6 +52,8 @@ pub(crate) struct Lowerer {
     pub upsert_sources: std::collections::HashSet<String>,
     /// Tables with computed columns, by name.
     pub computed: HashMap<String, Computed>,
+    /// Tables with validation rules, by name.
+    pub checks: HashMap<String, Vec<quality::Check>>,
     views: HashMap<String, Vec<usize>>,
     sinks: HashMap<String, usize>,
     memo: HashMap<LogicalPlan, Vec<usize>>,
@@ -67,6 +70,7 @@ impl Lowerer {
             sources: HashMap::new(),
             upsert_sources: Default::default(),
             computed: HashMap::new(),
+            checks: HashMap::new(),
             views: HashMap::new(),
             sinks: HashMap::new(),
             memo: HashMap::new(),
@@ -116,6 +120,10 @@ impl Lowerer {
             None => outputs,
             Some(exprs) => vec![self.push_project(outputs, None, exprs, sink_schema.clone())],
         };
+        let feeds = feeds
+            .into_iter()
+            .map(|f| self.push_quality(f, sink, true))
+            .collect::<Result<Vec<_>, _>>()?;
         let sink_id = match self.sinks.get(&sink.name) {
             Some(id) => *id,
             None => {
@@ -765,6 +773,7 @@ impl Lowerer {
                 p
             }
         };
+        let id = self.push_quality(id, spec, false)?;
         let event_time = self.graph.nodes[id].event_time;
         let id = if self.upsert_sources.contains(&spec.name) {
             // Upserts become a changelog with the retracted rows, per key.

@@ -65,6 +65,16 @@ impl Lowerer {
                 )));
             }
             let frame = self.frame(&params.window_frame)?;
+            if frame == OverFrame::Unbounded
+                && crate::functions::outlier::NEED_BOUNDED_FRAME.contains(&udaf.name())
+            {
+                return Err(self.unsupported(&format!(
+                    "{}() OVER an unbounded frame would keep every row of the partition; \
+                     bound the frame: ROWS BETWEEN n PRECEDING AND CURRENT ROW or RANGE \
+                     BETWEEN INTERVAL … PRECEDING AND CURRENT ROW",
+                    udaf.name()
+                )));
+            }
             match &shape {
                 None => shape = Some((params.partition_by.clone(), frame)),
                 Some((p, f)) if *p == params.partition_by && *f == frame => {}

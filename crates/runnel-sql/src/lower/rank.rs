@@ -184,7 +184,15 @@ impl Lowerer {
                 !input_updating && partition.contains(&win.start) && partition.contains(&win.end)
             })
             .map(|win| win.end);
+        // Keep-first deduplication on processing time: the first arrival wins for good.
+        let first_arrival = t.limit == 1
+            && function == RankFunction::RowNumber
+            && !input_updating
+            && window_end.is_none()
+            && matches!(order.as_slice(), [(c, false)]
+                if inputs.iter().all(|&i| self.is_proctime(i, *c)));
         let spec = RankSpec {
+            first_arrival,
             partition: partition.clone(),
             order,
             function,
@@ -207,7 +215,10 @@ impl Lowerer {
             label.to_string()
         };
         let id = self.push(label.clone(), NodeSpec::Rank(spec), schema, inputs);
-        if window_end.is_some() {
+        if first_arrival {
+            // Append-only: the rows keep their event time.
+            self.graph.nodes[id].event_time = event_time;
+        } else if window_end.is_some() {
             self.graph.nodes[id].window = window.map(|w| WindowCols {
                 session_gap_ms: None,
                 processing_time: false,

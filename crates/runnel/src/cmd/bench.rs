@@ -44,6 +44,9 @@ fn query_text(query: NexmarkQuery) -> &'static str {
         Q21 => include_str!("nexmark/q21.sql"),
         Q22 => include_str!("nexmark/q22.sql"),
         Tumble => include_str!("nexmark/tumble.sql"),
+        Q0Check => include_str!("nexmark/q0_check.sql"),
+        DedupFirst => include_str!("nexmark/dedup_first.sql"),
+        OverOutlier => include_str!("nexmark/over_outlier.sql"),
     }
 }
 
@@ -163,7 +166,11 @@ pub fn flink_nexmark_sql(
     scratch: &std::path::Path,
 ) -> anyhow::Result<String> {
     let name = match query {
-        NexmarkQuery::Q7Max | NexmarkQuery::Tumble => {
+        NexmarkQuery::Q7Max
+        | NexmarkQuery::Tumble
+        | NexmarkQuery::Q0Check
+        | NexmarkQuery::DedupFirst
+        | NexmarkQuery::OverOutlier => {
             anyhow::bail!("--flink-queries: {query:?} is runnel's own query, not one of Nexmark's")
         }
         q => format!("{q:?}").to_ascii_lowercase(),

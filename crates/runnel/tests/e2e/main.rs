@@ -13,6 +13,7 @@ mod nats;
 mod nexmark;
 mod planning;
 mod postgres;
+mod quality;
 mod query;
 mod warehouse;
 mod web;

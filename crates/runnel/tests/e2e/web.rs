@@ -13,8 +13,11 @@ use crate::log_cli::{Server, free_port, http};
 
 const PIPELINE: &str = "
 SET 'pipeline.name' = 'web-test';
-CREATE TABLE readings (sensor STRING, temp DOUBLE)
-  WITH (connector = 'log', topic = 'readings', format = 'json');
+SET 'quality.profile' = 'on';
+CREATE TABLE readings (
+  sensor STRING, temp DOUBLE,
+  CONSTRAINT plausible CHECK (temp BETWEEN -50 AND 60)
+) WITH (connector = 'log', topic = 'readings', format = 'json');
 CREATE TABLE frames (key STRING, `value` BYTES)
   WITH (connector = 'log', topic = 'frames', format = 'raw');
 CREATE TABLE live (sensor STRING, temp DOUBLE)
@@ -430,7 +433,7 @@ fn dashboard_page_in_headless_chromium() {
         port,
         "readings",
         &[("Content-Type", "application/json")],
-        b"[{\"sensor\":\"s1\",\"temp\":21.5},{\"sensor\":\"s2\",\"temp\":19}]",
+        b"[{\"sensor\":\"s1\",\"temp\":21.5},{\"sensor\":\"s2\",\"temp\":19},{\"sensor\":\"s3\",\"temp\":999}]",
     );
     for cam in ["cam-0", "cam-1"] {
         post(
@@ -460,6 +463,7 @@ fn dashboard_page_in_headless_chromium() {
         .args(["--screenshot", &shot.display().to_string()])
         .args([
             "--expect-gallery",
+            "--expect-quality",
             "--expect-rows",
             "2",
             "--timeout-ms",
@@ -484,6 +488,24 @@ fn dashboard_page_in_headless_chromium() {
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
     assert_eq!(summary["ok"], true, "{stdout}");
+    // The same numbers from the API: the rule's violation, the source's profile.
+    let (status, q) = get_json(port, "/api/pipelines/web-test/quality");
+    assert_eq!(status, 200, "{q}");
+    let table = &q["tables"][0];
+    assert_eq!(table["table"], "readings", "{q}");
+    assert_eq!(table["rules"][0]["rule"], "plausible", "{q}");
+    assert_eq!(table["rules"][0]["violations"], 1, "{q}");
+    assert_eq!(table["profile"]["rows"], 3, "{q}");
+    assert_eq!(table["profile"]["columns"][1]["max"], 999.0, "{q}");
+    let (_, metrics) = http(port, "GET", "/metrics", &[], b"").expect("GET /metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("runnel_quality_violations_total")
+                && l.contains("rule=\"plausible\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
 }
 
 /// `runnel demo --tls-self-signed`: the page and API over HTTPS, and the simulated cameras
