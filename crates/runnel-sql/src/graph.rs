@@ -258,6 +258,8 @@ pub struct OverSpec {
     pub frame: OverFrame,
     /// The aggregate functions, compiled against the input schema.
     pub aggs: Vec<Arc<datafusion_physical_expr::aggregate::AggregateFunctionExpr>>,
+    /// `table.exec.state.ttl`: partitions without a row this long are forgotten.
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// The frame of an OVER aggregate (it always ends at the current row).

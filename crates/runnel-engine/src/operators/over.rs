@@ -22,7 +22,7 @@ use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 use runnel_common::Timestamp;
 use runnel_common::metrics::Counter;
-use runnel_common::time::TS_MIN;
+use runnel_common::time::{TS_MIN, now_ms};
 use runnel_sql::{OverFrame, OverSpec};
 
 use super::aggregate::{AggFns, state_batch};
@@ -50,6 +50,8 @@ struct Partition {
     /// Emitted rows still in the frame (bounded frames), oldest first.
     frame: VecDeque<Held>,
     accs: Vec<Box<dyn Accumulator>>,
+    /// When a row of it last arrived (wall clock, for the state TTL).
+    touched_ms: i64,
 }
 
 /// The OVER operator.
@@ -68,6 +70,9 @@ pub struct Over {
     late: Counter,
     /// Rows whose expressions fail.
     errors: RowErrors,
+    /// `table.exec.state.ttl`.
+    ttl_ms: Option<i64>,
+    last_sweep: i64,
 }
 
 impl Over {
@@ -101,7 +106,29 @@ impl Over {
             watermark: TS_MIN,
             schema: Arc::new(Schema::new(fields)),
             late,
+            ttl_ms: spec.state_ttl_ms,
+            last_sweep: now_ms(),
         })
+    }
+
+    /// Forgets partitions untouched for the state TTL (their frames and accumulators;
+    /// a later row of the key starts afresh, as in Flink). Rows still waiting for the
+    /// watermark keep their partition.
+    fn sweep(&mut self) {
+        let Some(ttl) = self.ttl_ms else { return };
+        let now = now_ms();
+        if now - self.last_sweep < ttl / 2 {
+            return;
+        }
+        self.last_sweep = now;
+        self.state
+            .retain(|_, p| !p.pending.is_empty() || p.touched_ms + ttl > now);
+    }
+
+    /// Partitions in state (tests).
+    #[cfg(test)]
+    pub(crate) fn partitions(&self) -> usize {
+        self.state.len()
     }
 
     fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>, EngineError> {
@@ -280,12 +307,15 @@ impl Operator for Over {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> Result<(), EngineError> {
+        let now = if self.ttl_ms.is_some() { now_ms() } else { 0 };
         for (key, held) in self.hold(batch)? {
             if held.time == TS_MIN || held.time <= self.watermark {
                 self.late.add(1);
                 continue;
             }
-            self.state.entry(key).or_default().pending.push(held);
+            let p = self.state.entry(key).or_default();
+            p.touched_ms = now;
+            p.pending.push(held);
         }
         Ok(())
     }
@@ -296,7 +326,9 @@ impl Operator for Over {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         self.watermark = watermark;
-        self.fire(watermark, out)
+        self.fire(watermark, out)?;
+        self.sweep();
+        Ok(())
     }
 
     /// Pending and in-frame rows (`frame` column true), and for unbounded frames each
@@ -376,6 +408,7 @@ impl Operator for Over {
                     None
                 };
                 let p = self.state.entry(key).or_default();
+                p.touched_ms = now_ms();
                 if let Some(a) = accs {
                     p.accs = a;
                 }

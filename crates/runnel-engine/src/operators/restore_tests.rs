@@ -311,6 +311,41 @@ fn outlier_functions_in_over_restore() {
     );
 }
 
+/// `table.exec.state.ttl` bounds an OVER operator's partitions: a key without rows for
+/// the TTL is forgotten once the watermark moves on.
+#[test]
+fn over_partitions_expire_with_the_state_ttl() {
+    let (node, inputs) = plan(
+        "SET 'table.exec.state.ttl' = '20 ms';
+         CREATE TABLE o (a BIGINT, p BIGINT, z DOUBLE) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT auction, price, zscore(price) OVER w FROM bid
+         WINDOW w AS (PARTITION BY auction ORDER BY ts ROWS BETWEEN 5 PRECEDING AND CURRENT ROW);",
+        "over",
+    );
+    let runnel_sql::NodeSpec::Over(spec) = &node.spec else {
+        panic!("not an OVER node")
+    };
+    let mut op = super::over::Over::try_new(
+        spec,
+        &inputs[0],
+        &node.schema,
+        Default::default(),
+        crate::eval::RowErrors::strict("over"),
+    )
+    .expect("builds");
+    let mut out = Output::default();
+    let batch = decode_all(inputs[0].clone(), B1.as_bytes())
+        .expect("decodes")
+        .batch
+        .expect("rows");
+    op.process_batch(0, batch, &mut out).expect("processes");
+    op.process_watermark(i64::MAX - 1, &mut out).expect("fires");
+    assert!(op.partitions() > 0);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    op.process_watermark(i64::MAX, &mut out).expect("fires");
+    assert_eq!(op.partitions(), 0);
+}
+
 #[test]
 fn normalize_restores_and_retracts_whole_rows() {
     let (node, _) = plan(

@@ -129,6 +129,7 @@ impl Lowerer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let spec = OverSpec {
+            state_ttl_ms: self.state_ttl_ms(),
             partition: partition.clone(),
             time_col,
             frame,
