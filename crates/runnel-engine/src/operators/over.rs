@@ -136,7 +136,9 @@ impl Over {
             .iter()
             .map(|a| match self.frame {
                 OverFrame::Unbounded => a.create_accumulator().map_err(internal),
-                _ => a.create_sliding_accumulator().map_err(internal),
+                // An aggregate that cannot retract gets a plain accumulator, rebuilt
+                // from the frame as rows leave it.
+                _ => fresh(a),
             })
             .collect()
     }
@@ -258,9 +260,7 @@ impl Over {
                         if acc.supports_retract_batch() {
                             continue;
                         }
-                        *acc = self.aggs[k]
-                            .create_sliding_accumulator()
-                            .map_err(internal)?;
+                        *acc = fresh(&self.aggs[k])?;
                         for h in &p.frame {
                             acc.update_batch(&scalars(&h.args[k])?).map_err(internal)?;
                         }
@@ -291,6 +291,13 @@ impl Over {
         out.emit(RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(internal)?);
         Ok(())
     }
+}
+
+/// A sliding accumulator of `agg`, or a plain one for an aggregate that has none.
+fn fresh(agg: &AggregateFunctionExpr) -> Result<Box<dyn Accumulator>, EngineError> {
+    agg.create_sliding_accumulator()
+        .or_else(|_| agg.create_accumulator())
+        .map_err(internal)
 }
 
 /// One-row argument arrays.

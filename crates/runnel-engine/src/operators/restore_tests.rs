@@ -277,10 +277,12 @@ fn outlier_functions_in_over_restore() {
     ] {
         same_after_restore(
             &format!(
-                "CREATE TABLE o (a BIGINT, p BIGINT, z DOUBLE, rz DOUBLE, m DOUBLE, e DOUBLE, o BOOLEAN, med DOUBLE) WITH (connector = 'blackhole');
+                "CREATE TABLE o (a BIGINT, p BIGINT, z DOUBLE, rz DOUBLE, m DOUBLE, e DOUBLE, o BOOLEAN, med DOUBLE,
+                   p50 BIGINT, d BIGINT, sd DOUBLE) WITH (connector = 'blackhole');
                  INSERT INTO o SELECT auction, price, zscore(price) OVER w, robust_zscore(price) OVER w,
                    moving_median(price) OVER w, ewma(price, 0.5) OVER w, is_outlier(price, 'iqr') OVER w,
-                   MEDIAN(price) OVER w FROM bid
+                   MEDIAN(price) OVER w, APPROX_PERCENTILE_CONT(price, 0.5) OVER w,
+                   APPROX_DISTINCT(price) OVER w, STDDEV(price) OVER w FROM bid
                  WINDOW w AS (PARTITION BY auction ORDER BY ts {frame});"
             ),
             "over",
