@@ -234,25 +234,34 @@ impl Rank {
         now: i64,
         out: &mut Output,
     ) -> Result<(), EngineError> {
+        // Keys first: most rows of a busy stream repeat a key and are dropped unencoded.
+        let keys = rows::encode(self.keys.as_ref(), batch, &self.partition)?;
         let mut first = Vec::new();
-        for (i, (key, ranked)) in self.encode(batch)?.into_iter().enumerate() {
-            if let hashbrown::hash_map::Entry::Vacant(v) = self.state.entry(key) {
-                v.insert(Partition {
-                    rows: vec![ranked],
-                    touched_ms: now,
-                    window_end: None,
-                });
+        let mut fresh: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !self.state.contains_key(&key[..]) && fresh.insert(&key[..]) {
                 first.push(i as u32);
             }
         }
-        self.sweep(now);
         if first.is_empty() {
+            self.sweep(now);
             return Ok(());
         }
         let n = first.len();
         let kept =
             arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(first))
                 .map_err(internal)?;
+        for (key, ranked) in self.encode(&kept)? {
+            self.state.insert(
+                key,
+                Partition {
+                    rows: vec![ranked],
+                    touched_ms: now,
+                    window_end: None,
+                },
+            );
+        }
+        self.sweep(now);
         let mut columns: Vec<ArrayRef> = kept.columns()[..self.width].to_vec();
         columns.push(Arc::new(UInt64Array::from(vec![1u64; n])));
         columns.truncate(self.schema.fields().len());
