@@ -373,22 +373,7 @@ impl Tracker {
                 let rules: Vec<RuleStatus> = t
                     .rules
                     .and_then(|id| self.nodes.get(id))
-                    .map(|n| {
-                        let counts = node(n.id).rules.values();
-                        n.rules
-                            .iter()
-                            .map(|(table, rule, text, action)| RuleStatus {
-                                table: table.clone(),
-                                rule: rule.clone(),
-                                text: text.clone(),
-                                action: action.clone(),
-                                violations: counts
-                                    .iter()
-                                    .find(|(r, _)| r == rule)
-                                    .map_or(0, |(_, c)| *c),
-                            })
-                            .collect()
-                    })
+                    .map(|n| rule_statuses(n, &node(n.id)))
                     .unwrap_or_default();
                 let mut v = serde_json::json!({
                     "table": t.table,
@@ -470,24 +455,27 @@ impl Tracker {
             late_rows: m.late_rows.get(),
             dead_letters: dead,
             problem: m.connector.problem(),
-            rules: {
-                let counts = m.rules.values();
-                n.rules
-                    .iter()
-                    .map(|(table, rule, text, action)| RuleStatus {
-                        table: table.clone(),
-                        rule: rule.clone(),
-                        text: text.clone(),
-                        action: action.clone(),
-                        violations: counts
-                            .iter()
-                            .find(|(r, _)| r == rule)
-                            .map_or(0, |(_, c)| *c),
-                    })
-                    .collect()
-            },
+            rules: rule_statuses(n, &m),
         }
     }
+}
+
+/// A quality node's rules with their counts so far.
+fn rule_statuses(n: &NodeInfo, m: &runnel_engine::metrics::NodeMetrics) -> Vec<RuleStatus> {
+    let counts = m.rules.values();
+    n.rules
+        .iter()
+        .map(|(table, rule, text, action)| RuleStatus {
+            table: table.clone(),
+            rule: rule.clone(),
+            text: text.clone(),
+            action: action.clone(),
+            violations: counts
+                .iter()
+                .find(|(r, _)| r == rule)
+                .map_or(0, |(_, c)| *c),
+        })
+        .collect()
 }
 
 /// The last checkpoint's fields at the top level (what the page shows), with the failed

@@ -423,20 +423,7 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
             };
             if parser.parse_keyword(Keyword::PRIMARY) {
                 // `CONSTRAINT pk PRIMARY KEY (…) NOT ENFORCED`.
-                parser.expect_keyword_is(Keyword::KEY)?;
-                parser.expect_token(&Token::LParen)?;
-                let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
-                parser.expect_token(&Token::RParen)?;
-                let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
-                for c in cols {
-                    if !columns.iter().any(|d| d.name == c.value) {
-                        return Err(SqlError::located(
-                            at,
-                            format!("PRIMARY KEY: table '{name}' has no column '{}'", c.value),
-                        ));
-                    }
-                    primary_key.push(c.value);
-                }
+                primary_key.extend(parse_primary_key(parser, &name, &columns, at)?);
             } else {
                 parser.expect_keyword_is(Keyword::CHECK)?;
                 let rule = named.unwrap_or_else(|| format!("check_{}", checks.len() + 1));
@@ -452,20 +439,11 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         } else if parser.parse_keyword(Keyword::PRIMARY) {
             // PRIMARY KEY (…) NOT ENFORCED: not checked (as in Flink); upserting sinks key
             // their writes by it.
-            parser.expect_keyword_is(Keyword::KEY)?;
-            parser.expect_token(&Token::LParen)?;
-            let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
-            parser.expect_token(&Token::RParen)?;
-            let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
-            for c in cols {
-                if !columns.iter().any(|d| d.name == c.value) {
-                    return Err(SqlError::at(
-                        start.span.start.line,
-                        format!("PRIMARY KEY: table '{name}' has no column '{}'", c.value),
-                    ));
-                }
-                primary_key.push(c.value);
-            }
+            let at = Position {
+                line: start.span.start.line,
+                column: start.span.start.column,
+            };
+            primary_key.extend(parse_primary_key(parser, &name, &columns, at)?);
         } else {
             let ident = parser.parse_identifier()?;
             if columns.iter().any(|c| c.name == ident.value) {
@@ -598,6 +576,31 @@ fn parse_create_table(parser: &mut Parser, line: u64) -> Result<TableDef, SqlErr
         checks,
         line,
     })
+}
+
+/// `KEY (a, b) [NOT ENFORCED]` after `PRIMARY`: the key's columns, each declared.
+fn parse_primary_key(
+    parser: &mut Parser,
+    table: &str,
+    columns: &[ColumnDef],
+    at: Position,
+) -> Result<Vec<String>, SqlError> {
+    parser.expect_keyword_is(Keyword::KEY)?;
+    parser.expect_token(&Token::LParen)?;
+    let cols = parser.parse_comma_separated(|p| p.parse_identifier())?;
+    parser.expect_token(&Token::RParen)?;
+    let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+    let mut key = Vec::with_capacity(cols.len());
+    for c in cols {
+        if !columns.iter().any(|d| d.name == c.value) {
+            return Err(SqlError::located(
+                at,
+                format!("PRIMARY KEY: table '{table}' has no column '{}'", c.value),
+            ));
+        }
+        key.push(c.value);
+    }
+    Ok(key)
 }
 
 /// `(expr)` after `CHECK`.
