@@ -235,12 +235,29 @@ impl Rank {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         // Keys first: most rows of a busy stream repeat a key and are dropped unencoded.
-        let keys = rows::encode(self.keys.as_ref(), batch, &self.partition)?;
         let mut first = Vec::new();
-        let mut fresh: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::new();
-        for (i, key) in keys.iter().enumerate() {
-            if !self.state.contains_key(&key[..]) && fresh.insert(&key[..]) {
-                first.push(i as u32);
+        match &self.keys {
+            // In Arrow's row format, looked up without a copy per row.
+            Some(codec) => {
+                let arrays: Vec<ArrayRef> = self
+                    .partition
+                    .iter()
+                    .map(|&c| Arc::clone(batch.column(c)))
+                    .collect();
+                let keys = codec.convert_columns(&arrays).map_err(internal)?;
+                let mut fresh: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::new();
+                for (i, key) in keys.iter().enumerate() {
+                    let key = key.data();
+                    if !self.state.contains_key(key) && fresh.insert(key) {
+                        first.push(i as u32);
+                    }
+                }
+            }
+            // No PARTITION BY: one key.
+            None => {
+                if !self.state.contains_key(&[][..]) && batch.num_rows() > 0 {
+                    first.push(0);
+                }
             }
         }
         if first.is_empty() {
