@@ -348,6 +348,90 @@ fn over_partitions_expire_with_the_state_ttl() {
     assert_eq!(op.partitions(), 0);
 }
 
+/// A soak in miniature: a stream whose keys never come back runs for a second or more
+/// of wall time through OVER (three frames) and both dedups with a 30 ms state TTL.
+/// The checkpointed state holds the keys of the last few rounds, not the stream's.
+#[test]
+fn over_and_dedup_state_stays_bounded_by_the_ttl() {
+    const ROUNDS: i64 = 50;
+    const KEYS: i64 = 200;
+    let dedup = |order: &str| {
+        format!(
+            "CREATE TABLE o (a BIGINT, p BIGINT) WITH (connector = 'blackhole');
+             INSERT INTO o SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY {order}) AS rn FROM bid) WHERE rn = 1;"
+        )
+    };
+    let over = |frame: &str| {
+        format!(
+            "CREATE TABLE o (a BIGINT, p BIGINT, z DOUBLE, s BIGINT) WITH (connector = 'blackhole');
+             INSERT INTO o SELECT auction, price, zscore(price) OVER w, SUM(price) OVER w FROM bid
+             WINDOW w AS (PARTITION BY auction ORDER BY ts {frame});"
+        )
+    };
+    for (kind, sql) in [
+        ("over", over("ROWS BETWEEN 5 PRECEDING AND CURRENT ROW")),
+        (
+            "over",
+            over("RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW"),
+        ),
+        (
+            "over",
+            over("ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+        ),
+        ("rank", dedup("ts ASC")),
+        ("rank", dedup("ts DESC")),
+    ] {
+        let (node, inputs) = plan(&format!("SET 'table.exec.state.ttl' = '30 ms';{sql}"), kind);
+        let mut op = build(
+            &node,
+            &inputs,
+            &NodeMetrics::default(),
+            &crate::eval::RowErrors::strict("test"),
+        )
+        .expect("builds");
+        let base = 1_767_225_600_000_i64;
+        let mut out = Output::default();
+        let (mut emitted, mut held) = (0, 0);
+        for round in 0..ROUNDS {
+            let mut json = String::new();
+            for k in 0..KEYS {
+                for r in 0..3 {
+                    json.push_str(&format!(
+                        "{{\"auction\":{},\"price\":{},\"ts\":\"2026-01-01T00:00:{round:02}.{:03}Z\"}}\n",
+                        round * KEYS + k,
+                        k + r,
+                        r * 100
+                    ));
+                }
+            }
+            let batch = decode_all(inputs[0].clone(), json.as_bytes())
+                .expect("decodes")
+                .batch
+                .expect("rows");
+            op.process_batch(0, batch, &mut out).expect("processes");
+            op.process_watermark(base + round * 1_000 + 500, &mut out)
+                .expect("fires");
+            emitted += out.drain().map(|b| b.num_rows()).sum::<usize>();
+            let mut state = StateWriter::default();
+            op.snapshot(&mut state).expect("snapshots");
+            held = state
+                .entries
+                .iter()
+                .map(|(_, b)| b.num_rows())
+                .sum::<usize>();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(emitted > 0, "{sql}: no output");
+        // Every key ever seen would be KEYS × ROUNDS = 10,000 entries (and three times
+        // as many frame rows); the TTL keeps a handful of rounds.
+        let all = (KEYS * ROUNDS) as usize;
+        assert!(
+            held < all / 4,
+            "{sql}: {held} state rows after {all} keys with a 30 ms TTL"
+        );
+    }
+}
+
 #[test]
 fn normalize_restores_and_retracts_whole_rows() {
     let (node, _) = plan(

@@ -26,7 +26,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, ListArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use arrow::datatypes::{
+    DataType, Field, FieldRef, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt32Type, UInt64Type,
+};
 use datafusion_common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion_expr::{
@@ -425,43 +428,53 @@ impl Frame {
     }
 }
 
-impl Frame {
-    /// The argument as DOUBLE (OVER hands it over uncoerced).
-    fn doubles(&self, values: &[ArrayRef]) -> Result<ArrayRef> {
-        let Some(col) = values.first() else {
-            return exec_err!("{}: no argument", self.kind.name());
-        };
-        if col.data_type() == &DataType::Float64 {
-            return Ok(Arc::clone(col));
-        }
-        Ok(arrow::compute::cast(col, &DataType::Float64)?)
+/// Calls `f` with each value of the first argument as DOUBLE (`None` for NULL). OVER
+/// hands arguments over uncoerced, often a row at a time: the common numeric types are
+/// read in place, others are cast.
+fn each_double(name: &str, values: &[ArrayRef], mut f: impl FnMut(Option<f64>)) -> Result<()> {
+    let Some(col) = values.first() else {
+        return exec_err!("{name}: no argument");
+    };
+    macro_rules! native {
+        ($($t:ty),*) => {$(
+            if let Some(a) = col.as_primitive_opt::<$t>() {
+                a.iter().for_each(|v| f(v.map(|x| x as f64)));
+                return Ok(());
+            }
+        )*};
     }
+    native!(
+        Float64Type,
+        Int64Type,
+        Int32Type,
+        Float32Type,
+        Int16Type,
+        Int8Type,
+        UInt64Type,
+        UInt32Type
+    );
+    let cast = arrow::compute::cast(col, &DataType::Float64)?;
+    cast.as_primitive::<Float64Type>().iter().for_each(f);
+    Ok(())
 }
 
 impl Accumulator for Frame {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let col = self.doubles(values)?;
-        let col = col.as_primitive::<Float64Type>();
-        for i in 0..col.len() {
-            if col.is_null(i) {
-                self.last = None;
-            } else {
-                let x = col.value(i);
-                self.last = Some(x);
+        each_double(self.kind.name(), values, |v| {
+            self.last = v;
+            if let Some(x) = v {
                 self.add(x);
             }
-        }
-        Ok(())
+        })
     }
 
     /// The oldest rows leave the frame (the OVER operator retracts in arrival order).
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let col = self.doubles(values)?;
-        let col = col.as_primitive::<Float64Type>();
-        for i in 0..col.len() {
-            if col.is_valid(i) {
-                self.values.pop_front();
-            }
+        let Some(col) = values.first() else {
+            return exec_err!("{}: no argument", self.kind.name());
+        };
+        for _ in 0..col.len() - col.null_count() {
+            self.values.pop_front();
         }
         Ok(())
     }
