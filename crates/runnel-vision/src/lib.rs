@@ -29,6 +29,7 @@
 
 pub mod bench;
 pub mod depthwise;
+pub mod detect;
 pub mod error;
 pub mod model;
 pub mod preprocess;
@@ -41,6 +42,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
 pub use crate::bench::{VisionBenchReport, run_bench};
+pub use crate::detect::{Detection, Detector, DetectorSpec};
 pub use crate::error::VisionError;
 pub use crate::model::{ClassifierOptions, ModelSpec, default_model_path, embedded_model};
 pub use crate::udf::{DeadLetter, RejectFn, udfs};

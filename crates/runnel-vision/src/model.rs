@@ -243,15 +243,21 @@ pub fn default_model_path() -> Option<PathBuf> {
 
 /// The places [`default_model_path`] searches, in order (without the env variable).
 pub(crate) fn candidate_paths() -> Vec<PathBuf> {
+    candidates_for(BUNDLED_MODEL_PATH)
+}
+
+/// `relative` under the current directory and its ancestors, then under the
+/// executable's folder and its ancestors.
+pub(crate) fn candidates_for(relative: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         // Ancestors too, so `runnel` started anywhere inside a checkout finds the model.
-        out.extend(cwd.ancestors().map(|a| a.join(BUNDLED_MODEL_PATH)));
+        out.extend(cwd.ancestors().map(|a| a.join(relative)));
     }
     if let Ok(exe) = std::env::current_exe() {
         let exe = exe.canonicalize().unwrap_or(exe);
         if let Some(bin_dir) = exe.parent() {
-            out.extend(bin_dir.ancestors().map(|a| a.join(BUNDLED_MODEL_PATH)));
+            out.extend(bin_dir.ancestors().map(|a| a.join(relative)));
         }
     }
     out
@@ -282,7 +288,7 @@ pub fn embedded_model() -> Option<(&'static [u8], &'static str, &'static str)> {
     None
 }
 
-fn read_text(path: &Path) -> Result<String, VisionError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, VisionError> {
     std::fs::read_to_string(path).map_err(|source| VisionError::Read {
         path: path.to_path_buf(),
         source,
@@ -291,6 +297,15 @@ fn read_text(path: &Path) -> Result<String, VisionError> {
 
 /// One label per line; of several synonyms separated by ", " the first is shown.
 fn parse_labels(text: &str, spec: &ModelSpec, origin: &str) -> Result<Vec<String>, VisionError> {
+    label_lines(text, spec.classes, origin)
+}
+
+/// [`parse_labels`] for any model that states (or not) its number of classes.
+pub(crate) fn label_lines(
+    text: &str,
+    classes: Option<usize>,
+    origin: &str,
+) -> Result<Vec<String>, VisionError> {
     let mut labels = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let first = line.split(", ").next().unwrap_or("").trim();
@@ -308,7 +323,7 @@ fn parse_labels(text: &str, spec: &ModelSpec, origin: &str) -> Result<Vec<String
             reason: "no labels".to_string(),
         });
     }
-    if let Some(classes) = spec.classes
+    if let Some(classes) = classes
         && classes != labels.len()
     {
         return Err(VisionError::Labels {
@@ -329,6 +344,35 @@ fn build(
     origin: &str,
     options: &ClassifierOptions,
 ) -> Result<Loaded, VisionError> {
+    let classes = labels.len();
+    let (plan, each, pool) = plans(
+        onnx,
+        &spec.input.name,
+        spec.input.height as usize,
+        origin,
+        options,
+        |typed| check_output(typed, classes),
+    )?;
+    Ok(Loaded {
+        spec,
+        labels,
+        plan,
+        each,
+        pool,
+    })
+}
+
+/// The two runnable plans of an ONNX image model with one input named `input` of
+/// `[1, 3, side, side]`, and their thread pool; `check` vets the optimized model's
+/// output. Shared by the classifier and the detector.
+pub(crate) fn plans(
+    onnx: &[u8],
+    input: &str,
+    side: usize,
+    origin: &str,
+    options: &ClassifierOptions,
+    check: impl FnOnce(&TypedModel) -> Result<(), String>,
+) -> Result<(Plan, Plan, Arc<rayon::ThreadPool>), VisionError> {
     let model_err = |reason: String| VisionError::Model {
         origin: origin.to_string(),
         reason,
@@ -350,16 +394,14 @@ fn build(
         .iter()
         .map(|o| model.node(o.node).name.clone())
         .collect();
-    if input_names != [spec.input.name.as_str()] {
+    if input_names != [input] {
         return Err(model_err(format!(
-            "model inputs are {input_names:?} but model.json names input '{}'",
-            spec.input.name
+            "model inputs are {input_names:?} but model.json names input '{input}'"
         )));
     }
     // Measured with tract 0.21 on this model: a symbolic batch dimension ran 4-8x slower
     // per image than a plan fixed at batch 1 (tract picks its fast kernels only for concrete
     // shapes), so the plan takes one image and a batch's images run in parallel on the pool.
-    let side = spec.input.height as usize;
     let fact = f32::fact([1, 3, side, side]);
     model
         .set_input_fact(0, fact.into())
@@ -372,7 +414,7 @@ fn build(
     let typed = typed
         .into_optimized()
         .map_err(|e| model_err(format!("{e:#}")))?;
-    check_output(&typed, labels.len()).map_err(model_err)?;
+    check(&typed).map_err(model_err)?;
     // Two plans of the same optimized model. Several images run side by side on the pool,
     // each single-threaded: a multi-threaded matrix product inside a pool worker lets the
     // waiting worker steal another image's inference and re-enter tract's per-thread
@@ -393,13 +435,7 @@ fn build(
     } else {
         each.clone()
     };
-    Ok(Loaded {
-        spec,
-        labels,
-        plan,
-        each,
-        pool,
-    })
+    Ok((plan, each, pool))
 }
 
 /// Runs the convolutions channel-last (NHWC): depthwise ones on our vectorized kernel

@@ -190,6 +190,95 @@ fn resize_and_crop(img: &RgbImage, spec: &PreprocessSpec) -> Result<Vec<u8>, Str
     Ok(dst.into_vec())
 }
 
+/// Where a letterboxed image sits in the model's square input: original pixels times
+/// `scale`, shifted by the padding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    /// Input pixels per original pixel, across.
+    pub scale_x: f64,
+    /// Input pixels per original pixel, down.
+    pub scale_y: f64,
+    /// Left padding, in input pixels.
+    pub pad_x: f64,
+    /// Top padding, in input pixels.
+    pub pad_y: f64,
+    /// The original image's width and height.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+}
+
+impl Letterbox {
+    /// A point of the model input back in original pixels, clamped to the image.
+    pub fn to_original(&self, x: f64, y: f64) -> (f64, f64) {
+        (
+            ((x - self.pad_x) / self.scale_x).clamp(0.0, f64::from(self.width)),
+            ((y - self.pad_y) / self.scale_y).clamp(0.0, f64::from(self.height)),
+        )
+    }
+}
+
+/// Decodes `bytes`, scales the image to fit `side × side` keeping its aspect ratio,
+/// centres it on a `pad`-gray square and writes the `3 × side × side` planes of
+/// 0..1 RGB into `out` (YOLO's letterbox).
+pub fn letterbox_into(
+    bytes: &[u8],
+    side: u32,
+    pad: u8,
+    algorithm: ResizeAlg,
+    out: &mut [f32],
+) -> Result<Letterbox, String> {
+    let img = decode_rgb(bytes)?;
+    let (w, h) = img.dimensions();
+    let (short, long) = (w.min(h), w.max(h));
+    if long / short > MAX_ASPECT {
+        return Err(format!(
+            "image {w}×{h} is too elongated (aspect ratio above {MAX_ASPECT}:1)"
+        ));
+    }
+    let plane = (side * side) as usize;
+    if out.len() != 3 * plane {
+        return Err(format!(
+            "runnel-vision bug: input slot holds {} floats, expected {}",
+            out.len(),
+            3 * plane
+        ));
+    }
+    let scale = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
+    let nw = ((f64::from(w) * scale).round() as u32).clamp(1, side);
+    let nh = ((f64::from(h) * scale).round() as u32).clamp(1, side);
+    let (left, top) = ((side - nw) / 2, (side - nh) / 2);
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
+        .map_err(|e| format!("cannot resize image {w}×{h}: {e}"))?;
+    let mut dst = Image::new(nw, nh, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(algorithm);
+    RESIZER
+        .with_borrow_mut(|resizer| resizer.resize(&src, &mut dst, &options))
+        .map_err(|e| format!("cannot resize image {w}×{h}: {e}"))?;
+    let gray = f32::from(pad) / 255.0;
+    out.fill(gray);
+    let pixels = dst.buffer();
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    for y in 0..nh as usize {
+        let row = &pixels[y * nw as usize * 3..(y + 1) * nw as usize * 3];
+        let at = (y + top as usize) * side as usize + left as usize;
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            r_plane[at + x] = f32::from(px[0]) / 255.0;
+            g_plane[at + x] = f32::from(px[1]) / 255.0;
+            b_plane[at + x] = f32::from(px[2]) / 255.0;
+        }
+    }
+    Ok(Letterbox {
+        scale_x: f64::from(nw) / f64::from(w),
+        scale_y: f64::from(nh) / f64::from(h),
+        pad_x: f64::from(left),
+        pad_y: f64::from(top),
+        width: w,
+        height: h,
+    })
+}
+
 thread_local! {
     /// The resizer keeps its scratch buffers between images of one worker thread.
     static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
