@@ -1,6 +1,7 @@
 //! SQL functions the planner asks for by name: `classify` and `classify_topk` load the
-//! image model the first time a query calls one of them (a second, so scripts without
-//! them never pay for it), with the `vision.*` settings.
+//! image classifier, `detect` the object detector, the first time a query calls one of
+//! them (a second each, so scripts without them never pay for it), with the `vision.*`
+//! settings.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -8,12 +9,12 @@ use datafusion_expr::ScalarUDF;
 use runnel_common::metrics::ConnectorMetrics;
 use runnel_connectors::dead_letters::{DeadLetter, DeadLetterWriter, Location};
 use runnel_sql::{FunctionProvider, ProvidedFunction};
-use runnel_vision::{Classifier, ClassifierOptions, DeadLetter as VisionReject};
+use runnel_vision::{Classifier, ClassifierOptions, DeadLetter as VisionReject, Detector};
 
 use crate::settings::VisionSettings;
 
 /// The names [`VisionFunctions`] provides.
-const VISION_FUNCTIONS: &[&str] = &["classify", "classify_topk"];
+const VISION_FUNCTIONS: &[&str] = &["classify", "classify_topk", "detect"];
 
 /// Where `classify` puts images it cannot read: the run's dead-letter service, bound
 /// when the pipeline starts (planning happens before the service exists).
@@ -42,6 +43,7 @@ pub struct VisionFunctions {
     settings: VisionSettings,
     rejects: Rejects,
     loaded: Mutex<Option<Vec<ScalarUDF>>>,
+    detect: Mutex<Option<ScalarUDF>>,
 }
 
 impl VisionFunctions {
@@ -51,15 +53,35 @@ impl VisionFunctions {
             settings,
             rejects,
             loaded: Mutex::new(None),
+            detect: Mutex::new(None),
         }
     }
 
-    /// Whether a query called one of its functions (so the model is loaded).
+    /// Whether a query called one of its functions (so a model is loaded).
     pub fn used(&self) -> bool {
-        self.loaded
+        !self.used_names().is_empty()
+    }
+
+    /// `classify` and/or `detect`, as the queries called them.
+    pub fn used_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self
+            .loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some()
+        {
+            names.push("classify");
+        }
+        if self
+            .detect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            names.push("detect");
+        }
+        names
     }
 }
 
@@ -68,12 +90,26 @@ impl FunctionProvider for VisionFunctions {
         if !VISION_FUNCTIONS.contains(&name) {
             return Ok(None);
         }
+        if name == "detect" {
+            let mut loaded = self.detect.lock().unwrap_or_else(|p| p.into_inner());
+            if loaded.is_none() {
+                let detector = Arc::new(load_detector(&self.settings)?);
+                *loaded = Some(runnel_vision::detect_udf(
+                    detector,
+                    reject_fn(self.rejects.clone(), "detect"),
+                ));
+            }
+            return Ok(loaded.as_ref().map(|u| ProvidedFunction {
+                udf: Arc::new(u.clone()),
+                blocking: true,
+            }));
+        }
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if loaded.is_none() {
             let classifier = Arc::new(load_classifier(&self.settings)?);
             *loaded = Some(runnel_vision::udfs(
                 classifier,
-                reject_fn(self.rejects.clone()),
+                reject_fn(self.rejects.clone(), "classify"),
             ));
         }
         Ok(loaded
@@ -115,14 +151,42 @@ pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> 
     Ok(classifier)
 }
 
-/// Sends each rejected image to the dead-letter service; never fails the pipeline (a
-/// destination that cannot be written is reported once).
-fn reject_fn(r: Rejects) -> runnel_vision::RejectFn {
+/// Loads `vision.detect-model` (default: the bundled YOLOv4-tiny) with the
+/// `vision.threads` and `vision.batch` settings.
+///
+/// # Errors
+/// The model cannot be read or is not a detector runnel can run.
+pub fn load_detector(settings: &VisionSettings) -> Result<Detector, String> {
+    let mut options = ClassifierOptions::default();
+    if let Some(n) = settings.threads {
+        options.threads = n;
+    }
+    if let Some(n) = settings.batch {
+        options.max_batch = n;
+    }
+    let started = std::time::Instant::now();
+    let detector = match &settings.detect_model {
+        Some(path) => Detector::load(path, &options)
+            .map_err(|e| format!("SET 'vision.detect-model' = '{}': {e}", path.display()))?,
+        None => Detector::load_default(&options)
+            .map_err(|e| format!("loading the bundled object detector: {e}"))?,
+    };
+    tracing::info!(
+        model = detector.spec().name,
+        ms = started.elapsed().as_millis() as u64,
+        "object detector loaded"
+    );
+    Ok(detector)
+}
+
+/// Sends each image `function` rejects to the dead-letter service; never fails the
+/// pipeline (a destination that cannot be written is reported once).
+fn reject_fn(r: Rejects, function: &'static str) -> runnel_vision::RejectFn {
     let warned = std::sync::atomic::AtomicBool::new(false);
     Arc::new(move |d: VisionReject| {
         let letter = DeadLetter::new(
             Location::Function {
-                name: "classify".into(),
+                name: function.into(),
             },
             d.reason,
             d.bytes,
@@ -137,7 +201,7 @@ fn reject_fn(r: Rejects) -> runnel_vision::RejectFn {
         if let Err(e) = result
             && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            tracing::warn!("cannot write classify dead letters: {e}");
+            tracing::warn!("cannot write {function} dead letters: {e}");
         }
     })
 }

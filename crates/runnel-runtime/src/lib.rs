@@ -420,16 +420,18 @@ impl Prepared {
             resources.log.clone(),
             checkpoint.as_ref().is_none_or(|c| c.restore.is_none()),
         );
-        if self.vision.used() {
+        // One writer for the image functions, named after the first one used
+        // (`classify.jsonl`, or `detect.jsonl`); each letter names its function.
+        if let Some(&function) = self.vision.used_names().first() {
             self.rejects.bind(
                 dead_letters.writer(
-                    "classify",
+                    function,
                     None,
                     Target::File(
                         resources
                             .data_dir
                             .join("dead-letters")
-                            .join("classify.jsonl"),
+                            .join(format!("{function}.jsonl")),
                     ),
                     &self.rejects.metrics,
                 ),
@@ -634,7 +636,7 @@ impl Running {
         if n > 0 {
             report.push_str(&format!(
                 "  function {:<18} {:>12} dead-lettered -> {}\n",
-                "classify",
+                self.prepared.vision.used_names().join(", "),
                 summary::group(n),
                 self.prepared.rejects.target().unwrap_or_default()
             ));

@@ -212,10 +212,16 @@ pub const SETTINGS: &[SettingDef] = &[
         "ONNX model directory or file for classify()",
     ),
     def(
+        "vision.detect-model",
+        SettingType::Text,
+        "the bundled YOLOv4-tiny",
+        "ONNX model directory or file for detect() (a YOLO-style model with its model.json)",
+    ),
+    def(
         "vision.threads",
         SettingType::Count,
         "number of cores",
-        "inference worker threads for classify()",
+        "inference worker threads for classify() and detect()",
     ),
     def(
         "vision.batch",
@@ -276,11 +282,13 @@ pub const SETTINGS: &[SettingDef] = &[
 /// S3 access for checkpoints and `s3://` tables (`s3.*` settings).
 pub type S3Settings = runnel_common::s3::S3Options;
 
-/// `vision.*`: the image model of `classify`.
+/// `vision.*`: the image models of `classify` and `detect`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VisionSettings {
     /// `vision.model`: a model directory or `.onnx` file instead of the bundled one.
     pub model: Option<PathBuf>,
+    /// `vision.detect-model`: the detector instead of the bundled one.
+    pub detect_model: Option<PathBuf>,
     /// `vision.threads`.
     pub threads: Option<usize>,
     /// `vision.batch`.
@@ -461,6 +469,7 @@ impl Settings {
                 self.session_timeout = d;
             }
             "vision.model" => self.vision.model = Some(PathBuf::from(value)),
+            "vision.detect-model" => self.vision.detect_model = Some(PathBuf::from(value)),
             "vision.threads" => self.vision.threads = Some(count()?),
             "vision.batch" => self.vision.batch = Some(count()?),
             // Validated here; the planner reads it for each stateful operator.

@@ -45,7 +45,7 @@ pub use crate::bench::{VisionBenchReport, run_bench};
 pub use crate::detect::{Detection, Detector, DetectorSpec};
 pub use crate::error::VisionError;
 pub use crate::model::{ClassifierOptions, ModelSpec, default_model_path, embedded_model};
-pub use crate::udf::{DeadLetter, RejectFn, udfs};
+pub use crate::udf::{DeadLetter, RejectFn, detect_udf, udfs};
 
 /// Top-k classes of one image, best first: (label, softmax score).
 pub type Prediction = Vec<(String, f64)>;

@@ -21,7 +21,7 @@ use datafusion_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::{Classifier, Prediction};
+use crate::{Classifier, Detector, Prediction};
 
 /// One image a classify function could not use: its row in the batch and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,5 +365,179 @@ fn finish(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
         )?))
     } else {
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// Builds `detect(image [, min_score])` around one shared detector.
+pub fn detect_udf(detector: Arc<Detector>, on_reject: RejectFn) -> ScalarUDF {
+    ScalarUDF::new_from_impl(DetectUdf {
+        detector,
+        on_reject,
+        signature: Signature::user_defined(Volatility::Immutable),
+    })
+}
+
+/// The fields of one detected object: `label`, `score` and the box `x1, y1, x2, y2` in
+/// the image's pixels.
+pub fn detection_fields() -> Fields {
+    let mut fields = vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+    ];
+    fields.extend(["x1", "y1", "x2", "y2"].map(|n| Field::new(n, DataType::Float64, false)));
+    Fields::from(fields)
+}
+
+/// The return type of `detect`: `ARRAY<ROW<label, score, x1, y1, x2, y2>>`.
+pub fn detect_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(detection_fields()),
+        true,
+    )))
+}
+
+/// `detect(image BYTES [, min_score DOUBLE]) → ARRAY<ROW<label, score, x1, y1, x2, y2>>`:
+/// the objects in the image, best first; an empty array when there are none.
+pub struct DetectUdf {
+    detector: Arc<Detector>,
+    on_reject: RejectFn,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for DetectUdf {
+    fn name(&self) -> &str {
+        "detect"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [image] => Ok(vec![coerce_image(self.name(), image)?]),
+            [image, s] if s.is_numeric() || s.is_null() => {
+                Ok(vec![coerce_image(self.name(), image)?, DataType::Float64])
+            }
+            [_, s] => plan_err(format!(
+                "detect(image, min_score): min_score must be a number between 0 and 1, got {s}"
+            )),
+            _ => plan_err(format!(
+                "detect(image [, min_score]) takes 1 or 2 arguments, got {}",
+                arg_types.len()
+            )),
+        }
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(detect_type())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = all_scalar(&args.args);
+        let rows = if scalar { 1 } else { args.number_rows };
+        let (image, min_score) = match args.args.as_slice() {
+            [image] => (image.to_array(rows)?, None),
+            [image, s] => (
+                image.to_array(rows)?,
+                Some(cast(&s.to_array(rows)?, &DataType::Float64)?),
+            ),
+            _ => return plan_err("detect(image [, min_score]) takes 1 or 2 arguments".into()),
+        };
+        let default = self.detector.spec().postprocess.score_threshold;
+        let thresholds: Vec<Option<f64>> = match &min_score {
+            None => vec![Some(default); rows],
+            Some(s) => s
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .iter()
+                .collect(),
+        };
+        if let Some(bad) = thresholds
+            .iter()
+            .flatten()
+            .find(|s| !(0.0..=1.0).contains(*s))
+        {
+            return Err(DataFusionError::Execution(format!(
+                "detect(image, min_score): min_score must lie between 0 and 1, got {bad}"
+            )));
+        }
+        let bytes = binary_values(&image)?;
+        let inputs: Vec<Option<&[u8]>> = bytes
+            .iter()
+            .zip(&thresholds)
+            .map(|(b, s)| b.filter(|_| s.is_some()))
+            .collect();
+        // One pass at the lowest threshold asked for; each row keeps its own.
+        let lowest = thresholds.iter().flatten().copied().fold(1.0, f64::min);
+        let results = self.detector.detect_batch(&inputs, Some(lowest));
+        let mut lengths = Vec::with_capacity(rows);
+        let mut valid = Vec::with_capacity(rows);
+        let mut labels = StringBuilder::new();
+        let mut numbers: [Float64Builder; 5] = Default::default();
+        for (row, (result, input)) in results.into_iter().zip(&inputs).enumerate() {
+            match (result, input) {
+                (Ok(found), _) => {
+                    let min = thresholds[row].unwrap_or(default);
+                    let mut n = 0;
+                    for d in found.iter().filter(|d| d.score >= min) {
+                        labels.append_value(&d.label);
+                        for (b, v) in numbers.iter_mut().zip([d.score, d.x1, d.y1, d.x2, d.y2]) {
+                            b.append_value(v);
+                        }
+                        n += 1;
+                    }
+                    lengths.push(n);
+                    valid.push(true);
+                }
+                (Err(_), None) => {
+                    lengths.push(0);
+                    valid.push(false);
+                }
+                (Err(reason), Some(b)) => {
+                    (self.on_reject)(DeadLetter {
+                        row,
+                        reason,
+                        bytes_len: b.len(),
+                        bytes: b.to_vec(),
+                    });
+                    lengths.push(0);
+                    valid.push(false);
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(labels.finish())];
+        columns.extend(numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        let items = StructArray::try_new(detection_fields(), columns, None)?;
+        let DataType::List(item) = detect_type() else {
+            return plan_err("detect: return type is not a list".into());
+        };
+        let list = ListArray::try_new(
+            item,
+            OffsetBuffer::from_lengths(lengths),
+            Arc::new(items),
+            Some(NullBuffer::from(valid)),
+        )?;
+        finish(Arc::new(list), scalar)
+    }
+}
+
+impl PartialEq for DetectUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.detector, &other.detector)
+            && Arc::ptr_eq(&self.on_reject, &other.on_reject)
+    }
+}
+impl Eq for DetectUdf {}
+impl Hash for DetectUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+        Arc::as_ptr(&self.detector).hash(state);
+    }
+}
+impl std::fmt::Debug for DetectUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectUdf")
+            .field("detector", &self.detector)
+            .finish_non_exhaustive()
     }
 }

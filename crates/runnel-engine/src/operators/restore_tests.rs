@@ -313,6 +313,43 @@ fn outlier_functions_in_over_restore() {
     );
 }
 
+/// DataFusion's statistics aggregates in OVER and in window aggregates, on DOUBLE
+/// arguments too (APPROX_DISTINCT has no HyperLogLog of its own for them).
+#[test]
+fn statistics_aggregates_on_doubles() {
+    same_after_restore(
+        "CREATE TABLE o (a BIGINT, d BIGINT, sd DOUBLE, v DOUBLE, c DOUBLE, p DOUBLE) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT auction, APPROX_DISTINCT(CAST(price AS DOUBLE)) OVER w, STDDEV(CAST(price AS DOUBLE)) OVER w,
+           VAR_POP(CAST(price AS DOUBLE)) OVER w, CORR(CAST(price AS DOUBLE), CAST(auction AS DOUBLE)) OVER w,
+           APPROX_PERCENTILE_CONT(CAST(price AS DOUBLE), 0.5) OVER w FROM bid
+         WINDOW w AS (PARTITION BY auction ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW);",
+        "over",
+        &[
+            Step::Rows(0, B1),
+            Step::Rows(0, B2),
+            Step::Watermark(1_767_225_600_000 + 3_000),
+            Step::Rows(0, B3),
+            Step::Watermark(i64::MAX),
+        ],
+        3,
+    );
+    same_after_restore(
+        "CREATE TABLE o (ws TIMESTAMP(3), d BIGINT, sd DOUBLE, c DOUBLE, p DOUBLE) WITH (connector = 'blackhole');
+         INSERT INTO o SELECT window_start, APPROX_DISTINCT(CAST(price AS DOUBLE)), STDDEV(CAST(price AS DOUBLE)),
+           CORR(CAST(price AS DOUBLE), CAST(auction AS DOUBLE)), APPROX_PERCENTILE_CONT(CAST(price AS DOUBLE), 0.5)
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;",
+        "window-aggregate",
+        &[
+            Step::Rows(0, W1),
+            Step::Rows(0, W2),
+            Step::Watermark(1_767_225_600_000 + 10_000),
+            Step::Rows(0, W3),
+            Step::Watermark(i64::MAX),
+        ],
+        2,
+    );
+}
+
 /// `table.exec.state.ttl` bounds an OVER operator's partitions: a key without rows for
 /// the TTL is forgotten once the watermark moves on.
 #[test]

@@ -306,6 +306,22 @@ impl Lowerer {
                 })
                 .collect(),
         };
+        // DataFusion's APPROX_DISTINCT has no HyperLogLog for floating point: it counts
+        // the values' text instead (one text per distinct number).
+        let args: Vec<Expr> = if func.name().eq_ignore_ascii_case("approx_distinct") {
+            use datafusion_expr::ExprSchemable;
+            args.into_iter()
+                .map(|a| match a.get_type(input.as_ref()) {
+                    Ok(t) if t.is_floating() => Expr::Cast(datafusion_expr::expr::Cast::new(
+                        Box::new(a),
+                        arrow::datatypes::DataType::Utf8,
+                    )),
+                    _ => a,
+                })
+                .collect()
+        } else {
+            args
+        };
         let phys_args = args
             .iter()
             .map(|a| self.physical(a, input))

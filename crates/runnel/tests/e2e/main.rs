@@ -15,5 +15,6 @@ mod planning;
 mod postgres;
 mod quality;
 mod query;
+mod vision;
 mod warehouse;
 mod web;
