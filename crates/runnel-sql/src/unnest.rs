@@ -69,14 +69,23 @@ impl RelationPlanner for UnnestPlanner {
             .project(vec![expr.alias(UNNEST_COLUMN)])?
             .unnest_column(UNNEST_COLUMN)?;
         if let DataType::Struct(fields) = &element {
+            // Named as the alias names them (`AS d (label, …)`) right away: a field named
+            // like a column of the other side must not make the join's schema ambiguous.
+            let renamed = |i: usize| {
+                alias
+                    .as_ref()
+                    .filter(|a| a.columns.len() == fields.len())
+                    .map(|a| a.columns[i].name.value.clone())
+            };
             let spread: Vec<Expr> = fields
                 .iter()
-                .map(|f| {
+                .enumerate()
+                .map(|(i, f)| {
                     datafusion_functions::core::expr_fn::get_field(
                         col(UNNEST_COLUMN),
                         f.name().as_str(),
                     )
-                    .alias(f.name())
+                    .alias(renamed(i).unwrap_or_else(|| f.name().clone()))
                 })
                 .collect();
             plan = plan.project(spread)?;

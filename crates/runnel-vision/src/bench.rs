@@ -1,9 +1,10 @@
-//! `runnel bench vision`: throughput and latency of [`Classifier::classify_batch`]
-//! (decode + resize + normalize + inference) over a set of encoded images.
+//! `runnel bench vision`: throughput and latency of [`Classifier::classify_batch`] and
+//! [`Detector::detect_batch`] (decode + resize + normalize + inference, and for
+//! detection NMS) over a set of encoded images.
 
 use std::time::Instant;
 
-use crate::Classifier;
+use crate::{Classifier, Detector};
 
 /// What one vision benchmark run measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +33,45 @@ pub fn run_bench(
     batch: usize,
     iterations: usize,
 ) -> VisionBenchReport {
+    run_bench_with(images, batch, iterations, |inputs| {
+        classifier
+            .classify_batch(inputs, 1)
+            .iter()
+            .filter(|r| r.is_err())
+            .count()
+    })
+}
+
+/// [`run_bench`] for `detect`: the objects of each image, at the model's threshold.
+pub fn run_detect_bench(
+    detector: &Detector,
+    images: Vec<Vec<u8>>,
+    batch: usize,
+    iterations: usize,
+) -> VisionBenchReport {
+    run_bench_with(images, batch, iterations, |inputs| {
+        detector
+            .detect_batch(inputs, None)
+            .iter()
+            .filter(|r| r.is_err())
+            .count()
+    })
+}
+
+/// Times `call` (one batch in, the number of rejected images out) over `iterations`
+/// batches after one untimed warm-up batch.
+fn run_bench_with(
+    images: Vec<Vec<u8>>,
+    batch: usize,
+    iterations: usize,
+    call: impl Fn(&[Option<&[u8]>]) -> usize,
+) -> VisionBenchReport {
     let batch = batch.max(1);
     let mut next = images.iter().cycle();
     let mut take =
         || -> Vec<Option<&[u8]>> { (0..batch).map(|_| next.next().map(Vec::as_slice)).collect() };
     let warm = take();
-    let _ = classifier.classify_batch(&warm, 1);
+    let _ = call(&warm);
 
     let mut latencies_ms = Vec::with_capacity(iterations);
     let mut rejected = 0;
@@ -45,9 +79,8 @@ pub fn run_bench(
     for _ in 0..iterations {
         let inputs = take();
         let t = Instant::now();
-        let results = classifier.classify_batch(&inputs, 1);
+        rejected += call(&inputs);
         latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        rejected += results.iter().filter(|r| r.is_err()).count();
     }
     let total_s = started.elapsed().as_secs_f64();
     let images_done = iterations * batch;

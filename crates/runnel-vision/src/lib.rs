@@ -41,7 +41,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
-pub use crate::bench::{VisionBenchReport, run_bench};
+pub use crate::bench::{VisionBenchReport, run_bench, run_detect_bench};
 pub use crate::detect::{Detection, Detector, DetectorSpec};
 pub use crate::error::VisionError;
 pub use crate::model::{ClassifierOptions, ModelSpec, default_model_path, embedded_model};

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The camera demo in one process: log, server, dashboard, 4 simulated cameras,
-    /// classification (open the printed URL; Ctrl-C to stop)
+    /// classification and object detection (open the printed URL; Ctrl-C to stop)
     Demo(crate::cmd::demo::DemoArgs),
     /// Run a SQL pipeline until its bounded sources end (or Ctrl-C)
     Run(RunArgs),

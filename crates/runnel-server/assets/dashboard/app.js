@@ -913,19 +913,72 @@ class GalleryPanel extends Panel {
 
 function makeCard() {
   const img = el('img', { class: 'gallery-img', alt: '', decoding: 'async' });
+  // Detected objects (a row's `objects` column, as detect() returns it) are drawn over
+  // the frame in the image's own pixels: the SVG's viewBox is the image's natural size
+  // and it letterboxes like the image's `object-fit: contain`.
+  const boxes = document.createElementNS(SVG_NS, 'svg');
+  boxes.setAttribute('class', 'boxes');
+  boxes.setAttribute('preserveAspectRatio', 'xMidYMid meet');
   const card = {
     img,
+    boxes,
     src: null,
+    objects: null,
+    drawn: null,
     key: el('strong', { class: 'card-key' }),
     label: el('span', { class: 'card-label' }),
     score: el('span', { class: 'card-score' }),
   };
   img.addEventListener('error', () => card.root.classList.add('broken'));
-  img.addEventListener('load', () => card.root.classList.remove('broken'));
+  img.addEventListener('load', () => {
+    card.root.classList.remove('broken');
+    drawBoxes(card);
+  });
   card.root = el('figure', { class: 'gallery-card' },
-    el('div', { class: 'frame' }, img),
+    el('div', { class: 'frame' }, img, boxes),
     el('figcaption', null, card.key, card.label, card.score));
   return card;
+}
+
+// Draws the card's objects once its frame has loaded (their boxes are in its pixels).
+function drawBoxes(card) {
+  const w = card.img.naturalWidth, h = card.img.naturalHeight;
+  const objects = Array.isArray(card.objects) ? card.objects : [];
+  const sig = `${card.img.currentSrc}|${w}x${h}|${JSON.stringify(objects)}`;
+  if (!w || !h || card.drawn === sig) return;
+  card.drawn = sig;
+  card.boxes.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  const stroke = Math.max(2, Math.round(Math.min(w, h) / 150));
+  const font = Math.max(12, Math.round(Math.min(w, h) / 14));
+  const shapes = [];
+  for (const o of objects) {
+    if (!o || ![o.x1, o.y1, o.x2, o.y2].every(Number.isFinite)) continue;
+    const colour = classColour(String(o.label));
+    const rect = document.createElementNS(SVG_NS, 'rect');
+    rect.setAttribute('x', o.x1); rect.setAttribute('y', o.y1);
+    rect.setAttribute('width', Math.max(0, o.x2 - o.x1));
+    rect.setAttribute('height', Math.max(0, o.y2 - o.y1));
+    rect.setAttribute('stroke', colour);
+    rect.setAttribute('stroke-width', stroke);
+    rect.setAttribute('fill', 'none');
+    const text = document.createElementNS(SVG_NS, 'text');
+    text.setAttribute('x', o.x1 + stroke);
+    text.setAttribute('y', Math.max(font, o.y1 + font));
+    text.setAttribute('font-size', font);
+    text.setAttribute('fill', colour);
+    text.setAttribute('class', 'box-label');
+    text.textContent = `${o.label} ${fmtScore(o.score)}`;
+    shapes.push(rect, text);
+  }
+  card.boxes.replaceChildren(...shapes);
+  card.root.dataset.objects = String(shapes.length / 2);
+}
+
+// A stable, distinguishable colour per class name.
+function classColour(label) {
+  let h = 0;
+  for (const c of label) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return `hsl(${h % 360} 85% 45%)`;
 }
 
 function updateCard(card, key, row) {
@@ -941,6 +994,10 @@ function updateCard(card, key, row) {
   if (card.key.textContent !== key) card.key.textContent = key;
   if (card.label.textContent !== label) card.label.textContent = label;
   if (card.score.textContent !== score) card.score.textContent = score;
+  if ('objects' in row) {
+    card.objects = row.objects;
+    if (card.img.complete) drawBoxes(card);
+  }
   card.root.title = Object.entries(row).filter(([k]) => !k.startsWith('_'))
     .map(([k, v]) => `${k}: ${fmtCell(v)}`).join('\n');
 }

@@ -1,15 +1,28 @@
-//! `runnel bench vision`: images/s and per-image latency of `classify` (decode, resize,
-//! normalize, inference) on the bundled photos or a folder of images.
+//! `runnel bench vision`: images/s and per-image latency of `classify` or `detect`
+//! (decode, resize, normalize, inference; NMS for detection) on the bundled photos or a
+//! folder of images.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use runnel_vision::{Classifier, ClassifierOptions};
+use runnel_vision::{Classifier, ClassifierOptions, Detector};
+
+/// What `runnel bench vision` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VisionTask {
+    /// `classify`: the bundled EfficientNet-Lite0 (ImageNet, top-1)
+    Classify,
+    /// `detect`: the bundled YOLOv4-tiny (COCO objects with boxes)
+    Detect,
+}
 
 /// `runnel bench vision`.
 #[derive(Debug, Args)]
 pub struct BenchVisionArgs {
+    /// Classification or object detection
+    #[arg(long, value_enum, default_value_t = VisionTask::Classify)]
+    pub task: VisionTask,
     /// Images per classify call (the RecordBatch size)
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -22,7 +35,7 @@ pub struct BenchVisionArgs {
     /// Folder of JPEG/PNG/WebP images (default: the bundled test photos)
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// An ONNX model with model.json and labels beside it (default: the bundled one)
+    /// An ONNX model with model.json and labels beside it (default: the bundled one for --task)
     #[arg(long)]
     pub model: Option<PathBuf>,
 }
@@ -43,7 +56,21 @@ pub async fn bench_vision(args: BenchVisionArgs) -> anyhow::Result<()> {
     options.max_batch = options.max_batch.max(args.batch);
     let threads = options.threads;
     let model = args.model.clone();
+    let task = args.task;
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        if task == VisionTask::Detect {
+            let detector = match &model {
+                Some(p) => Detector::load(p, &options)
+                    .with_context(|| format!("--model {}", p.display()))?,
+                None => Detector::load_default(&options).context("loading the bundled detector")?,
+            };
+            return Ok(runnel_vision::run_detect_bench(
+                &detector,
+                images,
+                args.batch,
+                args.iterations,
+            ));
+        }
         let classifier = match &model {
             Some(p) => Classifier::load_with_options(p, &options)
                 .with_context(|| format!("--model {}", p.display()))?,
@@ -63,8 +90,14 @@ pub async fn bench_vision(args: BenchVisionArgs) -> anyhow::Result<()> {
         report.batch, report.images, report.rejected
     );
     println!(
-        "latency_ms p50={:.1} p99={:.1} (one classify call of {} images: decode+resize+infer)",
-        report.p50_ms, report.p99_ms, report.batch
+        "latency_ms p50={:.1} p99={:.1} (one {} call of {} images: decode+resize+infer)",
+        report.p50_ms,
+        report.p99_ms,
+        match args.task {
+            VisionTask::Classify => "classify",
+            VisionTask::Detect => "detect",
+        },
+        report.batch
     );
     println!("per_image_ms={:.1}", report.per_image_ms);
     println!("images_per_s={:.1}", report.images_per_s);

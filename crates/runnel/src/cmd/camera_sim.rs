@@ -21,6 +21,10 @@ use crate::cli::ClientArgs;
 /// The bundled test photos (name, bytes), so the simulator works from any directory.
 pub const BUNDLED: &[(&str, &[u8])] = &[
     (
+        "astronaut.png",
+        include_bytes!("../../../../assets/images/astronaut.png"),
+    ),
+    (
         "chelsea.png",
         include_bytes!("../../../../assets/images/chelsea.png"),
     ),

@@ -2,8 +2,8 @@
 //!
 //! The embedded log (in a temporary or given directory), the HTTP server with the
 //! dashboard, simulated cameras posting over HTTP like real ones, and
-//! `examples/camera.sql` classifying every frame. A line per 10-second window is printed
-//! until Ctrl-C.
+//! `examples/camera.sql` classifying every frame and detecting its objects. A line per
+//! 10-second window is printed until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -103,7 +103,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut resources = Resources::new(&data_dir);
     let log = resources.open_log().await?;
-    for (topic, partitions) in [("frames", 4), ("labels", 1)] {
+    for (topic, partitions) in [("frames", 4), ("labels", 1), ("events", 1)] {
         if log.topic(topic).is_none() {
             let log = log.clone();
             tokio::task::spawn_blocking(move || {

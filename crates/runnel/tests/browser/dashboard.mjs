@@ -2,20 +2,20 @@
 // Drives the runnel dashboard in headless Chromium and checks that it shows live data.
 //
 //   node dashboard.mjs --url http://127.0.0.1:PORT/ --screenshot out.png \
-//     [--token T] [--expect-gallery] [--expect-rows N] [--expect-quality] [--timeout-ms 20000]
+//     [--token T] [--expect-gallery] [--expect-boxes] [--expect-rows N] [--expect-quality] [--timeout-ms 20000]
 //
 // Prints one JSON line on stdout; exits 0 when everything expected appeared, 1 otherwise.
 import { chromium } from 'playwright-core';
 
 function usage(msg) {
   process.stderr.write(`dashboard.mjs: ${msg}\n` +
-    'usage: node dashboard.mjs --url URL --screenshot PATH [--token T] [--expect-gallery] ' +
+    'usage: node dashboard.mjs --url URL --screenshot PATH [--token T] [--expect-gallery] [--expect-boxes] ' +
     '[--expect-rows N] [--expect-quality] [--timeout-ms MS]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectRows: 0, expectQuality: false, timeoutMs: 20000 };
+  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectBoxes: false, expectRows: 0, expectQuality: false, timeoutMs: 20000 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -27,6 +27,7 @@ function parseArgs(argv) {
       case '--screenshot': opts.screenshot = value(); break;
       case '--token': opts.token = value(); break;
       case '--expect-gallery': opts.expectGallery = true; break;
+      case '--expect-boxes': opts.expectBoxes = true; break;
       case '--expect-quality': opts.expectQuality = true; break;
       case '--expect-rows':
         // The count is optional: a bare --expect-rows means at least one row.
@@ -61,7 +62,7 @@ watchdog.unref();
 
 const consoleErrors = [];
 const failedRequests = [];
-const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, quality_violations: 0, quality_columns: 0 };
+const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, gallery_boxes: 0, quality_violations: 0, quality_columns: 0 };
 
 function missing() {
   const out = [];
@@ -70,6 +71,7 @@ function missing() {
     out.push(`fewer than ${opts.expectRows} tr.row in any panel (most in one panel: ${counts.rows})`);
   }
   if (opts.expectGallery && counts.gallery_images < 1) out.push('no loaded img.gallery-img (naturalWidth > 0)');
+  if (opts.expectBoxes && counts.gallery_boxes < 1) out.push('no detected object drawn over a gallery frame (svg.boxes rect)');
   if (opts.expectQuality && counts.quality_violations < 1) {
     out.push('no rule with violations in the Data quality panel (#quality .quality-rules td.bad)');
   }
@@ -86,6 +88,7 @@ function measure() {
     rows_total: document.querySelectorAll('tr.row').length,
     gallery_images: [...document.querySelectorAll('img.gallery-img')]
       .filter((img) => img.complete && img.naturalWidth > 0).length,
+    gallery_boxes: document.querySelectorAll('.gallery-card svg.boxes rect').length,
     quality_violations: [...document.querySelectorAll('#quality:not([hidden]) .quality-rules td.bad')]
       .filter((td) => td.offsetParent !== null).length,
     quality_columns: document.querySelectorAll('#quality:not([hidden]) .quality-profile tbody tr').length,

@@ -22,10 +22,16 @@ CREATE TABLE frames (key STRING, `value` BYTES)
   WITH (connector = 'log', topic = 'frames', format = 'raw');
 CREATE TABLE live (sensor STRING, temp DOUBLE)
   WITH (connector = 'dashboard', title = 'Latest readings', view = 'table', key = 'sensor');
-CREATE TABLE gallery (camera STRING, image BYTES, note STRING)
+CREATE TABLE gallery (camera STRING, image BYTES, note STRING,
+  objects ARRAY<ROW<label STRING, score DOUBLE, x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, y2 DOUBLE>>)
   WITH (connector = 'dashboard', title = 'Latest frames', view = 'gallery', key = 'camera');
+CREATE TABLE seen (camera STRING, object STRING, score DOUBLE)
+  WITH (connector = 'dashboard', title = 'Objects seen', view = 'table');
+CREATE VIEW detected AS SELECT key, `value`, detect(`value`) AS objects FROM frames;
 INSERT INTO live SELECT sensor, temp FROM readings;
-INSERT INTO gallery SELECT key, `value`, CONCAT(key, ' frame') FROM frames;
+INSERT INTO gallery SELECT key, `value`, CONCAT(key, ' frame'), objects FROM detected;
+INSERT INTO seen SELECT key, d.object, d.score
+  FROM detected CROSS JOIN UNNEST(objects) AS d (object, score, x1, y1, x2, y2);
 ";
 
 fn start_pipeline(dir: &Path, port: u16) -> Server {
@@ -143,7 +149,7 @@ fn admin_api_streams_metrics_and_page() {
         .iter()
         .map(|x| x["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(panels, ["live", "gallery"], "{p}");
+    assert_eq!(panels, ["live", "gallery", "seen"], "{p}");
     assert_eq!(p["panels"][1]["view"], "gallery");
     assert!(p.get("checkpoint").is_some());
 
@@ -463,6 +469,7 @@ fn dashboard_page_in_headless_chromium() {
         .args(["--screenshot", &shot.display().to_string()])
         .args([
             "--expect-gallery",
+            "--expect-boxes",
             "--expect-quality",
             "--expect-rows",
             "2",
@@ -676,8 +683,10 @@ fn demo_classifies_posted_frames() {
     assert!(!found.contains_key("test-corrupt") && !found.contains_key("test-empty"));
     let dead = std::fs::read_to_string(dir.path().join("data/dead-letters/classify.jsonl"))
         .unwrap_or_default();
-    assert_eq!(dead.lines().count(), 2, "{dead}");
+    // Each bad frame once from classify and once from detect (the demo runs both).
+    assert_eq!(dead.lines().count(), 4, "{dead}");
     assert!(dead.contains("empty"), "{dead}");
+    assert_eq!(dead.matches("\"detect\"").count(), 2, "{dead}");
 
     // The simulated camera's frames are counted per 10-second window on stdout.
     let deadline = Instant::now() + Duration::from_secs(60);
