@@ -123,12 +123,8 @@ impl FunctionProvider for VisionFunctions {
     }
 }
 
-/// Loads `vision.model` (default: the bundled EfficientNet-Lite0) with `vision.threads`
-/// worker threads.
-///
-/// # Errors
-/// The model cannot be read or is not a classifier runnel can run.
-pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> {
+/// The thread and batch options of `vision.threads` and `vision.batch`.
+fn options(settings: &VisionSettings) -> ClassifierOptions {
     let mut options = ClassifierOptions::default();
     if let Some(n) = settings.threads {
         options.threads = n;
@@ -136,6 +132,16 @@ pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> 
     if let Some(n) = settings.batch {
         options.max_batch = n;
     }
+    options
+}
+
+/// Loads `vision.model` (default: the bundled EfficientNet-Lite0) with the
+/// `vision.threads` and `vision.batch` settings.
+///
+/// # Errors
+/// The model cannot be read or is not a classifier runnel can run.
+pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> {
+    let options = options(settings);
     let started = std::time::Instant::now();
     let classifier = match &settings.model {
         Some(path) => Classifier::load_with_options(path, &options)
@@ -144,7 +150,9 @@ pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> 
             .map_err(|e| format!("loading the bundled image model: {e}"))?,
     };
     tracing::info!(
-        model = ?classifier,
+        model = classifier.spec().name,
+        classes = classifier.labels().len(),
+        threads = options.threads,
         ms = started.elapsed().as_millis() as u64,
         "image classifier loaded"
     );
@@ -157,13 +165,7 @@ pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> 
 /// # Errors
 /// The model cannot be read or is not a detector runnel can run.
 pub fn load_detector(settings: &VisionSettings) -> Result<Detector, String> {
-    let mut options = ClassifierOptions::default();
-    if let Some(n) = settings.threads {
-        options.threads = n;
-    }
-    if let Some(n) = settings.batch {
-        options.max_batch = n;
-    }
+    let options = options(settings);
     let started = std::time::Instant::now();
     let detector = match &settings.detect_model {
         Some(path) => Detector::load(path, &options)
@@ -173,6 +175,8 @@ pub fn load_detector(settings: &VisionSettings) -> Result<Detector, String> {
     };
     tracing::info!(
         model = detector.spec().name,
+        classes = detector.labels().len(),
+        threads = options.threads,
         ms = started.elapsed().as_millis() as u64,
         "object detector loaded"
     );

@@ -474,20 +474,7 @@ pub fn default_detect_model_path() -> Option<PathBuf> {
 /// The bundled detector compiled into this binary: (onnx, labels, model.json).
 #[cfg(feature = "embed-model")]
 pub fn embedded_detect_model() -> Option<(&'static [u8], &'static str, &'static str)> {
-    macro_rules! asset {
-        ($file:literal) => {
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../assets/models/yolov4-tiny/",
-                $file
-            )
-        };
-    }
-    Some((
-        include_bytes!(asset!("model.onnx")),
-        include_str!(asset!("labels.txt")),
-        include_str!(asset!("model.json")),
-    ))
+    model::embedded_files!("yolov4-tiny")
 }
 
 /// The bundled detector compiled into this binary; none without the `embed-model` feature.

@@ -263,23 +263,40 @@ pub(crate) fn candidates_for(relative: &str) -> Vec<PathBuf> {
     out
 }
 
+/// `(model.onnx, labels.txt, model.json)` of `assets/models/<dir>/`, compiled in.
+#[cfg(feature = "embed-model")]
+macro_rules! embedded_files {
+    ($dir:literal) => {
+        Some((
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../assets/models/",
+                $dir,
+                "/model.onnx"
+            ))
+            .as_slice(),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../assets/models/",
+                $dir,
+                "/labels.txt"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../assets/models/",
+                $dir,
+                "/model.json"
+            )),
+        ))
+    };
+}
+#[cfg(feature = "embed-model")]
+pub(crate) use embedded_files;
+
 /// The bundled model compiled into this binary: (onnx, labels, model.json).
 #[cfg(feature = "embed-model")]
 pub fn embedded_model() -> Option<(&'static [u8], &'static str, &'static str)> {
-    macro_rules! asset {
-        ($file:literal) => {
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../assets/models/efficientnet-lite0/",
-                $file
-            )
-        };
-    }
-    Some((
-        include_bytes!(asset!("model.onnx")),
-        include_str!(asset!("labels.txt")),
-        include_str!(asset!("model.json")),
-    ))
+    embedded_files!("efficientnet-lite0")
 }
 
 /// The bundled model compiled into this binary; none without the `embed-model` feature.

@@ -755,25 +755,25 @@ impl Operator for Over {
             // as argument columns.
             let (framed, waiting): (Vec<u32>, Vec<u32>) =
                 (0..data.num_rows() as u32).partition(|&i| in_frame.value(i as usize));
-            if !framed.is_empty() {
-                let idx = UInt32Array::from(framed);
+            // The rows at `idx`, with their argument columns.
+            let pick = |idx: Vec<u32>| -> Result<(RecordBatch, Vec<ArrayRef>), EngineError> {
+                let idx = UInt32Array::from(idx);
                 let part = arrow::compute::take_record_batch(&data, &idx).map_err(internal)?;
-                let args: Vec<ArrayRef> = args
+                let args = args
                     .iter()
                     .map(|a| arrow::compute::take(a, &idx, None).map_err(internal))
                     .collect::<Result<_, _>>()?;
+                Ok((part, args))
+            };
+            if !framed.is_empty() {
+                let (part, args) = pick(framed)?;
                 let keys = rows::encode(self.keys.as_ref(), &part, &self.partition)?;
                 let times = millis(&part, self.time_col)?;
                 let keys: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
                 self.restore_frames(&keys, times.values(), &args)?;
             }
             if !waiting.is_empty() {
-                let idx = UInt32Array::from(waiting);
-                let part = arrow::compute::take_record_batch(&data, &idx).map_err(internal)?;
-                let args: Vec<ArrayRef> = args
-                    .iter()
-                    .map(|a| arrow::compute::take(a, &idx, None).map_err(internal))
-                    .collect::<Result<_, _>>()?;
+                let (part, args) = pick(waiting)?;
                 self.hold(&part, args, now_ms())?;
             }
         }
