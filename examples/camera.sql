@@ -127,10 +127,13 @@ GROUP BY camera, d.object, window_start, window_end;
 
 -- Each frame with the time of its camera's previous frame; each object with the last
 -- time its class was seen on that camera: earlier than the previous frame (or never)
--- means it just appeared.
+-- means it just appeared. ROWS frames, so that two objects of one class in a frame
+-- (rows of equal time) are taken one after the other: the first may be an event, the
+-- second sees the first.
 CREATE VIEW framed AS
 SELECT camera, event_time, objects,
-       LAG(event_time) OVER (PARTITION BY camera ORDER BY event_time) AS prev_frame
+       LAG(event_time) OVER (PARTITION BY camera ORDER BY event_time
+                            ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev_frame
 FROM results;
 
 CREATE VIEW sightings AS
@@ -139,7 +142,8 @@ FROM framed CROSS JOIN UNNEST(objects) AS d (object, confidence, x1, y1, x2, y2)
 
 CREATE VIEW appeared AS
 SELECT camera, object, event_time, confidence AS score
-FROM (SELECT *, LAG(event_time) OVER (PARTITION BY camera, object ORDER BY event_time) AS last_seen
+FROM (SELECT *, LAG(event_time) OVER (PARTITION BY camera, object ORDER BY event_time
+                                ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS last_seen
       FROM sightings)
 WHERE last_seen IS NULL OR last_seen < prev_frame;
 
