@@ -273,14 +273,7 @@ impl Over {
     ) -> Result<(), EngineError> {
         let times = millis(batch, self.time_col)?;
         let keys = match &self.keys {
-            Some(codec) => {
-                let arrays: Vec<ArrayRef> = self
-                    .partition
-                    .iter()
-                    .map(|&c| Arc::clone(batch.column(c)))
-                    .collect();
-                Some(codec.convert_columns(&arrays).map_err(internal)?)
-            }
+            Some(codec) => Some(rows::convert(codec, batch, &self.partition)?),
             None => None,
         };
         let mut kept: Vec<(usize, Timestamp, u32)> = Vec::with_capacity(batch.num_rows());

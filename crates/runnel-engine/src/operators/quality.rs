@@ -80,7 +80,9 @@ impl Quality {
 
     /// Whether each row passes `rule` (`None`), or why not. Evaluated on the whole batch;
     /// when that fails, row by row, so only the rows it fails on violate the rule.
-    fn evaluate(rule: &RuleSpec, batch: &RecordBatch) -> Vec<Option<String>> {
+    /// Per row, `Some(detail)` when it violates `rule`; `None` when every row passes
+    /// (the common case: no per-row verdicts are made).
+    fn evaluate(rule: &RuleSpec, batch: &RecordBatch) -> Option<Vec<Option<String>>> {
         let n = batch.num_rows();
         let eval = |b: &RecordBatch| -> Result<BooleanArray, String> {
             let v = rule
@@ -96,19 +98,23 @@ impl Quality {
         match eval(batch) {
             Ok(mask) => {
                 // NULL passes, as in SQL.
-                if mask.null_count() == 0 && mask.true_count() == n {
-                    return vec![None; n];
+                if mask.null_count() + mask.true_count() == n {
+                    return None;
                 }
-                (0..n)
-                    .map(|i| (mask.is_valid(i) && !mask.value(i)).then(String::new))
-                    .collect()
+                Some(
+                    (0..n)
+                        .map(|i| (mask.is_valid(i) && !mask.value(i)).then(String::new))
+                        .collect(),
+                )
             }
-            Err(_) => (0..n)
-                .map(|i| match eval(&batch.slice(i, 1)) {
-                    Ok(m) => (m.is_valid(0) && !m.value(0)).then(String::new),
-                    Err(e) => Some(format!(" (cannot be evaluated: {e})")),
-                })
-                .collect(),
+            Err(_) => Some(
+                (0..n)
+                    .map(|i| match eval(&batch.slice(i, 1)) {
+                        Ok(m) => (m.is_valid(0) && !m.value(0)).then(String::new),
+                        Err(e) => Some(format!(" (cannot be evaluated: {e})")),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -167,27 +173,28 @@ impl Operator for Quality {
         out: &mut Output,
     ) -> Result<(), EngineError> {
         let n = batch.num_rows();
-        let verdicts: Vec<Vec<Option<String>>> = self
+        let verdicts: Vec<Option<Vec<Option<String>>>> = self
             .rules
             .iter()
             .map(|r| Self::evaluate(&r.spec, &batch))
             .collect();
-        if verdicts.iter().all(|v| v.iter().all(Option::is_none)) {
+        let verdict = |r: usize, row: usize| verdicts[r].as_ref().and_then(|v| v[row].as_deref());
+        if verdicts.iter().all(Option::is_none) {
             out.emit(batch);
             return Ok(());
         }
         let ops = changelog::ops(&batch);
         let mut keep = vec![true; n];
         let mut letters = Vec::new();
-        for row in 0..n {
+        for (row, kept) in keep.iter_mut().enumerate() {
             let broken: Vec<usize> = (0..self.rules.len())
-                .filter(|&r| verdicts[r][row].is_some())
+                .filter(|&r| verdict(r, row).is_some())
                 .collect();
             if broken.is_empty() {
                 continue;
             }
             if changelog::kind_at(ops, row).is_retract() {
-                keep[row] = false;
+                *kept = false;
                 continue;
             }
             let mut action = OnViolation::Warn;
@@ -206,7 +213,7 @@ impl Operator for Quality {
                             "rule '{}' {} is violated{}: {}",
                             rule.name,
                             rule.text,
-                            verdicts[r][row].as_deref().unwrap_or_default(),
+                            verdict(r, row).unwrap_or_default(),
                             Self::values(rule, &batch, row)
                         )
                     })
@@ -225,7 +232,7 @@ impl Operator for Quality {
                     });
                 }
                 OnViolation::DeadLetter => {
-                    keep[row] = false;
+                    *kept = false;
                     let mut raw = Vec::new();
                     let data = changelog::data(&batch.slice(row, 1));
                     // A row that cannot be rendered is still reported, without its values.
@@ -240,7 +247,7 @@ impl Operator for Quality {
                         .join(",");
                     letters.push(DeadLetter::new(Location::Rule { names }, reason(), raw));
                 }
-                OnViolation::Drop => keep[row] = false,
+                OnViolation::Drop => *kept = false,
                 OnViolation::Warn => {
                     for &r in &broken {
                         if self.rules[r].spec.action == OnViolation::Warn {

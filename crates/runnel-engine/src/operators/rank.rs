@@ -239,12 +239,7 @@ impl Rank {
         match &self.keys {
             // In Arrow's row format, looked up without a copy per row.
             Some(codec) => {
-                let arrays: Vec<ArrayRef> = self
-                    .partition
-                    .iter()
-                    .map(|&c| Arc::clone(batch.column(c)))
-                    .collect();
-                let keys = codec.convert_columns(&arrays).map_err(internal)?;
+                let keys = super::rows::convert(codec, batch, &self.partition)?;
                 let mut fresh: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::new();
                 for (i, key) in keys.iter().enumerate() {
                     let key = key.data();

@@ -42,9 +42,19 @@ pub fn encode(
     let Some(codec) = codec else {
         return Ok(vec![Box::from(&[][..]); batch.num_rows()]);
     };
-    let arrays: Vec<ArrayRef> = cols.iter().map(|&c| Arc::clone(batch.column(c))).collect();
-    let rows = codec.convert_columns(&arrays).map_err(internal)?;
+    let rows = convert(codec, batch, cols)?;
     Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
+}
+
+/// Columns `cols` of every row of `batch` in `codec`'s row format, without a copy per
+/// row (look keys up with `rows.row(i).data()`).
+pub fn convert(
+    codec: &RowConverter,
+    batch: &RecordBatch,
+    cols: &[usize],
+) -> Result<arrow::row::Rows, EngineError> {
+    let arrays: Vec<ArrayRef> = cols.iter().map(|&c| Arc::clone(batch.column(c))).collect();
+    codec.convert_columns(&arrays).map_err(internal)
 }
 
 /// Decodes rows back into columns.
