@@ -91,6 +91,7 @@ pub struct RunningPipeline {
     tasks: JoinSet<Result<(), EngineError>>,
     metrics: PipelineMetrics,
     checkpoints: checkpoint::SharedStats,
+    requests: Option<tokio::sync::mpsc::UnboundedSender<checkpoint::CheckpointRequest>>,
 }
 
 impl RunningPipeline {
@@ -102,6 +103,27 @@ impl RunningPipeline {
     /// The last completed and the failed checkpoints.
     pub fn checkpoints(&self) -> checkpoint::SharedStats {
         self.checkpoints.clone()
+    }
+
+    /// Takes a checkpoint now (after the one in flight, if any) and answers with it once
+    /// it is complete.
+    ///
+    /// # Errors
+    /// The pipeline does not checkpoint, has ended, or the checkpoint failed.
+    pub async fn checkpoint_now(&self) -> Result<checkpoint::CheckpointInfo, String> {
+        let Some(requests) = &self.requests else {
+            return Err(
+                "the pipeline does not checkpoint (its sources all end; SET \
+                        'execution.checkpointing.interval' to checkpoint it)"
+                    .into(),
+            );
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        requests
+            .send(tx)
+            .map_err(|_| "the pipeline has ended".to_string())?;
+        rx.await
+            .map_err(|_| "the pipeline ended before the checkpoint completed".to_string())?
     }
 
     /// Waits until every subtask finished; the first error stops all others.
@@ -188,7 +210,9 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
     }
     // The subtasks hold the only report senders: when they are all done, so is it.
     drop(parts);
-    if let Some(c) = coordinator {
+    let mut requests = None;
+    if let Some(mut c) = coordinator {
+        requests = Some(c.requests());
         tasks.spawn(c.run());
     }
     Ok(RunningPipeline {
@@ -197,6 +221,7 @@ pub fn start(graph: &PipelineGraph, config: &RunConfig) -> Result<RunningPipelin
             nodes: std::sync::Arc::new(node_metrics),
         },
         checkpoints: stats,
+        requests,
     })
 }
 

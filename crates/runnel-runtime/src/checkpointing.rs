@@ -27,7 +27,11 @@ pub(crate) async fn config(
     let dir = pipeline_dir(prepared)?;
     let name = &prepared.name;
     let fingerprint = fingerprint(prepared);
-    let restore = if from_scratch {
+    let restore = if let Some(savepoint) = &prepared.options.savepoint {
+        let r =
+            runnel_engine::checkpoint::savepoint::load(&dir, savepoint, &fingerprint, name).await?;
+        Some(Arc::new(r))
+    } else if from_scratch {
         None
     } else {
         runnel_engine::checkpoint::load_latest(&dir, &fingerprint, name)

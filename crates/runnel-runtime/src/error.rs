@@ -56,3 +56,32 @@ pub enum RuntimeError {
     #[error("internal runtime error (a runnel bug, please report it): {0}")]
     Internal(String),
 }
+
+impl RuntimeError {
+    /// Where in the script the problem is, when known: 1-based line, and column when
+    /// known (for an editor to mark it).
+    pub fn position(&self) -> Option<(u64, Option<u64>)> {
+        match self {
+            RuntimeError::Setting { at, .. } => Some((at.line, Some(at.column))),
+            RuntimeError::Sql(runnel_sql::SqlError::At { at, .. }) => {
+                Some((at.line, Some(at.column)))
+            }
+            RuntimeError::Sql(runnel_sql::SqlError::Syntax(text)) => {
+                // "line L, column C: …"
+                let rest = text.strip_prefix("line ")?;
+                let (line, rest) = rest.split_once(", column ")?;
+                let column = rest.split(':').next()?;
+                Some((line.trim().parse().ok()?, column.trim().parse().ok()))
+            }
+            RuntimeError::Sql(e) => e.line().map(|l| (l, column_in(&e.to_string()))),
+            _ => None,
+        }
+    }
+}
+
+/// The `N` of "column N" in a message ("… found SELEC at column 1").
+fn column_in(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once("column ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}

@@ -27,6 +27,7 @@ mod checkpointing;
 pub mod distributed;
 pub mod error;
 pub mod functions;
+pub mod host;
 pub mod resources;
 pub mod settings;
 pub mod status;
@@ -61,6 +62,9 @@ pub struct PrepareOptions {
     pub parallelism: Option<usize>,
     /// Ignore earlier checkpoints and start over.
     pub from_scratch: bool,
+    /// Resume from this savepoint (see [`Running::savepoint`]) instead of the newest
+    /// checkpoint.
+    pub savepoint: Option<String>,
 }
 
 impl PrepareOptions {
@@ -71,6 +75,7 @@ impl PrepareOptions {
             data_dir: data_dir.into(),
             parallelism: None,
             from_scratch: false,
+            savepoint: None,
         }
     }
 }
@@ -508,55 +513,22 @@ impl Running {
     /// # Errors
     /// The rows cannot be read back or sorted.
     pub fn query_result(&self) -> Option<Result<arrow::record_batch::RecordBatch, RuntimeError>> {
-        let query = self.prepared.graph.query.as_ref()?;
-        Some(self.collected(query))
+        Some(self.query_reader()?.rows())
     }
 
-    fn collected(
-        &self,
-        query: &runnel_sql::QueryResult,
-    ) -> Result<arrow::record_batch::RecordBatch, RuntimeError> {
-        use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
-        let internal =
-            |e: &dyn std::fmt::Display| RuntimeError::Internal(format!("the query's result: {e}"));
-        let table = &query.table;
-        let batch = match self.hub.collected(table) {
-            Some(c) => c.batch().map_err(|e| internal(&e))?,
-            None => {
-                let spec = self
-                    .prepared
-                    .tables()
-                    .find(|(t, _)| &t.name == table)
-                    .map(|(t, _)| t.schema.clone());
-                match spec {
-                    Some(schema) => arrow::record_batch::RecordBatch::new_empty(schema),
-                    None => return Err(internal(&"no result table")),
-                }
-            }
-        };
-        let batch = if query.order_by.is_empty() || batch.num_rows() < 2 {
-            batch
-        } else {
-            let columns: Vec<SortColumn> = query
-                .order_by
-                .iter()
-                .map(|&(c, descending, nulls_first)| SortColumn {
-                    values: batch.column(c).clone(),
-                    options: Some(SortOptions {
-                        descending,
-                        nulls_first,
-                    }),
-                })
-                .collect();
-            let order = lexsort_to_indices(&columns, None).map_err(|e| internal(&e))?;
-            take_record_batch(&batch, &order).map_err(|e| internal(&e))?
-        };
-        let offset = query.offset.min(batch.num_rows());
-        let len = query
-            .limit
-            .unwrap_or(usize::MAX)
-            .min(batch.num_rows() - offset);
-        Ok(batch.slice(offset, len))
+    /// What reads an ad-hoc query's rows while it runs (`None` for a pipeline).
+    pub fn query_reader(&self) -> Option<QueryReader> {
+        let query = self.prepared.graph.query.clone()?;
+        let schema = self
+            .prepared
+            .tables()
+            .find(|(t, _)| t.name == query.table)
+            .map(|(t, _)| t.schema.clone())?;
+        Some(QueryReader {
+            hub: self.hub.clone(),
+            query,
+            schema,
+        })
     }
 
     /// Live counters, indexed like the graph's nodes.
@@ -570,6 +542,33 @@ impl Running {
             return None;
         }
         self.pipeline.checkpoints().lock().ok().map(|c| c.clone())
+    }
+
+    /// Takes a checkpoint now and keeps it as savepoint `name`, out of reach of
+    /// retention; [`PrepareOptions::savepoint`] resumes from it.
+    ///
+    /// # Errors
+    /// The pipeline does not checkpoint or has ended, the checkpoint failed, or the copy
+    /// could not be written.
+    pub async fn savepoint(
+        &self,
+        name: &str,
+    ) -> Result<runnel_engine::checkpoint::CheckpointInfo, RuntimeError> {
+        let dir = checkpointing::pipeline_dir(&self.prepared)?;
+        let location = |message: String| RuntimeError::Checkpoint {
+            location: dir.to_string(),
+            message,
+        };
+        if !runnel_engine::checkpoint::savepoint::valid_name(name) {
+            return Err(location(format!(
+                "'{name}' is not a savepoint name: use 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let info = self.pipeline.checkpoint_now().await.map_err(location)?;
+        runnel_engine::checkpoint::savepoint::save(&dir, info.id, name)
+            .await
+            .map_err(|e| location(e.to_string()))?;
+        Ok(info)
     }
 
     /// Stops every subtask now (sinks are not finished; the next start resumes from the
@@ -642,5 +641,54 @@ impl Running {
             ));
         }
         report
+    }
+}
+
+/// Reads an ad-hoc query's rows as they stand, while it runs and after.
+#[derive(Clone)]
+pub struct QueryReader {
+    hub: Arc<runnel_connectors::sink::dashboard::Dashboards>,
+    query: runnel_sql::QueryResult,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl QueryReader {
+    /// The rows collected so far (inserts added, retractions taken back), ordered and
+    /// limited as the query's `ORDER BY` and `LIMIT` say.
+    ///
+    /// # Errors
+    /// The rows cannot be read back or sorted.
+    pub fn rows(&self) -> Result<arrow::record_batch::RecordBatch, RuntimeError> {
+        use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+        let internal =
+            |e: &dyn std::fmt::Display| RuntimeError::Internal(format!("the query's result: {e}"));
+        let query = &self.query;
+        let batch = match self.hub.collected(&query.table) {
+            Some(c) => c.batch().map_err(|e| internal(&e))?,
+            None => arrow::record_batch::RecordBatch::new_empty(self.schema.clone()),
+        };
+        let batch = if query.order_by.is_empty() || batch.num_rows() < 2 {
+            batch
+        } else {
+            let columns: Vec<SortColumn> = query
+                .order_by
+                .iter()
+                .map(|&(c, descending, nulls_first)| SortColumn {
+                    values: batch.column(c).clone(),
+                    options: Some(SortOptions {
+                        descending,
+                        nulls_first,
+                    }),
+                })
+                .collect();
+            let order = lexsort_to_indices(&columns, None).map_err(|e| internal(&e))?;
+            take_record_batch(&batch, &order).map_err(|e| internal(&e))?
+        };
+        let offset = query.offset.min(batch.num_rows());
+        let len = query
+            .limit
+            .unwrap_or(usize::MAX)
+            .min(batch.num_rows() - offset);
+        Ok(batch.slice(offset, len))
     }
 }

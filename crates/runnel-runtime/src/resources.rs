@@ -62,7 +62,37 @@ pub async fn open_log(dir: &Path) -> Result<Arc<Log>, RuntimeError> {
         .await
         .map_err(|e| RuntimeError::Internal(format!("opening the log: {e}")))?
         .map_err(|error| RuntimeError::Log { dir: shown, error })?;
-    Ok(Arc::new(log))
+    let log = Arc::new(log);
+    enforce_retention(&log);
+    Ok(log)
+}
+
+/// How often the log's retention runs.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deletes sealed segments past each topic's `retention_ms` / `retention_bytes` every
+/// [`RETENTION_INTERVAL`] while the log is open (it holds the log weakly, so closing is
+/// never held up by it). Call once per opened log, on a tokio runtime.
+pub fn enforce_retention(log: &Arc<Log>) {
+    let weak = Arc::downgrade(log);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(log) = weak.upgrade() else { return };
+            let report = tokio::task::spawn_blocking(move || log.enforce_retention()).await;
+            match report {
+                Ok(Ok(r)) if r.segments_deleted > 0 => tracing::info!(
+                    segments = r.segments_deleted,
+                    bytes = r.bytes_deleted,
+                    "log retention deleted old segments"
+                ),
+                Ok(Err(e)) => tracing::warn!("log retention: {e}"),
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Closes the log once nothing else holds it (dropping the last handle closes it too).

@@ -199,7 +199,7 @@ impl RunState {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = ("failed", Some(error));
     }
 
-    fn get(&self) -> (&'static str, Option<String>) {
+    pub(crate) fn get(&self) -> (&'static str, Option<String>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -257,7 +257,7 @@ pub fn handle(
         .map(|n| NodeInfo {
             id: n.id,
             kind: n.spec.kind().to_string(),
-            label: n.label.clone(),
+            label: describe(n),
             blocking: matches!(&n.spec, NodeSpec::Project(p) if p.blocking),
             is_source: matches!(n.spec, NodeSpec::Source(..)),
             rules: match &n.spec {
@@ -488,6 +488,56 @@ fn checkpoint_json(c: &runnel_engine::checkpoint::CheckpointStats) -> serde_json
     if let serde_json::Value::Object(map) = &mut v {
         map.insert("failed".into(), serde_json::json!(c.failed));
         map.insert("restored_from".into(), serde_json::json!(c.restored_from));
+        map.insert("history".into(), serde_json::json!(c.history));
     }
     v
+}
+
+/// A node's name as the page shows it: what it does, in the script's terms
+/// (`filter temp > 20`, `project sensor, temp`), where the planner's label is generic.
+fn describe(node: &runnel_sql::Node) -> String {
+    let NodeSpec::Project(p) = &node.spec else {
+        return node.label.clone();
+    };
+    let calls = |what: &str| -> String {
+        // `temp@1 > 20` → `temp > 20`: drop DataFusion's column indexes.
+        let mut out = String::with_capacity(what.len());
+        let mut chars = what.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '@' && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let columns: Vec<&str> = node
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let shown = if columns.len() > 4 {
+        format!("{}, …", columns[..3].join(", "))
+    } else {
+        columns.join(", ")
+    };
+    let text = match &p.filter {
+        Some(f) => format!("filter {}", calls(&f.to_string())),
+        None if p.blocking => format!("{} → {shown}", node.label),
+        None => format!("project {shown}"),
+    };
+    cut_label(&text, 60)
+}
+
+fn cut_label(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use runnel_runtime::resources::{Dashboards, Panel};
@@ -38,6 +38,8 @@ pub struct AdminState {
     pipelines: Arc<RwLock<Vec<PipelineHandle>>>,
     dashboards: Arc<Dashboards>,
     ready: Arc<AtomicBool>,
+    /// Submitted pipelines (`runnel serve`); `None` where one fixed pipeline runs.
+    pub(crate) host: Option<runnel_runtime::host::Host>,
 }
 
 impl AdminState {
@@ -47,6 +49,12 @@ impl AdminState {
             dashboards,
             ..AdminState::default()
         }
+    }
+
+    /// Hosts submitted pipelines (`POST /api/pipelines`) with `host`.
+    pub fn with_host(mut self, host: runnel_runtime::host::Host) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// Adds a running pipeline.
@@ -68,13 +76,18 @@ impl AdminState {
     }
 
     fn handles(&self) -> Vec<PipelineHandle> {
-        self.pipelines
+        let mut all = self
+            .pipelines
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if let Some(host) = &self.host {
+            all.extend(host.handles());
+        }
+        all
     }
 
-    fn handle(&self, name: &str) -> Result<PipelineHandle, ApiError> {
+    pub(crate) fn handle(&self, name: &str) -> Result<PipelineHandle, ApiError> {
         self.handles()
             .into_iter()
             .find(|h| h.name == name)
@@ -83,7 +96,7 @@ impl AdminState {
                     StatusCode::NOT_FOUND,
                     "unknown_pipeline",
                     format!(
-                        "no pipeline named '{name}'; running: {}",
+                        "no pipeline named '{name}'; pipelines: {}",
                         names(&self.handles())
                     ),
                 )
@@ -114,7 +127,7 @@ impl AdminState {
     }
 
     /// A pipeline's status with its dashboard panels, as JSON.
-    fn status_json(&self, handle: &PipelineHandle) -> Value {
+    pub(crate) fn status_json(&self, handle: &PipelineHandle) -> Value {
         let mut v = serde_json::to_value((handle.status)()).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
             map.insert("panels".into(), self.panels_json());
@@ -162,8 +175,21 @@ fn names(handles: &[PipelineHandle]) -> String {
 /// `/api/…`, `/readyz` and the embedded page.
 pub fn admin_routes(state: AdminState) -> Router {
     Router::new()
-        .route("/api/pipelines", get(list_pipelines))
-        .route("/api/pipelines/{name}", get(get_pipeline))
+        .route(
+            "/api/pipelines",
+            get(list_pipelines).post(crate::pipelines::submit),
+        )
+        .route(
+            "/api/pipelines/{name}",
+            get(get_pipeline).delete(crate::pipelines::delete),
+        )
+        .route("/api/pipelines/{name}/stop", post(crate::pipelines::stop))
+        .route("/api/pipelines/{name}/start", post(crate::pipelines::start))
+        .route("/api/queries", post(crate::pipelines::start_query))
+        .route(
+            "/api/queries/{id}",
+            get(crate::pipelines::query_view).delete(crate::pipelines::cancel_query),
+        )
         .route("/api/pipelines/{name}/events", get(pipeline_events))
         .route("/api/pipelines/{name}/quality", get(pipeline_quality))
         .route("/api/streams/{sink}", get(stream_rows))
@@ -177,12 +203,27 @@ pub fn admin_routes(state: AdminState) -> Router {
 }
 
 async fn list_pipelines(State(s): State<AdminState>) -> Json<Value> {
+    let hosted = match &s.host {
+        Some(host) => host.list().await,
+        None => Vec::new(),
+    };
     let list: Vec<Value> = s
         .statuses()
         .into_iter()
-        .map(|p| json!({"name": p.name, "state": p.state, "health": p.health, "uptime_s": p.uptime_s}))
+        .map(|p| {
+            let mut v = json!({"name": p.name, "state": p.state, "health": p.health, "uptime_s": p.uptime_s});
+            if let Some(h) = hosted.iter().find(|h| h.name == p.name) {
+                v["hosted"] = true.into();
+                v["savepoint"] = json!(h.savepoint);
+                v["created_ms"] = h.created_ms.into();
+                if let Some(e) = &h.error {
+                    v["error"] = e.clone().into();
+                }
+            }
+            v
+        })
         .collect();
-    Json(json!({ "pipelines": list }))
+    Json(json!({ "pipelines": list, "hosting": s.host.is_some() }))
 }
 
 async fn get_pipeline(
@@ -190,7 +231,13 @@ async fn get_pipeline(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let h = s.handle(&name)?;
-    Ok(Json(s.status_json(&h)))
+    let mut v = s.status_json(&h);
+    if let Some(host) = &s.host
+        && let Ok(hosted) = host.get(&name).await
+    {
+        v["hosted"] = serde_json::to_value(&hosted).unwrap_or_default();
+    }
+    Ok(Json(v))
 }
 
 /// Data quality per table: rule violations, dead letters, late rows and each source's

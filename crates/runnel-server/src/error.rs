@@ -47,6 +47,8 @@ pub struct ApiError {
     pub detail: String,
     /// For a read that starts at damaged records: where reading can go on.
     pub next_offset: Option<u64>,
+    /// For a script that does not plan: the 1-based line, and column when known.
+    pub at: Option<(u64, Option<u64>)>,
 }
 
 impl ApiError {
@@ -57,6 +59,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             next_offset: None,
+            at: None,
         }
     }
 
@@ -113,6 +116,12 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({ "error": self.code, "detail": self.detail });
         if let (Some(next), Some(map)) = (self.next_offset, body.as_object_mut()) {
             map.insert("next_offset".into(), next.into());
+        }
+        if let (Some((line, column)), Some(map)) = (self.at, body.as_object_mut()) {
+            map.insert("line".into(), line.into());
+            if let Some(column) = column {
+                map.insert("column".into(), column.into());
+            }
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(next) = self.next_offset {

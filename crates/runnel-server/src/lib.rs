@@ -31,6 +31,7 @@ mod error;
 pub mod guard;
 mod ingest;
 pub mod loadgen;
+mod pipelines;
 pub mod prometheus;
 pub mod tls;
 mod topics;

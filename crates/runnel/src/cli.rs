@@ -46,8 +46,12 @@ pub enum Command {
     Consume(crate::cmd::consume::ConsumeArgs),
     /// Append records (JSON lines by default) from stdin or a file to a topic
     Produce(crate::cmd::produce::ProduceArgs),
-    /// Serve the HTTP ingest API over the log in --data-dir (no pipeline)
+    /// Serve the HTTP API, the page and the log in --data-dir, and host the pipelines
+    /// submitted to it (POST /api/pipelines; kept in --data-dir and resumed at restart)
     Serve(crate::cmd::serve::ServeArgs),
+    /// An interactive SQL shell: declare tables, submit pipelines, watch a SELECT's rows
+    /// live (in this process on --data-dir, or on a server with --server)
+    Sql(crate::cmd::sql::SqlArgs),
     /// Create, list and describe topics of the log (in --data-dir or on a server's --url)
     #[command(subcommand)]
     Topics(crate::cmd::topics::TopicsCommand),

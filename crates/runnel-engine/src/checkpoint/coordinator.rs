@@ -8,7 +8,10 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 
 use super::manifest::{FORMAT_VERSION, Manifest, NamedBatches, SubtaskEntry, encode_state};
-use super::{CheckpointConfig, CheckpointError, CheckpointInfo, Participant, Report, SharedStats};
+use super::{
+    CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointRequest, HISTORY, Participant,
+    Report, SharedStats,
+};
 use crate::error::EngineError;
 
 /// The coordinator task: triggers checkpoints, collects reports, writes them.
@@ -20,6 +23,8 @@ pub struct Coordinator {
     triggers: broadcast::Sender<u64>,
     commits: broadcast::Sender<u64>,
     stats: SharedStats,
+    /// Checkpoints asked for now (savepoints).
+    requests: Option<mpsc::UnboundedReceiver<CheckpointRequest>>,
 }
 
 struct InFlight {
@@ -60,19 +65,44 @@ impl Coordinator {
                 triggers,
                 commits,
                 stats,
+                requests: None,
             },
             source_part,
             sink_part,
         )
     }
 
+    /// Where to ask for a checkpoint now: each request is answered once the next
+    /// checkpoint (started at once, or after the one in flight) completes or fails.
+    pub fn requests(&mut self) -> mpsc::UnboundedSender<CheckpointRequest> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.requests = Some(rx);
+        tx
+    }
+
     /// Runs until every subtask ended (or the pipeline is dropped).
     pub async fn run(mut self) -> Result<(), EngineError> {
+        // After the restored checkpoint, and after any newer one in the directory (a
+        // pipeline resumed from an older savepoint must not overwrite them).
+        let newest = self
+            .config
+            .dir
+            .complete_ids()
+            .await
+            .ok()
+            .and_then(|ids| ids.last().copied())
+            .unwrap_or(0);
         let mut next_id = self
             .config
             .restore
             .as_ref()
-            .map_or(1, |r| r.manifest.id + 1);
+            .map_or(0, |r| r.manifest.id)
+            .max(newest)
+            + 1;
+        let mut requests = self.requests.take();
+        // Requests waiting for the next checkpoint, and those waiting for one in flight.
+        let mut queued: Vec<CheckpointRequest> = Vec::new();
+        let mut waiting: HashMap<u64, Vec<CheckpointRequest>> = HashMap::new();
         let mut ended: HashMap<(usize, usize), Option<serde_json::Value>> = HashMap::new();
         let mut finishing: std::collections::HashSet<(usize, usize)> = Default::default();
         let mut inflight: BTreeMap<u64, InFlight> = BTreeMap::new();
@@ -90,6 +120,27 @@ impl Coordinator {
                         continue;
                     }
                     self.trigger(&mut next_id, &mut inflight);
+                }
+                request = async {
+                    match requests.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Some(request) = request else {
+                        requests = None;
+                        continue;
+                    };
+                    if self.sources.iter().all(|k| ended.contains_key(k)) {
+                        let _ = request.send(Err(
+                            "every source has ended: there is nothing left to checkpoint".into(),
+                        ));
+                    } else if inflight.is_empty() {
+                        let id = self.trigger(&mut next_id, &mut inflight);
+                        waiting.entry(id).or_default().push(request);
+                    } else {
+                        queued.push(request);
+                    }
                 }
                 report = self.reports.recv() => {
                     let Some(report) = report else { return Ok(()) };
@@ -120,9 +171,21 @@ impl Coordinator {
                         .collect();
                     for id in ready {
                         let Some(f) = inflight.remove(&id) else { continue };
-                        match self.complete(id, f, &ended).await {
+                        let result = self.complete(id, f, &ended).await;
+                        for w in waiting.remove(&id).unwrap_or_default() {
+                            let _ = w.send(match &result {
+                                Ok(info) => Ok(info.clone()),
+                                Err(e) => Err(e.to_string()),
+                            });
+                        }
+                        match result {
                             Ok(info) => {
                                 if let Ok(mut s) = self.stats.lock() {
+                                    s.history.push(info.clone());
+                                    let n = s.history.len();
+                                    if n > HISTORY {
+                                        s.history.drain(..n - HISTORY);
+                                    }
                                     s.last = Some(info);
                                 }
                                 let _ = self.commits.send(id);
@@ -144,6 +207,17 @@ impl Coordinator {
                             }
                         }
                     }
+                    // Requests that came while another checkpoint was in flight.
+                    if inflight.is_empty() && !queued.is_empty() {
+                        if self.sources.iter().all(|k| ended.contains_key(k)) {
+                            for q in queued.drain(..) {
+                                let _ = q.send(Err("every source has ended: there is nothing left to checkpoint".into()));
+                            }
+                        } else {
+                            let id = self.trigger(&mut next_id, &mut inflight);
+                            waiting.entry(id).or_default().append(&mut queued);
+                        }
+                    }
                     // Every live source reached its end: cover the last rows now rather
                     // than at the next tick.
                     let live: Vec<_> = self.sources.iter().filter(|k| !ended.contains_key(k)).collect();
@@ -156,7 +230,7 @@ impl Coordinator {
         }
     }
 
-    fn trigger(&self, next_id: &mut u64, inflight: &mut BTreeMap<u64, InFlight>) {
+    fn trigger(&self, next_id: &mut u64, inflight: &mut BTreeMap<u64, InFlight>) -> u64 {
         let id = *next_id;
         *next_id += 1;
         inflight.insert(
@@ -169,6 +243,7 @@ impl Coordinator {
             },
         );
         let _ = self.triggers.send(id);
+        id
     }
 
     async fn complete(

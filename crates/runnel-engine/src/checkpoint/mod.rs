@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub mod coordinator;
 pub mod manifest;
+pub mod savepoint;
 pub mod store;
 
 pub use coordinator::Coordinator;
@@ -153,11 +154,19 @@ pub struct Participant {
     pub completed: broadcast::Sender<u64>,
 }
 
+/// A request for a checkpoint now (a savepoint), answered when it completes or fails.
+pub type CheckpointRequest = tokio::sync::oneshot::Sender<Result<CheckpointInfo, String>>;
+
+/// Checkpoints kept in [`CheckpointStats::history`].
+pub const HISTORY: usize = 20;
+
 /// Status of the last checkpoints, for the run summary and the admin API.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckpointStats {
     /// The last complete checkpoint.
     pub last: Option<CheckpointInfo>,
+    /// The last [`HISTORY`] complete checkpoints, oldest first.
+    pub history: Vec<CheckpointInfo>,
     /// Checkpoints that failed, with the reason.
     pub failed: Vec<String>,
     /// The checkpoint restored at start.

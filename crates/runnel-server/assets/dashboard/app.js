@@ -143,11 +143,12 @@ function askForToken(rejected) {
   return tokenWanted;
 }
 
-async function apiFetch(path) {
+async function apiFetch(path, init = {}) {
   for (;;) {
     const t = getToken();
     const res = await fetch(path, {
-      headers: t ? { Authorization: `Bearer ${t}` } : {},
+      ...init,
+      headers: { ...(init.headers || {}), ...(t ? { Authorization: `Bearer ${t}` } : {}) },
       cache: 'no-store',
     });
     if (res.status !== 401) return res;
@@ -252,6 +253,17 @@ function flush() {
   for (const item of items) {
     try { item.render(); } catch (err) { console.error('runnel: render failed', err); }
   }
+  markReady();
+}
+
+// `data-ready` on <body> once the pipeline's graph and the first rows are drawn, so a
+// headless screenshot or a test can wait for it (the event streams never go idle).
+function markReady() {
+  if (document.body.dataset.ready === 'true' || !view.graphSig) return;
+  const panels = [...view.panels.values()];
+  if (panels.some((p) => !p.updated)) return;
+  if (panels.length && !panels.some((p) => p.rowsSeen > 0)) return;
+  document.body.dataset.ready = 'true';
 }
 
 // ---------------------------------------------------------------- pipeline view
@@ -277,15 +289,19 @@ function showNotice(text) {
 
 async function discover() {
   let list;
+  let hosting = false;
   try {
     const res = await apiFetch('/api/pipelines');
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    list = (await res.json()).pipelines || [];
+    const body = await res.json();
+    list = body.pipelines || [];
+    hosting = Boolean(body.hosting);
   } catch (err) {
     showNotice(`cannot reach the server (${err.message}); retrying…`);
     setTimeout(discover, DISCOVERY_RETRY_MS);
     return;
   }
+  renderHosted(list, hosting);
   const wanted = new URLSearchParams(location.search).get('pipeline');
   const found = wanted ? list.find((p) => p.name === wanted) : list[0];
   if (!found) {
@@ -313,6 +329,7 @@ function watch(name) {
 }
 
 function forget() {
+  delete document.body.dataset.ready;
   if (view.stream) view.stream.close();
   for (const p of view.panels.values()) p.close();
   view.panels.clear();
@@ -671,6 +688,7 @@ class Panel {
   constructor(def) {
     this.def = def;
     this.updated = 0;
+    this.rowsSeen = 0;
     this.meta = el('span', { class: 'panel-meta' });
     this.body = el('div', { class: 'panel-body' }, el('p', { class: 'empty', text: 'waiting for rows…' }));
     this.el = el('section', { class: `panel view-${this.viewName()}`, 'data-panel': def.name },
@@ -692,6 +710,7 @@ class Panel {
 
   onRows(msg) {
     if (msg.reset) this.clear();
+    this.rowsSeen += (msg.rows || []).length;
     for (const row of msg.rows || []) {
       if (!row || typeof row !== 'object') continue;
       // An updating result's retraction (-U, -D) takes the row away; +U replaces it.
@@ -1001,6 +1020,100 @@ function updateCard(card, key, row) {
   card.root.title = Object.entries(row).filter(([k]) => !k.startsWith('_'))
     .map(([k, v]) => `${k}: ${fmtCell(v)}`).join('\n');
 }
+
+// ---------------------------------------------------------------- hosted pipelines
+
+// On `runnel serve`: the submitted pipelines with start / stop, and an editor to submit
+// one (its errors marked at their line and column).
+let hostingTimer = null;
+
+function renderHosted(list, hosting) {
+  $('hosting').hidden = !hosting;
+  if (!hosting) return;
+  const rows = list.map((p) => {
+    const running = p.state === 'running' || p.state === 'starting';
+    const act = (what) => el('button', { type: 'button', class: 'act', text: what, 'data-action': what,
+      'data-pipeline': p.name });
+    const actions = [];
+    if (p.hosted) actions.push(running ? act('stop') : act('start'));
+    if (p.hosted && !running) actions.push(act('delete'));
+    const link = el('a', { href: `?pipeline=${encodeURIComponent(p.name)}`, text: p.name });
+    return el('tr', { class: p.name === view.name ? 'current' : '' },
+      el('td', null, link),
+      el('td', null, el('span', { class: badgeClass('state', p.state), text: p.state })),
+      el('td', { class: p.error ? 'bad' : 'muted', text: p.error || (p.savepoint ? `savepoint ${p.savepoint}` : '') }),
+      el('td', null, actions));
+  });
+  $('hosted').tBodies[0].replaceChildren(...rows);
+  if (!hostingTimer) hostingTimer = setInterval(refreshHosted, 3000);
+}
+
+async function refreshHosted() {
+  try {
+    const res = await apiFetch('/api/pipelines');
+    if (!res.ok) return;
+    const body = await res.json();
+    renderHosted(body.pipelines || [], Boolean(body.hosting));
+  } catch { /* the connection indicator reports it */ }
+}
+
+async function control(name, action) {
+  const path = `/api/pipelines/${encodeURIComponent(name)}`;
+  const res = action === 'delete'
+    ? await apiFetch(path, { method: 'DELETE' })
+    : await apiFetch(`${path}/${action}`, { method: 'POST', headers: { 'Content-Type': 'application/json' } });
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({}));
+    showSqlError(`${action} ${name}: ${body.detail || `HTTP ${res.status}`}`);
+  }
+  await refreshHosted();
+}
+
+function showSqlError(text, line, column, ok = false) {
+  $('sql-error').textContent = text || '';
+  $('sql-error').classList.toggle('ok', ok);
+  const editor = $('sql-editor');
+  editor.classList.toggle('has-error', Boolean(line));
+  if (!line) return;
+  // Select the offending line from its column, so the cursor lands on the mistake.
+  const lines = editor.value.split('\n');
+  let start = 0;
+  for (let i = 0; i < line - 1 && i < lines.length; i += 1) start += lines[i].length + 1;
+  const len = (lines[line - 1] || '').length;
+  const from = start + Math.min(Math.max((column || 1) - 1, 0), len);
+  editor.focus();
+  editor.setSelectionRange(from, start + len);
+  editor.dataset.errorLine = String(line);
+  if (column) editor.dataset.errorColumn = String(column); else delete editor.dataset.errorColumn;
+}
+
+async function submitPipeline(ev) {
+  ev.preventDefault();
+  const sql = $('sql-editor').value;
+  const name = $('sql-name').value.trim();
+  showSqlError('');
+  const res = await apiFetch('/api/pipelines', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(name ? { sql, name } : { sql }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const where = body.line ? `line ${body.line}${body.column ? `, column ${body.column}` : ''}: ` : '';
+    const detail = String(body.detail || `HTTP ${res.status}`).replace(/^line \d+(, column \d+)?: /, '');
+    showSqlError(`${where}${detail}`, body.line, body.column);
+    return;
+  }
+  showSqlError(`submitted ${body.name}`, null, null, true);
+  await refreshHosted();
+  if (!view.name) discover();
+}
+
+$('submit-form').addEventListener('submit', submitPipeline);
+$('hosted').addEventListener('click', (ev) => {
+  const b = ev.target.closest('button[data-action]');
+  if (b) control(b.dataset.pipeline, b.dataset.action);
+});
 
 // ---------------------------------------------------------------- start
 

@@ -70,6 +70,34 @@ fn camera_sql() -> String {
     }
 }
 
+/// Where the built-in pipeline writes its files.
+const DEMO_OUT: &str = "demo-out";
+
+/// Moves a non-empty `dir` to `dir.1` (or the next free number) and says so.
+fn keep_earlier_output(dir: &std::path::Path) -> anyhow::Result<()> {
+    let used = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if !used {
+        return Ok(());
+    }
+    let kept = (1..)
+        .map(|n| PathBuf::from(format!("{}.{n}", dir.display())))
+        .find(|p| !p.exists())
+        .context("no free name for the earlier output")?;
+    std::fs::rename(dir, &kept).with_context(|| {
+        format!(
+            "moving the earlier run's {} aside to {} (a new run starts it afresh)",
+            dir.display(),
+            kept.display()
+        )
+    })?;
+    eprintln!(
+        "runnel demo: the earlier run's output is kept in {}/ (this run writes a new {}/)",
+        kept.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (sql, file) = match &args.pipeline {
@@ -96,6 +124,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Vec::new()
     };
 
+    // A run from scratch rewrites the exactly-once file sinks' directories: keep what an
+    // earlier run wrote there instead of losing it.
+    if args.pipeline.is_none() && !data_dir.join("checkpoints").exists() {
+        keep_earlier_output(std::path::Path::new(DEMO_OUT))?;
+    }
     eprintln!("runnel demo: loading the image model and planning {file} …");
     let mut options = PrepareOptions::new(file.clone(), data_dir.clone());
     options.parallelism = args.parallelism;
@@ -103,15 +136,22 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut resources = Resources::new(&data_dir);
     let log = resources.open_log().await?;
-    for (topic, partitions) in [("frames", 4), ("labels", 1), ("events", 1)] {
+    // Frames are kept for 10 minutes (the log would grow ~10 MB a minute per 4 cameras
+    // otherwise), results for a day.
+    for (topic, partitions, segment_mb, retention_min) in [
+        ("frames", 4, 4, 10),
+        ("labels", 1, 16, 24 * 60),
+        ("events", 1, 16, 24 * 60),
+    ] {
         if log.topic(topic).is_none() {
             let log = log.clone();
-            tokio::task::spawn_blocking(move || {
-                log.create_topic(topic, TopicConfig::with_partitions(partitions))
-            })
-            .await
-            .context("creating topics failed")?
-            .with_context(|| format!("creating topic '{topic}'"))?;
+            let mut config = TopicConfig::with_partitions(partitions);
+            config.segment_bytes = segment_mb << 20;
+            config.retention_ms = Some(retention_min * 60_000);
+            tokio::task::spawn_blocking(move || log.create_topic(topic, config))
+                .await
+                .context("creating topics failed")?
+                .with_context(|| format!("creating topic '{topic}'"))?;
         }
     }
     let admin = AdminState::new(resources.hub.clone());
@@ -256,22 +296,132 @@ fn window_line(
     latencies: &mut Vec<i64>,
 ) -> String {
     let total: i64 = cams.values().flat_map(|l| l.values()).sum();
-    let mut line = format!("window ending {end}: {total} frames");
+    // "2026-12-06T22:40:10.000Z" → "22:40:10"
+    let time = end
+        .split(['T', ' '])
+        .nth(1)
+        .unwrap_or(end)
+        .split('.')
+        .next()
+        .unwrap_or(end)
+        .trim_end_matches('Z');
+    let mut line = format!("window to {time}: {total} frames");
     if !latencies.is_empty() {
         latencies.sort_unstable();
         let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
         line.push_str(&format!(", latency p50 {} ms p99 {} ms", p(0.5), p(0.99)));
         latencies.clear();
     }
-    for (cam, labels) in cams {
-        let mut top: Vec<(&String, &i64)> = labels.iter().collect();
-        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let shown: Vec<String> = top
-            .iter()
-            .take(3)
-            .map(|(l, n)| format!("{l} ×{n}"))
-            .collect();
-        line.push_str(&format!(" | {cam}: {}", shown.join(", ")));
+    // The labels of all cameras together, most frequent first.
+    let mut labels: BTreeMap<&str, i64> = BTreeMap::new();
+    for l in cams.values() {
+        for (label, n) in l {
+            *labels.entry(label).or_default() += n;
+        }
+    }
+    let mut top: Vec<(&str, i64)> = labels.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = top
+        .iter()
+        .take(TOP_LABELS)
+        .map(|(l, n)| format!("{l} ×{n}"))
+        .collect();
+    line.push_str(&format!(" | {}", shown.join(", ")));
+    if top.len() > TOP_LABELS {
+        line.push_str(&format!(", … ({} more)", top.len() - TOP_LABELS));
+    }
+    // Frames per camera, in natural order (cam-2 before cam-10).
+    let mut per_cam: Vec<(&String, i64)> =
+        cams.iter().map(|(c, l)| (c, l.values().sum())).collect();
+    per_cam.sort_by_key(|(c, _)| natural_key(c));
+    let counts: Vec<String> = per_cam
+        .iter()
+        .take(CAMERAS_SHOWN)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    line.push_str(&format!(" | {}", counts.join(", ")));
+    if per_cam.len() > CAMERAS_SHOWN {
+        line.push_str(&format!(", … ({} cameras)", per_cam.len()));
     }
     line
+}
+
+/// Labels shown on a window line.
+const TOP_LABELS: usize = 3;
+/// Cameras whose frame counts a window line shows.
+const CAMERAS_SHOWN: usize = 6;
+
+/// Sorts names with numbers by their numbers' values: `cam-2` before `cam-10`.
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            if !text.is_empty() {
+                key.push((0, std::mem::take(&mut text)));
+            }
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((
+                    digits.parse().unwrap_or(u64::MAX),
+                    std::mem::take(&mut digits),
+                ));
+            }
+            text.push(c);
+        }
+    }
+    if !text.is_empty() {
+        key.push((0, text));
+    }
+    if !digits.is_empty() {
+        key.push((digits.parse().unwrap_or(u64::MAX), digits));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_line_is_one_short_line_in_natural_camera_order() {
+        let mut cams = BTreeMap::new();
+        for i in 1..=16 {
+            let mut labels = BTreeMap::new();
+            labels.insert("person".to_string(), 5);
+            labels.insert(format!("label-{i}"), 5);
+            cams.insert(format!("cam-{i}"), labels);
+        }
+        let line = window_line("2026-12-06T22:40:10.000Z", &cams, &mut vec![30, 40, 90]);
+        assert!(line.len() < 200, "{} chars: {line}", line.len());
+        assert!(line.starts_with("window to 22:40:10: 160 frames"), "{line}");
+        assert!(line.contains("person ×80"), "{line}");
+        assert!(line.contains("… (14 more)"), "{line}");
+        assert!(line.contains("cam-1 10, cam-2 10, cam-3 10"), "{line}");
+        assert!(line.contains("… (16 cameras)"), "{line}");
+        assert!(natural_key("cam-2") < natural_key("cam-10"));
+    }
+
+    #[test]
+    fn an_earlier_runs_output_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("demo-out");
+        std::fs::create_dir_all(out.join("label_counts")).unwrap();
+        std::fs::write(out.join("label_counts/part-1.jsonl"), "{}\n").unwrap();
+        keep_earlier_output(&out).unwrap();
+        assert!(!out.exists());
+        assert!(
+            dir.path()
+                .join("demo-out.1/label_counts/part-1.jsonl")
+                .exists()
+        );
+        std::fs::create_dir_all(out.join("x")).unwrap();
+        keep_earlier_output(&out).unwrap();
+        assert!(dir.path().join("demo-out.2/x").exists());
+        // Nothing there: nothing moved.
+        keep_earlier_output(&out).unwrap();
+        assert!(!dir.path().join("demo-out.3").exists());
+    }
 }

@@ -18,6 +18,7 @@ pub mod produce;
 pub mod query;
 pub mod run;
 pub mod serve;
+pub mod sql;
 pub mod topics;
 
 use crate::cli::{BenchCommand, Command};
@@ -47,6 +48,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => produce::produce(args).await,
         Command::Query(args) => query::query(args).await,
         Command::Serve(args) => serve::serve(args).await,
+        Command::Sql(args) => sql::sql(args).await,
         Command::Topics(command) => topics::topics(command).await,
     }
 }

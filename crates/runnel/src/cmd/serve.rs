@@ -1,11 +1,11 @@
-//! `runnel serve`: the HTTP ingest API over the log in `--data-dir`, with no pipeline.
+//! `runnel serve`: the HTTP API over the log in `--data-dir`, hosting the pipelines
+//! submitted to `POST /api/pipelines` (kept in `--data-dir`, resumed at the next start).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use runnel_log::{Log, LogOptions};
 use runnel_server::{DEFAULT_MAX_BODY_BYTES, ServerState};
 
 /// `runnel serve`.
@@ -33,16 +33,15 @@ pub struct ServeArgs {
 
 /// Runs `runnel serve` until Ctrl-C (or SIGTERM), then closes the log cleanly.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let dir = args.data_dir.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(&dir, LogOptions::default()))
-        .await
-        .context("opening the log failed")?
-        .with_context(|| format!("opening the log in {}", args.data_dir.display()))?;
-    let log = Arc::new(log);
+    let log = runnel_runtime::resources::open_log(&args.data_dir).await?;
     let state = ServerState::new(log.clone())
         .with_auto_create(args.auto_create.then_some(args.auto_create_partitions))
         .with_max_body_bytes(args.max_body_bytes);
-    let admin = runnel_server::AdminState::default();
+    let mut resources = runnel_runtime::Resources::new(&args.data_dir);
+    resources.log = Some(log.clone());
+    let hub = resources.hub.clone();
+    let host = runnel_runtime::host::Host::open(resources).await;
+    let admin = runnel_server::AdminState::new(hub).with_host(host.clone());
     admin.set_ready(true);
     let server = runnel_server::Server::start(&args.listen, &args.http.config(), state, admin)
         .await
@@ -58,7 +57,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
     shutdown_signal().await;
+    // Each running pipeline resumes from its newest checkpoint at the next start.
+    host.shutdown().await;
     server.stop().await;
+    drop(host);
+    // Aborted subtasks let go of the log as the runtime drops them: give them a moment.
+    for _ in 0..40 {
+        if Arc::strong_count(&log) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Once serve returns, its connections are closed and the log should be ours alone;
     // if a handler still holds it, dropping the last reference closes it just the same.
     tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {

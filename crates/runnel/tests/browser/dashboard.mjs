@@ -15,7 +15,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectBoxes: false, expectRows: 0, expectQuality: false, timeoutMs: 20000 };
+  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectBoxes: false, expectRows: 0, expectQuality: false, expectReady: false, badSql: null, goodSql: null, pipeline: null, timeoutMs: 20000 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -29,6 +29,12 @@ function parseArgs(argv) {
       case '--expect-gallery': opts.expectGallery = true; break;
       case '--expect-boxes': opts.expectBoxes = true; break;
       case '--expect-quality': opts.expectQuality = true; break;
+      case '--expect-ready': opts.expectReady = true; break;
+      // Drive the SQL editor of `runnel serve`: a script that does not plan (its error
+      // must be marked), then one that does (named --pipeline), then stop it.
+      case '--bad-sql': opts.badSql = value(); break;
+      case '--good-sql': opts.goodSql = value(); break;
+      case '--pipeline': opts.pipeline = value(); break;
       case '--expect-rows':
         // The count is optional: a bare --expect-rows means at least one row.
         opts.expectRows = /^\d+$/.test(argv[i + 1] || '') ? Number(argv[++i]) : 1;
@@ -62,7 +68,7 @@ watchdog.unref();
 
 const consoleErrors = [];
 const failedRequests = [];
-const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, gallery_boxes: 0, quality_violations: 0, quality_columns: 0 };
+const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, gallery_boxes: 0, quality_violations: 0, quality_columns: 0, ready: false, named_nodes: [], sql_error: '', sql_error_line: null, submitted_state: '', stopped_state: '' };
 
 function missing() {
   const out = [];
@@ -76,6 +82,7 @@ function missing() {
     out.push('no rule with violations in the Data quality panel (#quality .quality-rules td.bad)');
   }
   if (opts.expectQuality && counts.quality_columns < 1) out.push('no profiled column in #quality .quality-profile');
+  if (opts.expectReady && !counts.ready) out.push('no data-ready attribute on <body>');
   return out;
 }
 
@@ -92,7 +99,57 @@ function measure() {
     quality_violations: [...document.querySelectorAll('#quality:not([hidden]) .quality-rules td.bad')]
       .filter((td) => td.offsetParent !== null).length,
     quality_columns: document.querySelectorAll('#quality:not([hidden]) .quality-profile tbody tr').length,
+    ready: document.body.dataset.ready === 'true',
+    named_nodes: [...document.querySelectorAll('#operators tbody tr td:first-child')].map((td) => td.textContent),
   };
+}
+
+// The state shown for `name` in the list of hosted pipelines.
+async function hostedState(page, name) {
+  return page.evaluate((n) => {
+    for (const tr of document.querySelectorAll('#hosted tbody tr')) {
+      if (tr.cells[0].textContent === n) return tr.cells[1].textContent;
+    }
+    return '';
+  }, name);
+}
+
+async function waitFor(fn, deadline) {
+  for (;;) {
+    const v = await fn();
+    if (v || Date.now() >= deadline) return v;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+// Submits a bad and a good script through the editor.
+async function driveEditor(page, deadline, problems) {
+  const fs = await import('node:fs');
+  await page.waitForSelector('#hosting:not([hidden])', { timeout: Math.max(1000, deadline - Date.now()) });
+  await page.fill('#sql-editor', fs.readFileSync(opts.badSql, 'utf8'));
+  await page.click('#submit-form button[type=submit]');
+  counts.sql_error = await waitFor(() => page.textContent('#sql-error'), deadline);
+  counts.sql_error_line = await page.evaluate(() => {
+    const e = document.getElementById('sql-editor');
+    return e.classList.contains('has-error') ? Number(e.dataset.errorLine) : null;
+  });
+  if (!counts.sql_error_line) problems.push(`the editor did not mark the error's line (${counts.sql_error})`);
+  await page.fill('#sql-editor', fs.readFileSync(opts.goodSql, 'utf8'));
+  await page.click('#submit-form button[type=submit]');
+  counts.submitted_state = await waitFor(async () => {
+    const s = await hostedState(page, opts.pipeline);
+    return s === 'running' ? s : '';
+  }, deadline);
+  if (counts.submitted_state !== 'running') problems.push(`submitted pipeline ${opts.pipeline} is not listed as running`);
+}
+
+async function stopFromList(page, deadline, problems) {
+  await page.click(`#hosted button[data-action=stop][data-pipeline="${opts.pipeline}"]`);
+  counts.stopped_state = await waitFor(async () => {
+    const s = await hostedState(page, opts.pipeline);
+    return s === 'stopped' ? s : '';
+  }, deadline + 15000);
+  if (counts.stopped_state !== 'stopped') problems.push(`pipeline ${opts.pipeline} did not stop from the list`);
 }
 
 async function run() {
@@ -138,6 +195,7 @@ async function run() {
       problems.push(`cannot open ${redact(opts.url)}: ${redact(err.message.split('\n')[0])}`);
     }
 
+    if (!problems.length && opts.goodSql) await driveEditor(page, deadline, problems);
     if (!problems.length) {
       for (;;) {
         try {
@@ -151,6 +209,7 @@ async function run() {
       }
       problems.push(...missing());
     }
+    if (!problems.length && opts.goodSql) await stopFromList(page, deadline, problems);
 
     try {
       await page.screenshot({ path: opts.screenshot, fullPage: true, timeout: 15000 });

@@ -385,6 +385,9 @@ fn non_loopback_needs_a_token_and_requests_need_it() {
 /// Makes Debian's Chromium and playwright-core available, installing them when
 /// missing (apt-get as root; npm into the shared cache). Returns (chromium, node_modules dir).
 fn browser_tools() -> (PathBuf, PathBuf) {
+    // One installation at a time: the browser tests run in parallel.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let chromium = std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -471,6 +474,7 @@ fn dashboard_page_in_headless_chromium() {
             "--expect-gallery",
             "--expect-boxes",
             "--expect-quality",
+            "--expect-ready",
             "--expect-rows",
             "2",
             "--timeout-ms",
@@ -515,6 +519,106 @@ fn dashboard_page_in_headless_chromium() {
     );
 }
 
+/// `runnel serve` in the page: a script that does not plan is marked at its line in the
+/// editor, a good one is submitted and shown, and stopped from the list (a savepoint).
+#[test]
+fn page_submits_and_stops_hosted_pipelines() {
+    let (chromium, node_modules) = browser_tools();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Server::spawn(
+        dir.path(),
+        port,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "data",
+            "--auto-create",
+        ],
+    );
+    post(
+        port,
+        "readings",
+        &[("Content-Type", "application/json")],
+        b"[{\"sensor\":\"s1\",\"temp\":21.5},{\"sensor\":\"s2\",\"temp\":19},{\"sensor\":\"s3\",\"temp\":25}]",
+    );
+    let head = "SET 'pipeline.name' = 'page-made';\nCREATE TABLE readings (sensor STRING, temp DOUBLE) \
+         WITH (connector = 'log', topic = 'readings', format = 'json');\n\
+         CREATE TABLE hot (sensor STRING, temp DOUBLE) WITH (connector = 'dashboard', \
+         title = 'Hot sensors', view = 'table', key = 'sensor');\n";
+    let bad = dir.path().join("bad.sql");
+    let good = dir.path().join("good.sql");
+    std::fs::write(
+        &bad,
+        format!("{head}INSERT INTO hot SELECT sensor, tmp FROM readings;\n"),
+    )
+    .expect("bad.sql");
+    std::fs::write(
+        &good,
+        format!("{head}INSERT INTO hot SELECT sensor, temp FROM readings WHERE temp > 20;\n"),
+    )
+    .expect("good.sql");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join("hosted.png");
+    let cache = node_modules
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let script = cache.join("dashboard.mjs");
+    std::fs::copy(
+        repo().join("crates/runnel/tests/browser/dashboard.mjs"),
+        &script,
+    )
+    .expect("copying the browser driver");
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--url", &format!("http://127.0.0.1:{port}/")])
+        .args(["--screenshot", &shot.display().to_string()])
+        .args(["--bad-sql", &bad.display().to_string()])
+        .args(["--good-sql", &good.display().to_string()])
+        .args([
+            "--pipeline",
+            "page-made",
+            "--expect-rows",
+            "2",
+            "--expect-ready",
+        ])
+        .args(["--timeout-ms", "30000"])
+        .env("CHROMIUM", &chromium)
+        .current_dir(&cache)
+        .output()
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed (screenshot: {}):\n{stdout}\n{stderr}",
+        shot.display()
+    );
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(summary["sql_error_line"], 4, "{stdout}");
+    assert!(
+        summary["sql_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tmp"),
+        "{stdout}"
+    );
+    assert_eq!(summary["stopped_state"], "stopped", "{stdout}");
+    let (status, p) = get_json(port, "/api/pipelines/page-made");
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["state"], "stopped", "{p}");
+    assert!(p["hosted"]["savepoint"].is_string(), "{p}");
+}
+
 /// `runnel demo --tls-self-signed`: the page and API over HTTPS, and the simulated cameras
 /// post over it (pinning the generated certificate).
 #[test]
@@ -547,6 +651,8 @@ fn demo_serves_tls_and_its_cameras_post_over_it() {
         .unwrap_or(0);
     assert!(acked > 0, "{cameras}");
     assert!(cameras.contains("failed 0"), "{cameras}");
+    // Shutting down closes the log before its directory goes: no warnings.
+    assert!(!stderr.contains("WARN"), "{stderr}");
 }
 
 /// `runnel demo`: frames posted over HTTP are classified into the `labels` topic; a
