@@ -11,6 +11,8 @@ use crate::{ConnectorError, Sink, SinkContext, Source, SourceContext, sink, sour
 pub fn connectors() -> Vec<Connector> {
     vec![
         sink::blackhole::CONNECTOR,
+        #[cfg(feature = "camera")]
+        source::camera::CONNECTOR,
         sink::dashboard::CONNECTOR,
         #[cfg(feature = "delta")]
         sink::delta::CONNECTOR,

@@ -1,5 +1,7 @@
 //! Sources, one per file.
 
+#[cfg(feature = "camera")]
+pub mod camera;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -90,10 +90,28 @@ function fmtScore(v) {
   return `${(s <= 1 ? s * 100 : s).toFixed(1)}%`;
 }
 
+// A score's class: its colour follows the value (a 17 % score is not green).
+function scoreClass(v) {
+  const s = Number(v);
+  if (v == null || !Number.isFinite(s)) return '';
+  const p = s <= 1 ? s : s / 100;
+  return p >= 0.7 ? 'score-high' : p >= 0.4 ? 'score-mid' : 'score-low';
+}
+
+// Times in tables: the clock time for today, the date too otherwise (ISO in the title).
+function fmtTime(v) {
+  const t = toMs(v);
+  if (!Number.isFinite(t)) return '—';
+  const d = new Date(t);
+  const clock = d.toISOString().slice(11, 19);
+  const ms = t % 1000 ? `.${String(t % 1000).padStart(3, '0')}` : '';
+  return d.toDateString() === new Date().toDateString() ? `${clock}${ms}` : `${d.toISOString().slice(5, 10)} ${clock}`;
+}
+
 function fmtCell(v, type) {
   if (v == null) return '—';
+  if (/TIMESTAMP|DATE/i.test(type || '') && (typeof v === 'number' || typeof v === 'string')) return fmtTime(v);
   if (typeof v === 'number') {
-    if (/TIMESTAMP|DATE/i.test(type || '')) return fmtIso(v);
     return Number.isInteger(v) ? intFmt.format(v) : decFmt.format(v);
   }
   if (typeof v === 'object') return JSON.stringify(v);
@@ -520,6 +538,7 @@ setInterval(tickUptime, 1000);
 
 function renderCheckpoint(cp) {
   const p = $('checkpoint');
+  renderCheckpointHistory(cp);
   if (!cp) { p.textContent = 'no checkpoints'; return; }
   const at = toMs(cp.time_ms ?? cp.completed_ms ?? cp.timestamp_ms ?? cp.time);
   const parts = [cp.id == null ? 'no checkpoint completed yet' : `checkpoint #${cp.id}`];
@@ -529,6 +548,19 @@ function renderCheckpoint(cp) {
   if (Number.isFinite(cp.restored_from)) parts.push(`resumed from #${cp.restored_from}`);
   if (Array.isArray(cp.failed) && cp.failed.length) parts.push(`${cp.failed.length} failed (last: ${cp.failed[cp.failed.length - 1]})`);
   p.textContent = parts.join(' · ');
+}
+
+// The last checkpoints (newest first) with their size and duration, and the failures.
+function renderCheckpointHistory(cp) {
+  const history = (cp && Array.isArray(cp.history)) ? cp.history : [];
+  const failed = (cp && Array.isArray(cp.failed)) ? cp.failed : [];
+  $('checkpoint-history').hidden = !history.length && !failed.length;
+  $('cp-history').tBodies[0].replaceChildren(...history.slice().reverse().map((h) => el('tr', null,
+    el('td', { text: `#${h.id}` }),
+    el('td', { class: 'mono', title: fmtIso(h.time_ms), text: fmtTime(h.time_ms) }),
+    el('td', { class: 'num', text: fmtDuration(h.duration_ms) }),
+    el('td', { class: 'num', text: fmtBytes(h.size_bytes) }))));
+  $('cp-failures').replaceChildren(...failed.map((f) => el('li', { class: 'bad', text: `failed: ${f}` })));
 }
 
 function renderOperators(nodes) {
@@ -770,14 +802,47 @@ class TablePanel extends Panel {
     const sig = cols.map((c) => c.name).join('\u0000');
     if (!this.table || this.tableSig !== sig) {
       this.tableSig = sig;
-      this.table = el('table', { class: 'data' },
-        el('thead', null, el('tr', null, cols.map((c) => el('th', { title: c.type || '', text: c.name })))),
+      this.table = el('table', { class: 'data sortable' },
+        el('thead', null, el('tr', null, cols.map((c) => el('th', { title: `${c.type || ''} · click to sort`, text: c.name,
+          'data-col': c.name })))),
         el('tbody'));
+      // Click a header to sort by it; again to reverse; a third time for arrival order.
+      this.table.tHead.addEventListener('click', (ev) => {
+        const th = ev.target.closest('th[data-col]');
+        if (!th) return;
+        const col = th.dataset.col;
+        if (this.sortCol !== col) { this.sortCol = col; this.sortDesc = false; }
+        else if (!this.sortDesc) this.sortDesc = true;
+        else this.sortCol = null;
+        schedule(this);
+      });
       this.body.replaceChildren(el('div', { class: 'table-wrap' }, this.table));
     }
+    for (const th of this.table.tHead.rows[0].cells) {
+      const on = th.dataset.col === this.sortCol;
+      th.classList.toggle('sorted', on);
+      th.setAttribute('aria-sort', on ? (this.sortDesc ? 'descending' : 'ascending') : 'none');
+      th.dataset.dir = on ? (this.sortDesc ? '▼' : '▲') : '';
+    }
+    if (this.sortCol) {
+      const c = this.sortCol;
+      const cmp = (a, b) => {
+        const x = a[c]; const y = b[c];
+        if (x == null || y == null) return (x == null) - (y == null);
+        if (typeof x === 'number' && typeof y === 'number') return x - y;
+        return collator.compare(String(x), String(y));
+      };
+      rows.sort((a, b) => (this.sortDesc ? -cmp(a, b) : cmp(a, b)));
+    }
     const numeric = (c) => /INT|DOUBLE|FLOAT|DECIMAL|REAL|NUMERIC/i.test(c.type || '');
+    const isTime = (c) => /TIMESTAMP|DATE/i.test(c.type || '');
+    const isScore = (c) => /score|confidence|probability/i.test(c.name) && numeric(c);
     this.table.tBodies[0].replaceChildren(...rows.map((r) => el('tr', { class: 'row' },
-      cols.map((c) => el('td', { class: numeric(c) ? 'num' : null, text: fmtCell(r[c.name], c.type) })))));
+      cols.map((c) => el('td', {
+        class: [numeric(c) ? 'num' : '', isScore(c) ? scoreClass(r[c.name]) : ''].filter(Boolean).join(' ') || null,
+        title: isTime(c) && r[c.name] != null ? fmtIso(r[c.name]) : null,
+        text: isScore(c) ? fmtScore(r[c.name]) : fmtCell(r[c.name], c.type),
+      })))));
   }
 }
 
@@ -1013,6 +1078,7 @@ function updateCard(card, key, row) {
   if (card.key.textContent !== key) card.key.textContent = key;
   if (card.label.textContent !== label) card.label.textContent = label;
   if (card.score.textContent !== score) card.score.textContent = score;
+  card.score.className = `card-score ${scoreClass(row.score)}`;
   if ('objects' in row) {
     card.objects = row.objects;
     if (card.img.complete) drawBoxes(card);

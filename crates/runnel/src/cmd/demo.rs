@@ -236,8 +236,26 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let s = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         eprintln!("runnel demo: cameras: {}", s.line(true));
     }
+    if let Some((now, peak)) = resident_mb() {
+        eprintln!("runnel demo: memory: {now} MB resident at the end, {peak} MB at the peak");
+    }
     eprintln!("runnel demo: stopped");
     result
+}
+
+/// This process's resident memory now and at its peak, in MB (Linux: /proc/self/status).
+fn resident_mb() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((kb("VmRSS:")? / 1024, kb("VmHWM:")? / 1024))
 }
 
 /// Prints one line per closed 10-second window, from the `label_counts` table, with the
@@ -283,7 +301,8 @@ async fn print_windows(dashboards: Arc<runnel_runtime::resources::Dashboards>) {
                 // A window's rows arrive together when it fires; print it once quiet.
                 if windows.is_empty() { continue; }
                 for (end, cams) in std::mem::take(&mut windows) {
-                    println!("{}", window_line(&end, &cams, &mut latencies));
+                    let memory = resident_mb().map(|(now, _)| format!(" | {now} MB")).unwrap_or_default();
+                    println!("{}{memory}", window_line(&end, &cams, &mut latencies));
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! End-to-end tests: drive the real `runnel` binary.
 
+mod camera;
 mod cases;
 mod checkpoints;
 mod cli;

@@ -800,7 +800,7 @@ fn demo_classifies_posted_frames() {
         .lock()
         .unwrap()
         .iter()
-        .any(|l| l.starts_with("window ending"))
+        .any(|l| l.starts_with("window to "))
     {
         assert!(
             Instant::now() < deadline,
