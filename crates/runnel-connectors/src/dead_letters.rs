@@ -179,7 +179,15 @@ pub struct DeadLetters {
     writers: Mutex<BTreeMap<String, Arc<DeadLetterWriter>>>,
     files: Mutex<BTreeMap<PathBuf, SharedFile>>,
     total: Counter,
+    /// The latest letters (newest last), for the page.
+    recent: Mutex<std::collections::VecDeque<Value>>,
 }
+
+/// Dead letters kept in memory for the page, per run.
+pub const RECENT: usize = 50;
+
+/// Longest `raw` text kept in memory for the page.
+const RECENT_RAW: usize = 300;
 
 impl DeadLetters {
     /// The service; `default` is the script's `SET 'dead-letter.*'` target (if any),
@@ -194,7 +202,37 @@ impl DeadLetters {
             writers: Mutex::default(),
             files: Mutex::default(),
             total: Counter::default(),
+            recent: Mutex::default(),
         })
+    }
+
+    /// The latest [`RECENT`] dead letters of the run, newest first (their `raw` cut
+    /// short), with where each went.
+    pub fn recent(&self) -> Vec<Value> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    fn remember(&self, letters: impl Iterator<Item = Value>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for mut v in letters {
+            for key in ["raw", "raw_base64"] {
+                if let Some(Value::String(text)) = v.get_mut(key)
+                    && text.len() > RECENT_RAW
+                {
+                    let mut cut = RECENT_RAW;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                    text.push('…');
+                }
+            }
+            recent.push_back(v);
+            if recent.len() > RECENT {
+                recent.pop_front();
+            }
+        }
     }
 
     /// The file `path`, opened once for every table that writes to it.
@@ -362,6 +400,12 @@ impl DeadLetterWriter {
             None => {}
         }
         let n = letters.len() as u64;
+        let target = self.target.to_string();
+        self.service.remember(letters.iter().map(|l| {
+            let mut v = l.to_json(&self.table);
+            v["target"] = Value::String(target.clone());
+            v
+        }));
         self.metrics.dead_letters.add(n);
         self.service.total.add(n);
         metrics::counter!("runnel_dead_letters_total", "table" => self.table.clone()).increment(n);

@@ -66,7 +66,7 @@ impl Failure {
 }
 
 /// A physical expression's text without DataFusion's column indexes (`x@0` → `x`).
-fn readable(expr: &str) -> String {
+pub fn readable(expr: &str) -> String {
     let mut out = String::with_capacity(expr.len());
     let mut chars = expr.chars().peekable();
     while let Some(c) = chars.next() {

@@ -665,6 +665,7 @@ impl Member {
                     checkpoint: None,
                     distributed: serde_json::to_value(member).ok(),
                     quality: None,
+                    dead_letters: Vec::new(),
                 }
             }),
         }

@@ -811,6 +811,7 @@ fn idle_handle(name: &str, state: RunState) -> PipelineHandle {
                 checkpoint: None,
                 distributed: None,
                 quality: None,
+                dead_letters: Vec::new(),
             }
         }),
     }
@@ -893,8 +894,8 @@ fn cells(
     )
 }
 
-/// `s` on one line, cut to `max` characters.
-fn cut(s: &str, max: usize) -> String {
+/// `s` on one line, cut to `max` characters with `…` (a table cell).
+pub fn cut(s: &str, max: usize) -> String {
     let flat: String = s.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
     if flat.chars().count() <= max {
         flat

@@ -442,6 +442,7 @@ impl Prepared {
                 ),
             );
         }
+        let dead_letters_service = dead_letters.clone();
         let config = RunConfig {
             parallelism: self.parallelism,
             data_dir: resources.data_dir.clone(),
@@ -462,13 +463,17 @@ impl Prepared {
         let handle = status::handle(
             &self.name,
             &self.graph,
-            pipeline.metrics(),
             self.parallelism,
-            state.clone(),
-            self.vision
-                .used()
-                .then(|| self.rejects.metrics.dead_letters.clone()),
-            checkpointing.then(|| pipeline.checkpoints()),
+            status::Readings {
+                metrics: pipeline.metrics(),
+                state: state.clone(),
+                classify_rejects: self
+                    .vision
+                    .used()
+                    .then(|| self.rejects.metrics.dead_letters.clone()),
+                checkpoints: checkpointing.then(|| pipeline.checkpoints()),
+                dead_letters: Some(dead_letters_service),
+            },
         );
         Ok(Running {
             pipeline,

@@ -108,6 +108,10 @@ pub struct PipelineStatus {
     /// profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<Value>,
+    /// The latest dead letters, newest first: time, table, location, reason, the raw
+    /// record (cut short) and where it was written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<Value>,
 }
 
 /// A table whose quality the status reports.
@@ -238,19 +242,38 @@ struct Tracker {
     started_ms: i64,
     sample: Mutex<Sample>,
     quality: Vec<QualityTable>,
+    dead_letters: Option<std::sync::Arc<runnel_connectors::dead_letters::DeadLetters>>,
 }
 
-/// The admin handle of a pipeline; `classify_rejects` is counted as dead letters of the
-/// projection that calls `classify`.
+/// What a running pipeline's status reads, besides its graph.
+pub struct Readings {
+    /// The engine's counters.
+    pub metrics: PipelineMetrics,
+    /// Where the pipeline is in its life.
+    pub state: RunState,
+    /// The image functions' rejects, counted as dead letters of the projection that
+    /// calls them.
+    pub classify_rejects: Option<Counter>,
+    /// The checkpoints, when it checkpoints.
+    pub checkpoints: Option<runnel_engine::checkpoint::SharedStats>,
+    /// The dead-letter service (its latest letters).
+    pub dead_letters: Option<std::sync::Arc<runnel_connectors::dead_letters::DeadLetters>>,
+}
+
+/// The admin handle of a pipeline.
 pub fn handle(
     name: &str,
     graph: &PipelineGraph,
-    metrics: PipelineMetrics,
     parallelism: usize,
-    state: RunState,
-    classify_rejects: Option<Counter>,
-    checkpoints: Option<runnel_engine::checkpoint::SharedStats>,
+    readings: Readings,
 ) -> PipelineHandle {
+    let Readings {
+        metrics,
+        state,
+        classify_rejects,
+        checkpoints,
+        dead_letters,
+    } = readings;
     let nodes: Vec<NodeInfo> = graph
         .nodes
         .iter()
@@ -309,6 +332,7 @@ pub fn handle(
         started,
         started_ms: runnel_common::time::now_ms(),
         quality: quality_tables(graph, runnel_engine::profiling(graph)),
+        dead_letters,
     };
     PipelineHandle {
         name: name.to_string(),
@@ -357,6 +381,11 @@ impl Tracker {
                 .and_then(|c| c.lock().ok().map(|c| checkpoint_json(&c))),
             distributed: None,
             quality: self.quality_json(),
+            dead_letters: self
+                .dead_letters
+                .as_ref()
+                .map(|d| d.recent())
+                .unwrap_or_default(),
         }
     }
 
@@ -499,21 +528,6 @@ fn describe(node: &runnel_sql::Node) -> String {
     let NodeSpec::Project(p) = &node.spec else {
         return node.label.clone();
     };
-    let calls = |what: &str| -> String {
-        // `temp@1 > 20` → `temp > 20`: drop DataFusion's column indexes.
-        let mut out = String::with_capacity(what.len());
-        let mut chars = what.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '@' && chars.peek().is_some_and(char::is_ascii_digit) {
-                while chars.peek().is_some_and(char::is_ascii_digit) {
-                    chars.next();
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
     let columns: Vec<&str> = node
         .schema
         .fields()
@@ -526,7 +540,7 @@ fn describe(node: &runnel_sql::Node) -> String {
         columns.join(", ")
     };
     let text = match &p.filter {
-        Some(f) => format!("filter {}", calls(&f.to_string())),
+        Some(f) => format!("filter {}", runnel_engine::eval::readable(&f.to_string())),
         None if p.blocking => format!("{} → {shown}", node.label),
         None => format!("project {shown}"),
     };

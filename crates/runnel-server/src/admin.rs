@@ -192,6 +192,7 @@ pub fn admin_routes(state: AdminState) -> Router {
         )
         .route("/api/pipelines/{name}/events", get(pipeline_events))
         .route("/api/pipelines/{name}/quality", get(pipeline_quality))
+        .route("/api/streams", get(stream_all_rows))
         .route("/api/streams/{sink}", get(stream_rows))
         .route("/api/streams/{sink}/images/{key}", get(stream_image))
         .route("/api/openapi.json", get(openapi))
@@ -294,54 +295,96 @@ async fn stream_rows(
     Path(sink): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let panel = s.panel(&sink)?;
-    let stream = futures::stream::unfold(RowsState::Start(panel), |state| async move {
-        match state {
-            RowsState::Start(panel) => {
-                let (rows, rx) = panel.subscribe();
-                let event = rows_event(true, rows);
-                Some((Ok(event), RowsState::Live(panel, rx)))
-            }
-            RowsState::Live(panel, mut rx) => {
-                // Wait for rows, then gather whatever else arrives in the next moment,
-                // so a busy sink costs the browser one event per interval.
-                let mut rows: Vec<Value> = match rx.recv().await {
-                    Ok(r) => r.as_ref().clone(),
-                    Err(RecvError::Lagged(_)) => {
-                        return Some((
-                            Ok(rows_event(true, panel.rows())),
-                            RowsState::Live(panel, rx),
-                        ));
-                    }
-                    Err(RecvError::Closed) => return None,
-                };
-                tokio::time::sleep(MIN_EVENT_INTERVAL).await;
-                loop {
-                    match rx.try_recv() {
-                        Ok(more) => rows.extend(more.iter().cloned()),
-                        Err(TryRecvError::Lagged(_)) => {
+    Ok(Sse::new(rows_stream(panel, false)).keep_alive(KeepAlive::default()))
+}
+
+/// `?panels=a,b,c` (default: every dashboard table).
+#[derive(Debug, Default, serde::Deserialize)]
+struct PanelsParam {
+    panels: Option<String>,
+}
+
+/// `GET /api/streams`: the rows of several dashboard tables over one event stream, each
+/// event naming its table (`"panel"`). A browser opens at most six connections to a
+/// server over HTTP/1.1: a page with a stream per table would leave none for its images.
+async fn stream_all_rows(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<PanelsParam>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let panels: Vec<Arc<Panel>> = match q.panels.as_deref().filter(|p| !p.is_empty()) {
+        Some(names) => names
+            .split(',')
+            .map(|n| s.panel(n.trim()))
+            .collect::<Result<_, _>>()?,
+        None => s.dashboards.panels(),
+    };
+    let streams: Vec<_> = panels
+        .into_iter()
+        .map(|p| Box::pin(rows_stream(p, true)))
+        .collect();
+    Ok(Sse::new(futures::stream::select_all(streams)).keep_alive(KeepAlive::default()))
+}
+
+/// One table's rows: all of them first, then what arrives, coalesced to one event per
+/// [`MIN_EVENT_INTERVAL`]. With `tagged`, each event names the table.
+fn rows_stream(
+    panel: Arc<Panel>,
+    tagged: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    let tag = tagged.then(|| panel.config().name.clone());
+    futures::stream::unfold(RowsState::Start(panel), move |state| {
+        let tag = tag.clone();
+        async move {
+            let tag = tag.as_deref();
+            match state {
+                RowsState::Start(panel) => {
+                    let (rows, rx) = panel.subscribe();
+                    let event = rows_event(tag, true, rows);
+                    Some((Ok(event), RowsState::Live(panel, rx)))
+                }
+                RowsState::Live(panel, mut rx) => {
+                    // Wait for rows, then gather whatever else arrives in the next moment,
+                    // so a busy sink costs the browser one event per interval.
+                    let mut rows: Vec<Value> = match rx.recv().await {
+                        Ok(r) => r.as_ref().clone(),
+                        Err(RecvError::Lagged(_)) => {
                             return Some((
-                                Ok(rows_event(true, panel.rows())),
+                                Ok(rows_event(tag, true, panel.rows())),
                                 RowsState::Live(panel, rx),
                             ));
                         }
-                        Err(_) => break,
+                        Err(RecvError::Closed) => return None,
+                    };
+                    tokio::time::sleep(MIN_EVENT_INTERVAL).await;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(more) => rows.extend(more.iter().cloned()),
+                            Err(TryRecvError::Lagged(_)) => {
+                                return Some((
+                                    Ok(rows_event(tag, true, panel.rows())),
+                                    RowsState::Live(panel, rx),
+                                ));
+                            }
+                            Err(_) => break,
+                        }
                     }
+                    let max = panel.config().max_rows;
+                    if rows.len() > max {
+                        rows.drain(..rows.len() - max);
+                    }
+                    Some((Ok(rows_event(tag, false, rows)), RowsState::Live(panel, rx)))
                 }
-                let max = panel.config().max_rows;
-                if rows.len() > max {
-                    rows.drain(..rows.len() - max);
-                }
-                Some((Ok(rows_event(false, rows)), RowsState::Live(panel, rx)))
             }
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    })
 }
 
-fn rows_event(reset: bool, rows: Vec<Value>) -> Event {
-    Event::default()
-        .event("rows")
-        .data(json!({"reset": reset, "rows": rows}).to_string())
+fn rows_event(panel: Option<&str>, reset: bool, rows: Vec<Value>) -> Event {
+    let mut data = json!({"reset": reset, "rows": rows});
+    if let Some(p) = panel {
+        data["panel"] = p.into();
+    }
+    Event::default().event("rows").data(data.to_string())
 }
 
 async fn stream_image(

@@ -129,10 +129,7 @@ pub(crate) async fn stop(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let host = host(&s)?;
-    let sp = savepoint(params, &headers, &body)?;
-    let hosted = host.stop(&name, sp).await.map_err(api_error)?;
-    Ok(Json(json!(hosted)))
+    control(&s, &name, savepoint(params, &headers, &body)?, true).await
 }
 
 /// `POST /api/pipelines/{name}/start[?savepoint=NAME]`.
@@ -143,10 +140,22 @@ pub(crate) async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let host = host(&s)?;
-    let sp = savepoint(params, &headers, &body)?;
-    let hosted = host.start(&name, sp).await.map_err(api_error)?;
-    Ok(Json(json!(hosted)))
+    control(&s, &name, savepoint(params, &headers, &body)?, false).await
+}
+
+async fn control(
+    s: &AdminState,
+    name: &str,
+    savepoint: Option<String>,
+    stop: bool,
+) -> Result<Json<Value>, ApiError> {
+    let host = host(s)?;
+    let hosted = if stop {
+        host.stop(name, savepoint).await
+    } else {
+        host.start(name, savepoint).await
+    };
+    Ok(Json(json!(hosted.map_err(api_error)?)))
 }
 
 /// `DELETE /api/pipelines/{name}`: only a pipeline that is not running.

@@ -291,6 +291,7 @@ const view = {
   status: null,
   statusAt: 0,
   stream: null,
+  rowsStream: null,
   panels: new Map(),
   panelSig: '',
   graphSig: '',
@@ -349,7 +350,8 @@ function watch(name) {
 function forget() {
   delete document.body.dataset.ready;
   if (view.stream) view.stream.close();
-  for (const p of view.panels.values()) p.close();
+  if (view.rowsStream) view.rowsStream.close();
+  view.rowsStream = null;
   view.panels.clear();
   $('panels').replaceChildren();
   Object.assign(view, { stream: null, status: null, panelSig: '', graphSig: '' });
@@ -408,6 +410,25 @@ function renderStatus() {
   renderCheckpoint(st.checkpoint);
   renderDistributed(st.distributed);
   renderQuality(st.quality);
+  renderProblems(st);
+}
+
+// What went wrong: the pipeline's error, each connector's current problem, and the
+// latest dead letters with their reasons (newest first).
+function renderProblems(st) {
+  const problems = [];
+  if (st.error) problems.push(`pipeline ${st.state}: ${st.error}`);
+  for (const n of st.nodes || []) if (n.problem) problems.push(`${n.label}: ${n.problem}`);
+  const letters = st.dead_letters || [];
+  $('problems').hidden = !problems.length && !letters.length;
+  $('problem-list').replaceChildren(...problems.map((p) => el('li', { class: 'bad', text: p })));
+  $('dead-letters').tBodies[0].replaceChildren(...letters.map((d) => el('tr', null,
+    el('td', { class: 'mono', title: d.time || '', text: d.time ? fmtTime(d.time) : '—' }),
+    el('td', { text: d.table || '' }),
+    el('td', { class: 'mono', text: d.location || '' }),
+    el('td', { class: 'bad', text: d.reason || '' }),
+    el('td', { class: 'mono raw', title: d.raw || '', text: d.raw != null ? d.raw : (d.raw_base64 ? `(binary, base64) ${d.raw_base64.slice(0, 40)}…` : '') }),
+    el('td', { class: 'muted', text: d.target || '' }))));
 }
 
 // Data quality per table: rules and their violations, dead letters, late rows, and
@@ -704,7 +725,7 @@ function drawGraph(nodes, edges) {
 // ---------------------------------------------------------------- panels
 
 function rebuildPanels(defs) {
-  for (const p of view.panels.values()) p.close();
+  if (view.rowsStream) view.rowsStream.close();
   view.panels.clear();
   const host = $('panels');
   host.replaceChildren();
@@ -714,6 +735,12 @@ function rebuildPanels(defs) {
     view.panels.set(def.name, panel);
     host.append(panel.el);
   }
+  // Every table's rows over one connection: a browser opens at most six per server,
+  // and the frames' images need some of them.
+  if (!defs.length) { view.rowsStream = null; return; }
+  const names = defs.map((d) => encodeURIComponent(d.name)).join(',');
+  const route = (m) => { const p = view.panels.get(m.panel); if (p) p.onRows(m); };
+  view.rowsStream = openStream(`/api/streams?panels=${names}`, { rows: route, message: route });
 }
 
 class Panel {
@@ -727,8 +754,6 @@ class Panel {
       el('header', { class: 'panel-head' }, el('h2', { text: def.title || def.name }), this.meta),
       this.body);
     this.clear();
-    this.stream = openStream(`/api/streams/${encodeURIComponent(def.name)}`,
-      { rows: (m) => this.onRows(m), message: (m) => this.onRows(m) });
   }
 
   viewName() { return 'table'; }
@@ -760,7 +785,6 @@ class Panel {
     this.meta.textContent = this.updated ? `${text} · updated ${fmtClock(this.updated)}` : text;
   }
 
-  close() { this.stream.close(); }
 }
 
 // Rows live in a Map in update order (oldest first), so an upsert is delete + set and
@@ -920,18 +944,42 @@ class SeriesPanel extends Panel {
       svg('text', { class: 'axis-label', transform: `translate(12,${(m.t + H - m.b) / 2}) rotate(-90)`, 'text-anchor': 'middle', text: yName }));
 
     const legend = el('ul', { class: 'legend' });
+    // Series with the same values lie on top of each other: each gets a dash pattern and
+    // a marker shape besides its colour, so every one stays visible where they overlap,
+    // and hovering a legend entry brings its series to the front.
     names.forEach((name, i) => {
       const color = PALETTE[i % PALETTE.length];
+      const dash = DASHES[i % DASHES.length];
       const pts = this.series.get(name);
       const last = pts[pts.length - 1];
-      chart.append(
-        svg('polyline', { class: 'line', stroke: color, points: pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ') }),
-        svg('circle', { cx: sx(last.x), cy: sy(last.y), r: 3, fill: color }, svg('title', { text: `${name}: ${fmtCell(last.y)}` })));
+      const group = svg('g', { class: 'series', 'data-series': name },
+        svg('polyline', { class: 'line', stroke: color, 'stroke-dasharray': dash || null,
+          points: pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ') }),
+        ...pts.slice(-MARKERS).map((p) => marker(i, sx(p.x), sy(p.y), color)),
+        svg('title', { text: `${name}: ${fmtCell(last.y)}` }));
+      chart.append(group);
       const swatch = el('span', { class: 'swatch' });
-      swatch.style.background = color;
-      legend.append(el('li', null, swatch, `${name} `, el('span', { class: 'muted', text: fmtCell(last.y) })));
+      swatch.style.background = dash ? `repeating-linear-gradient(90deg, ${color} 0 5px, transparent 5px 8px)` : color;
+      const item = el('li', null, swatch, `${name} `, el('span', { class: 'muted', text: fmtCell(last.y) }));
+      item.addEventListener('mouseenter', () => { chart.append(group); group.classList.add('hot'); });
+      item.addEventListener('mouseleave', () => group.classList.remove('hot'));
+      legend.append(item);
     });
     this.body.replaceChildren(chart, legend);
+  }
+}
+
+const DASHES = ['', '6 3', '2 3', '9 3 2 3'];
+const MARKERS = 12; // points marked at the end of each series
+
+// Series `i`'s marker: circle, square, triangle or diamond.
+function marker(i, x, y, color) {
+  const r = 3;
+  switch (i % 4) {
+    case 1: return svg('rect', { x: x - r, y: y - r, width: 2 * r, height: 2 * r, fill: color });
+    case 2: return svg('path', { d: `M${x},${y - r - 1} L${x + r + 1},${y + r} L${x - r - 1},${y + r} z`, fill: color });
+    case 3: return svg('path', { d: `M${x},${y - r - 1} L${x + r + 1},${y} L${x},${y + r + 1} L${x - r - 1},${y} z`, fill: color });
+    default: return svg('circle', { cx: x, cy: y, r, fill: color });
   }
 }
 
@@ -1012,6 +1060,9 @@ function makeCard() {
     key: el('strong', { class: 'card-key' }),
     label: el('span', { class: 'card-label' }),
     score: el('span', { class: 'card-score' }),
+    // The camera's recent results, newest first.
+    history: [],
+    historyList: el('ol', { class: 'card-history', title: 'recent frames of this camera' }),
   };
   img.addEventListener('error', () => card.root.classList.add('broken'));
   img.addEventListener('load', () => {
@@ -1020,8 +1071,26 @@ function makeCard() {
   });
   card.root = el('figure', { class: 'gallery-card' },
     el('div', { class: 'frame' }, img, boxes),
-    el('figcaption', null, card.key, card.label, card.score));
+    el('figcaption', null, card.key, card.label, card.score),
+    card.historyList);
   return card;
+}
+
+const HISTORY_FRAMES = 6;
+
+// Adds a frame's result to its camera's history (once per frame) and redraws the list.
+function rememberFrame(card, row, label) {
+  const at = row.event_time ?? row.time ?? row._image ?? null;
+  const id = `${at}\u0000${row.offset ?? ''}`;
+  if (card.history.length && card.history[0].id === id) return;
+  const objects = Array.isArray(row.objects) ? row.objects.length : null;
+  card.history.unshift({ id, at, label, score: row.score, objects });
+  card.history.length = Math.min(card.history.length, HISTORY_FRAMES);
+  card.historyList.replaceChildren(...card.history.slice(1).map((h) => el('li', null,
+    el('span', { class: 'mono', text: typeof h.at === 'number' || /^\d{4}-/.test(String(h.at)) ? fmtTime(h.at) : '' }),
+    ` ${h.label || '—'} `,
+    el('span', { class: scoreClass(h.score), text: fmtScore(h.score) }),
+    h.objects ? el('span', { class: 'muted', text: ` · ${h.objects} object${h.objects === 1 ? '' : 's'}` }) : null)));
 }
 
 // Draws the card's objects once its frame has loaded (their boxes are in its pixels).
@@ -1083,6 +1152,7 @@ function updateCard(card, key, row) {
     card.objects = row.objects;
     if (card.img.complete) drawBoxes(card);
   }
+  rememberFrame(card, row, label);
   card.root.title = Object.entries(row).filter(([k]) => !k.startsWith('_'))
     .map(([k, v]) => `${k}: ${fmtCell(v)}`).join('\n');
 }

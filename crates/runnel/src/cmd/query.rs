@@ -20,6 +20,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use clap::{Args, ValueEnum};
 use runnel_connectors::descriptor::Resource;
+use runnel_runtime::host::cut;
 use runnel_runtime::{PrepareOptions, Resources, prepare_query};
 
 /// `runnel query`.
@@ -247,18 +248,6 @@ fn write_table(
         line(row, out)?;
     }
     Ok(())
-}
-
-/// `s` cut to `max` characters, newlines shown as spaces.
-fn cut(s: &str, max: usize) -> String {
-    let flat: String = s.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let mut kept: String = flat.chars().take(max - 1).collect();
-        kept.push('…');
-        kept
-    }
 }
 
 #[cfg(test)]

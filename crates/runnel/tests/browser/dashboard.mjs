@@ -15,7 +15,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectBoxes: false, expectRows: 0, expectQuality: false, expectReady: false, badSql: null, goodSql: null, pipeline: null, timeoutMs: 20000 };
+  const opts = { url: null, screenshot: null, token: null, expectGallery: false, expectBoxes: false, expectRows: 0, expectQuality: false, expectReady: false, expectDeadLetters: false, badSql: null, goodSql: null, pipeline: null, timeoutMs: 20000 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -30,6 +30,7 @@ function parseArgs(argv) {
       case '--expect-boxes': opts.expectBoxes = true; break;
       case '--expect-quality': opts.expectQuality = true; break;
       case '--expect-ready': opts.expectReady = true; break;
+      case '--expect-dead-letters': opts.expectDeadLetters = true; break;
       // Drive the SQL editor of `runnel serve`: a script that does not plan (its error
       // must be marked), then one that does (named --pipeline), then stop it.
       case '--bad-sql': opts.badSql = value(); break;
@@ -68,7 +69,7 @@ watchdog.unref();
 
 const consoleErrors = [];
 const failedRequests = [];
-const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, gallery_boxes: 0, quality_violations: 0, quality_columns: 0, ready: false, named_nodes: [], sql_error: '', sql_error_line: null, submitted_state: '', stopped_state: '' };
+const counts = { graph_nodes: 0, rows: 0, rows_total: 0, gallery_images: 0, gallery_boxes: 0, quality_violations: 0, quality_columns: 0, ready: false, dead_letters: 0, named_nodes: [], sql_error: '', sql_error_line: null, submitted_state: '', stopped_state: '' };
 
 function missing() {
   const out = [];
@@ -83,6 +84,7 @@ function missing() {
   }
   if (opts.expectQuality && counts.quality_columns < 1) out.push('no profiled column in #quality .quality-profile');
   if (opts.expectReady && !counts.ready) out.push('no data-ready attribute on <body>');
+  if (opts.expectDeadLetters && counts.dead_letters < 1) out.push('no dead letter with its reason in #dead-letters');
   return out;
 }
 
@@ -100,6 +102,7 @@ function measure() {
       .filter((td) => td.offsetParent !== null).length,
     quality_columns: document.querySelectorAll('#quality:not([hidden]) .quality-profile tbody tr').length,
     ready: document.body.dataset.ready === 'true',
+    dead_letters: document.querySelectorAll('#problems:not([hidden]) #dead-letters tbody tr td.bad').length,
     named_nodes: [...document.querySelectorAll('#operators tbody tr td:first-child')].map((td) => td.textContent),
   };
 }

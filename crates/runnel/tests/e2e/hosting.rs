@@ -20,19 +20,7 @@ INSERT INTO doubled SELECT n, n * 2 FROM numbers;
 ";
 
 fn serve(dir: &Path, port: u16) -> Server {
-    let listen = format!("127.0.0.1:{port}");
-    Server::spawn(
-        dir,
-        port,
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--data-dir",
-            "data",
-            "--auto-create",
-        ],
-    )
+    Server::start(dir, port, &["--auto-create"])
 }
 
 fn call(port: u16, method: &str, path: &str, ty: &str, body: &str) -> (u16, Value) {

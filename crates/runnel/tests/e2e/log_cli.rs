@@ -61,7 +61,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
+    /// `runnel serve --listen 127.0.0.1:PORT --data-dir data EXTRA…` in `cwd`.
+    pub(crate) fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["serve", "--listen", &listen, "--data-dir", "data"];
         args.extend_from_slice(extra);

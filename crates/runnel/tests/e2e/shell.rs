@@ -97,19 +97,7 @@ fn post_sales(port: u16, rows: &str) {
 fn sql_shell_against_a_server_live_select_insert_and_history() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server::spawn(
-        dir.path(),
-        port,
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--data-dir",
-            "data",
-            "--auto-create",
-        ],
-    );
+    let _server = Server::start(dir.path(), port, &["--auto-create"]);
     post_sales(
         port,
         "{\"shop\":\"north\",\"amount\":10}\n{\"shop\":\"south\",\"amount\":5}\n{\"shop\":\"north\",\"amount\":20}\n",

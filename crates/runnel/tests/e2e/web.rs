@@ -172,6 +172,15 @@ fn admin_api_streams_metrics_and_page() {
         sse.contains("22.5") && !sse.contains("21.5"),
         "upserted by sensor: {sse}"
     );
+    // Several tables over one stream (the page's: a browser allows six connections).
+    let both = read_sse(
+        port,
+        "/api/streams?panels=live,gallery",
+        "\"panel\":\"gallery\"",
+    );
+    assert!(both.contains("\"panel\":\"live\""), "{both}");
+    let (status, _) = http(port, "GET", "/api/streams?panels=nope", &[], b"").unwrap();
+    assert_eq!(status, 404);
     let sse = read_sse(port, "/api/streams/gallery", "_image");
     let url = sse
         .split("\"_image\":\"")
@@ -432,9 +441,52 @@ fn browser_tools() -> (PathBuf, PathBuf) {
     (chromium, cache.join("node_modules"))
 }
 
+/// Runs `tests/browser/dashboard.mjs` in headless Chromium against the server on `port`
+/// with `args`; asserts it succeeded and returns its summary line and the screenshot.
+fn run_browser(port: u16, screenshot: &str, args: &[&str]) -> (Value, PathBuf) {
+    let (chromium, node_modules) = browser_tools();
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join(screenshot);
+    // ES modules resolve packages next to the script, not through NODE_PATH.
+    let cache = node_modules
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let script = cache.join(format!("dashboard-{port}.mjs"));
+    std::fs::copy(
+        repo().join("crates/runnel/tests/browser/dashboard.mjs"),
+        &script,
+    )
+    .expect("copying the browser driver");
+    let out = Command::new("node")
+        .arg(&script)
+        .args(["--url", &format!("http://127.0.0.1:{port}/")])
+        .args(["--screenshot", &shot.display().to_string()])
+        .args(args)
+        .args(["--timeout-ms", "30000"])
+        .env("CHROMIUM", &chromium)
+        .current_dir(&cache)
+        .output()
+        .expect("running node");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed (screenshot: {}):\n{stdout}\n{stderr}",
+        shot.display()
+    );
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    (summary, shot)
+}
+
 #[test]
 fn dashboard_page_in_headless_chromium() {
-    let (chromium, node_modules) = browser_tools();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let _server = start_pipeline(dir.path(), port);
@@ -452,53 +504,22 @@ fn dashboard_page_in_headless_chromium() {
             &photo(),
         );
     }
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&artifacts).expect("artifact dir");
-    let shot = artifacts.join("dashboard.png");
-    // ES modules resolve packages next to the script, not through NODE_PATH.
-    let cache = node_modules
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let script = cache.join("dashboard.mjs");
-    std::fs::copy(
-        repo().join("crates/runnel/tests/browser/dashboard.mjs"),
-        &script,
-    )
-    .expect("copying the browser driver");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["--url", &format!("http://127.0.0.1:{port}/")])
-        .args(["--screenshot", &shot.display().to_string()])
-        .args([
+    let (summary, shot) = run_browser(
+        port,
+        "dashboard.png",
+        &[
             "--expect-gallery",
             "--expect-boxes",
             "--expect-quality",
             "--expect-ready",
+            "--expect-dead-letters",
             "--expect-rows",
             "2",
-            "--timeout-ms",
-            "30000",
-        ])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&cache)
-        .output()
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed (screenshot: {}):\n{stdout}\n{stderr}",
-        shot.display()
+        ],
     );
     assert!(shot.exists(), "no screenshot at {}", shot.display());
     eprintln!("dashboard screenshot: {}", shot.display());
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
-    assert_eq!(summary["ok"], true, "{stdout}");
+    assert_eq!(summary["ok"], true, "{summary}");
     // The same numbers from the API: the rule's violation, the source's profile.
     let (status, q) = get_json(port, "/api/pipelines/web-test/quality");
     assert_eq!(status, 200, "{q}");
@@ -523,22 +544,9 @@ fn dashboard_page_in_headless_chromium() {
 /// editor, a good one is submitted and shown, and stopped from the list (a savepoint).
 #[test]
 fn page_submits_and_stops_hosted_pipelines() {
-    let (chromium, node_modules) = browser_tools();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server::spawn(
-        dir.path(),
-        port,
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--data-dir",
-            "data",
-            "--auto-create",
-        ],
-    );
+    let _server = Server::start(dir.path(), port, &["--auto-create"]);
     post(
         port,
         "readings",
@@ -561,58 +569,31 @@ fn page_submits_and_stops_hosted_pipelines() {
         format!("{head}INSERT INTO hot SELECT sensor, temp FROM readings WHERE temp > 20;\n"),
     )
     .expect("good.sql");
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&artifacts).expect("artifact dir");
-    let shot = artifacts.join("hosted.png");
-    let cache = node_modules
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let script = cache.join("dashboard.mjs");
-    std::fs::copy(
-        repo().join("crates/runnel/tests/browser/dashboard.mjs"),
-        &script,
-    )
-    .expect("copying the browser driver");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["--url", &format!("http://127.0.0.1:{port}/")])
-        .args(["--screenshot", &shot.display().to_string()])
-        .args(["--bad-sql", &bad.display().to_string()])
-        .args(["--good-sql", &good.display().to_string()])
-        .args([
+    let (bad, good) = (bad.display().to_string(), good.display().to_string());
+    let (summary, _) = run_browser(
+        port,
+        "hosted.png",
+        &[
+            "--bad-sql",
+            &bad,
+            "--good-sql",
+            &good,
             "--pipeline",
             "page-made",
             "--expect-rows",
             "2",
             "--expect-ready",
-        ])
-        .args(["--timeout-ms", "30000"])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&cache)
-        .output()
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed (screenshot: {}):\n{stdout}\n{stderr}",
-        shot.display()
+        ],
     );
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
-    assert_eq!(summary["sql_error_line"], 4, "{stdout}");
+    assert_eq!(summary["sql_error_line"], 4, "{summary}");
     assert!(
         summary["sql_error"]
             .as_str()
             .unwrap_or_default()
             .contains("tmp"),
-        "{stdout}"
+        "{summary}"
     );
-    assert_eq!(summary["stopped_state"], "stopped", "{stdout}");
+    assert_eq!(summary["stopped_state"], "stopped", "{summary}");
     let (status, p) = get_json(port, "/api/pipelines/page-made");
     assert_eq!(status, 200, "{p}");
     assert_eq!(p["state"], "stopped", "{p}");
@@ -878,19 +859,7 @@ fn sigterm(pid: u32) {
 fn other_sites_cannot_write_or_rebind() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server::spawn(
-        dir.path(),
-        port,
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--data-dir",
-            "data",
-            "--auto-create",
-        ],
-    );
+    let _server = Server::start(dir.path(), port, &["--auto-create"]);
     let own = format!("http://127.0.0.1:{port}");
     let post = |headers: &[(&str, &str)]| {
         http(port, "POST", "/v1/topics/t/records", headers, b"{\"a\":1}")
