@@ -52,9 +52,12 @@ CREATE TABLE frames_per_camera (
 
 CREATE TABLE label_counts_file (
   camera STRING, label STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), frames BIGINT
-) WITH (connector = 'file', path = 'demo-out/label_counts', format = 'json');
+) WITH (connector = 'file', path = 'demo-out/label_counts', format = 'json',
+        'sink.rolling-policy.rollover-interval' = '2 min');
 -- (This pipeline never ends, so it checkpoints every 10 s and the file sink writes
--- exactly-once part files into that directory, committed with each checkpoint.)
+-- exactly-once part files into that directory: each checkpoint's rows are appended to
+-- a hidden part per subtask, shown as part-<subtask>-<first>-<last>.jsonl every 2 minutes
+-- and when the demo stops, instead of a tiny part per checkpoint.)
 
 -- Every frame's result for the warehouse: a Delta Lake table partitioned by day and
 -- camera, one Delta commit per checkpoint. Read it with

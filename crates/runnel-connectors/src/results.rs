@@ -77,6 +77,9 @@ struct PanelState {
     /// (key, row), oldest first.
     rows: VecDeque<(Option<String>, Value)>,
     images: HashMap<String, PanelImage>,
+    /// Each key's image before the latest: a page drawing a row fetches its image a
+    /// moment later, by version, when a newer one may have arrived already.
+    previous: HashMap<String, PanelImage>,
     versions: u64,
 }
 
@@ -126,6 +129,17 @@ impl Panel {
         self.lock().images.get(key).cloned()
     }
 
+    /// The image of a gallery key with `version` (the one its row names) while it is
+    /// still kept, else the latest.
+    pub fn image_version(&self, key: &str, version: Option<u64>) -> Option<PanelImage> {
+        let state = self.lock();
+        let latest = state.images.get(key)?;
+        match (version, state.previous.get(key)) {
+            (Some(v), Some(prev)) if prev.version == v => Some(prev.clone()),
+            _ => Some(latest.clone()),
+        }
+    }
+
     /// Folds rows (with the images of gallery rows) into the state and broadcasts them.
     /// Folds new rows (and their images) into the panel and tells subscribers.
     pub(crate) fn push(&self, mut rows: Vec<Value>, images: Vec<Option<Vec<u8>>>) {
@@ -170,9 +184,12 @@ impl Panel {
                         .map(|(k, _)| k.clone());
                     if let Some(oldest) = oldest {
                         state.images.remove(&oldest);
+                        state.previous.remove(&oldest);
                     }
                 }
-                state.images.insert(key.clone(), image);
+                if let Some(before) = state.images.insert(key.clone(), image) {
+                    state.previous.insert(key.clone(), before);
+                }
                 if let Value::Object(map) = row {
                     map.insert(
                         "_image".into(),

@@ -387,12 +387,19 @@ fn rows_event(panel: Option<&str>, reset: bool, rows: Vec<Value>) -> Event {
     Event::default().event("rows").data(data.to_string())
 }
 
+/// `?v=` of an image URL: the version its row names.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ImageVersion {
+    v: Option<u64>,
+}
+
 async fn stream_image(
     State(s): State<AdminState>,
     Path((sink, key)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ImageVersion>,
 ) -> Result<Response, ApiError> {
     let panel = s.panel(&sink)?;
-    let image = panel.image(&key).ok_or_else(|| {
+    let image = panel.image_version(&key, q.v).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_image",

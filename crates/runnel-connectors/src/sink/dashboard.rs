@@ -479,6 +479,11 @@ mod tests {
         );
         assert_eq!(panel.image("a").unwrap().content_type, "image/png");
         assert_eq!(rx.recv().await.unwrap().len(), 3);
+        // Key a had versions 1 and 3: a row naming v=1 still gets its own image.
+        assert_eq!(panel.image_version("a", Some(1)).unwrap().version, 1);
+        assert_eq!(panel.image_version("a", Some(3)).unwrap().version, 3);
+        assert_eq!(panel.image_version("a", None).unwrap().version, 3);
+        assert_eq!(panel.image_version("a", Some(99)).unwrap().version, 3);
     }
 
     #[tokio::test]

@@ -43,6 +43,43 @@ pub struct FileSink {
     buf: Vec<u8>,
 }
 
+/// The rolling policy of a checkpointed sink's part files, when one is set.
+fn rolling(spec: &TableSpec) -> Result<Option<crate::sink::file_parts::Rolling>, ConnectorError> {
+    let o = &spec.options;
+    let size = o.get("sink.rolling-policy.file-size");
+    let interval = o.get("sink.rolling-policy.rollover-interval");
+    if size.is_none() && interval.is_none() {
+        return Ok(None);
+    }
+    let bad = |key: &str, why: String| {
+        ConnectorError::Other(format!("table '{}': option '{key}': {why}", spec.name))
+    };
+    let max_bytes = match size {
+        None => 128 << 20,
+        Some(t) => crate::sink::filesystem::parse_size(t).ok_or_else(|| {
+            bad(
+                "sink.rolling-policy.file-size",
+                format!("'{t}' is not a size (e.g. '128MB')"),
+            )
+        })?,
+    };
+    let max_age_ms = match interval {
+        None => 30 * 60_000,
+        Some(t) => runnel_common::time::parse_duration_ms(t)
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                bad(
+                    "sink.rolling-policy.rollover-interval",
+                    format!("'{t}' is not a positive duration (e.g. '5 min')"),
+                )
+            })?,
+    };
+    Ok(Some(crate::sink::file_parts::Rolling {
+        max_bytes,
+        max_age_ms,
+    }))
+}
+
 /// Validates options, creates (truncates) the output file and returns one subtask per context.
 pub fn build(
     spec: &TableSpec,
@@ -62,12 +99,21 @@ pub fn build(
         Some("csv") => FileSinkFormat::Csv,
         _ => FileSinkFormat::Json,
     };
+    let rolling = rolling(spec)?;
     if let Some(mode) = contexts.first().and_then(|c| c.checkpoint) {
         // Exactly once: `path` is a directory of part files committed with checkpoints.
         let task = contexts.first().and_then(|c| c.task);
         let mirror = contexts.first().and_then(|c| c.sealed.clone());
-        crate::sink::file_parts::recover(&path, format, mode.restored, task, mirror.as_deref())
-            .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
+        crate::sink::file_parts::recover(
+            &path,
+            format,
+            &spec.schema,
+            mode.restored,
+            task,
+            mirror.as_deref(),
+            rolling,
+        )
+        .map_err(|e| ConnectorError::Other(format!("table '{}': {e}", spec.name)))?;
         return contexts
             .into_iter()
             .map(|ctx| {
@@ -78,6 +124,7 @@ pub fn build(
                     &spec.schema,
                     ctx.metrics,
                     ctx.task,
+                    rolling,
                 )
                 .map(|s| s.with_mirror(ctx.sealed.clone()))
                 .map(|s| Box::new(s) as Box<dyn Sink>)

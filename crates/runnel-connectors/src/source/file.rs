@@ -56,6 +56,20 @@ pub const CONNECTOR: Connector = Connector {
             "a log topic for records that cannot be read, instead of a file",
         )
         .source_only(),
+        OptionDef::new(
+            "sink.rolling-policy.file-size",
+            OptionType::Text,
+            "with checkpoints: append committed rows to one part per subtask and show it once \
+             this big (e.g. '128MB'; without either rolling option every checkpoint makes a part)",
+        )
+        .sink_only(),
+        OptionDef::new(
+            "sink.rolling-policy.rollover-interval",
+            OptionType::Text,
+            "with checkpoints: show a part this long after its first rows (e.g. '5 min'; \
+             default with a file size: 30 min); the input's end shows it too",
+        )
+        .sink_only(),
     ],
     source: Some(build),
     sink: Some(crate::sink::file::build),

@@ -232,6 +232,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     printer.abort();
     server.stop().await;
     resources.close().await;
+    // A temporary data directory is never resumed: show the rows the file sink has
+    // committed since its last roll.
+    if args.data_dir.is_none() && args.pipeline.is_none() {
+        let dir = std::path::Path::new(DEMO_OUT).join("label_counts");
+        let format = runnel_connectors::sink::file::FileSinkFormat::Json;
+        if let Err(e) = runnel_connectors::sink::file_parts::roll_open_parts(&dir, format) {
+            eprintln!("runnel demo: {}: {e}", dir.display());
+        }
+    }
     if args.cameras > 0 {
         let s = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         eprintln!("runnel demo: cameras: {}", s.line(true));

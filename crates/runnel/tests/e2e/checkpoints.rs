@@ -18,6 +18,8 @@ CREATE TABLE events (k STRING, seq BIGINT, ts TIMESTAMP(3),
   WITH (connector = 'log', topic = 'events', format = 'json',
         'scan.startup.mode' = 'earliest', bounded = 'true');
 CREATE TABLE copy (k STRING, seq BIGINT) WITH (connector = 'file', path = 'out/copy');
+CREATE TABLE rolled (k STRING, seq BIGINT) WITH (connector = 'file', path = 'out/rolled',
+  'sink.rolling-policy.file-size' = '64kb');
 CREATE TABLE counts (k STRING, window_end TIMESTAMP(3), n BIGINT, mx BIGINT)
   WITH (connector = 'file', path = 'out/counts');
 CREATE TABLE copy_log (k STRING, seq BIGINT)
@@ -29,6 +31,7 @@ CREATE TABLE pq (seq BIGINT, k STRING) PARTITIONED BY (k)
   WITH ('connector' = 'filesystem', 'path' = 'out/pq', 'format' = 'parquet',
         'sink.rolling-policy.file-size' = '256kb');
 INSERT INTO copy SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
+INSERT INTO rolled SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO pq SELECT seq, k FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO parts SELECT seq, k FROM events WHERE MOD(seq, 3) <> 1;
 INSERT INTO copy_log SELECT k, seq FROM events WHERE MOD(seq, 3) <> 1;
@@ -91,6 +94,15 @@ fn committed(dir: &Path) -> Vec<String> {
     }
     rows.sort();
     rows
+}
+
+/// How many part files a part-file sink shows.
+fn committed_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("output dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .count()
 }
 
 /// The committed rows of the partitioned `filesystem` sink as `k=…/<row>`, sorted;
@@ -203,6 +215,21 @@ fn sigkill_at_random_moments_gives_the_uninterrupted_output() {
     assert!(
         got_copy == want_copy,
         "stateless output differs from the uninterrupted run"
+    );
+    // The same rows through parts that accumulate over checkpoints and roll at 64 kB.
+    let got_rolled = committed(&t.path().join("out/rolled"));
+    assert_eq!(
+        got_rolled.len(),
+        want_copy.len(),
+        "rolled parts: gap or duplicate"
+    );
+    assert!(got_rolled == want_copy, "rolled parts differ");
+    let rolled_files = std::fs::read_dir(t.path().join("out/rolled"))
+        .expect("rolled dir")
+        .count();
+    assert!(
+        rolled_files < committed_files(&t.path().join("out/copy")),
+        "rolling made no fewer parts"
     );
     assert_eq!(got_counts, want_counts, "windowed output differs");
     let got_parts = committed_partitions(&t.path().join("out/parts"));
