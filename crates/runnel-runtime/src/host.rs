@@ -461,8 +461,13 @@ impl Host {
     }
 
     /// Stops every running pipeline without a savepoint (the process is exiting; each
-    /// resumes from its newest checkpoint at the next start).
+    /// resumes from its newest checkpoint at the next start), and every query.
     pub async fn shutdown(&self) {
+        for (_, mut q) in std::mem::take(&mut *self.queries()) {
+            if let Some(stop) = q.stop.take() {
+                let _ = stop.send(());
+            }
+        }
         let mut replies = Vec::new();
         for slot in self.slots().values() {
             if let Some(c) = &slot.commands {

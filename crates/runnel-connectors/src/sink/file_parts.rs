@@ -171,7 +171,7 @@ impl PartFiles {
         open.marks.push((txn.checkpoint, len));
         self.save_open(txn.subtask, &open)?;
         let age = runnel_common::time::now_ms() - open.opened_ms;
-        if len >= rolling.max_bytes || age >= rolling.max_age_ms || txn.checkpoint == txn::FINAL {
+        if len >= rolling.max_bytes || age >= rolling.max_age_ms {
             self.roll(txn.subtask)?;
         }
         Ok(())
@@ -226,7 +226,13 @@ impl PartFiles {
 impl Apply for PartFiles {
     fn apply(&self, txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
         if let Some(rolling) = self.rolling {
-            return self.append(txn, sealed, rolling);
+            if txn.checkpoint != txn::FINAL {
+                return self.append(txn, sealed, rolling);
+            }
+            // Rows after the last checkpoint get a part of their own, as without rolling:
+            // a restart from that checkpoint (a crash before the process exits) must be
+            // able to drop them, which it cannot inside a part that also holds older rows.
+            self.roll(txn.subtask)?;
         }
         let to = self.visible(txn);
         match std::fs::rename(sealed, &to) {
@@ -600,12 +606,19 @@ mod tests {
             )]
         );
         assert!(p.applied(&t(2)).unwrap() && !p.applied(&t(3)).unwrap());
+        // Rows after the last checkpoint: a part of their own, dropped by a restart.
+        p.apply(&t(3), &sealed(dir.path(), 3, &["d,4"])).unwrap();
+        p.apply(&t(txn::FINAL), &sealed(dir.path(), txn::FINAL, &["z,9"]))
+            .unwrap();
+        assert_eq!(visible(dir.path()).len(), 3, "{:?}", visible(dir.path()));
+        p.discard_after(Some(3)).unwrap();
+        assert_eq!(visible(dir.path()).len(), 2, "{:?}", visible(dir.path()));
         // A small size rolls at the commit that reaches it.
         let small = parts(dir.path(), 8);
         small
             .apply(&t(4), &sealed(dir.path(), 4, &["e,5", "f,6"]))
             .unwrap();
-        assert_eq!(visible(dir.path()).len(), 2);
+        assert_eq!(visible(dir.path()).len(), 3);
         // From scratch: every part goes.
         small
             .apply(&t(5), &sealed(dir.path(), 5, &["g,7"]))
