@@ -190,7 +190,7 @@ fn unknown_option_names_the_known_ones() {
         .expect("error");
     assert_eq!(
         err.to_string(),
-        "table 't': unknown option 'pth' for connector 'file'; did you mean 'path'?; known options: path, format, dead-letter.path, dead-letter.topic"
+        "table 't': unknown option 'pth' for connector 'file'; did you mean 'path'?; known options: path, format, dead-letter.path, dead-letter.topic, sink.rolling-policy.file-size, sink.rolling-policy.rollover-interval"
     );
     let t = spec(
         "n",
