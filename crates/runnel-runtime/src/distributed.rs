@@ -653,19 +653,11 @@ impl Member {
             status: Arc::new(move || {
                 let member = status.lock().map(|s| s.clone()).unwrap_or_default();
                 crate::status::PipelineStatus {
-                    name: name.clone(),
-                    state: "running".into(),
-                    health: "ok".into(),
-                    error: None,
                     started_ms,
                     uptime_s: started.elapsed().as_secs_f64(),
                     parallelism: 1,
-                    nodes: Vec::new(),
-                    edges: Vec::new(),
-                    checkpoint: None,
                     distributed: serde_json::to_value(member).ok(),
-                    quality: None,
-                    dead_letters: Vec::new(),
+                    ..crate::status::PipelineStatus::bare(&name, "running", None)
                 }
             }),
         }

@@ -799,25 +799,7 @@ fn idle_handle(name: &str, state: RunState) -> PipelineHandle {
         name: name.clone(),
         status: Arc::new(move || {
             let (run_state, error) = state.get();
-            PipelineStatus {
-                name: name.clone(),
-                state: run_state.to_string(),
-                health: if run_state == "failed" {
-                    "failed".into()
-                } else {
-                    "ok".into()
-                },
-                error,
-                started_ms: 0,
-                uptime_s: 0.0,
-                parallelism: 0,
-                nodes: Vec::new(),
-                edges: Vec::new(),
-                checkpoint: None,
-                distributed: None,
-                quality: None,
-                dead_letters: Vec::new(),
-            }
+            PipelineStatus::bare(&name, run_state, error)
         }),
     }
 }

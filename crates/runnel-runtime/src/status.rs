@@ -114,6 +114,28 @@ pub struct PipelineStatus {
     pub dead_letters: Vec<Value>,
 }
 
+impl PipelineStatus {
+    /// A pipeline without a graph to show (stopped, failed before it ran, or a distributed
+    /// member whose tasks report elsewhere): its name and state, nothing else.
+    pub fn bare(name: &str, state: &str, error: Option<String>) -> Self {
+        PipelineStatus {
+            name: name.to_string(),
+            state: state.to_string(),
+            health: if state == "failed" { "failed" } else { "ok" }.into(),
+            error,
+            started_ms: 0,
+            uptime_s: 0.0,
+            parallelism: 0,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            checkpoint: None,
+            distributed: None,
+            quality: None,
+            dead_letters: Vec::new(),
+        }
+    }
+}
+
 /// A table whose quality the status reports.
 struct QualityTable {
     table: String,

@@ -259,7 +259,9 @@ impl Detector {
             return Self::load(&path, options);
         }
         if let Some((onnx, labels, spec)) = embedded_detect_model() {
-            return Self::from_bytes(onnx, labels, spec, "embedded detector", options);
+            let detector = Self::from_bytes(onnx, labels, spec, "embedded detector", options);
+            model::release_embedded(onnx);
+            return detector;
         }
         let tried: Vec<String> = model::candidates_for(BUNDLED_DETECT_MODEL_PATH)
             .iter()

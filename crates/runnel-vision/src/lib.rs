@@ -125,6 +125,7 @@ impl Classifier {
         }
         if let Some((onnx, labels, spec)) = model::embedded_model() {
             let loaded = model::load_bytes(onnx, labels, spec, "embedded model", options)?;
+            model::release_embedded(onnx);
             return Ok(Self::from_loaded(
                 loaded,
                 options,

@@ -305,6 +305,56 @@ pub fn embedded_model() -> Option<(&'static [u8], &'static str, &'static str)> {
     None
 }
 
+/// Hands the pages of an embedded model back to the kernel once it has been built.
+///
+/// The ONNX bytes are read once, while the plan is built (weights are copied into
+/// packed tensors); afterwards the ~43 MB of both bundled models would stay resident as
+/// file-backed pages of the binary for nothing. They are clean, read-only pages of a
+/// private file mapping, so `MADV_DONTNEED` only drops them from this process: a later
+/// read (another pipeline loading the model) faults them in again from the file.
+pub(crate) fn release_embedded(bytes: &'static [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).div_ceil(PAGE) * PAGE;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: [start, end) lies inside a `&'static [u8]` compiled into the binary,
+            // i.e. a read-only private file mapping; MADV_DONTNEED on it discards nothing
+            // that cannot be read back from the file, so the slice stays valid and equal.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
+/// The thread pool of every model loaded with `threads` threads: the classifier and the
+/// detector of one pipeline share it, so a frame's two inferences queue for the same
+/// cores instead of running four at once on two (each holds its activations, tens of MB
+/// for the detector, while it runs).
+fn shared_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, VisionError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, Weak};
+    static POOLS: Mutex<Option<HashMap<usize, Weak<rayon::ThreadPool>>>> = Mutex::new(None);
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    let pools = pools.get_or_insert_with(HashMap::new);
+    if let Some(pool) = pools.get(&threads).and_then(Weak::upgrade) {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("runnel-vision-{i}"))
+        .build()
+        .map_err(|e| VisionError::ThreadPool(e.to_string()))?;
+    let pool = Arc::new(pool);
+    pools.retain(|_, p| p.strong_count() > 0);
+    pools.insert(threads, Arc::downgrade(&pool));
+    Ok(pool)
+}
+
 pub(crate) fn read_text(path: &Path) -> Result<String, VisionError> {
     std::fs::read_to_string(path).map_err(|source| VisionError::Read {
         path: path.to_path_buf(),
@@ -395,12 +445,7 @@ pub(crate) fn plans(
         reason,
     };
     let threads = options.threads.max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("runnel-vision-{i}"))
-        .build()
-        .map_err(|e| VisionError::ThreadPool(e.to_string()))?;
-    let pool = Arc::new(pool);
+    let pool = shared_pool(threads)?;
 
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut Cursor::new(onnx))

@@ -207,24 +207,52 @@ fn write_table(
         }
         cells.push(col);
     }
-    let widths: Vec<usize> = cells
-        .iter()
-        .map(|c| c.iter().map(|s| s.chars().count()).max().unwrap_or(0))
+    let columns: Vec<String> = cells.iter().map(|c| c[0].clone()).collect();
+    let rows: Vec<Vec<String>> = (1..=batch.num_rows())
+        .map(|r| cells.iter().map(|c| c[r].clone()).collect())
         .collect();
     let numeric: Vec<bool> = schema
         .fields()
         .iter()
         .map(|f| f.data_type().is_numeric())
         .collect();
-    let line = |row: usize, out: &mut dyn std::io::Write| -> std::io::Result<()> {
+    for line in table_lines(&columns, &numeric, &rows) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// An aligned table as lines: a header, a rule, one line per row; the cells of
+/// `numeric` columns right-aligned. `runnel query` and `runnel sql` both print with it.
+pub(crate) fn table_lines(
+    columns: &[impl AsRef<str>],
+    numeric: &[bool],
+    rows: &[Vec<String>],
+) -> Vec<String> {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .chain([name.as_ref().chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>, header: bool| -> String {
         let mut text = String::new();
-        for (c, col) in cells.iter().enumerate() {
+        for (c, cell) in cells.enumerate() {
             if c > 0 {
                 text.push_str(" | ");
             }
-            let cell = &col[row];
-            let pad = widths[c] - cell.chars().count();
-            if numeric[c] && row > 0 {
+            let pad = widths
+                .get(c)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            if numeric.get(c).copied().unwrap_or(false) && !header {
                 text.push_str(&" ".repeat(pad));
                 text.push_str(cell);
             } else {
@@ -232,22 +260,21 @@ fn write_table(
                 text.push_str(&" ".repeat(pad));
             }
         }
-        writeln!(out, "{}", text.trim_end())
+        text.trim_end().to_string()
     };
-    line(0, out)?;
-    writeln!(
-        out,
-        "{}",
+    let mut lines = Vec::with_capacity(rows.len() + 2);
+    lines.push(line(&mut columns.iter().map(AsRef::as_ref), true));
+    lines.push(
         widths
             .iter()
             .map(|w| "-".repeat(*w))
             .collect::<Vec<_>>()
-            .join("-+-")
-    )?;
-    for row in 1..=batch.num_rows() {
-        line(row, out)?;
+            .join("-+-"),
+    );
+    for r in rows {
+        lines.push(line(&mut r.iter().map(String::as_str), false));
     }
-    Ok(())
+    lines
 }
 
 #[cfg(test)]

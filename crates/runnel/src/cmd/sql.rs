@@ -812,49 +812,11 @@ fn print_view(view: &QueryView, max_rows: usize) -> usize {
 
 /// Prints an aligned table of the first `limit` rows; returns the lines printed.
 fn print_table(columns: &[&str], numeric: &[bool], rows: &[Vec<String>], limit: usize) -> usize {
-    let rows = &rows[..rows.len().min(limit)];
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(c, name)| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .chain([name.chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>, header: bool| -> String {
-        let mut text = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            if c > 0 {
-                text.push_str(" | ");
-            }
-            let pad = widths[c].saturating_sub(cell.chars().count());
-            if numeric.get(c).copied().unwrap_or(false) && !header {
-                text.push_str(&" ".repeat(pad));
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(pad));
-            }
-        }
-        text.trim_end().to_string()
-    };
-    println!("{}", line(columns.to_vec(), true));
-    println!(
-        "{}",
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("-+-")
-    );
-    for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect(), false));
+    let lines = crate::cmd::query::table_lines(columns, numeric, &rows[..rows.len().min(limit)]);
+    for line in &lines {
+        println!("{line}");
     }
-    rows.len() + 2
+    lines.len()
 }
 
 /// An Arrow type as SQL names it.

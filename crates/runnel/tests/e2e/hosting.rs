@@ -249,3 +249,64 @@ fn submitted_pipelines_stop_with_a_savepoint_survive_restarts_and_resume() {
     assert!(!dir.path().join("data/checkpoints/doubler").exists());
     drop(server);
 }
+
+/// One hosted pipeline fails (strict error handling, a division by zero); the pipeline
+/// beside it and the server go on.
+#[test]
+fn a_failing_pipeline_leaves_the_others_and_the_server_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _server = serve(dir.path(), port);
+    produce(port, 0, 100);
+    let (status, v) = call(port, "POST", "/api/pipelines", "application/sql", DOUBLER);
+    assert_eq!(status, 201, "{v}");
+    let failing = "
+        SET 'pipeline.on-error' = 'fail';
+        CREATE TABLE numbers (n BIGINT) WITH (connector = 'log', topic = 'numbers', format = 'json');
+        CREATE TABLE quotients (n BIGINT, q BIGINT)
+          WITH (connector = 'log', topic = 'quotients', format = 'json');
+        INSERT INTO quotients SELECT n, 100 / (n - 50) FROM numbers;";
+    let (status, v) = call(
+        port,
+        "POST",
+        "/api/pipelines?name=divider",
+        "application/sql",
+        failing,
+    );
+    assert_eq!(status, 201, "{v}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let divider = loop {
+        let (status, v) = call(port, "GET", "/api/pipelines/divider", "text/plain", "");
+        assert_eq!(status, 200, "{v}");
+        if v["state"] == "failed" || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(divider["state"], "failed", "{divider}");
+    assert!(
+        divider.to_string().contains("Divide by zero"),
+        "the failure names its cause: {divider}"
+    );
+
+    // The other pipeline still runs and keeps up with new rows.
+    wait_for_doubled(port, 100);
+    produce(port, 100, 150);
+    wait_for_doubled(port, 150);
+    assert_eq!(state(port, "doubler"), "running");
+    let (_, list) = call(port, "GET", "/api/pipelines", "text/plain", "");
+    let states: BTreeMap<String, String> = list["pipelines"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(states["doubler"], "running", "{list}");
+    assert_eq!(states["divider"], "failed", "{list}");
+}

@@ -148,8 +148,11 @@ pub const RAW_COLUMNS: &str = "key STRING|BYTES, value BYTES|STRING, headers STR
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Offsets are committed at most this often while records keep flowing.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// Stop reading a partition in one poll after about this many bytes.
-const MAX_POLL_BYTES: usize = 16 << 20;
+/// Stop reading in one poll (all of the subtask's partitions together) after about this
+/// many bytes. The engine's queues hold 16 batches, so this bounds what a slow consumer
+/// keeps in memory to about 16 MiB per subtask: the camera demo's 100 kB frames come ~10
+/// per batch, while small records still fill the 1,024-record batch.
+const MAX_POLL_BYTES: usize = 1 << 20;
 
 /// How record values are turned into rows (and rows into values by the sink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

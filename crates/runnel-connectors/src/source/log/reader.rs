@@ -58,26 +58,29 @@ pub(super) fn fetch(
 ) -> Result<Fetched, ConnectorError> {
     let mut out = Vec::new();
     let mut resets = Vec::new();
+    // (records, bytes) read.
     let read = |want: &Want,
                 max: usize,
+                max_bytes: usize,
                 out: &mut Vec<(usize, Vec<StoredRecord>)>,
                 resets: &mut Vec<(usize, u64)>|
-     -> Result<usize, ConnectorError> {
+     -> Result<(usize, usize), ConnectorError> {
         let &(idx, id, next, limit) = want;
         let Some(part) = topic.partition(id) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
-        match part.read(next, max.min(limit), MAX_POLL_BYTES) {
+        match part.read(next, max.min(limit), max_bytes) {
             Ok(records) => {
                 let n = records.len();
+                let bytes = records.iter().map(StoredRecord::data_len).sum();
                 if n > 0 {
                     out.push((idx, records));
                 }
-                Ok(n)
+                Ok((n, bytes))
             }
             Err(LogError::OffsetOutOfRange { start, .. }) if next < start => {
                 resets.push((idx, start));
-                Ok(0)
+                Ok((0, 0))
             }
             Err(e) => Err(log_error(
                 format!("reading {}/{id} at offset {next}", topic.name()),
@@ -85,12 +88,14 @@ pub(super) fn fetch(
             )),
         }
     };
-    let mut left = budget;
+    let (mut left, mut bytes_left) = (budget, MAX_POLL_BYTES);
     for w in wants {
-        if left == 0 {
+        if left == 0 || bytes_left == 0 {
             break;
         }
-        left -= read(w, left, &mut out, &mut resets)?;
+        let (n, bytes) = read(w, left, bytes_left, &mut out, &mut resets)?;
+        left -= n;
+        bytes_left = bytes_left.saturating_sub(bytes);
     }
     if !out.is_empty() || !resets.is_empty() || wait.is_zero() || wants.is_empty() {
         return Ok((out, resets));
@@ -109,7 +114,7 @@ pub(super) fn fetch(
                 slice
             };
             if part.wait_for(w.2, timeout) {
-                read(w, budget, &mut out, &mut resets)?;
+                read(w, budget, MAX_POLL_BYTES, &mut out, &mut resets)?;
                 return Ok((out, resets));
             }
         }
