@@ -257,7 +257,8 @@ fn remove_sealed(path: &Path) -> Result<(), ConnectorError> {
     remove_if_exists(&progress_path(path))
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), ConnectorError> {
+/// Removes `path`; one that is already gone is no error.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), ConnectorError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

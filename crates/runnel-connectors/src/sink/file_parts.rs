@@ -103,7 +103,7 @@ impl PartFiles {
             }
         };
         if !self.open_path(subtask).exists() {
-            remove(&meta)?;
+            txn::remove_if_exists(&meta)?;
             return Ok(OpenPart::default());
         }
         serde_json::from_slice(&text)
@@ -185,17 +185,23 @@ impl PartFiles {
         };
         let to = self.rolled(subtask, *first, *last);
         // Only what the side file records was committed.
+        let path = self.truncate_open(subtask, *len)?;
+        std::fs::rename(&path, &to)
+            .map_err(|e| ConnectorError::io(format!("committing '{}'", to.display()), e))?;
+        self.sync()?;
+        txn::remove_if_exists(&self.open_meta(subtask))?;
+        self.sync()
+    }
+
+    /// Cuts the subtask's open part back to `len` bytes, durably; returns its path.
+    fn truncate_open(&self, subtask: usize, len: u64) -> Result<PathBuf, ConnectorError> {
         let path = self.open_path(subtask);
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
-            .and_then(|f| f.set_len(*len).and_then(|()| f.sync_all()))
+            .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
             .map_err(|e| ConnectorError::io(format!("truncating '{}'", path.display()), e))?;
-        std::fs::rename(&path, &to)
-            .map_err(|e| ConnectorError::io(format!("committing '{}'", to.display()), e))?;
-        self.sync()?;
-        remove(&self.open_meta(subtask))?;
-        self.sync()
+        Ok(path)
     }
 
     /// The subtasks with an open part.
@@ -294,18 +300,11 @@ impl Apply for PartFiles {
                 .retain(|(c, _)| restored.is_some_and(|r| *c <= r));
             match open.marks.last() {
                 None => {
-                    remove(&self.open_path(subtask))?;
-                    remove(&self.open_meta(subtask))?;
+                    txn::remove_if_exists(&self.open_path(subtask))?;
+                    txn::remove_if_exists(&self.open_meta(subtask))?;
                 }
                 Some((_, len)) => {
-                    let path = self.open_path(subtask);
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(*len).and_then(|()| f.sync_all()))
-                        .map_err(|e| {
-                            ConnectorError::io(format!("truncating '{}'", path.display()), e)
-                        })?;
+                    self.truncate_open(subtask, *len)?;
                     self.save_open(subtask, &open)?;
                 }
             }
@@ -341,17 +340,6 @@ impl Apply for PartFiles {
             }
         }
         Ok(())
-    }
-}
-
-fn remove(path: &Path) -> Result<(), ConnectorError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ConnectorError::io(
-            format!("removing '{}'", path.display()),
-            e,
-        )),
     }
 }
 
