@@ -133,7 +133,8 @@ impl LogHealth {
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
-    background: Option<JoinHandle<()>>,
+    /// Taken by the first close, which may come through a shared handle (`shutdown`).
+    background: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -238,7 +239,7 @@ impl Log {
             .map_err(|e| LogError::io("starting the log's background thread", e))?;
         Ok(Log {
             shared,
-            background: Some(background),
+            background: Mutex::new(Some(background)),
         })
     }
 
@@ -254,6 +255,9 @@ impl Log {
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
         fsutil::validate_name("topic", name)?;
         config.validate()?;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
         let _guard = self
             .shared
             .create_lock
@@ -443,11 +447,22 @@ impl Log {
     ///
     /// # Errors
     /// The first flush or recovery-point failure (every partition is still closed).
-    pub fn close(mut self) -> Result<()> {
-        self.close_inner()
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
     }
 
-    fn close_inner(&mut self) -> Result<()> {
+    /// `close` through a shared handle: stops the background thread, flushes every
+    /// partition and writes the recovery points now, whoever else still holds the log.
+    /// Appends after it fail; reads still work. The directory lock is released when the
+    /// last handle is dropped. A second call does nothing.
+    ///
+    /// For owners that must be done with the directory at a known moment (the demo
+    /// removes its temporary log after this) while a finishing task may still hold an
+    /// `Arc<Log>`.
+    ///
+    /// # Errors
+    /// The first flush or recovery-point failure (every partition is still closed).
+    pub fn shutdown(&self) -> Result<()> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -455,7 +470,8 @@ impl Log {
             *stop = true;
         }
         self.shared.stop_cv.notify_all();
-        if let Some(h) = self.background.take() {
+        let background = self.background.lock().ok().and_then(|mut b| b.take());
+        if let Some(h) = background {
             let _ = h.join();
         }
         let mut first_err = None;
@@ -487,7 +503,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        if let Err(e) = self.close_inner() {
+        if let Err(e) = self.shutdown() {
             tracing::warn!(error = %e, "closing the log on drop failed");
         }
     }

@@ -1029,3 +1029,68 @@ fn too_many_partitions_for_the_file_limit_are_refused_up_front() {
     let log = open(dir.path());
     assert!(log.health().is_healthy());
 }
+
+/// Issue 23: `shutdown` closes the log through a shared handle while another handle is
+/// still alive: appends fail, reads work, nothing writes into the directory afterwards
+/// (so its owner may remove it), and a reopen finds every acknowledged record.
+#[test]
+fn shutdown_through_a_shared_handle_stops_all_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            LogOptions {
+                recovery_point_interval: Duration::from_millis(1),
+                background_tick: Duration::from_millis(1),
+                ..options()
+            },
+        )
+        .unwrap(),
+    );
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig {
+                fsync: FsyncPolicy::Interval(Duration::from_millis(1)),
+                ..TopicConfig::with_partitions(2)
+            },
+        )
+        .unwrap();
+    for i in 0..20 {
+        topic
+            .partition((i % 2) as u32)
+            .unwrap()
+            .append(vec![Record::from_value(value(i))])
+            .unwrap();
+    }
+    let holder = log.clone();
+    log.shutdown().unwrap();
+    log.shutdown().unwrap();
+    let t = holder.topic("t").unwrap();
+    let p0 = t.partition(0).unwrap();
+    assert!(matches!(
+        p0.append(vec![Record::from_value("late")]),
+        Err(LogError::Closed)
+    ));
+    assert!(matches!(
+        holder.create_topic("u", TopicConfig::with_partitions(1)),
+        Err(LogError::Closed)
+    ));
+    assert_eq!(read_all(&holder, "t", 0).len(), 10);
+    // The background thread is gone: removing the directory under a live handle gives
+    // no late recovery-point write (which would recreate files or warn).
+    let pdir = partition_dir(dir.path(), "t", 0);
+    let rp = pdir.join("recovery-point.json");
+    assert!(rp.exists());
+    fs::remove_file(&rp).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!rp.exists() && !pdir.join("recovery-point.json.tmp").exists());
+    drop(t);
+    drop(holder);
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(
+        read_all(&log, "t", 0).len() + read_all(&log, "t", 1).len(),
+        20
+    );
+}

@@ -43,7 +43,8 @@ impl Resources {
         Ok(log)
     }
 
-    /// Closes the log once nothing else holds it.
+    /// Closes the log now, even if a finishing task still holds a handle (its appends
+    /// fail from here on): the caller may remove the directory after this.
     pub async fn close(self) {
         if let Some(log) = self.log {
             close_log(log).await;
@@ -95,14 +96,15 @@ pub fn enforce_retention(log: &Arc<Log>) {
     });
 }
 
-/// Closes the log once nothing else holds it (dropping the last handle closes it too).
+/// Flushes the log and writes its recovery points now, through the shared handle
+/// ([`Log::shutdown`]): a task that still holds a handle (a server task finishing a
+/// request, a batch in flight) can no longer append, and the log's background thread
+/// has stopped, so nothing writes into the directory after this returns.
 pub async fn close_log(log: Arc<Log>) {
-    let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(log) {
-        Ok(log) => log
-            .close()
-            .map_err(|e| tracing::warn!("closing the log: {e}"))
-            .ok(),
-        Err(_) => None,
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = log.shutdown() {
+            tracing::warn!("closing the log: {e}");
+        }
     })
     .await;
 }

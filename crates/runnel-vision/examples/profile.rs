@@ -1,10 +1,13 @@
-//! Per-op inference time of the bundled model, one thread, batch 1:
+//! Per-op inference time of a bundled model, one thread, batch 1:
 //!
-//!     cargo run --release -p runnel-vision --example profile            # as runnel runs it
-//!     cargo run --release -p runnel-vision --example profile -- tract   # tract's own depthwise
+//!     cargo run --release -p runnel-vision --example profile                 # classifier, as runnel runs it
+//!     cargo run --release -p runnel-vision --example profile -- classify tract   # tract's own convolutions
+//!     cargo run --release -p runnel-vision --example profile -- detect           # the detector
+//!     cargo run --release -p runnel-vision --example profile -- detect nchw      # detector without conv_nhwc
+//!     cargo run --release -p runnel-vision --example profile -- detect ownconv   # with runnel_vision::conv
 //!
 //! Prints the time per op kind, largest first. Used to find where inference time goes
-//! (see `runnel_vision::depthwise`).
+//! (see `runnel_vision::depthwise` and `runnel_vision::conv`).
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -12,25 +15,35 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::format_err;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 
-const MODEL: &str = "assets/models/efficientnet-lite0/model.onnx";
-
 fn main() -> TractResult<()> {
-    let tract_depthwise = std::env::args().nth(1).as_deref() == Some("tract");
-    let mut model = tract_onnx::onnx().model_for_path(MODEL)?;
-    model.set_input_fact(0, f32::fact([1, 3, 224, 224]).into())?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let detect = args.first().map(String::as_str) == Some("detect");
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let (path, side) = if detect {
+        ("assets/models/yolov4-tiny/model.onnx", 416)
+    } else {
+        ("assets/models/efficientnet-lite0/model.onnx", 224)
+    };
+    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    model.set_input_fact(0, f32::fact([1, 3, side, side]).into())?;
     let mut typed = model.into_typed()?.into_decluttered()?;
-    if !tract_depthwise {
+    if !has("tract") {
         runnel_vision::depthwise::channel_last_depthwise(&mut typed)?;
     }
-    let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
-        .ok_or_else(|| format_err!("tract has no conv_nhwc transform"))?;
-    typed.transform(nhwc.as_ref())?;
-    typed.declutter()?;
+    if has("ownconv") {
+        runnel_vision::conv::channel_last_conv(&mut typed)?;
+    }
+    if !has("nchw") {
+        let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+            .ok_or_else(|| format_err!("tract has no conv_nhwc transform"))?;
+        typed.transform(nhwc.as_ref())?;
+        typed.declutter()?;
+    }
     let plan = typed.into_optimized()?.into_runnable()?;
 
-    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, 224, 224), 0.3).into();
+    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, side, side), 0.3).into();
     let mut state = SimpleState::new(&plan)?;
-    let (warmup, runs) = (5, 30);
+    let (warmup, runs) = if detect { (2, 10) } else { (5, 30) };
     let mut per_op: HashMap<String, (f64, usize)> = HashMap::new();
     for run in 0..warmup + runs {
         state.run_plan_with_eval(

@@ -119,7 +119,7 @@ fn rewrite_conv(
 /// A `Max(·, lo)` and then maybe a `Min(·, hi)` with scalar constants right after the
 /// convolution (ReLU, ReLU6), to be clamped inside the op instead of in two more passes
 /// over the output; and the outlet the rewritten op replaces.
-fn following_clip(
+pub(crate) fn following_clip(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<(Option<(f32, f32)>, OutletId)> {

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod conv;
 pub mod depthwise;
 pub mod detect;
 pub mod error;

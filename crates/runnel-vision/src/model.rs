@@ -501,7 +501,8 @@ pub(crate) fn plans(
 }
 
 /// Runs the convolutions channel-last (NHWC): depthwise ones on our vectorized kernel
-/// ([`crate::depthwise`]), the others through tract's `conv_nhwc` transform; the declutter
+/// ([`crate::depthwise`]), the others through tract's `conv_nhwc` transform (our dense
+/// [`crate::conv`] measured slower, see there); the declutter
 /// pass then folds away the layout moves between consecutive convolutions. Measured on
 /// EfficientNet-Lite0 (see BENCHMARKS.md): most of the gain is the depthwise kernel.
 fn channels_last(model: &mut TypedModel) -> Result<(), String> {

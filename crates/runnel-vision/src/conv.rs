@@ -1,0 +1,766 @@
+//! Dense (one group) 2-D convolution on channel-last data, without a padded copy of its
+//! input, swapped into the tract model in place of tract's own.
+//!
+//! Why: tract 0.23 runs such a convolution, channel-last, as `Pad → lazy im2col → matrix
+//! product`. The `Pad` copies the whole input into a zero-bordered tensor first (5.6 MB
+//! for YOLOv4-tiny's 208×208×32 layer, the largest allocation of an inference), and the
+//! lazy im2col gathers the input again, element by element, for every panel of output
+//! channels. Channel-last, the kernel row `ky` of a convolution is a plain matrix product
+//! with the input itself: output pixel `(oy, ox)` needs the `kw` input pixels
+//! `ix = ox·sx − pl … + kw − 1` of row `iy = oy·sy + ky − pt`, which lie next to each
+//! other in memory as one vector of `kw·cin` floats, and the next output pixel's vector
+//! starts `sx·cin` floats further on. So per kernel row:
+//!
+//! ```text
+//! out[pixels, cout] += in[pixels (row stride sx·cin), kw·cin] × w[ky][kw·cin, cout]
+//! ```
+//!
+//! with the input read in place by the matrix product's own packing. With stride 1 and
+//! an output as wide as the input, consecutive output rows continue the same pattern, so
+//! one product covers a whole image per kernel row. Output pixels whose taps reach into
+//! the zero border (the first and last columns; rows are simply left out) are recomputed
+//! afterwards from their valid taps only. Bias and a following LeakyReLU / ReLU / ReLU6
+//! are applied in the same pass. The products run on `matrixmultiply`'s AVX2/FMA kernels.
+//!
+//! **Not used by the model loader**: measured on YOLOv4-tiny (one thread, batch 1,
+//! `cargo run --release -p runnel-vision --example profile -- detect ownconv`) its 14
+//! convolutions took 124 ms against 110 ms for tract's whole graph of 23 (about 50 against
+//! 63 GFLOP/s), and the layout moves around it did not all cancel (another 7–9 ms):
+//! `matrixmultiply`'s 8×8 kernel, which repacks the weights on every call, is slower than
+//! tract's prepacked kernels by more than the padded copy and the repeated gather cost.
+//! It stays as the tested geometry (border columns, strides, asymmetric padding) for a
+//! version that runs the same per-kernel-row products on tract-linalg's kernels with
+//! weights packed once.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::model::Rewriter;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::{DataFormat, LeakyRelu};
+use tract_onnx::tract_core::{rule_if, rule_if_some};
+
+/// Replaces the model's float dense 2-D convolutions with a kernel of more than one tap
+/// by [`ChannelLastConv`].
+pub fn channel_last_conv(model: &mut TypedModel) -> TractResult<()> {
+    Rewriter::<()>::default()
+        .with_rule_for("runnel-channel-last-conv", rewrite_conv)
+        .rewrite(&(), model)
+}
+
+fn rewrite_conv(
+    _ctx: &(),
+    model: &TypedModel,
+    node: &TypedNode,
+    name: &str,
+    op: &Conv,
+) -> TractResult<Option<TypedModelPatch>> {
+    let spec = &op.pool_spec;
+    rule_if!(op.q_params.is_none());
+    rule_if!(node.inputs.len() == 3);
+    rule_if!(spec.kernel_shape.len() == 2);
+    rule_if!(op.group == 1);
+    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+    rule_if!(kh * kw > 1);
+    rule_if!(spec.dilations().iter().all(|&d| d == 1));
+    let x = model.outlet_fact(node.inputs[0])?;
+    rule_if!(x.datum_type == f32::datum_type());
+    rule_if_some!(shape = x.shape.as_concrete());
+    rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
+    rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
+    rule_if!(kernel.datum_type() == f32::datum_type() && bias.datum_type() == f32::datum_type());
+
+    let (c_axis, batched) = match spec.data_format {
+        DataFormat::NCHW => (1, true),
+        DataFormat::NHWC => (3, true),
+        DataFormat::CHW => (0, false),
+        DataFormat::HWC => (2, false),
+    };
+    let rank = if batched { 4 } else { 3 };
+    rule_if!(shape.len() == rank);
+    let n = if batched { shape[0] } else { 1 };
+    let cin = shape[c_axis];
+    let cout = spec.output_channels;
+    rule_if!(cin == spec.input_channels && cin > 0 && cout > 0);
+    let spatial: Vec<usize> = (0..rank)
+        .filter(|&a| a != c_axis && (!batched || a != 0))
+        .map(|a| shape[a])
+        .collect();
+    let (h, w) = (spatial[0], spatial[1]);
+    rule_if_some!(weights = row_major_weights(&kernel, op.kernel_fmt, cin, cout, kh, kw));
+    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let bias = match bias.len() {
+        1 => vec![bias[0]; cout],
+        len if len == cout => bias,
+        _ => return Ok(None),
+    };
+    let padded = spec.computed_padding(&[h, w]);
+    let strides = spec.strides();
+    let geometry = Geometry {
+        batched,
+        n,
+        h,
+        w,
+        cin,
+        cout,
+        kh,
+        kw,
+        stride: (strides[0], strides[1]),
+        pad: (padded[0].pad_before, padded[1].pad_before),
+        oh: padded[0].convoluted,
+        ow: padded[1].convoluted,
+    };
+    rule_if!(geometry.oh > 0 && geometry.ow > 0 && geometry.stride.0 > 0 && geometry.stride.1 > 0);
+    let (activation, last) = following_activation(model, node)?;
+    let op = ChannelLastConv {
+        geometry,
+        weights: weights.into(),
+        bias: bias.into(),
+        activation,
+    };
+
+    let mut patch = TypedModelPatch::default();
+    let mut wire = patch.tap_model(model, node.inputs[0])?;
+    let channels_last = rank - 1;
+    if c_axis != channels_last {
+        let to_last = AxisOp::Move(c_axis, channels_last);
+        wire = patch.wire_node(format!("{name}.nhwc_in"), to_last, &[wire])?[0];
+    }
+    wire = patch.wire_node(name, op, &[wire])?[0];
+    if c_axis != channels_last {
+        let back = AxisOp::Move(channels_last, c_axis);
+        wire = patch.wire_node(format!("{name}.nhwc_out"), back, &[wire])?[0];
+    }
+    patch.shunt_outside(model, last, wire)?;
+    Ok(Some(patch))
+}
+
+/// What is applied to each output value after the sum, inside the op.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Activation {
+    Identity,
+    /// `x < 0 ? alpha·x : x`.
+    Leaky(f32),
+    /// Clamp to `lo..=hi` (ReLU, ReLU6).
+    Clip(f32, f32),
+}
+
+impl Activation {
+    fn bits(self) -> (u8, u32, u32) {
+        match self {
+            Activation::Identity => (0, 0, 0),
+            Activation::Leaky(a) => (1, a.to_bits(), 0),
+            Activation::Clip(lo, hi) => (2, lo.to_bits(), hi.to_bits()),
+        }
+    }
+
+    fn apply(self, out: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Leaky(alpha) => {
+                for o in out {
+                    if *o < 0.0 {
+                        *o *= alpha;
+                    }
+                }
+            }
+            Activation::Clip(lo, hi) => {
+                for o in out {
+                    *o = o.max(lo).min(hi);
+                }
+            }
+        }
+    }
+}
+
+/// A LeakyReLU that is the only reader of the convolution's output, or a clamp as
+/// [`crate::depthwise`] fuses it; and the outlet the rewritten op replaces.
+fn following_activation(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<(Activation, OutletId)> {
+    let conv_out = OutletId::new(node.id, 0);
+    let successors = &node.outputs[0].successors;
+    if successors.len() == 1 && !model.outputs.contains(&conv_out) {
+        let next = model.node(successors[0].node);
+        if let Some(leaky) = next
+            .op_as::<ElementWiseOp>()
+            .and_then(|ew| ew.0.downcast_ref::<LeakyRelu>())
+            && next
+                .op_as::<ElementWiseOp>()
+                .is_some_and(|ew| ew.1.is_none())
+        {
+            return Ok((Activation::Leaky(leaky.alpha), next.id.into()));
+        }
+    }
+    let (clip, last) = crate::depthwise::following_clip(model, node)?;
+    Ok((
+        clip.map_or(Activation::Identity, |(lo, hi)| Activation::Clip(lo, hi)),
+        last,
+    ))
+}
+
+/// The kernel as `[kh][kw · cin][cout]`: per kernel row, the right-hand matrix of its
+/// product (row `kx · cin + ci`, column `co`).
+fn row_major_weights(
+    kernel: &Tensor,
+    format: KernelFormat,
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+) -> Option<Vec<f32>> {
+    let values = kernel.try_as_plain_ram().ok()?;
+    let values = values.as_slice::<f32>().ok()?;
+    if values.len() != cout * cin * kh * kw {
+        return None;
+    }
+    let index = |co: usize, ci: usize, ky: usize, kx: usize| match format {
+        KernelFormat::OIHW => ((co * cin + ci) * kh + ky) * kw + kx,
+        KernelFormat::OHWI => ((co * kh + ky) * kw + kx) * cin + ci,
+        KernelFormat::HWIO => ((ky * kw + kx) * cin + ci) * cout + co,
+    };
+    let mut out = vec![0f32; values.len()];
+    for ky in 0..kh {
+        for kx in 0..kw {
+            for ci in 0..cin {
+                let row = (ky * kw + kx) * cin + ci;
+                for co in 0..cout {
+                    out[row * cout + co] = values[index(co, ci, ky, kx)];
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Where the convolution reads and writes: input `[n, h, w, cin]`, output
+/// `[n, oh, ow, cout]` (or without the batch axis, n = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Geometry {
+    batched: bool,
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    stride: (usize, usize),
+    /// Zero rows above and zero columns left of the input.
+    pad: (usize, usize),
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    fn input_shape(&self) -> TVec<usize> {
+        self.shape(self.h, self.w, self.cin)
+    }
+
+    fn output_shape(&self) -> TVec<usize> {
+        self.shape(self.oh, self.ow, self.cout)
+    }
+
+    fn shape(&self, h: usize, w: usize, c: usize) -> TVec<usize> {
+        if self.batched {
+            tvec!(self.n, h, w, c)
+        } else {
+            tvec!(h, w, c)
+        }
+    }
+
+    /// The input row output row `oy` reads for kernel row `ky`, if it is not padding.
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride.0 + ky)
+            .checked_sub(self.pad.0)
+            .filter(|&iy| iy < self.h)
+    }
+
+    /// The output rows of `rows` whose kernel row `ky` lies inside the input.
+    fn rows_for_tap(&self, ky: usize, rows: &Range<usize>) -> Range<usize> {
+        let first = rows.clone().find(|&oy| self.input_row(oy, ky).is_some());
+        let Some(first) = first else { return 0..0 };
+        let last = rows
+            .clone()
+            .rev()
+            .find(|&oy| self.input_row(oy, ky).is_some())
+            .unwrap_or(first);
+        first..last + 1
+    }
+
+    /// The output columns all of whose taps lie inside the input.
+    fn interior_columns(&self) -> Range<usize> {
+        let (sx, pl) = (self.stride.1, self.pad.1);
+        let lo = pl.div_ceil(sx).min(self.ow);
+        let hi = match (self.w + pl).checked_sub(self.kw) {
+            Some(reach) => (reach / sx + 1).min(self.ow),
+            None => 0,
+        };
+        lo..hi.max(lo)
+    }
+
+    /// The kernel columns of output column `ox` that lie inside the input.
+    fn taps_of_column(&self, ox: usize) -> Range<usize> {
+        let left = ox * self.stride.1;
+        let lo = self.pad.1.saturating_sub(left).min(self.kw);
+        let hi = (self.w + self.pad.1).saturating_sub(left).min(self.kw);
+        lo..hi.max(lo)
+    }
+}
+
+/// A dense 2-D convolution on channel-last float data with its weights built in.
+#[derive(Debug, Clone)]
+pub struct ChannelLastConv {
+    geometry: Geometry,
+    /// `[kh][kw · cin][cout]`.
+    weights: Arc<[f32]>,
+    /// `[cout]`.
+    bias: Arc<[f32]>,
+    activation: Activation,
+}
+
+/// Bitwise, so that equality is total (tract merges equal nodes).
+impl PartialEq for ChannelLastConv {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.geometry == other.geometry
+            && self.activation.bits() == other.activation.bits()
+            && bits(&self.weights) == bits(&other.weights)
+            && bits(&self.bias) == bits(&other.bias)
+    }
+}
+
+impl Eq for ChannelLastConv {}
+
+impl Op for ChannelLastConv {
+    fn name(&self) -> StaticName {
+        "RunnelConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?} {:?}", self.geometry, self.activation)])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ChannelLastConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let g = &self.geometry;
+        ensure!(
+            input.shape() == g.input_shape().as_slice(),
+            "convolution input shape {:?}, expected {:?}",
+            input.shape(),
+            g.input_shape()
+        );
+        let plain = input.try_as_plain_ram()?;
+        let input = plain.as_slice::<f32>()?;
+        let mut output = Tensor::zero::<f32>(&g.output_shape())?;
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            let image_in = g.h * g.w * g.cin;
+            let row_out = g.ow * g.cout;
+            let pool = match current_tract_executor() {
+                Executor::MultiThread(pool) if g.oh >= 2 * pool.current_num_threads() => Some(pool),
+                _ => None,
+            };
+            for (image, out_image) in input
+                .chunks_exact(image_in)
+                .zip(out.chunks_exact_mut(g.oh * row_out))
+            {
+                match &pool {
+                    // Each worker takes a band of output rows; a band's products read
+                    // any input row but write only its own rows.
+                    Some(pool) => {
+                        let band = g.oh.div_ceil(pool.current_num_threads());
+                        pool.install(|| {
+                            out_image
+                                .par_chunks_mut(band * row_out)
+                                .enumerate()
+                                .try_for_each(|(i, rows)| {
+                                    let first = i * band;
+                                    let range = first..first + rows.len() / row_out;
+                                    self.convolve_rows(image, rows, range)
+                                })
+                        })?;
+                    }
+                    None => self.convolve_rows(image, out_image, 0..g.oh)?,
+                }
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for ChannelLastConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(self.geometry.output_shape())))
+    }
+
+    as_op!();
+}
+
+impl ChannelLastConv {
+    /// Output rows `rows` (held in `out`) of one image: bias, one product per kernel
+    /// row over the interior columns, the border columns from their valid taps, then
+    /// the activation.
+    fn convolve_rows(&self, image: &[f32], out: &mut [f32], rows: Range<usize>) -> TractResult<()> {
+        let g = &self.geometry;
+        let (cin, cout) = (g.cin, g.cout);
+        let (sy, sx) = g.stride;
+        let k = g.kw * cin;
+        let first = rows.start;
+        for px in out.chunks_exact_mut(cout) {
+            px.copy_from_slice(&self.bias);
+        }
+        let interior = g.interior_columns();
+        let whole_rows = sx == 1 && sy == 1 && g.ow == g.w;
+        if !interior.is_empty() {
+            for ky in 0..g.kh {
+                let tap_rows = g.rows_for_tap(ky, &rows);
+                if tap_rows.is_empty() {
+                    continue;
+                }
+                let b = Mat {
+                    offset: ky * k * cout,
+                    rows: k,
+                    cols: cout,
+                    row_stride: cout,
+                };
+                if whole_rows {
+                    // One product over every pixel from the first interior one of the
+                    // first row to the last interior one of the last row; the border
+                    // pixels in between get wrapped taps and are redone below.
+                    let iy = g.input_row(tap_rows.start, ky).unwrap_or(0);
+                    let pixels = (tap_rows.len() - 1) * g.w + interior.end - interior.start;
+                    let a = Mat {
+                        offset: (iy * g.w + interior.start - g.pad.1) * cin,
+                        rows: pixels,
+                        cols: k,
+                        row_stride: cin,
+                    };
+                    let c = Mat {
+                        offset: ((tap_rows.start - first) * g.ow + interior.start) * cout,
+                        rows: pixels,
+                        cols: cout,
+                        row_stride: cout,
+                    };
+                    gemm_acc(image, a, &self.weights, b, out, c)?;
+                } else {
+                    for oy in tap_rows {
+                        let Some(iy) = g.input_row(oy, ky) else {
+                            continue;
+                        };
+                        let a = Mat {
+                            offset: (iy * g.w + interior.start * sx - g.pad.1) * cin,
+                            rows: interior.len(),
+                            cols: k,
+                            row_stride: sx * cin,
+                        };
+                        let c = Mat {
+                            offset: ((oy - first) * g.ow + interior.start) * cout,
+                            rows: interior.len(),
+                            cols: cout,
+                            row_stride: cout,
+                        };
+                        gemm_acc(image, a, &self.weights, b, out, c)?;
+                    }
+                }
+            }
+        }
+        let border = (0..g.ow).filter(|ox| !interior.contains(ox));
+        for ox in border {
+            for oy in rows.clone() {
+                let at = ((oy - first) * g.ow + ox) * cout;
+                out[at..at + cout].copy_from_slice(&self.bias);
+            }
+            let taps = g.taps_of_column(ox);
+            if taps.is_empty() {
+                continue;
+            }
+            let ix = ox * sx + taps.start - g.pad.1;
+            for ky in 0..g.kh {
+                let tap_rows = g.rows_for_tap(ky, &rows);
+                if tap_rows.is_empty() {
+                    continue;
+                }
+                let Some(iy) = g.input_row(tap_rows.start, ky) else {
+                    continue;
+                };
+                let a = Mat {
+                    offset: (iy * g.w + ix) * cin,
+                    rows: tap_rows.len(),
+                    cols: taps.len() * cin,
+                    row_stride: sy * g.w * cin,
+                };
+                let b = Mat {
+                    offset: (ky * k + taps.start * cin) * cout,
+                    rows: taps.len() * cin,
+                    cols: cout,
+                    row_stride: cout,
+                };
+                let c = Mat {
+                    offset: ((tap_rows.start - first) * g.ow + ox) * cout,
+                    rows: tap_rows.len(),
+                    cols: cout,
+                    row_stride: g.ow * cout,
+                };
+                gemm_acc(image, a, &self.weights, b, out, c)?;
+            }
+        }
+        self.activation.apply(out);
+        Ok(())
+    }
+}
+
+/// A row-major matrix inside a slice: `rows × cols` from `offset`, rows `row_stride`
+/// apart (rows may overlap: the input's kernel-row vectors do).
+#[derive(Debug, Clone, Copy)]
+struct Mat {
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl Mat {
+    /// One past the last element, if the matrix has any.
+    fn end(&self) -> Option<usize> {
+        (self.rows > 0 && self.cols > 0)
+            .then(|| self.offset + (self.rows - 1) * self.row_stride + self.cols)
+    }
+}
+
+/// `c += a × b`, each a [`Mat`] inside its slice (bounds checked here).
+fn gemm_acc(
+    a_data: &[f32],
+    a: Mat,
+    b_data: &[f32],
+    b: Mat,
+    c_data: &mut [f32],
+    c: Mat,
+) -> TractResult<()> {
+    ensure!(
+        a.cols == b.rows && a.rows == c.rows && b.cols == c.cols,
+        "product shapes {a:?} {b:?} {c:?}"
+    );
+    let (Some(a_end), Some(b_end), Some(c_end)) = (a.end(), b.end(), c.end()) else {
+        return Ok(());
+    };
+    ensure!(
+        a_end <= a_data.len() && b_end <= b_data.len() && c_end <= c_data.len(),
+        "convolution product out of bounds"
+    );
+    let stride = |s: usize| isize::try_from(s).map_err(|e| format_err!("stride {s}: {e}"));
+    // SAFETY: the three matrices were just checked to lie inside their slices (the last
+    // element of each is below its slice's length); `c` is borrowed mutably, `a` and `b`
+    // only read, and `c` does not alias them (a separate slice).
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            1.0,
+            a_data.as_ptr().add(a.offset),
+            stride(a.row_stride)?,
+            1,
+            b_data.as_ptr().add(b.offset),
+            stride(b.row_stride)?,
+            1,
+            1.0,
+            c_data.as_mut_ptr().add(c.offset),
+            stride(c.row_stride)?,
+            1,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+
+    #[derive(Clone, Copy)]
+    struct Case {
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        k: (usize, usize),
+        stride: (usize, usize),
+        /// (top, left, bottom, right)
+        pad: (usize, usize, usize, usize),
+        leaky: bool,
+    }
+
+    fn case(cin: usize, cout: usize, side: usize, k: usize, stride: usize, pad: usize) -> Case {
+        Case {
+            cin,
+            cout,
+            h: side,
+            w: side + 1,
+            k: (k, k),
+            stride: (stride, stride),
+            pad: (pad, pad, pad, pad),
+            leaky: false,
+        }
+    }
+
+    /// Runs `x → Conv [→ LeakyRelu]` in NCHW as tract builds it (the reference) and
+    /// rewritten, and compares the outputs.
+    fn check(c: Case) {
+        let x: Vec<f32> = (0..c.cin * c.h * c.w)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let kernel: Vec<f32> = (0..c.cout * c.cin * c.k.0 * c.k.1)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        let bias: Vec<f32> = (0..c.cout).map(|i| i as f32 * 0.01 - 0.1).collect();
+
+        let mut model = TypedModel::default();
+        let input = model
+            .add_source("x", f32::fact([1, c.cin, c.h, c.w]))
+            .unwrap();
+        let kt = model
+            .add_const(
+                "k",
+                Tensor::from_shape(&[c.cout, c.cin, c.k.0, c.k.1], &kernel).unwrap(),
+            )
+            .unwrap();
+        let bt = model
+            .add_const("b", Tensor::from_shape(&[c.cout], &bias).unwrap())
+            .unwrap();
+        let pool_spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(c.k.0, c.k.1),
+            padding: PaddingSpec::ExplicitOnnxPool(
+                tvec!(c.pad.0, c.pad.1),
+                tvec!(c.pad.2, c.pad.3),
+                false,
+            ),
+            dilations: None,
+            strides: Some(tvec!(c.stride.0, c.stride.1)),
+            input_channels: c.cin,
+            output_channels: c.cout,
+        };
+        let conv = Conv {
+            pool_spec,
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let mut y = model.wire_node("conv", conv, &[input, kt, bt]).unwrap();
+        if c.leaky {
+            let leaky = tract_onnx::tract_core::ops::nn::leaky_relu(0.1);
+            y = model.wire_node("leaky", leaky, &y).unwrap();
+        }
+        model.select_output_outlets(&y).unwrap();
+        let run = |model: TypedModel, threads: usize| {
+            let plan = model
+                .into_optimized()
+                .unwrap()
+                .into_runnable_with_options(&RunOptions {
+                    executor: Some(if threads > 1 {
+                        Executor::multithread(threads)
+                    } else {
+                        Executor::SingleThread
+                    }),
+                    ..RunOptions::default()
+                })
+                .unwrap();
+            let xt = Tensor::from_shape(&[1, c.cin, c.h, c.w], &x).unwrap();
+            let out = plan.run(tvec!(xt.into())).unwrap();
+            let view = out[0].try_as_plain_ram().unwrap();
+            view.as_slice::<f32>().unwrap().to_vec()
+        };
+        let expected = run(model.clone(), 1);
+        channel_last_conv(&mut model).unwrap();
+        let op = model
+            .nodes
+            .iter()
+            .find_map(|n| n.op_as::<ChannelLastConv>())
+            .expect("the conv was not rewritten");
+        if c.leaky {
+            assert_eq!(
+                op.activation,
+                Activation::Leaky(0.1),
+                "the LeakyReLU was not fused"
+            );
+        }
+        for threads in [1, 3] {
+            let got = run(model.clone(), threads);
+            assert_eq!(got.len(), expected.len());
+            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{threads} threads, element {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_reference_3x3_same() {
+        check(case(16, 24, 9, 3, 1, 1));
+    }
+
+    #[test]
+    fn matches_reference_3x3_same_square_with_leaky_relu() {
+        check(Case {
+            w: 9,
+            leaky: true,
+            ..case(5, 7, 9, 3, 1, 1)
+        });
+    }
+
+    #[test]
+    fn matches_reference_stride_2_asymmetric_padding() {
+        // Darknet's downsampling: pad only after, as YOLOv4-tiny's first layers.
+        check(Case {
+            pad: (1, 1, 0, 0),
+            ..case(3, 8, 12, 3, 2, 0)
+        });
+        check(Case {
+            pad: (0, 0, 1, 1),
+            ..case(4, 8, 13, 3, 2, 0)
+        });
+    }
+
+    #[test]
+    fn matches_reference_5x5_stride_2() {
+        check(case(6, 10, 11, 5, 2, 2));
+    }
+
+    #[test]
+    fn matches_reference_without_padding() {
+        check(case(7, 9, 6, 3, 1, 0));
+        check(case(7, 9, 6, 3, 2, 0));
+    }
+
+    #[test]
+    fn matches_reference_when_the_border_is_wider_than_the_image() {
+        // Every column is a border column; some outputs see only padding.
+        check(case(3, 4, 2, 3, 1, 2));
+        check(Case {
+            k: (1, 3),
+            pad: (0, 1, 0, 1),
+            ..case(5, 6, 4, 3, 1, 1)
+        });
+    }
+}
