@@ -5,6 +5,7 @@
 //!     cargo run --release -p runnel-vision --example profile -- detect           # the detector
 //!     cargo run --release -p runnel-vision --example profile -- detect nchw      # detector without conv_nhwc
 //!     cargo run --release -p runnel-vision --example profile -- detect ownconv   # with runnel_vision::conv
+//!     cargo run --release -p runnel-vision --example profile -- detect nodes     # per node, not per op kind
 //!
 //! Prints the time per op kind, largest first. Used to find where inference time goes
 //! (see `runnel_vision::depthwise` and `runnel_vision::conv`).
@@ -19,6 +20,7 @@ fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let detect = args.first().map(String::as_str) == Some("detect");
     let has = |flag: &str| args.iter().any(|a| a == flag);
+    let by_node = has("nodes");
     let (path, side) = if detect {
         ("assets/models/yolov4-tiny/model.onnx", 416)
     } else {
@@ -30,13 +32,15 @@ fn main() -> TractResult<()> {
     if !has("tract") {
         runnel_vision::depthwise::channel_last_depthwise(&mut typed)?;
     }
-    if has("ownconv") {
-        runnel_vision::conv::channel_last_conv(&mut typed)?;
-    }
     if !has("nchw") {
         let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
             .ok_or_else(|| format_err!("tract has no conv_nhwc transform"))?;
         typed.transform(nhwc.as_ref())?;
+        // Before the declutter folds the layout moves back into tract's convolutions:
+        // ours then replaces channel-last ones and needs no moves of its own.
+        if has("ownconv") {
+            runnel_vision::conv::channel_last_conv(&mut typed)?;
+        }
         typed.declutter()?;
     }
     let plan = typed.into_optimized()?.into_runnable()?;
@@ -52,7 +56,12 @@ fn main() -> TractResult<()> {
                 let started = Instant::now();
                 let outputs = eval(ctx, op_state, node, inputs);
                 if run >= warmup {
-                    let entry = per_op.entry(node.op().name().to_string()).or_default();
+                    let key = if by_node {
+                        format!("{} {}", node.op().name(), node.name)
+                    } else {
+                        node.op().name().to_string()
+                    };
+                    let entry = per_op.entry(key).or_default();
                     entry.0 += started.elapsed().as_secs_f64() * 1e3;
                     entry.1 += 1;
                 }

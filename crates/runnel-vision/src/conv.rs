@@ -20,17 +20,27 @@
 //! one product covers a whole image per kernel row. Output pixels whose taps reach into
 //! the zero border (the first and last columns; rows are simply left out) are recomputed
 //! afterwards from their valid taps only. Bias and a following LeakyReLU / ReLU / ReLU6
-//! are applied in the same pass. The products run on `matrixmultiply`'s AVX2/FMA kernels.
+//! are applied in the same pass.
 //!
-//! **Not used by the model loader**: measured on YOLOv4-tiny (one thread, batch 1,
-//! `cargo run --release -p runnel-vision --example profile -- detect ownconv`) its 14
-//! convolutions took 124 ms against 110 ms for tract's whole graph of 23 (about 50 against
-//! 63 GFLOP/s), and the layout moves around it did not all cancel (another 7–9 ms):
-//! `matrixmultiply`'s 8×8 kernel, which repacks the weights on every call, is slower than
-//! tract's prepacked kernels by more than the padded copy and the repeated gather cost.
-//! It stays as the tested geometry (border columns, strides, asymmetric padding) for a
-//! version that runs the same per-kernel-row products on tract-linalg's kernels with
-//! weights packed once.
+//! With stride 1 on a CPU with AVX2 and FMA a direct kernel does the work instead
+//! (`direct_rows`): per block of 16 output channels and 6 output pixels of a row, twelve
+//! accumulators stay in registers while it walks the `kw · cin` contiguous inputs of each
+//! valid kernel row, broadcasting one input and multiplying it with two vectors of
+//! weights packed once per block. Border pixels take only their kernel columns inside
+//! the image, so nothing is padded or packed per inference. Other strides go through the
+//! products above, on `matrixmultiply`'s kernels.
+//!
+//! **Not used by the model loader yet.** Measured on YOLOv4-tiny, one thread, batch 1
+//! (`cargo run --release -p runnel-vision --example profile -- detect ownconv nodes`
+//! against `-- detect nodes`): the direct kernel beats tract on the large layers
+//! (104×104×64 → 64: 12.6 ms against 15.9 plus a 1.1 ms `Pad`; 52×52×128 → 128: 13.1
+//! against 15.0 + 0.6) and matches it on the small ones, but tract folds the layout moves
+//! around its own convolutions into them and cannot fold them into this op: 24
+//! `MoveAxis` nodes (7–15 ms) stay in the plan, and the LeakyReLUs behind a move are no
+//! longer fused. The whole inference came out even (121–168 ms against 126–177 ms, on a
+//! machine whose identical runs varied by 30 %). The missing piece is `change_axes`
+//! (so that declutter can move the layout through the op), or a plan that is
+//! channel-last from input to output.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -117,8 +127,10 @@ fn rewrite_conv(
     };
     rule_if!(geometry.oh > 0 && geometry.ow > 0 && geometry.stride.0 > 0 && geometry.stride.1 > 0);
     let (activation, last) = following_activation(model, node)?;
+    let blocked = cout_blocked(&weights, cout);
     let op = ChannelLastConv {
         geometry,
+        blocked: blocked.into(),
         weights: weights.into(),
         bias: bias.into(),
         activation,
@@ -320,6 +332,9 @@ pub struct ChannelLastConv {
     geometry: Geometry,
     /// `[kh][kw · cin][cout]`.
     weights: Arc<[f32]>,
+    /// The same in blocks of [`BLOCK`] output channels, `[cout / BLOCK][kh][kw · cin][BLOCK]`
+    /// (the last block zero-filled), for the direct kernel.
+    blocked: Arc<[f32]>,
     /// `[cout]`.
     bias: Arc<[f32]>,
     activation: Activation,
@@ -424,6 +439,11 @@ impl ChannelLastConv {
         let (cin, cout) = (g.cin, g.cout);
         let (sy, sx) = g.stride;
         let k = g.kw * cin;
+        if sx == 1 && sy == 1 && direct_kernel_available() {
+            self.direct_rows(image, out, &rows)?;
+            self.activation.apply(out);
+            return Ok(());
+        }
         let first = rows.start;
         for px in out.chunks_exact_mut(cout) {
             px.copy_from_slice(&self.bias);
@@ -525,6 +545,202 @@ impl ChannelLastConv {
         }
         self.activation.apply(out);
         Ok(())
+    }
+}
+
+/// Output channels per block of the direct kernel: two AVX vectors.
+const BLOCK: usize = 16;
+
+/// Output pixels of one row per step of the direct kernel.
+const TILE: usize = 6;
+
+/// `[kh][kw · cin][cout]` weights as `[ceil(cout / BLOCK)][kh][kw · cin][BLOCK]`.
+fn cout_blocked(weights: &[f32], cout: usize) -> Vec<f32> {
+    let rows = weights.len() / cout.max(1);
+    let blocks = cout.div_ceil(BLOCK);
+    let mut out = vec![0f32; blocks * rows * BLOCK];
+    for b in 0..blocks {
+        for r in 0..rows {
+            for j in 0..BLOCK.min(cout - b * BLOCK) {
+                out[(b * rows + r) * BLOCK + j] = weights[r * cout + b * BLOCK + j];
+            }
+        }
+    }
+    out
+}
+
+fn direct_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl ChannelLastConv {
+    /// Stride 1: every column of output rows `rows`, written whole (bias plus every
+    /// valid tap), without packing the input. Per block of [`BLOCK`] output channels and
+    /// [`TILE`] output pixels, the accumulators stay in registers while the kernel walks
+    /// the `kw · cin` contiguous inputs of each valid kernel row; border pixels take only
+    /// their kernel columns inside the image.
+    fn direct_rows(&self, image: &[f32], out: &mut [f32], rows: &Range<usize>) -> TractResult<()> {
+        let g = &self.geometry;
+        let k = g.kw * g.cin;
+        let interior = g.interior_columns();
+        // Bounds, once (so that the kernel can index without checks): interior pixels
+        // read `kw` whole pixels inside the row, border pixels only their valid taps, rows
+        // only valid input rows (`Geometry::input_row`); the output rows are in `out`.
+        ensure!(g.stride == (1, 1) && g.ow >= interior.end);
+        ensure!(interior.is_empty() || interior.start >= g.pad.1);
+        ensure!(interior.is_empty() || interior.end - 1 + g.kw <= g.w + g.pad.1);
+        ensure!(image.len() >= g.h * g.w * g.cin);
+        ensure!(out.len() >= rows.len() * g.ow * g.cout);
+        ensure!(self.blocked.len() >= g.cout.div_ceil(BLOCK) * g.kh * k * BLOCK);
+        ensure!(self.bias.len() >= g.cout);
+        let border: Vec<Tap> = (0..g.ow)
+            .filter(|ox| !interior.contains(ox))
+            .map(|ox| Tap {
+                ox,
+                kx: g.taps_of_column(ox),
+            })
+            .collect();
+        for t in &border {
+            ensure!(t.kx.is_empty() || t.ox + t.kx.start >= g.pad.1);
+            ensure!(t.kx.is_empty() || t.ox + t.kx.end <= g.w + g.pad.1);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: the CPU has AVX2 and FMA (`direct_kernel_available`), and every
+            // index the kernel forms is inside the slices by the checks above.
+            unsafe { direct_avx2(self, image, out, rows.clone(), interior, &border) };
+        }
+        Ok(())
+    }
+}
+
+/// Output pixel `ox` and the kernel columns it takes.
+#[derive(Debug, Clone)]
+struct Tap {
+    ox: usize,
+    kx: Range<usize>,
+}
+
+/// The direct kernel (see [`ChannelLastConv::direct_rows`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct_avx2(
+    op: &ChannelLastConv,
+    image: &[f32],
+    out: &mut [f32],
+    rows: Range<usize>,
+    interior: Range<usize>,
+    border: &[Tap],
+) {
+    let g = &op.geometry;
+    let k = g.kw * g.cin;
+    let first = rows.start;
+    for block in 0..g.cout.div_ceil(BLOCK) {
+        let width = BLOCK.min(g.cout - block * BLOCK);
+        let mut bias = [0f32; BLOCK];
+        bias[..width].copy_from_slice(&op.bias[block * BLOCK..block * BLOCK + width]);
+        let ctx = Block {
+            weights: &op.blocked[block * g.kh * k * BLOCK..],
+            bias,
+            block,
+            width,
+        };
+        for oy in rows.clone() {
+            // Kernel rows inside the image for this output row.
+            let taps: Vec<(usize, usize)> = (0..g.kh)
+                .filter_map(|ky| g.input_row(oy, ky).map(|iy| (ky, iy)))
+                .collect();
+            let row = (oy - first) * g.ow;
+            let mut ox = interior.start;
+            // SAFETY (every call below): as `direct_rows` checked.
+            while ox + TILE <= interior.end {
+                let at = Tap { ox, kx: 0..g.kw };
+                unsafe { tile::<TILE>(g, &ctx, &taps, image, &at, out, row) };
+                ox += TILE;
+            }
+            let at = Tap { ox, kx: 0..g.kw };
+            match interior.end.saturating_sub(ox) {
+                0 => {}
+                1 => unsafe { tile::<1>(g, &ctx, &taps, image, &at, out, row) },
+                2 => unsafe { tile::<2>(g, &ctx, &taps, image, &at, out, row) },
+                3 => unsafe { tile::<3>(g, &ctx, &taps, image, &at, out, row) },
+                4 => unsafe { tile::<4>(g, &ctx, &taps, image, &at, out, row) },
+                _ => unsafe { tile::<5>(g, &ctx, &taps, image, &at, out, row) },
+            }
+            for at in border {
+                unsafe { tile::<1>(g, &ctx, &taps, image, at, out, row) };
+            }
+        }
+    }
+}
+
+/// One block of output channels: its weights `[kh][kw · cin][BLOCK]`, bias, index and
+/// width (the last block may be narrower).
+struct Block<'a> {
+    weights: &'a [f32],
+    bias: [f32; BLOCK],
+    block: usize,
+    width: usize,
+}
+
+/// `N` output pixels from `at.ox` on (all taking kernel columns `at.kx`), one block of
+/// output channels: the bias, then weight × input over every valid kernel row's inputs,
+/// then the store. Output row `row` (in pixels from the start of `out`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile<const N: usize>(
+    g: &Geometry,
+    b: &Block,
+    taps: &[(usize, usize)],
+    image: &[f32],
+    at: &Tap,
+    out: &mut [f32],
+    row: usize,
+) {
+    use std::arch::x86_64::*;
+    let (cin, k) = (g.cin, g.kw * g.cin);
+    let first_k = at.kx.start * cin;
+    let len = at.kx.len() * cin;
+    // SAFETY: the caller checked that every input, weight and output index formed here
+    // lies inside its slice (`ChannelLastConv::direct_rows`).
+    unsafe {
+        let b0 = _mm256_loadu_ps(b.bias.as_ptr());
+        let b1 = _mm256_loadu_ps(b.bias.as_ptr().add(8));
+        let mut acc = [[b0, b1]; N];
+        let x = image.as_ptr();
+        for &(ky, iy) in taps {
+            let w = b.weights.as_ptr().add((ky * k + first_k) * BLOCK);
+            let start = (iy * g.w + at.ox + at.kx.start - g.pad.1) * cin;
+            for i in 0..len {
+                let w0 = _mm256_loadu_ps(w.add(i * BLOCK));
+                let w1 = _mm256_loadu_ps(w.add(i * BLOCK + 8));
+                for (p, a) in acc.iter_mut().enumerate() {
+                    let v = _mm256_broadcast_ss(&*x.add(start + p * cin + i));
+                    a[0] = _mm256_fmadd_ps(v, w0, a[0]);
+                    a[1] = _mm256_fmadd_ps(v, w1, a[1]);
+                }
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            let o = (row + at.ox + p) * g.cout + b.block * BLOCK;
+            if b.width == BLOCK {
+                _mm256_storeu_ps(out.as_mut_ptr().add(o), a[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(o + 8), a[1]);
+            } else {
+                let mut tmp = [0f32; BLOCK];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), a[0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), a[1]);
+                out[o..o + b.width].copy_from_slice(&tmp[..b.width]);
+            }
+        }
     }
 }
 
@@ -718,6 +934,18 @@ mod tests {
     #[test]
     fn matches_reference_3x3_same() {
         check(case(16, 24, 9, 3, 1, 1));
+    }
+
+    #[test]
+    fn matches_reference_with_a_partial_channel_block_and_every_tile_width() {
+        // 40 output channels: two blocks of 16 and one of 8; rows of 13, 14, …, 18
+        // pixels leave 11 … 16 interior ones: a tile of 6 and a rest of every width.
+        for w in 13..19 {
+            check(Case {
+                w,
+                ..case(9, 40, 5, 3, 1, 1)
+            });
+        }
     }
 
     #[test]

@@ -502,7 +502,7 @@ pub(crate) fn plans(
 
 /// Runs the convolutions channel-last (NHWC): depthwise ones on our vectorized kernel
 /// ([`crate::depthwise`]), the others through tract's `conv_nhwc` transform (our dense
-/// [`crate::conv`] measured slower, see there); the declutter
+/// [`crate::conv`] is not used yet, see there); the declutter
 /// pass then folds away the layout moves between consecutive convolutions. Measured on
 /// EfficientNet-Lite0 (see BENCHMARKS.md): most of the gain is the depthwise kernel.
 fn channels_last(model: &mut TypedModel) -> Result<(), String> {
