@@ -343,11 +343,11 @@ pub struct ChannelLastConv {
 /// Bitwise, so that equality is total (tract merges equal nodes).
 impl PartialEq for ChannelLastConv {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        use crate::depthwise::same_bits;
         self.geometry == other.geometry
             && self.activation.bits() == other.activation.bits()
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 

@@ -237,13 +237,17 @@ pub struct ChannelLastDepthwise {
 /// Bitwise, so that equality is total (tract merges equal nodes).
 impl PartialEq for ChannelLastDepthwise {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let clip = |c: Option<(f32, f32)>| c.map(|(lo, hi)| (lo.to_bits(), hi.to_bits()));
         self.geometry == other.geometry
             && clip(self.clip) == clip(other.clip)
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
+}
+
+/// Whether two float slices hold the same bits (a total equality for op parameters).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 impl Eq for ChannelLastDepthwise {}
