@@ -200,12 +200,9 @@ fn following_activation(
     let successors = &node.outputs[0].successors;
     if successors.len() == 1 && !model.outputs.contains(&conv_out) {
         let next = model.node(successors[0].node);
-        if let Some(leaky) = next
-            .op_as::<ElementWiseOp>()
-            .and_then(|ew| ew.0.downcast_ref::<LeakyRelu>())
-            && next
-                .op_as::<ElementWiseOp>()
-                .is_some_and(|ew| ew.1.is_none())
+        if let Some(ew) = next.op_as::<ElementWiseOp>()
+            && ew.1.is_none()
+            && let Some(leaky) = ew.0.downcast_ref::<LeakyRelu>()
         {
             return Ok((Activation::Leaky(leaky.alpha), next.id.into()));
         }
@@ -642,6 +639,15 @@ unsafe fn direct_avx2(
     let g = &op.geometry;
     let k = g.kw * g.cin;
     let first = rows.start;
+    // Per output row, its kernel rows inside the image: (ky, iy).
+    let row_taps: Vec<Vec<(usize, usize)>> = rows
+        .clone()
+        .map(|oy| {
+            (0..g.kh)
+                .filter_map(|ky| g.input_row(oy, ky).map(|iy| (ky, iy)))
+                .collect()
+        })
+        .collect();
     for block in 0..g.cout.div_ceil(BLOCK) {
         let width = BLOCK.min(g.cout - block * BLOCK);
         let mut bias = [0f32; BLOCK];
@@ -652,30 +658,26 @@ unsafe fn direct_avx2(
             block,
             width,
         };
-        for oy in rows.clone() {
-            // Kernel rows inside the image for this output row.
-            let taps: Vec<(usize, usize)> = (0..g.kh)
-                .filter_map(|ky| g.input_row(oy, ky).map(|iy| (ky, iy)))
-                .collect();
+        for (oy, taps) in rows.clone().zip(&row_taps) {
             let row = (oy - first) * g.ow;
             let mut ox = interior.start;
             // SAFETY (every call below): as `direct_rows` checked.
             while ox + TILE <= interior.end {
                 let at = Tap { ox, kx: 0..g.kw };
-                unsafe { tile::<TILE>(g, &ctx, &taps, image, &at, out, row) };
+                unsafe { tile::<TILE>(g, &ctx, taps, image, &at, out, row) };
                 ox += TILE;
             }
             let at = Tap { ox, kx: 0..g.kw };
             match interior.end.saturating_sub(ox) {
                 0 => {}
-                1 => unsafe { tile::<1>(g, &ctx, &taps, image, &at, out, row) },
-                2 => unsafe { tile::<2>(g, &ctx, &taps, image, &at, out, row) },
-                3 => unsafe { tile::<3>(g, &ctx, &taps, image, &at, out, row) },
-                4 => unsafe { tile::<4>(g, &ctx, &taps, image, &at, out, row) },
-                _ => unsafe { tile::<5>(g, &ctx, &taps, image, &at, out, row) },
+                1 => unsafe { tile::<1>(g, &ctx, taps, image, &at, out, row) },
+                2 => unsafe { tile::<2>(g, &ctx, taps, image, &at, out, row) },
+                3 => unsafe { tile::<3>(g, &ctx, taps, image, &at, out, row) },
+                4 => unsafe { tile::<4>(g, &ctx, taps, image, &at, out, row) },
+                _ => unsafe { tile::<5>(g, &ctx, taps, image, &at, out, row) },
             }
             for at in border {
-                unsafe { tile::<1>(g, &ctx, &taps, image, at, out, row) };
+                unsafe { tile::<1>(g, &ctx, taps, image, at, out, row) };
             }
         }
     }
