@@ -51,6 +51,8 @@ pub struct Assignment {
 pub struct MemberInfo {
     /// The member's client id (its worker id).
     pub worker: String,
+    /// The id the coordinator gave it.
+    pub member_id: String,
     /// Where it connects from.
     pub host: String,
     /// The (topic, partition)s it owns.
@@ -95,6 +97,296 @@ pub fn join(_config: GroupConfig) -> Result<Membership, ConnectorError> {
     Err(ConnectorError::Other(
         "distributed mode needs the Kafka client: build with the `kafka` feature".into(),
     ))
+}
+
+/// A member's worker id: its client id, or (from brokers that do not report client
+/// ids, as tansu) its member id without the `-<uuid>` the coordinator appended to the
+/// `group.instance.id` or client id.
+fn worker_of(client_id: &str, member_id: &str) -> String {
+    if !client_id.is_empty() {
+        return client_id.to_string();
+    }
+    match member_id.len().checked_sub(37) {
+        Some(cut)
+            if member_id.is_char_boundary(cut)
+                && member_id[cut..].starts_with('-')
+                && member_id[cut + 1..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '-') =>
+        {
+            member_id[..cut].to_string()
+        }
+        _ => member_id.to_string(),
+    }
+}
+
+/// Asks the group's coordinator to rebalance: member `member_id` (this process's own)
+/// leaves the group, so the coordinator starts a new generation, picks a leader among
+/// the members that join it, and that leader assigns every partition. The client library
+/// notices it was removed and joins again at once (its tasks restart from their
+/// checkpoints).
+///
+/// Why: a coordinator must rebalance when a member's session times out, and Kafka's
+/// does. tansu 0.6 (the Kafka-protocol broker the tests run) drops the silent member
+/// but keeps the old assignment: the survivors keep their own partitions and the dead
+/// member's are read by no one; and when the dead member was the leader, a new member
+/// joining waits forever for it. A member leaving makes it pick the leader anew. The
+/// runtime notices tasks whose owner is no longer in the group and calls this; against
+/// a broker that rebalances by itself the situation does not last and this is never
+/// called.
+///
+/// Speaks the Kafka protocol directly (FindCoordinator v1, LeaveGroup v1), over
+/// plaintext only: the client library has no call for it.
+///
+/// # Errors
+/// The table's cluster is reached over TLS or SASL; no broker or coordinator answers;
+/// the coordinator refuses.
+pub fn request_rebalance(config: &GroupConfig, member_id: &str) -> Result<(), ConnectorError> {
+    let err = |m: String| ConnectorError::Other(format!("group '{}': {m}", config.group));
+    let mut conn = coordinator(config)?;
+    let mut body = Vec::new();
+    wire::put_str(&mut body, &config.group);
+    wire::put_str(&mut body, member_id);
+    let answer = conn
+        .call(13, 1, &body)
+        .map_err(|e| err(format!("leaving to ask for a rebalance: {e}")))?;
+    let mut r = wire::Reader(&answer);
+    match (r.i32(), r.i16()) {
+        (Some(_), Some(0)) => Ok(()),
+        (_, code) => Err(err(format!(
+            "leaving to ask for a rebalance: error {code:?}"
+        ))),
+    }
+}
+
+/// A connection to the group's coordinator (FindCoordinator v1 on the first bootstrap
+/// server that answers), over plaintext only.
+fn coordinator(config: &GroupConfig) -> Result<wire::Conn, ConnectorError> {
+    let o = &config.table.options;
+    let err = |m: String| ConnectorError::Other(format!("group '{}': {m}", config.group));
+    if let Some(p) = o.get("properties.security.protocol")
+        && !p.eq_ignore_ascii_case("plaintext")
+    {
+        return Err(err(format!(
+            "talking to the coordinator needs a plaintext connection, the cluster uses {p}"
+        )));
+    }
+    let bootstrap = o
+        .get("properties.bootstrap.servers")
+        .ok_or_else(|| err("no properties.bootstrap.servers".into()))?;
+    let mut last = String::from("no bootstrap server");
+    let mut conn = None;
+    for server in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match wire::Conn::open(server) {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(e) => last = format!("{server}: {e}"),
+        }
+    }
+    let mut conn = conn.ok_or_else(|| err(last))?;
+    let mut body = Vec::new();
+    wire::put_str(&mut body, &config.group);
+    body.push(0); // key type: a group
+    let answer = conn
+        .call(10, 1, &body)
+        .map_err(|e| err(format!("finding the coordinator: {e}")))?;
+    let mut r = wire::Reader(&answer);
+    let found = (|| {
+        let _throttle = r.i32()?;
+        let code = r.i16()?;
+        let message = r.nullable_str()?;
+        let _node = r.i32()?;
+        let host = r.str()?;
+        let port = r.i32()?;
+        Some((code, message, format!("{host}:{port}")))
+    })()
+    .ok_or_else(|| err("a malformed FindCoordinator answer".into()))?;
+    match found {
+        (0, _, addr) if addr == conn.addr => Ok(conn),
+        (0, _, addr) => wire::Conn::open(&addr).map_err(|e| err(format!("{addr}: {e}"))),
+        (code, message, _) => Err(err(format!(
+            "finding the coordinator: error {code} {}",
+            message.unwrap_or_default()
+        ))),
+    }
+}
+
+/// The group's members as its coordinator describes them (DescribeGroups v0), for
+/// brokers whose group listing leaves the group out (tansu lists only groups with
+/// committed offsets).
+///
+/// # Errors
+/// As [`request_rebalance`]; the coordinator does not know the group.
+pub fn describe_members(config: &GroupConfig) -> Result<Vec<MemberInfo>, ConnectorError> {
+    let err = |m: String| ConnectorError::Other(format!("group '{}': {m}", config.group));
+    let mut conn = coordinator(config)?;
+    let mut body = 1i32.to_be_bytes().to_vec();
+    wire::put_str(&mut body, &config.group);
+    let answer = conn
+        .call(15, 0, &body)
+        .map_err(|e| err(format!("describing: {e}")))?;
+    let mut r = wire::Reader(&answer);
+    let members = (|| {
+        let mut out = Vec::new();
+        for _ in 0..r.i32()? {
+            let code = r.i16()?;
+            let _group = r.str()?;
+            let _state = r.str()?;
+            let _protocol_type = r.str()?;
+            let _protocol = r.str()?;
+            for _ in 0..r.i32()? {
+                let member = r.str()?;
+                let client = r.str()?;
+                let host = r.str()?;
+                let _metadata = r.bytes()?;
+                let assignment = r.bytes()?;
+                let partitions = parse_assignment(&assignment)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                    .collect();
+                out.push(MemberInfo {
+                    worker: worker_of(&client, &member),
+                    member_id: member.clone(),
+                    host: host.trim_start_matches('/').to_string(),
+                    partitions,
+                });
+            }
+            if code != 0 {
+                return Some(Err(code));
+            }
+        }
+        Some(Ok(out))
+    })()
+    .ok_or_else(|| err("a malformed DescribeGroups answer".into()))?;
+    let mut members = members.map_err(|code| err(format!("describing: error {code}")))?;
+    members.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(members)
+}
+
+/// Just enough of the Kafka wire protocol for [`request_rebalance`]: size-prefixed
+/// requests with a v1 header, big-endian fields, `i16`-length strings.
+mod wire {
+    use std::io::{self, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    /// Answers bigger than this are not ones we asked for.
+    const MAX_ANSWER: usize = 1 << 20;
+
+    pub(super) struct Conn {
+        stream: TcpStream,
+        pub(super) addr: String,
+        correlation: i32,
+    }
+
+    impl Conn {
+        pub(super) fn open(addr: &str) -> io::Result<Conn> {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+            for a in addr.to_socket_addrs()? {
+                match TcpStream::connect_timeout(&a, TIMEOUT) {
+                    Ok(stream) => {
+                        stream.set_read_timeout(Some(TIMEOUT))?;
+                        stream.set_write_timeout(Some(TIMEOUT))?;
+                        stream.set_nodelay(true)?;
+                        return Ok(Conn {
+                            stream,
+                            addr: addr.to_string(),
+                            correlation: 0,
+                        });
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+
+        /// Sends request `key` version `version`; the answer's body (after its
+        /// correlation id).
+        pub(super) fn call(&mut self, key: i16, version: i16, body: &[u8]) -> io::Result<Vec<u8>> {
+            self.correlation += 1;
+            let mut msg = Vec::with_capacity(body.len() + 32);
+            msg.extend(key.to_be_bytes());
+            msg.extend(version.to_be_bytes());
+            msg.extend(self.correlation.to_be_bytes());
+            put_str(&mut msg, "runnel-rebalance");
+            msg.extend(body);
+            let len = i32::try_from(msg.len()).map_err(io::Error::other)?;
+            let mut frame = len.to_be_bytes().to_vec();
+            frame.extend(msg);
+            self.stream.write_all(&frame)?;
+            let mut len = [0u8; 4];
+            self.stream.read_exact(&mut len)?;
+            let len = usize::try_from(i32::from_be_bytes(len)).unwrap_or(0);
+            if !(4..=MAX_ANSWER).contains(&len) {
+                return Err(io::Error::other(format!("an answer of {len} bytes")));
+            }
+            let mut answer = vec![0; len];
+            self.stream.read_exact(&mut answer)?;
+            let correlation = i32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]);
+            if correlation != self.correlation {
+                return Err(io::Error::other("an answer to another request"));
+            }
+            answer.drain(..4);
+            Ok(answer)
+        }
+    }
+
+    pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+        let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+        out.extend(len.to_be_bytes());
+        out.extend(&s.as_bytes()[..len as usize]);
+    }
+
+    /// Reads fields off an answer; `None` when it is too short.
+    pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+
+    impl Reader<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (head, rest) = self.0.split_at_checked(N)?;
+            self.0 = rest;
+            head.try_into().ok()
+        }
+
+        pub(super) fn i16(&mut self) -> Option<i16> {
+            self.take::<2>().map(i16::from_be_bytes)
+        }
+
+        pub(super) fn i32(&mut self) -> Option<i32> {
+            self.take::<4>().map(i32::from_be_bytes)
+        }
+
+        pub(super) fn nullable_str(&mut self) -> Option<Option<String>> {
+            let len = self.i16()?;
+            let Ok(len) = usize::try_from(len) else {
+                return Some(None);
+            };
+            let (text, rest) = self.0.split_at_checked(len)?;
+            self.0 = rest;
+            Some(Some(String::from_utf8_lossy(text).into_owned()))
+        }
+
+        /// `i32`-length bytes (null as empty).
+        pub(super) fn bytes(&mut self) -> Option<Vec<u8>> {
+            let Ok(len) = usize::try_from(self.i32()?) else {
+                return Some(Vec::new());
+            };
+            let (bytes, rest) = self.0.split_at_checked(len)?;
+            self.0 = rest;
+            Some(bytes.to_vec())
+        }
+
+        pub(super) fn str(&mut self) -> Option<String> {
+            self.nullable_str()?.or(Some(String::new()))
+        }
+    }
 }
 
 /// A consumer-protocol assignment (`MemberAssignment` bytes): topic → partitions.
@@ -247,8 +539,9 @@ mod imp {
                     if consumer.assignment_lost() {
                         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::warn!(group = %self.group,
-                            "this member lost its partitions (it was out of touch with the \
-                             group for longer than the session timeout); stopping its tasks");
+                            "this member lost its partitions (the coordinator removed it from the group: \
+                             out of touch for longer than the session timeout, or asked to \
+                             rebalance); stopping its tasks");
                         self.tx.send_replace(Assignment {
                             epoch,
                             partitions: Default::default(),
@@ -309,6 +602,7 @@ mod imp {
         let thread = {
             let (stop, members) = (stop.clone(), members.clone());
             let group = config.group.clone();
+            let config = config.clone();
             std::thread::Builder::new()
                 .name("runnel-group".into())
                 .spawn(move || {
@@ -321,7 +615,9 @@ mod imp {
                         }
                         if described.elapsed() >= Duration::from_secs(3) {
                             described = Instant::now();
-                            if let Some(list) = describe(&consumer, &group)
+                            let list = describe(&consumer, &group)
+                                .or_else(|| super::describe_members(&config).ok());
+                            if let Some(list) = list
                                 && let Ok(mut m) = members.lock()
                             {
                                 *m = list;
@@ -466,7 +762,8 @@ mod imp {
             .members()
             .iter()
             .map(|m| MemberInfo {
-                worker: m.client_id().to_string(),
+                worker: super::worker_of(m.client_id(), m.id()),
+                member_id: m.id().to_string(),
                 host: m.client_host().to_string(),
                 partitions: m
                     .assignment()
@@ -499,5 +796,19 @@ mod tests {
         assert_eq!(a.get("in"), Some(&vec![1, 3]));
         assert!(parse_assignment(&b[..9]).is_none());
         assert!(parse_assignment(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn workers_are_named_by_client_id_or_member_id() {
+        assert_eq!(worker_of("a", "whatever"), "a");
+        assert_eq!(
+            worker_of("", "node-2-3417eea6-71f8-41e6-9d08-629dfbf8f179"),
+            "node-2"
+        );
+        assert_eq!(worker_of("", "short"), "short");
+        assert_eq!(
+            worker_of("", "é-not-a-uuid-at-the-end-of-this-member-id"),
+            "é-not-a-uuid-at-the-end-of-this-member-id"
+        );
     }
 }

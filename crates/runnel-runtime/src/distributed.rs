@@ -128,7 +128,31 @@ pub struct Member {
     /// The tasks the group gave this member, with the assignment's epoch.
     owned: (BTreeSet<TaskScope>, u64),
     status: Arc<Mutex<MemberStatus>>,
+    /// Partitions per input (and repartition) topic: the tasks of a sub-plan.
+    partitions: i32,
+    /// How this member joined (to ask the coordinator for a rebalance).
+    group_config: GroupConfig,
+    /// Watching for tasks no member present owns (see [`Member::adopt_orphans`]).
+    orphans: Orphans,
 }
+
+/// What [`Member::adopt_orphans`] remembers between looks.
+struct Orphans {
+    /// When the owners were last read.
+    looked: Instant,
+    /// Tasks without an owner in the group, since when.
+    seen: Option<(BTreeSet<TaskScope>, Instant)>,
+    /// When this member last asked for a rebalance.
+    asked: Option<Instant>,
+    /// Each task's owner, from its directory's owner file, by worker.
+    owners: BTreeMap<String, Vec<String>>,
+}
+
+/// How often the task owners are read.
+const ORPHAN_LOOK: Duration = Duration::from_secs(3);
+/// How long tasks stay without an owner present before a rebalance is asked for: longer
+/// than a new owner takes to claim a task it was given.
+const ORPHAN_GRACE: Duration = Duration::from_secs(6);
 
 /// Checks that `prepared` can run distributed and names what stands in the way.
 ///
@@ -594,14 +618,14 @@ impl Member {
             task_graph(&prepared.name, &mut plan.graph);
         }
         let all: Vec<String> = plans.iter().flat_map(|p| p.topics.clone()).collect();
-        let membership = group::join(GroupConfig {
+        let group_config = GroupConfig {
             table: source,
             group: group.clone(),
             instance: worker.clone(),
             topics: all.clone(),
             session_timeout: prepared.settings.session_timeout,
-        })
-        .map_err(distributed)?;
+        };
+        let membership = group::join(group_config.clone()).map_err(distributed)?;
         eprintln!(
             "runnel: {} runs distributed in {} sub-plan(s): worker {worker} joined group \
              {group} (topics {}; checkpoints in {base})",
@@ -633,6 +657,14 @@ impl Member {
             retry: BTreeMap::new(),
             owned: (BTreeSet::new(), 0),
             status,
+            partitions,
+            group_config,
+            orphans: Orphans {
+                looked: Instant::now(),
+                seen: None,
+                asked: None,
+                owners: BTreeMap::new(),
+            },
         })
     }
 
@@ -690,6 +722,7 @@ impl Member {
                         break Err(e);
                     }
                     self.restart_due().await;
+                    self.adopt_orphans().await;
                     self.refresh_status();
                 }
             }
@@ -921,6 +954,111 @@ impl Member {
         Ok(())
     }
 
+    /// Finds tasks that no member present in the group owns, and when the same ones stay
+    /// so for a few seconds ([`ORPHAN_GRACE`]), asks the coordinator for a rebalance
+    /// ([`group::request_rebalance`]: a broker that dropped a dead member without
+    /// reassigning its partitions). A task's owner is the worker its directory's owner
+    /// file names (written when a member starts the task); a task never started has
+    /// none. Only the member first in worker order among those present asks, and at
+    /// most once per two session timeouts.
+    async fn adopt_orphans(&mut self) {
+        let o = &mut self.orphans;
+        if o.looked.elapsed() < ORPHAN_LOOK || self.owned.1 == 0 {
+            return;
+        }
+        o.looked = Instant::now();
+        let (present, own_id): (BTreeSet<String>, Option<String>) = self
+            .membership
+            .members
+            .lock()
+            .map(|m| {
+                let own = m.iter().find(|m| m.worker == self.worker);
+                (
+                    m.iter().map(|m| m.worker.clone()).collect(),
+                    own.map(|m| m.member_id.clone()),
+                )
+            })
+            .unwrap_or_default();
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut orphans = BTreeSet::new();
+        for plan in &self.plans {
+            for partition in 0..self.partitions {
+                let scope = TaskScope {
+                    subplan: plan.id,
+                    partition,
+                };
+                let Ok(dir) = self.base.join(&scope.to_string()) else {
+                    return;
+                };
+                // A store out of reach decides nothing.
+                let Ok(owner) = dir.owner().await else {
+                    return;
+                };
+                let worker = owner
+                    .as_deref()
+                    .and_then(|o| o.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_string();
+                for (topic, p) in &self.task_partitions(plan.id, partition) {
+                    owners
+                        .entry(worker.clone())
+                        .or_default()
+                        .push(format!("{topic}/{p}"));
+                }
+                if !present.contains(&worker) {
+                    orphans.insert(scope);
+                }
+            }
+        }
+        let o = &mut self.orphans;
+        o.owners = owners;
+        let Some(own_id) = own_id.filter(|_| present.first() == Some(&self.worker)) else {
+            o.seen = None;
+            return;
+        };
+        if orphans.is_empty() {
+            o.seen = None;
+            return;
+        }
+        let since = match &o.seen {
+            Some((same, since)) if *same == orphans => *since,
+            _ => {
+                o.seen = Some((orphans, Instant::now()));
+                return;
+            }
+        };
+        let timeout = self.prepared.settings.session_timeout;
+        if since.elapsed() < ORPHAN_GRACE || o.asked.is_some_and(|t| t.elapsed() < 2 * timeout) {
+            return;
+        }
+        o.asked = Some(Instant::now());
+        o.seen = None;
+        let names: Vec<String> = orphans.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "runnel: {} have no owner among the group's members ({}) since {:.0} s: leaving \
+             and joining the group again to make its coordinator rebalance",
+            names.join(", "),
+            present.iter().cloned().collect::<Vec<_>>().join(", "),
+            since.elapsed().as_secs_f64()
+        );
+        let config = self.group_config.clone();
+        let rebalance = move || group::request_rebalance(&config, &own_id);
+        match tokio::task::spawn_blocking(rebalance).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
+            Err(e) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
+        }
+    }
+
+    /// The (topic, partition)s task `partition` of sub-plan `subplan` reads.
+    fn task_partitions(&self, subplan: u32, partition: i32) -> Vec<(String, i32)> {
+        self.plans
+            .iter()
+            .filter(|p| p.id == subplan)
+            .flat_map(|p| p.topics.iter().map(move |t| (t.clone(), partition)))
+            .collect()
+    }
+
     fn refresh_status(&self) {
         let members = self
             .membership
@@ -929,8 +1067,17 @@ impl Member {
             .map(|m| {
                 m.iter()
                     .map(|m| {
-                        let parts = m.partitions.iter().map(|(t, p)| format!("{t}/{p}"));
-                        (m.worker.clone(), parts.collect())
+                        let parts: Vec<String> = m
+                            .partitions
+                            .iter()
+                            .map(|(t, p)| format!("{t}/{p}"))
+                            .collect();
+                        // Brokers that describe no assignments (tansu): the task owners.
+                        let parts = match self.orphans.owners.get(&m.worker) {
+                            Some(owned) if parts.is_empty() => owned.clone(),
+                            _ => parts,
+                        };
+                        (m.worker.clone(), parts)
                     })
                     .collect()
             })
