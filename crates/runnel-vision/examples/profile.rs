@@ -1,11 +1,11 @@
 //! Per-op inference time of a bundled model, one thread, batch 1:
 //!
 //!     cargo run --release -p runnel-vision --example profile                 # classifier, as runnel runs it
-//!     cargo run --release -p runnel-vision --example profile -- classify tract   # tract's own convolutions
-//!     cargo run --release -p runnel-vision --example profile -- detect           # the detector
-//!     cargo run --release -p runnel-vision --example profile -- detect nchw      # detector without conv_nhwc
-//!     cargo run --release -p runnel-vision --example profile -- detect ownconv   # with runnel_vision::conv
-//!     cargo run --release -p runnel-vision --example profile -- detect nodes     # per node, not per op kind
+//!     cargo run --release -p runnel-vision --example profile -- detect       # the detector, as runnel runs it
+//!     cargo run --release -p runnel-vision --example profile -- detect tract # tract's own convolutions, channel-last
+//!     cargo run --release -p runnel-vision --example profile -- detect nchw  # tract's own, channel-first
+//!     cargo run --release -p runnel-vision --example profile -- detect nodes # per node, not per op kind
+//!     cargo run --release -p runnel-vision --example profile -- detect plan  # print the optimized plan first
 //!
 //! Prints the time per op kind, largest first. Used to find where inference time goes
 //! (see `runnel_vision::depthwise` and `runnel_vision::conv`).
@@ -36,14 +36,34 @@ fn main() -> TractResult<()> {
         let nhwc = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
             .ok_or_else(|| format_err!("tract has no conv_nhwc transform"))?;
         typed.transform(nhwc.as_ref())?;
-        // Before the declutter folds the layout moves back into tract's convolutions:
-        // ours then replaces channel-last ones and needs no moves of its own.
-        if has("ownconv") {
+        // As `model.rs::channels_last` does.
+        if has("tract") {
+            typed.declutter()?;
+        } else {
             runnel_vision::conv::channel_last_conv(&mut typed)?;
+            runnel_vision::layout::channel_last_through(&mut typed)?;
         }
+    } else {
         typed.declutter()?;
     }
-    let plan = typed.into_optimized()?.into_runnable()?;
+    let optimized = typed.into_optimized()?;
+    if has("plan") {
+        for node in optimized
+            .eval_order()?
+            .into_iter()
+            .map(|id| optimized.node(id))
+        {
+            let inputs: Vec<String> = node.inputs.iter().map(|i| i.node.to_string()).collect();
+            println!(
+                "#{} {} {} <- [{}]",
+                node.id,
+                node.op().name(),
+                node.name,
+                inputs.join(",")
+            );
+        }
+    }
+    let plan = optimized.into_runnable()?;
 
     let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, side, side), 0.3).into();
     let mut state = SimpleState::new(&plan)?;

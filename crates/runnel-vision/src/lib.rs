@@ -32,6 +32,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod detect;
 pub mod error;
+pub mod layout;
 pub mod model;
 pub mod preprocess;
 pub mod udf;

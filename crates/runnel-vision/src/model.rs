@@ -501,10 +501,11 @@ pub(crate) fn plans(
 }
 
 /// Runs the convolutions channel-last (NHWC): depthwise ones on our vectorized kernel
-/// ([`crate::depthwise`]), the others through tract's `conv_nhwc` transform (our dense
-/// [`crate::conv`] is not used yet, see there); the declutter
-/// pass then folds away the layout moves between consecutive convolutions. Measured on
-/// EfficientNet-Lite0 (see BENCHMARKS.md): most of the gain is the depthwise kernel.
+/// ([`crate::depthwise`]), dense ones with more than one tap on our direct kernel
+/// ([`crate::conv`], on CPUs with AVX2 and FMA), the others through tract's `conv_nhwc`
+/// transform; pools and upsamples are made channel-last too ([`crate::layout`]) so that
+/// the declutter pass folds away the layout moves between them. Measured on
+/// EfficientNet-Lite0 and YOLOv4-tiny (see BENCHMARKS.md).
 fn channels_last(model: &mut TypedModel) -> Result<(), String> {
     crate::depthwise::channel_last_depthwise(model).map_err(|e| format!("{e:#}"))?;
     let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")
@@ -512,7 +513,8 @@ fn channels_last(model: &mut TypedModel) -> Result<(), String> {
         .ok_or_else(|| "tract has no conv_nhwc transform".to_string())?;
     model
         .transform(transform.as_ref())
-        .and_then(|()| model.declutter())
+        .and_then(|()| crate::conv::channel_last_conv(model))
+        .and_then(|()| crate::layout::channel_last_through(model))
         .map_err(|e| format!("{e:#}"))
 }
 
