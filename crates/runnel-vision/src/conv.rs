@@ -133,7 +133,13 @@ fn rewrite_conv(
     };
     rule_if!(geometry.oh > 0 && geometry.ow > 0 && geometry.stride.0 > 0 && geometry.stride.1 > 0);
     let (activation, last, then_move) = following_activation(model, node)?;
-    let blocked = cout_blocked(&weights, cout);
+    // One layout of the weights only: the direct kernel's, or the products'.
+    let direct = geometry.stride == (1, 1) && direct_kernel_available();
+    let (weights, blocked) = if direct {
+        (Vec::new(), cout_blocked(&weights, cout))
+    } else {
+        (weights, Vec::new())
+    };
     let op = ChannelLastConv {
         geometry,
         blocked: blocked.into(),
@@ -351,10 +357,10 @@ impl Geometry {
 #[derive(Debug, Clone)]
 pub struct ChannelLastConv {
     geometry: Geometry,
-    /// `[kh][kw · cin][cout]`.
+    /// `[kh][kw · cin][cout]`, for the products (empty when the direct kernel runs).
     weights: Arc<[f32]>,
     /// The same in blocks of [`BLOCK`] output channels, `[cout / BLOCK][kh][kw · cin][BLOCK]`
-    /// (the last block zero-filled), for the direct kernel.
+    /// (the last block zero-filled), for the direct kernel (empty when the products run).
     blocked: Arc<[f32]>,
     /// `[cout]`.
     bias: Arc<[f32]>,
@@ -368,6 +374,7 @@ impl PartialEq for ChannelLastConv {
         self.geometry == other.geometry
             && self.activation.bits() == other.activation.bits()
             && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.blocked, &other.blocked)
             && same_bits(&self.bias, &other.bias)
     }
 }
@@ -460,7 +467,7 @@ impl ChannelLastConv {
         let (cin, cout) = (g.cin, g.cout);
         let (sy, sx) = g.stride;
         let k = g.kw * cin;
-        if sx == 1 && sy == 1 && direct_kernel_available() {
+        if !self.blocked.is_empty() {
             self.direct_rows(image, out, &rows)?;
             self.activation.apply(out);
             return Ok(());
