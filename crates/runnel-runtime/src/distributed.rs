@@ -999,12 +999,8 @@ impl Member {
                     .and_then(|o| o.split_whitespace().next())
                     .unwrap_or_default()
                     .to_string();
-                for (topic, p) in &self.task_partitions(plan.id, partition) {
-                    owners
-                        .entry(worker.clone())
-                        .or_default()
-                        .push(format!("{topic}/{p}"));
-                }
+                let owned = owners.entry(worker.clone()).or_default();
+                owned.extend(plan.topics.iter().map(|t| format!("{t}/{partition}")));
                 if !present.contains(&worker) {
                     orphans.insert(scope);
                 }
@@ -1048,15 +1044,6 @@ impl Member {
             Ok(Err(e)) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
             Err(e) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
         }
-    }
-
-    /// The (topic, partition)s task `partition` of sub-plan `subplan` reads.
-    fn task_partitions(&self, subplan: u32, partition: i32) -> Vec<(String, i32)> {
-        self.plans
-            .iter()
-            .filter(|p| p.id == subplan)
-            .flat_map(|p| p.topics.iter().map(move |t| (t.clone(), partition)))
-            .collect()
     }
 
     fn refresh_status(&self) {

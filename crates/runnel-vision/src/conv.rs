@@ -64,6 +64,11 @@ pub fn channel_last_conv(model: &mut TypedModel) -> TractResult<()> {
     if !direct_kernel_available() {
         return Ok(());
     }
+    rewrite_all(model)
+}
+
+/// The rewrite itself, on any CPU (the tests check the portable products too).
+fn rewrite_all(model: &mut TypedModel) -> TractResult<()> {
     Rewriter::<()>::default()
         .with_rule_for("runnel-channel-last-conv", rewrite_conv)
         .rewrite(&(), model)
@@ -939,10 +944,7 @@ mod tests {
             view.as_slice::<f32>().unwrap().to_vec()
         };
         let expected = run(model.clone(), 1);
-        Rewriter::<()>::default()
-            .with_rule_for("runnel-channel-last-conv", rewrite_conv)
-            .rewrite(&(), &mut model)
-            .unwrap();
+        rewrite_all(&mut model).unwrap();
         let op = model
             .nodes
             .iter()
