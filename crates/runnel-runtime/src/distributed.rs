@@ -146,6 +146,13 @@ struct Orphans {
     asked: Option<Instant>,
     /// Each task's owner, from its directory's owner file, by worker.
     owners: BTreeMap<String, Vec<String>>,
+    /// Each task's owner file and newest complete checkpoint, and since when both stayed
+    /// the same: a task that stops advancing for longer than [`Member::stall_limit`] has
+    /// an owner that is gone, whatever the group's member list says.
+    progress: BTreeMap<TaskScope, (String, Option<u64>, Instant)>,
+    /// This member's id in the group, as last described (a description that leaves this
+    /// member out does not take away the id to leave with).
+    own_id: Option<String>,
 }
 
 /// How often the task owners are read.
@@ -290,25 +297,6 @@ pub fn split(
     for node in &graph.nodes {
         for (k, i) in node.inputs.iter().enumerate() {
             if let Partitioning::Hash(_) = i.partitioning {
-                let up = &graph.nodes[i.node];
-                if let Some(op) = &up.updating {
-                    return Err(refuse(format!(
-                        "{} needs by key the updating rows of {op}; distributed mode moves \
-                         only append-only rows between tasks yet",
-                        node.label
-                    )));
-                }
-                let mut names = BTreeSet::new();
-                for f in up.schema.fields() {
-                    if !names.insert(f.name().as_str()) {
-                        return Err(refuse(format!(
-                            "{} has two columns named '{}'; rows moving between tasks need \
-                             distinct names (alias one of them)",
-                            up.label,
-                            f.name()
-                        )));
-                    }
-                }
                 let kind: String = node
                     .label
                     .split(|c: char| !c.is_ascii_alphanumeric())
@@ -352,6 +340,10 @@ pub fn split(
                             source.line,
                             &connection,
                             [
+                                (
+                                    runnel_connectors::sink::kafka::CHANGELOG,
+                                    up.updating.is_some().to_string(),
+                                ),
                                 ("scan.startup.mode", "earliest-offset".to_string()),
                                 ("properties.isolation.level", "read_committed".to_string()),
                                 ("source.idle-timeout", format!("{idle_ms} ms")),
@@ -370,7 +362,7 @@ pub fn split(
                             inputs: Vec::new(),
                             event_time: up.event_time,
                             window: up.window,
-                            updating: None,
+                            updating: up.updating.clone(),
                         };
                         g.nodes.push(reader);
                         g.nodes.len() - 1
@@ -415,6 +407,10 @@ pub fn split(
                     source.line,
                     &connection,
                     [
+                        (
+                            runnel_connectors::sink::kafka::CHANGELOG,
+                            up.updating.is_some().to_string(),
+                        ),
                         ("key.format", "json".to_string()),
                         ("key.fields", key_fields.join(";")),
                         ("sink.delivery-guarantee", "exactly-once".to_string()),
@@ -442,7 +438,7 @@ pub fn split(
                     }],
                     event_time: up.event_time,
                     window: up.window,
-                    updating: None,
+                    updating: up.updating.clone(),
                 };
                 g.nodes.push(writer);
             }
@@ -472,7 +468,7 @@ fn internal_table<const N: usize>(
     options.extend(extra.map(|(k, v)| (k.to_string(), v)));
     TableSpec {
         name: topic.to_string(),
-        schema: up.schema.clone(),
+        schema: distinct_names(&up.schema),
         watermark: None,
         options: Options::new(options),
         line,
@@ -480,6 +476,30 @@ fn internal_table<const N: usize>(
         primary_key: Vec::new(),
         partition_keys: Vec::new(),
     }
+}
+
+/// `schema` with distinct column names, as the fields of a repartition topic's JSON rows:
+/// a join's output may have two `date_time`s; the second becomes `date_time$2` (the
+/// operators downstream address columns by position, not by name).
+fn distinct_names(schema: &arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef {
+    let mut seen = BTreeSet::new();
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut name = f.name().clone();
+            let mut n = 1;
+            while !seen.insert(name.clone()) {
+                n += 1;
+                name = format!("{}${n}", f.name());
+            }
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// Starts a distributed pipeline over: deletes its repartition topics and every task's
@@ -664,6 +684,8 @@ impl Member {
                 seen: None,
                 asked: None,
                 owners: BTreeMap::new(),
+                progress: BTreeMap::new(),
+                own_id: None,
             },
         })
     }
@@ -954,19 +976,21 @@ impl Member {
         Ok(())
     }
 
-    /// Finds tasks that no member present in the group owns, and when the same ones stay
-    /// so for a few seconds ([`ORPHAN_GRACE`]), asks the coordinator for a rebalance
+    /// Finds tasks that no live member owns, and when the same ones stay so for a few
+    /// seconds ([`ORPHAN_GRACE`]), asks the coordinator for a rebalance
     /// ([`group::request_rebalance`]: a broker that dropped a dead member without
-    /// reassigning its partitions). A task's owner is the worker its directory's owner
-    /// file names (written when a member starts the task); a task never started has
-    /// none. Only the member first in worker order among those present asks, and at
+    /// reassigning its partitions, or that still lists it). A task's owner is the worker
+    /// its directory's owner file names (written when a member starts the task); a task
+    /// never started has none. An owner is gone when the group's coordinator no longer
+    /// lists it, or when its tasks' checkpoints stop advancing for longer than
+    /// [`Member::stall_limit`]. Only the live member first in worker order asks, and at
     /// most once per two session timeouts.
     async fn adopt_orphans(&mut self) {
-        let o = &mut self.orphans;
-        if o.looked.elapsed() < ORPHAN_LOOK || self.owned.1 == 0 {
+        if self.orphans.looked.elapsed() < ORPHAN_LOOK || self.owned.1 == 0 {
             return;
         }
-        o.looked = Instant::now();
+        self.orphans.looked = Instant::now();
+        let stall_limit = self.stall_limit();
         let (present, own_id): (BTreeSet<String>, Option<String>) = self
             .membership
             .members
@@ -980,7 +1004,9 @@ impl Member {
             })
             .unwrap_or_default();
         let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut progress = BTreeMap::new();
         let mut orphans = BTreeSet::new();
+        let mut stalled = BTreeSet::new();
         for plan in &self.plans {
             for partition in 0..self.partitions {
                 let scope = TaskScope {
@@ -991,24 +1017,46 @@ impl Member {
                     return;
                 };
                 // A store out of reach decides nothing.
-                let Ok(owner) = dir.owner().await else {
+                let (Ok(owner), Ok(newest)) = (dir.owner().await, dir.newest_complete().await)
+                else {
                     return;
                 };
-                let worker = owner
-                    .as_deref()
-                    .and_then(|o| o.split_whitespace().next())
+                let token = owner.unwrap_or_default();
+                let worker = token
+                    .split_whitespace()
+                    .next()
                     .unwrap_or_default()
                     .to_string();
+                let since = match self.orphans.progress.get(&scope) {
+                    Some((t, n, since)) if *t == token && *n == newest => *since,
+                    _ => Instant::now(),
+                };
                 let owned = owners.entry(worker.clone()).or_default();
                 owned.extend(plan.topics.iter().map(|t| format!("{t}/{partition}")));
-                if !present.contains(&worker) {
+                if !worker.is_empty() && worker != self.worker && since.elapsed() > stall_limit {
+                    stalled.insert(worker.clone());
+                    orphans.insert(scope);
+                } else if !present.contains(&worker) {
                     orphans.insert(scope);
                 }
+                progress.insert(scope, (token, newest, since));
             }
         }
         let o = &mut self.orphans;
         o.owners = owners;
-        let Some(own_id) = own_id.filter(|_| present.first() == Some(&self.worker)) else {
+        o.progress = progress;
+        if own_id.is_some() {
+            o.own_id = own_id;
+        }
+        let first_live = present
+            .iter()
+            .chain([&self.worker])
+            .find(|w| !stalled.contains(*w));
+        let Some(own_id) = o
+            .own_id
+            .clone()
+            .filter(|_| first_live == Some(&self.worker))
+        else {
             o.seen = None;
             return;
         };
@@ -1030,9 +1078,18 @@ impl Member {
         o.asked = Some(Instant::now());
         o.seen = None;
         let names: Vec<String> = orphans.iter().map(ToString::to_string).collect();
+        let stalled = if stalled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the checkpoints of {}'s tasks stopped advancing over {:.0} s ago",
+                stalled.into_iter().collect::<Vec<_>>().join(", "),
+                stall_limit.as_secs_f64()
+            )
+        };
         eprintln!(
-            "runnel: {} have no owner among the group's members ({}) since {:.0} s: leaving \
-             and joining the group again to make its coordinator rebalance",
+            "runnel: {} have no live owner among the group's members ({}) since {:.0} s{stalled}: \
+             leaving and joining the group again to make its coordinator rebalance",
             names.join(", "),
             present.iter().cloned().collect::<Vec<_>>().join(", "),
             since.elapsed().as_secs_f64()
@@ -1044,6 +1101,13 @@ impl Member {
             Ok(Err(e)) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
             Err(e) => tracing::warn!(group = %self.group, "asking for a rebalance: {e}"),
         }
+    }
+
+    /// How long a task's owner file and checkpoints may stay the same before its owner
+    /// counts as gone: two session timeouts (a restore after a takeover, a slow store)
+    /// and three checkpoint intervals.
+    fn stall_limit(&self) -> Duration {
+        2 * self.prepared.settings.session_timeout + 3 * self.interval
     }
 
     fn refresh_status(&self) {

@@ -235,6 +235,9 @@ struct Encode {
     headers: Option<usize>,
     /// Upsert mode: a retraction is a tombstone (a record with the key and no value).
     upsert: bool,
+    /// A repartition topic carrying a changelog: each row's kind goes in a
+    /// [`CHANGELOG_HEADER`] (inserts carry none).
+    changelog: bool,
 }
 
 impl Encode {
@@ -293,6 +296,7 @@ impl Encode {
             timestamp: written("timestamp"),
             headers: written("headers"),
             upsert: config.upsert,
+            changelog: spec.options.get(CHANGELOG) == Some("true"),
         })
     }
 
@@ -324,6 +328,9 @@ impl Encode {
             } else {
                 value.unwrap_or_default()
             };
+            if self.changelog && kind != runnel_common::changelog::RowKind::Insert {
+                headers.push((CHANGELOG_HEADER.into(), kind.short().as_bytes().to_vec()));
+            }
             out.push(Record {
                 key: keys.as_ref().and_then(|k| k[i].clone()),
                 value,
@@ -459,6 +466,11 @@ pub const PARTITION_BY_KEY: &str = "runnel.internal.partition-by-key";
 /// Internal option: write the input's watermark as control records (see
 /// [`WATERMARK_HEADER`]).
 pub const WATERMARK_WRITER: &str = "runnel.internal.watermark-writer";
+/// Internal option (set by runnel on a repartition topic's writer and reader): the topic
+/// carries an updating stream, each record's row kind in a [`CHANGELOG_HEADER`].
+pub const CHANGELOG: &str = "runnel.internal.changelog";
+/// The header with a repartitioned row's kind (`-U`, `+U`, `-D`; none for `+I`).
+pub const CHANGELOG_HEADER: &str = "runnel-op";
 /// The header of a watermark control record: `<writer>=<watermark ms>`, no value.
 pub const WATERMARK_HEADER: &str = "runnel-watermark";
 

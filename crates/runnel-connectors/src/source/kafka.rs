@@ -790,6 +790,7 @@ pub(crate) fn build_with(
         };
         out.push(Box::new(KafkaSource {
             keys,
+            changelog: spec.options.get(crate::sink::kafka::CHANGELOG) == Some("true"),
             table: spec.name.clone(),
             config: config.clone(),
             subtask: ctx.subtask,
@@ -996,6 +997,46 @@ async fn keyed_rows(
     }
 }
 
+/// Records of a repartition topic that carries an updating stream: rows with their kinds
+/// from each record's [`CHANGELOG_HEADER`](crate::sink::kafka::CHANGELOG_HEADER) (none:
+/// an insert). A record whose value does not decode goes to the dead letters.
+async fn changelog_rows(
+    values: &mut RecordDecoder,
+    topic: &str,
+    reads: &[Read<'_>],
+) -> Result<Option<arrow::record_batch::RecordBatch>, ConnectorError> {
+    use runnel_common::changelog::{self, RowKind};
+    let (batch, kept) = values.decode_kept(topic, reads).await?;
+    let Some(batch) = batch else {
+        return Ok(None);
+    };
+    let kinds: Vec<RowKind> = reads
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| **k)
+        .map(|((_, r), _)| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == crate::sink::kafka::CHANGELOG_HEADER)
+                .and_then(|(_, v)| RowKind::parse(std::str::from_utf8(v).ok()?))
+                .unwrap_or(RowKind::Insert)
+        })
+        .collect();
+    if kinds.len() != batch.num_rows() {
+        return Err(ConnectorError::Other(format!(
+            "runnel bug (please report): {} row kinds for {} rows of '{topic}'",
+            kinds.len(),
+            batch.num_rows()
+        )));
+    }
+    let columns = batch.columns().to_vec();
+    Ok(Some(changelog::with_kinds(
+        &batch.schema(),
+        columns,
+        &kinds,
+    )?))
+}
+
 /// One subtask of the Kafka source.
 pub struct KafkaSource {
     /// Key columns from the record key (upserts, EXCEPT_KEY).
@@ -1028,6 +1069,8 @@ pub struct KafkaSource {
     idle_since: Option<Instant>,
     /// A bounded read that stays idle short of its end was reported once.
     stall_reported: bool,
+    /// A repartition topic carrying an updating stream (see [`changelog_rows`]).
+    changelog: bool,
 }
 
 /// Position keys holding a repartition writer's watermark.
@@ -1494,6 +1537,10 @@ impl Source for KafkaSource {
                         records,
                     )
                     .await?
+                }
+                None if self.changelog => {
+                    let reads: Vec<Read<'_>> = records.iter().map(|r| (*p as u32, r)).collect();
+                    changelog_rows(&mut self.decode, topic, &reads).await?
                 }
                 None => {
                     let reads: Vec<Read<'_>> = records.iter().map(|r| (*p as u32, r)).collect();

@@ -214,6 +214,15 @@ impl CheckpointDir {
         Ok(())
     }
 
+    /// The id of the newest complete checkpoint, if any: how far the directory's owner
+    /// got (a distributed member watches its peers' tasks advance).
+    ///
+    /// # Errors
+    /// The store cannot be listed.
+    pub async fn newest_complete(&self) -> Result<Option<u64>, CheckpointError> {
+        Ok(self.complete_ids().await?.last().copied())
+    }
+
     /// Ids of the complete checkpoints (those with a manifest), ascending.
     pub(crate) async fn complete_ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));

@@ -554,8 +554,15 @@ fn distributed_mode_refuses_what_it_cannot_split() {
          INSERT INTO out SELECT CAST(n AS STRING), COUNT(*)
            FROM (SELECT k, COUNT(*) AS n FROM events GROUP BY k) GROUP BY n;",
     );
-    dir.runnel(&["run", "grouped.sql"])
-        .assert_err("only append-only rows between tasks");
+    // An updating GROUP BY under another GROUP BY: its changelog crosses a repartition
+    // topic (row kinds in headers).
+    let grouped = dir.runnel(&["run", "grouped.sql", "--explain"]);
+    grouped.assert_ok();
+    assert!(
+        grouped.stdout.contains("sub-plan 2") && grouped.stdout.contains("-repartition"),
+        "{}",
+        grouped.stdout
+    );
     dir.write(
         "file.sql",
         "SET 'execution.mode' = 'distributed';
@@ -796,6 +803,140 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
         reset.stdout
     );
     assert!(!dir.path().join("shared-state/win").exists());
+}
+
+/// A GROUP BY over an updating GROUP BY (how many keys have each count), on two members,
+/// one SIGKILLed mid-run and restarted: the first aggregation's changelog (-U/+U) crosses
+/// a repartition topic keyed by the count, and the upsert-kafka output, read back
+/// read_committed, ends as one process's result.
+#[test]
+fn distributed_group_by_over_an_updating_group_by_moves_its_changelog_exactly_once() {
+    const N: usize = 3000;
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    broker.create_topic("u_in", 4);
+    broker.create_topic("u_out", 2);
+    let dir = TestDir::new();
+    let bootstrap = broker.bootstrap.clone();
+    dir.write(
+        "dist.sql",
+        &format!(
+            "SET 'pipeline.name' = 'upd';
+             SET 'execution.mode' = 'distributed';
+             SET 'distributed.session-timeout' = '6 s';
+             SET 'execution.checkpointing.interval' = '200 ms';
+             SET 'state.checkpoints.dir' = 'shared-state';
+             CREATE TABLE events (k STRING, v BIGINT)
+               WITH ('connector' = 'kafka', 'topic' = 'u_in', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+             CREATE TABLE out (n BIGINT, keys BIGINT, PRIMARY KEY (n) NOT ENFORCED)
+               WITH ('connector' = 'upsert-kafka', 'topic' = 'u_out', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'key.format' = 'json', 'value.format' = 'json',
+                     'sink.delivery-guarantee' = 'exactly-once');
+             INSERT INTO out SELECT n, COUNT(*) AS keys
+             FROM (SELECT k, COUNT(*) AS n FROM events GROUP BY k) GROUP BY n;"
+        ),
+    );
+    // Uneven counts per key, so that keys move between counts all the time.
+    let key = |i: usize| format!("k{}", (i * i + 3 * i) % 53);
+    let fill_rows = |from: usize, to: usize| {
+        let lines: String = (from..to)
+            .map(|i| format!("{{\"k\":\"{}\",\"v\":{i}}}\n", key(i)))
+            .collect();
+        let name = format!("u-{from}.jsonl");
+        dir.write(&name, &lines);
+        dir.write(
+            "fill.sql",
+            &format!(
+                "CREATE TABLE src (k STRING, v BIGINT) WITH ('connector' = 'file', 'path' = '{name}');
+                 CREATE TABLE k (k STRING, v BIGINT) WITH ('connector' = 'kafka', 'topic' = 'u_in',
+                   'properties.bootstrap.servers' = '{bootstrap}', 'key.fields' = 'k', 'key.format' = 'raw');
+                 INSERT INTO k SELECT k, v FROM src;"
+            ),
+        );
+        dir.runnel(&["run", "fill.sql", "--data-dir", &format!("fill-{from}")])
+            .assert_ok();
+    };
+    let mut per_key: BTreeMap<String, i64> = BTreeMap::new();
+    for i in 0..N {
+        *per_key.entry(key(i)).or_default() += 1;
+    }
+    let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+    for n in per_key.values() {
+        *want.entry(*n).or_default() += 1;
+    }
+
+    fill_rows(0, N / 2);
+    let a = MemberProc::start(&dir, "a");
+    let mut b = MemberProc::start(&dir, "b");
+    wait_for("two members own every task", 90, &[&a, &b], || {
+        (0..3).all(|s| {
+            (0..4).all(|p| {
+                dir.path()
+                    .join(format!("shared-state/upd/task-{s}-{p}/owner"))
+                    .exists()
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    b.sigkill();
+    let b = MemberProc::start(&dir, "b");
+    fill_rows(N / 2, N);
+    dir.write(
+        "read.sql",
+        &format!(
+            "CREATE TABLE t (v STRING, k STRING METADATA FROM 'key', p INT METADATA FROM 'partition',
+                             o BIGINT METADATA FROM 'offset') WITH (
+               'connector' = 'kafka', 'topic' = 'u_out', 'properties.bootstrap.servers' = '{bootstrap}',
+               'properties.isolation.level' = 'read_committed', 'format' = 'raw',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+             CREATE TABLE o (k STRING, p INT, o BIGINT, v STRING) WITH ('connector' = 'file', 'path' = 'log.jsonl');
+             INSERT INTO o SELECT k, p, o, v FROM t;"
+        ),
+    );
+    // The upserts applied in order: each count's last value; a tombstone removes it.
+    let read = |round: usize| {
+        dir.runnel(&["run", "read.sql", "--data-dir", &format!("read-{round}")])
+            .assert_ok();
+        let mut last: BTreeMap<String, ((i64, i64), String)> = BTreeMap::new();
+        for line in dir.read("log.jsonl").lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let k = v["k"].as_str().unwrap_or_default().to_string();
+            let at = (v["p"].as_i64().unwrap_or(-1), v["o"].as_i64().unwrap_or(-1));
+            let value = v["v"].as_str().unwrap_or_default().to_string();
+            if last.get(&k).is_none_or(|(seen, _)| at > *seen) {
+                last.insert(k, (at, value));
+            }
+        }
+        let _ = std::fs::remove_file(dir.path().join("log.jsonl"));
+        let mut got: BTreeMap<i64, i64> = BTreeMap::new();
+        for (_, value) in last.into_values() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&value) {
+                got.insert(
+                    v["n"].as_i64().unwrap_or(-1),
+                    v["keys"].as_i64().unwrap_or(-1),
+                );
+            }
+        }
+        got
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut round = 0;
+    let mut got = read(round);
+    while got != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        round += 1;
+        got = read(round);
+    }
+    assert!(
+        got == want,
+        "final counts {got:?}, one process: {want:?}; logs:\n{}\n---\n{}",
+        a.log(),
+        b.log()
+    );
+    for mut m in [a, b] {
+        m.sigterm();
+    }
 }
 
 /// `2025-11-24 16:00:10` or `…T…` (UTC) as ms since the epoch.
