@@ -22,13 +22,13 @@
 //! afterwards from their valid taps only. Bias and a following LeakyReLU / ReLU / ReLU6
 //! are applied in the same pass.
 //!
-//! With stride 1 on a CPU with AVX2 and FMA a direct kernel does the work instead
-//! (`direct_rows`): per block of 16 output channels and 6 output pixels of a row, twelve
+//! On a CPU with AVX2 and FMA a direct kernel does the work instead (`direct_rows`), at
+//! any stride: per block of 16 output channels and 6 output pixels of a row, twelve
 //! accumulators stay in registers while it walks the `kw · cin` contiguous inputs of each
-//! valid kernel row, broadcasting one input and multiplying it with two vectors of
-//! weights packed once per block. Border pixels take only their kernel columns inside
-//! the image, so nothing is padded or packed per inference. Other strides go through the
-//! products above, on `matrixmultiply`'s kernels.
+//! valid kernel row (pixels `stride · cin` apart), broadcasting one input and multiplying
+//! it with two vectors of weights packed once per block. Border pixels take only their
+//! kernel columns inside the image, so nothing is padded or packed per inference. Other
+//! CPUs go through the products above, on `matrixmultiply`'s kernels.
 //!
 //! The model loader swaps it in after tract's `conv_nhwc` transform
 //! (`model.rs::channels_last`), and [`crate::layout`] makes the pools and upsamples
@@ -139,7 +139,7 @@ fn rewrite_conv(
     rule_if!(geometry.oh > 0 && geometry.ow > 0 && geometry.stride.0 > 0 && geometry.stride.1 > 0);
     let (activation, last, then_move) = following_activation(model, node)?;
     // One layout of the weights only: the direct kernel's, or the products'.
-    let direct = geometry.stride == (1, 1) && direct_kernel_available();
+    let direct = direct_kernel_available();
     let (weights, blocked) = if direct {
         (Vec::new(), cout_blocked(&weights, cout))
     } else {
@@ -614,7 +614,7 @@ fn direct_kernel_available() -> bool {
 }
 
 impl ChannelLastConv {
-    /// Stride 1: every column of output rows `rows`, written whole (bias plus every
+    /// Every column of output rows `rows`, written whole (bias plus every
     /// valid tap), without packing the input. Per block of [`BLOCK`] output channels and
     /// [`TILE`] output pixels, the accumulators stay in registers while the kernel walks
     /// the `kw · cin` contiguous inputs of each valid kernel row; border pixels take only
@@ -626,9 +626,10 @@ impl ChannelLastConv {
         // Bounds, once (so that the kernel can index without checks): interior pixels
         // read `kw` whole pixels inside the row, border pixels only their valid taps, rows
         // only valid input rows (`Geometry::input_row`); the output rows are in `out`.
-        ensure!(g.stride == (1, 1) && g.ow >= interior.end);
-        ensure!(interior.is_empty() || interior.start >= g.pad.1);
-        ensure!(interior.is_empty() || interior.end - 1 + g.kw <= g.w + g.pad.1);
+        let sx = g.stride.1;
+        ensure!(g.ow >= interior.end);
+        ensure!(interior.is_empty() || interior.start * sx >= g.pad.1);
+        ensure!(interior.is_empty() || (interior.end - 1) * sx + g.kw <= g.w + g.pad.1);
         ensure!(image.len() >= g.h * g.w * g.cin);
         ensure!(out.len() >= rows.len() * g.ow * g.cout);
         ensure!(self.blocked.len() >= g.cout.div_ceil(BLOCK) * g.kh * k * BLOCK);
@@ -641,8 +642,8 @@ impl ChannelLastConv {
             })
             .collect();
         for t in &border {
-            ensure!(t.kx.is_empty() || t.ox + t.kx.start >= g.pad.1);
-            ensure!(t.kx.is_empty() || t.ox + t.kx.end <= g.w + g.pad.1);
+            ensure!(t.kx.is_empty() || t.ox * sx + t.kx.start >= g.pad.1);
+            ensure!(t.kx.is_empty() || t.ox * sx + t.kx.end <= g.w + g.pad.1);
         }
         #[cfg(target_arch = "x86_64")]
         {
@@ -684,36 +685,55 @@ unsafe fn direct_avx2(
                 .collect()
         })
         .collect();
-    for block in 0..g.cout.div_ceil(BLOCK) {
-        let width = BLOCK.min(g.cout - block * BLOCK);
-        let mut bias = [0f32; BLOCK];
-        bias[..width].copy_from_slice(&op.bias[block * BLOCK..block * BLOCK + width]);
-        let ctx = Block {
-            weights: &op.blocked[block * g.kh * k * BLOCK..],
-            bias,
-            block,
-            width,
-        };
-        for (oy, taps) in rows.clone().zip(&row_taps) {
-            let row = (oy - first) * g.ow;
-            let mut ox = interior.start;
-            // SAFETY (every call below): as `direct_rows` checked.
-            while ox + TILE <= interior.end {
-                let at = Tap { ox, kx: 0..g.kw };
-                unsafe { tile::<TILE>(g, &ctx, taps, image, &at, out, row) };
-                ox += TILE;
+    let blocks: Vec<Block> = (0..g.cout.div_ceil(BLOCK))
+        .map(|block| {
+            let width = BLOCK.min(g.cout - block * BLOCK);
+            let mut bias = [0f32; BLOCK];
+            bias[..width].copy_from_slice(&op.bias[block * BLOCK..block * BLOCK + width]);
+            Block {
+                weights: &op.blocked[block * g.kh * k * BLOCK..],
+                bias,
+                block,
+                width,
             }
+        })
+        .collect();
+    // One output row of one block of channels.
+    let row_of = |ctx: &Block, oy: usize, taps: &[(usize, usize)], out: &mut [f32]| {
+        let row = (oy - first) * g.ow;
+        let mut ox = interior.start;
+        // SAFETY (every call below): as `direct_rows` checked.
+        while ox + TILE <= interior.end {
             let at = Tap { ox, kx: 0..g.kw };
-            match interior.end.saturating_sub(ox) {
-                0 => {}
-                1 => unsafe { tile::<1>(g, &ctx, taps, image, &at, out, row) },
-                2 => unsafe { tile::<2>(g, &ctx, taps, image, &at, out, row) },
-                3 => unsafe { tile::<3>(g, &ctx, taps, image, &at, out, row) },
-                4 => unsafe { tile::<4>(g, &ctx, taps, image, &at, out, row) },
-                _ => unsafe { tile::<5>(g, &ctx, taps, image, &at, out, row) },
+            unsafe { tile::<TILE>(g, ctx, taps, image, &at, out, row) };
+            ox += TILE;
+        }
+        let at = Tap { ox, kx: 0..g.kw };
+        match interior.end.saturating_sub(ox) {
+            0 => {}
+            1 => unsafe { tile::<1>(g, ctx, taps, image, &at, out, row) },
+            2 => unsafe { tile::<2>(g, ctx, taps, image, &at, out, row) },
+            3 => unsafe { tile::<3>(g, ctx, taps, image, &at, out, row) },
+            4 => unsafe { tile::<4>(g, ctx, taps, image, &at, out, row) },
+            _ => unsafe { tile::<5>(g, ctx, taps, image, &at, out, row) },
+        }
+        for at in border {
+            unsafe { tile::<1>(g, ctx, taps, image, at, out, row) };
+        }
+    };
+    // Whichever is smaller stays in the caches while the other streams past once: the
+    // weights (every block per output row: wide shallow layers), or the input rows (every
+    // output row per block: deep narrow layers, whose weights are megabytes).
+    if op.blocked.len() <= g.h * g.w * g.cin {
+        for (oy, taps) in rows.clone().zip(&row_taps) {
+            for ctx in &blocks {
+                row_of(ctx, oy, taps, out);
             }
-            for at in border {
-                unsafe { tile::<1>(g, &ctx, taps, image, at, out, row) };
+        }
+    } else {
+        for ctx in &blocks {
+            for (oy, taps) in rows.clone().zip(&row_taps) {
+                row_of(ctx, oy, taps, out);
             }
         }
     }
@@ -745,6 +765,7 @@ unsafe fn tile<const N: usize>(
 ) {
     use std::arch::x86_64::*;
     let (cin, k) = (g.cin, g.kw * g.cin);
+    let step = g.stride.1 * cin;
     let first_k = at.kx.start * cin;
     let len = at.kx.len() * cin;
     // SAFETY: the caller checked that every input, weight and output index formed here
@@ -756,12 +777,12 @@ unsafe fn tile<const N: usize>(
         let x = image.as_ptr();
         for &(ky, iy) in taps {
             let w = b.weights.as_ptr().add((ky * k + first_k) * BLOCK);
-            let start = (iy * g.w + at.ox + at.kx.start - g.pad.1) * cin;
+            let start = (iy * g.w + at.ox * g.stride.1 + at.kx.start - g.pad.1) * cin;
             for i in 0..len {
                 let w0 = _mm256_loadu_ps(w.add(i * BLOCK));
                 let w1 = _mm256_loadu_ps(w.add(i * BLOCK + 8));
                 for (p, a) in acc.iter_mut().enumerate() {
-                    let v = _mm256_broadcast_ss(&*x.add(start + p * cin + i));
+                    let v = _mm256_broadcast_ss(&*x.add(start + p * step + i));
                     a[0] = _mm256_fmadd_ps(v, w0, a[0]);
                     a[1] = _mm256_fmadd_ps(v, w1, a[1]);
                 }
