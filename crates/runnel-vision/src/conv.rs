@@ -33,12 +33,14 @@
 //! The model loader swaps it in after tract's `conv_nhwc` transform
 //! (`model.rs::channels_last`), and [`crate::layout`] makes the pools and upsamples
 //! channel-last too, so that the declutter cancels the layout moves between them (this
-//! op has no `change_axes`: it only runs channel-last). Measured on YOLOv4-tiny, one
-//! thread, batch 1, AMD EPYC (Zen 2), `cargo run --release -p runnel-vision --example
-//! profile -- detect` against `-- detect tract`: 99–101 ms per inference
-//! against tract's 103–106 ms, with no padded copies and no packed inputs; per layer it
-//! is even with tract's matrix products on the deep 13×13 and 26×26 layers and ahead on
-//! the wide ones (208×208×32 → 64 stride 2: 7.4 ms against 6.4 + 1.4 ms `Pad`).
+//! op has no `change_axes`: it only runs channel-last). The border columns of a layer
+//! run down the column, six rows per tile, rather than a pixel at a time (on 13×13 and
+//! 26×26 layers they are a sixth and a thirteenth of the pixels), and the loop order
+//! keeps the smaller of the weights and the input in the caches. Measured on
+//! YOLOv4-tiny, one thread, batch 1, AMD EPYC (Zen 2), `cargo run --release -p
+//! runnel-vision --example profile -- detect nodes`: 87–91 ms per inference, 13×13×256
+//! → 512 in 8.5 ms (10.5 with a pixel at a time), 208×208×32 → 64 stride 2 in 4.9 ms
+//! (7.6 through `matrixmultiply`), 104×104×64 → 64 in 9.0 (10.8 blocks-outer).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -147,7 +149,7 @@ fn rewrite_conv(
     };
     let op = ChannelLastConv {
         geometry,
-        blocked: blocked.into(),
+        blocked: Aligned::new(&blocked),
         weights: weights.into(),
         bias: bias.into(),
         activation,
@@ -365,8 +367,9 @@ pub struct ChannelLastConv {
     /// `[kh][kw · cin][cout]`, for the products (empty when the direct kernel runs).
     weights: Arc<[f32]>,
     /// The same in blocks of [`BLOCK`] output channels, `[cout / BLOCK][kh][kw · cin][BLOCK]`
-    /// (the last block zero-filled), for the direct kernel (empty when the products run).
-    blocked: Arc<[f32]>,
+    /// (the last block zero-filled), for the direct kernel (empty when the products run),
+    /// on cache lines.
+    blocked: Aligned,
     /// `[cout]`.
     bias: Arc<[f32]>,
     activation: Activation,
@@ -379,7 +382,7 @@ impl PartialEq for ChannelLastConv {
         self.geometry == other.geometry
             && self.activation.bits() == other.activation.bits()
             && same_bits(&self.weights, &other.weights)
-            && same_bits(&self.blocked, &other.blocked)
+            && same_bits(self.blocked.get(), other.blocked.get())
             && same_bits(&self.bias, &other.bias)
     }
 }
@@ -472,7 +475,7 @@ impl ChannelLastConv {
         let (cin, cout) = (g.cin, g.cout);
         let (sy, sx) = g.stride;
         let k = g.kw * cin;
-        if !self.blocked.is_empty() {
+        if !self.blocked.get().is_empty() {
             self.direct_rows(image, out, &rows)?;
             self.activation.apply(out);
             return Ok(());
@@ -587,6 +590,35 @@ const BLOCK: usize = 16;
 /// Output pixels of one row per step of the direct kernel.
 const TILE: usize = 6;
 
+/// Floats that start on a cache line: a block's 16 weights of one input are one line, so
+/// that the kernel's two vector loads of them never straddle two (a weights array at 16
+/// bytes past a line can cost a split load per vector).
+#[derive(Debug, Clone)]
+struct Aligned {
+    data: Arc<[f32]>,
+    /// Where the aligned floats start in `data`.
+    at: usize,
+}
+
+impl Aligned {
+    /// Cache-line size, in floats.
+    const LINE: usize = 16;
+
+    fn new(values: &[f32]) -> Aligned {
+        let mut data: Arc<[f32]> = vec![0f32; values.len() + Self::LINE].into();
+        let misaligned = (data.as_ptr() as usize / std::mem::size_of::<f32>()) % Self::LINE;
+        let at = (Self::LINE - misaligned) % Self::LINE;
+        if let Some(d) = Arc::get_mut(&mut data) {
+            d[at..at + values.len()].copy_from_slice(values);
+        }
+        Aligned { data, at }
+    }
+
+    fn get(&self) -> &[f32] {
+        &self.data[self.at..self.data.len() - Self::LINE + self.at]
+    }
+}
+
 /// `[kh][kw · cin][cout]` weights as `[ceil(cout / BLOCK)][kh][kw · cin][BLOCK]`.
 fn cout_blocked(weights: &[f32], cout: usize) -> Vec<f32> {
     let rows = weights.len() / cout.max(1);
@@ -632,7 +664,7 @@ impl ChannelLastConv {
         ensure!(interior.is_empty() || (interior.end - 1) * sx + g.kw <= g.w + g.pad.1);
         ensure!(image.len() >= g.h * g.w * g.cin);
         ensure!(out.len() >= rows.len() * g.ow * g.cout);
-        ensure!(self.blocked.len() >= g.cout.div_ceil(BLOCK) * g.kh * k * BLOCK);
+        ensure!(self.blocked.get().len() >= g.cout.div_ceil(BLOCK) * g.kh * k * BLOCK);
         ensure!(self.bias.len() >= g.cout);
         let border: Vec<Tap> = (0..g.ow)
             .filter(|ox| !interior.contains(ox))
@@ -691,50 +723,125 @@ unsafe fn direct_avx2(
             let mut bias = [0f32; BLOCK];
             bias[..width].copy_from_slice(&op.bias[block * BLOCK..block * BLOCK + width]);
             Block {
-                weights: &op.blocked[block * g.kh * k * BLOCK..],
+                weights: &op.blocked.get()[block * g.kh * k * BLOCK..],
                 bias,
                 block,
                 width,
             }
         })
         .collect();
-    // One output row of one block of channels.
+    // Consecutive pixels of a row are `stride · cin` inputs apart; of a column,
+    // `stride · w · cin`.
+    let along = Step {
+        input: g.stride.1 * g.cin,
+        output: 1,
+    };
+    let down = Step {
+        input: g.stride.0 * g.w * g.cin,
+        output: g.ow,
+    };
+    // The interior columns of one output row of one block of channels.
     let row_of = |ctx: &Block, oy: usize, taps: &[(usize, usize)], out: &mut [f32]| {
         let row = (oy - first) * g.ow;
         let mut ox = interior.start;
-        // SAFETY (every call below): as `direct_rows` checked.
-        while ox + TILE <= interior.end {
+        while ox < interior.end {
+            let n = (interior.end - ox).min(TILE);
             let at = Tap { ox, kx: 0..g.kw };
-            unsafe { tile::<TILE>(g, ctx, taps, image, &at, out, row) };
-            ox += TILE;
+            // SAFETY: as `direct_rows` checked.
+            unsafe { tiles(n, g, ctx, taps, image, &at, out, row, along) };
+            ox += n;
         }
-        let at = Tap { ox, kx: 0..g.kw };
-        match interior.end.saturating_sub(ox) {
-            0 => {}
-            1 => unsafe { tile::<1>(g, ctx, taps, image, &at, out, row) },
-            2 => unsafe { tile::<2>(g, ctx, taps, image, &at, out, row) },
-            3 => unsafe { tile::<3>(g, ctx, taps, image, &at, out, row) },
-            4 => unsafe { tile::<4>(g, ctx, taps, image, &at, out, row) },
-            _ => unsafe { tile::<5>(g, ctx, taps, image, &at, out, row) },
+    };
+    // The rows all of whose kernel rows lie inside the input (a contiguous range).
+    let full = {
+        let mut f = rows
+            .clone()
+            .zip(&row_taps)
+            .filter(|(_, t)| t.len() == g.kh)
+            .map(|(oy, _)| oy);
+        let lo = f.next();
+        match (lo, f.next_back().or(lo)) {
+            (Some(lo), Some(hi)) => lo..hi + 1,
+            _ => 0..0,
         }
+    };
+    // The border columns of one block: down each column in tiles of pixels over the
+    // full rows (same kernel rows, inputs one input row per stride apart), one pixel at
+    // a time in the rows that reach into the padding.
+    let border_of = |ctx: &Block, out: &mut [f32]| {
         for at in border {
-            unsafe { tile::<1>(g, ctx, taps, image, at, out, row) };
+            for (oy, taps) in rows.clone().zip(&row_taps) {
+                if !full.contains(&oy) {
+                    // SAFETY: as `direct_rows` checked.
+                    unsafe { tiles(1, g, ctx, taps, image, at, out, (oy - first) * g.ow, along) };
+                }
+            }
+            let mut oy = full.start;
+            while oy < full.end {
+                let n = (full.end - oy).min(TILE);
+                let taps = &row_taps[oy - first];
+                // SAFETY: as `direct_rows` checked; rows `oy..oy + n` are full rows of
+                // `rows`, so every kernel row of each lies inside the input.
+                unsafe { tiles(n, g, ctx, taps, image, at, out, (oy - first) * g.ow, down) };
+                oy += n;
+            }
         }
     };
     // Whichever is smaller stays in the caches while the other streams past once: the
     // weights (every block per output row: wide shallow layers), or the input rows (every
     // output row per block: deep narrow layers, whose weights are megabytes).
-    if op.blocked.len() <= g.h * g.w * g.cin {
+    if op.blocked.get().len() <= g.h * g.w * g.cin {
         for (oy, taps) in rows.clone().zip(&row_taps) {
             for ctx in &blocks {
                 row_of(ctx, oy, taps, out);
             }
+        }
+        for ctx in &blocks {
+            border_of(ctx, out);
         }
     } else {
         for ctx in &blocks {
             for (oy, taps) in rows.clone().zip(&row_taps) {
                 row_of(ctx, oy, taps, out);
             }
+            border_of(ctx, out);
+        }
+    }
+}
+
+/// How far apart consecutive pixels of a tile are: in the input (in floats) and in the
+/// output (in pixels).
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    input: usize,
+    output: usize,
+}
+
+/// [`tile`] for `n` (1 to [`TILE`]) pixels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles(
+    n: usize,
+    g: &Geometry,
+    b: &Block,
+    taps: &[(usize, usize)],
+    image: &[f32],
+    at: &Tap,
+    out: &mut [f32],
+    row: usize,
+    step: Step,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        match n {
+            0 => {}
+            1 => tile::<1>(g, b, taps, image, at, out, row, step),
+            2 => tile::<2>(g, b, taps, image, at, out, row, step),
+            3 => tile::<3>(g, b, taps, image, at, out, row, step),
+            4 => tile::<4>(g, b, taps, image, at, out, row, step),
+            5 => tile::<5>(g, b, taps, image, at, out, row, step),
+            _ => tile::<TILE>(g, b, taps, image, at, out, row, step),
         }
     }
 }
@@ -748,12 +855,15 @@ struct Block<'a> {
     width: usize,
 }
 
-/// `N` output pixels from `at.ox` on (all taking kernel columns `at.kx`), one block of
-/// output channels: the bias, then weight × input over every valid kernel row's inputs,
-/// then the store. Output row `row` (in pixels from the start of `out`).
+/// `N` output pixels, the first at column `at.ox` of output row `row` (in pixels from
+/// the start of `out`), the others `step` apart (along the row or down the column; all
+/// taking kernel columns `at.kx`, and the kernel rows `taps` of the first pixel's row,
+/// each pixel's input `step.input` further), one block of output channels: the bias,
+/// then weight × input over every valid kernel row's inputs, then the store.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile<const N: usize>(
     g: &Geometry,
     b: &Block,
@@ -762,10 +872,10 @@ unsafe fn tile<const N: usize>(
     at: &Tap,
     out: &mut [f32],
     row: usize,
+    step: Step,
 ) {
     use std::arch::x86_64::*;
     let (cin, k) = (g.cin, g.kw * g.cin);
-    let step = g.stride.1 * cin;
     let first_k = at.kx.start * cin;
     let len = at.kx.len() * cin;
     // SAFETY: the caller checked that every input, weight and output index formed here
@@ -782,14 +892,14 @@ unsafe fn tile<const N: usize>(
                 let w0 = _mm256_loadu_ps(w.add(i * BLOCK));
                 let w1 = _mm256_loadu_ps(w.add(i * BLOCK + 8));
                 for (p, a) in acc.iter_mut().enumerate() {
-                    let v = _mm256_broadcast_ss(&*x.add(start + p * step + i));
+                    let v = _mm256_broadcast_ss(&*x.add(start + p * step.input + i));
                     a[0] = _mm256_fmadd_ps(v, w0, a[0]);
                     a[1] = _mm256_fmadd_ps(v, w1, a[1]);
                 }
             }
         }
         for (p, a) in acc.iter().enumerate() {
-            let o = (row + at.ox + p) * g.cout + b.block * BLOCK;
+            let o = (row + at.ox + p * step.output) * g.cout + b.block * BLOCK;
             if b.width == BLOCK {
                 _mm256_storeu_ps(out.as_mut_ptr().add(o), a[0]);
                 _mm256_storeu_ps(out.as_mut_ptr().add(o + 8), a[1]);
