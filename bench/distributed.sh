@@ -15,18 +15,7 @@ BIDS=${1:-500000}
 shift || true
 MEMBERS=${*:-1 2 3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUNNEL=${RUNNEL:-$ROOT/target/release/runnel}
-[ -x "$RUNNEL" ] || RUNNEL=${CARGO_TARGET_DIR:-$HOME/.cache/runnel/target}/release/runnel
-TANSU=${TANSU:-$HOME/.cache/runnel/tansu-0.6.0/tansu}
-[ -x "$TANSU" ] || { echo "no tansu at $TANSU (the Kafka e2e tests fetch it)" >&2; exit 1; }
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cd "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-BOOT=127.0.0.1:$PORT
-"$TANSU" broker --listener-url "tcp://$BOOT" --advertised-listener-url "tcp://$BOOT" \
-  --storage-engine memory://tansu/ > tansu.log 2>&1 &
-for _ in $(seq 100); do grep -q 'ready in' tansu.log && break; sleep 0.1; done
+. "$ROOT/bench/tansu-env.sh"
 "$TANSU" topic create bids --broker "tcp://$BOOT" --partitions 6 > /dev/null
 BID="auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING"
 EVENTS=$((BIDS * 50 / 46 + 50))

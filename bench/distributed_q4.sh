@@ -14,18 +14,7 @@
 set -euo pipefail
 EVENTS=${1:-200000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUNNEL=${RUNNEL:-$ROOT/target/release/runnel}
-[ -x "$RUNNEL" ] || RUNNEL=${CARGO_TARGET_DIR:-$HOME/.cache/runnel/target}/release/runnel
-TANSU=${TANSU:-$HOME/.cache/runnel/tansu-0.6.0/tansu}
-[ -x "$TANSU" ] || { echo "no tansu at $TANSU (the Kafka e2e tests fetch it)" >&2; exit 1; }
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cd "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-BOOT=127.0.0.1:$PORT
-"$TANSU" broker --listener-url "tcp://$BOOT" --advertised-listener-url "tcp://$BOOT" \
-  --storage-engine memory://tansu/ > tansu.log 2>&1 &
-for _ in $(seq 100); do grep -q 'ready in' tansu.log && break; sleep 0.1; done
+. "$ROOT/bench/tansu-env.sh"
 for t in bids auctions out_single out_dist; do "$TANSU" topic create $t --broker "tcp://$BOOT" --partitions 4 > /dev/null; done
 BID="auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING"
 AUC="id BIGINT, item_name STRING, description STRING, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING"

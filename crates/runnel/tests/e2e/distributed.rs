@@ -356,7 +356,8 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
             && tasks
                 .iter()
                 .all(|t| t["lag"].is_i64() && t["checkpoint_age_s"].is_f64()),
-        "{status} {body}"
+        "{status} {body}; logs:\n{}",
+        logs()
     );
     // The file sink's part files, named by task, hold the same rows once.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -365,8 +366,10 @@ fn distributed_members_share_partitions_and_survive_a_sigkill_and_a_new_member()
     }
     assert!(
         committed_files(&dir) == want,
-        "file sink: {} rows",
-        committed_files(&dir).len()
+        "file sink: {} rows for {}; logs:\n{}",
+        committed_files(&dir).len(),
+        want.len(),
+        logs()
     );
     let (_, metrics) =
         crate::log_cli::http(port, "GET", "/metrics", &[], b"").expect("GET /metrics");
