@@ -950,11 +950,14 @@ impl Apply for KafkaApply {
         let group = self.marker_group(txn.subtask, nonce);
         // The final batch's id is u64::MAX: as an offset, the largest one Kafka takes.
         let mark = txn.checkpoint.min(i64::MAX as u64);
+        // Creating the producer first fences every earlier holder of the transactional id
+        // and settles its open transaction (aborted, or committed if its commit had begun),
+        // so that the marker read next is final: read before, a commit by a member that
+        // just lost the task could land after it, and the batch would be written twice.
+        let producer = self.producer(txn.subtask)?;
         if self.committed(&group, mark)? {
             return Ok(());
         }
-        // Creating the producer aborts what an earlier attempt left open.
-        let producer = self.producer(txn.subtask)?;
         let tag = format!("{}-{}/{}", self.prefix, txn.subtask, txn.checkpoint);
         let progress = txn::progress_path(sealed);
         let shown = match read_ends(&progress) {
