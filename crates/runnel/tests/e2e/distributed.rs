@@ -608,6 +608,12 @@ type Windows = BTreeMap<(i64, i64), (i64, i64)>;
 /// A window query grouped by another key than the input topic's (so rows cross a
 /// repartition topic between tasks, watermarks with them), on two members, one SIGKILLed
 /// mid-run and restarted: the same windows as one process computes, each once.
+///
+/// The input arrives in two bursts with a pause (and a restart) between them, longer
+/// than the default idle timeout: a partition idle that long stops holding event time
+/// back, and its share of the second burst could then come after another partition's
+/// flush records moved event time past every window (late, as in Flink). Idleness is
+/// switched off here, so every window waits for all four partitions.
 #[test]
 fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() {
     const N: usize = 4000;
@@ -623,6 +629,7 @@ fn distributed_window_by_another_key_crosses_a_repartition_topic_exactly_once() 
             "SET 'pipeline.name' = 'win';
              SET 'execution.mode' = 'distributed';
              SET 'distributed.session-timeout' = '6 s';
+             SET 'source.idle-timeout' = '10 min';
              SET 'execution.checkpointing.interval' = '200 ms';
              SET 'state.checkpoints.dir' = 'shared-state';
              CREATE TABLE events (k STRING, g BIGINT, v BIGINT, ts TIMESTAMP(3),
