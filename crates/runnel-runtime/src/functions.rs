@@ -132,6 +132,7 @@ fn options(settings: &VisionSettings) -> ClassifierOptions {
     if let Some(n) = settings.batch {
         options.max_batch = n;
     }
+    options.detect_size = settings.detect_size;
     options
 }
 
@@ -176,6 +177,7 @@ pub fn load_detector(settings: &VisionSettings) -> Result<Detector, String> {
     tracing::info!(
         model = detector.spec().name,
         classes = detector.labels().len(),
+        side = detector.input_side(),
         threads = options.threads,
         ms = started.elapsed().as_millis() as u64,
         "object detector loaded"

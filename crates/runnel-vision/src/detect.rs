@@ -73,6 +73,28 @@ pub struct DetectorSpec {
 pub struct DetectOutput {
     /// Name of the ONNX output.
     pub name: String,
+    /// The model's raw YOLO heads. When given, runnel runs the model only up to them
+    /// and decodes the boxes itself (what the graph's own tail does), so the model runs
+    /// at any input size that is a multiple of the largest stride (`vision.detect-size`):
+    /// the tail's reshapes and grids are fixed to one size, the convolutions are not.
+    #[serde(default)]
+    pub heads: Vec<HeadSpec>,
+    /// Darknet's `scale_x_y` (1.05 for YOLOv4-tiny): a box centre is
+    /// `(sigmoid(t) · s − (s − 1) / 2 + cell) · stride`.
+    #[serde(default = "one")]
+    pub scale_xy: f32,
+}
+
+/// One YOLO head: a tensor `[batch, anchors × (5 + classes), rows, columns]` of raw
+/// values (`tx, ty, tw, th, objectness, class logits` per anchor).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HeadSpec {
+    /// Name of the ONNX tensor.
+    pub output: String,
+    /// Input pixels per cell (32 for a 13×13 head at 416).
+    pub stride: u32,
+    /// Anchor boxes `[width, height]` in input pixels, in the tensor's channel order.
+    pub anchors: Vec<[f32; 2]>,
 }
 
 /// How an image becomes the input: letterboxed on a gray square.
@@ -121,6 +143,9 @@ impl Default for PostprocessSpec {
 
 fn yes() -> bool {
     true
+}
+fn one() -> f32 {
+    1.0
 }
 fn default_pad() -> u8 {
     127
@@ -177,6 +202,20 @@ impl DetectorSpec {
                 spec.preprocess.interpolation
             )));
         }
+        for h in &spec.output.heads {
+            if h.stride == 0 || h.anchors.is_empty() {
+                return Err(bad(format!(
+                    "output.heads: head '{}' needs a stride above 0 and at least one anchor",
+                    h.output
+                )));
+            }
+        }
+        if !(0.5..=2.0).contains(&spec.output.scale_xy) {
+            return Err(bad(format!(
+                "output.scale_xy must lie between 0.5 and 2, not {}",
+                spec.output.scale_xy
+            )));
+        }
         let post = &spec.postprocess;
         if !(0.0..=1.0).contains(&post.score_threshold)
             || !(0.0..=1.0).contains(&post.iou_threshold)
@@ -192,6 +231,8 @@ impl DetectorSpec {
 /// A YOLO-style object detector with its labels and thread pool.
 pub struct Detector {
     spec: DetectorSpec,
+    /// The side of the square the model runs at (model.json's, or `detect_size`).
+    side: usize,
     labels: Vec<String>,
     plan: Plan,
     each: Plan,
@@ -280,16 +321,49 @@ impl Detector {
         options: &ClassifierOptions,
     ) -> Result<Detector, VisionError> {
         let width = 5 + labels.len();
+        let native = spec.input.height as usize;
+        let side = options.detect_size.map_or(native, |s| s as usize);
+        let heads = &spec.output.heads;
+        if side != native {
+            let stride = heads.iter().map(|h| h.stride as usize).max();
+            let Some(stride) = stride else {
+                return Err(VisionError::Spec {
+                    origin: origin.clone(),
+                    reason: format!(
+                        "the model runs at {native}×{native} only: another size ({side}) needs \
+                         output.heads in its model.json"
+                    ),
+                });
+            };
+            if side == 0 || !side.is_multiple_of(stride) || side > 4096 {
+                return Err(VisionError::Spec {
+                    origin: origin.clone(),
+                    reason: format!(
+                        "detect size {side} must be a multiple of {stride} (the largest head \
+                         stride), up to 4096"
+                    ),
+                });
+            }
+        }
+        let outputs: Vec<&str> = heads.iter().map(|h| h.output.as_str()).collect();
         let (plan, each, pool) = model::plans(
             onnx,
             &spec.input.name,
-            spec.input.height as usize,
+            side,
+            &outputs,
             &origin,
             options,
-            |typed| check_output(typed, width),
+            |typed| {
+                if heads.is_empty() {
+                    check_output(typed, width)
+                } else {
+                    check_heads(typed, heads, side, width)
+                }
+            },
         )?;
         Ok(Detector {
             spec,
+            side,
             labels,
             plan,
             each,
@@ -297,6 +371,7 @@ impl Detector {
             options: ClassifierOptions {
                 threads: options.threads.max(1),
                 max_batch: options.max_batch.max(1),
+                detect_size: Some(side as u32),
             },
             origin,
         })
@@ -305,6 +380,11 @@ impl Detector {
     /// The model description.
     pub fn spec(&self) -> &DetectorSpec {
         &self.spec
+    }
+
+    /// The side of the square input the model runs at.
+    pub fn input_side(&self) -> usize {
+        self.side
     }
 
     /// Class labels in output order.
@@ -356,8 +436,8 @@ impl Detector {
         bytes: &[u8],
         min_score: f64,
     ) -> Result<Vec<Detection>, String> {
-        let side = self.spec.input.height;
-        let n = side as usize;
+        let n = self.side;
+        let side = n as u32;
         let mut input = vec![0f32; 3 * n * n];
         let algorithm = preprocess::filter_for(&self.spec.preprocess.interpolation)
             .ok_or_else(|| "unknown interpolation".to_string())?;
@@ -373,6 +453,23 @@ impl Detector {
             .map_err(|e| e.to_string())?
             .into_tensor();
         let outputs = plan.run(tvec!(tensor.into())).map_err(err)?;
+        if !self.spec.output.heads.is_empty() {
+            let mut rows = Vec::new();
+            for (head, out) in self.spec.output.heads.iter().zip(&outputs) {
+                let view = out.try_as_plain_ram().map_err(err)?;
+                let raw = view.as_slice::<f32>().map_err(err)?;
+                decode_head(
+                    head,
+                    self.spec.output.scale_xy,
+                    raw,
+                    self.side / head.stride as usize,
+                    self.labels.len(),
+                    min_score as f32,
+                    &mut rows,
+                );
+            }
+            return Ok(self.boxes(&rows, min_score, &letterbox));
+        }
         let out = outputs
             .first()
             .ok_or_else(|| "model produced no output".to_string())?;
@@ -432,6 +529,80 @@ impl Detector {
             })
             .collect()
     }
+}
+
+/// Appends to `rows` the decoded boxes of one head's raw `[1, anchors × (5 + classes),
+/// cells, cells]` output as the graph's own tail computes them — `cx, cy, w, h` in input
+/// pixels, objectness and class probabilities — in the tail's order (anchor, row,
+/// column); cells whose objectness is under `min_objectness` are skipped (no class can
+/// score above its objectness), so only their sigmoid is computed.
+fn decode_head(
+    head: &HeadSpec,
+    scale_xy: f32,
+    raw: &[f32],
+    cells: usize,
+    classes: usize,
+    min_objectness: f32,
+    rows: &mut Vec<f32>,
+) {
+    let per = 5 + classes;
+    let plane = cells * cells;
+    let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let stride = head.stride as f32;
+    let bias = -(scale_xy - 1.0) / 2.0;
+    for (a, anchor) in head.anchors.iter().enumerate() {
+        let at = |k: usize, cell: usize| raw.get((a * per + k) * plane + cell).copied();
+        for cell in 0..plane {
+            let Some(objectness) = at(4, cell).map(sigmoid) else {
+                return;
+            };
+            if objectness.is_nan() || objectness < min_objectness {
+                continue;
+            }
+            let (y, x) = ((cell / cells) as f32, (cell % cells) as f32);
+            let t = |k| at(k, cell).unwrap_or(f32::NAN);
+            rows.push((sigmoid(t(0)) * scale_xy + bias + x) * stride);
+            rows.push((sigmoid(t(1)) * scale_xy + bias + y) * stride);
+            rows.push(t(2).exp() * anchor[0]);
+            rows.push(t(3).exp() * anchor[1]);
+            rows.push(objectness);
+            rows.extend((5..per).map(|k| sigmoid(t(k))));
+        }
+    }
+}
+
+/// Each head's output must be `[1, anchors × (5 + classes), side / stride, side / stride]`.
+fn check_heads(
+    model: &TypedModel,
+    heads: &[HeadSpec],
+    side: usize,
+    width: usize,
+) -> Result<(), String> {
+    let outlets = model.output_outlets().map_err(|e| format!("{e:#}"))?;
+    if outlets.len() != heads.len() {
+        return Err(format!(
+            "model.json names {} heads, the model gives {} outputs",
+            heads.len(),
+            outlets.len()
+        ));
+    }
+    for (head, outlet) in heads.iter().zip(outlets) {
+        let fact = model.outlet_fact(*outlet).map_err(|e| format!("{e:#}"))?;
+        let cells = side / head.stride as usize;
+        let want = [1, head.anchors.len() * width, cells, cells];
+        let dims: Vec<Option<usize>> = fact
+            .shape
+            .iter()
+            .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        if dims != want.map(Some) {
+            return Err(format!(
+                "head '{}' has shape {:?}, expected {want:?} (anchors × (5 + classes), cells, cells)",
+                head.output, fact.shape
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Intersection over union of two `[x1, y1, x2, y2]` boxes.

@@ -153,6 +153,7 @@ impl Classifier {
             options: ClassifierOptions {
                 threads: options.threads.max(1),
                 max_batch: options.max_batch.max(1),
+                detect_size: None,
             },
             origin,
         }

@@ -165,6 +165,10 @@ pub struct ClassifierOptions {
     /// Largest number of images handled per parallel round of a `classify_batch` call;
     /// bigger inputs are chunked so that memory stays bounded (default 16).
     pub max_batch: usize,
+    /// `detect()` only: the side of the square the detector runs at instead of its
+    /// model.json's (a multiple of its largest head stride; smaller is faster and finds
+    /// fewer small objects). The classifier ignores it.
+    pub detect_size: Option<u32>,
 }
 
 impl Default for ClassifierOptions {
@@ -174,6 +178,7 @@ impl Default for ClassifierOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             max_batch: 16,
+            detect_size: None,
         }
     }
 }
@@ -416,6 +421,7 @@ fn build(
         onnx,
         &spec.input.name,
         spec.input.height as usize,
+        &[],
         origin,
         options,
         |typed| check_output(typed, classes),
@@ -431,11 +437,14 @@ fn build(
 
 /// The two runnable plans of an ONNX image model with one input named `input` of
 /// `[1, 3, side, side]`, and their thread pool; `check` vets the optimized model's
-/// output. Shared by the classifier and the detector.
+/// output. `outputs`, when not empty, names the tensors to stop at instead of the
+/// model's outputs (what only feeds the rest is dropped). Shared by the classifier and
+/// the detector.
 pub(crate) fn plans(
     onnx: &[u8],
     input: &str,
     side: usize,
+    outputs: &[&str],
     origin: &str,
     options: &ClassifierOptions,
     check: impl FnOnce(&TypedModel) -> Result<(), String>,
@@ -460,6 +469,12 @@ pub(crate) fn plans(
         return Err(model_err(format!(
             "model inputs are {input_names:?} but model.json names input '{input}'"
         )));
+    }
+    if !outputs.is_empty() {
+        model
+            .select_outputs_by_name(outputs)
+            .and_then(|()| model.compact())
+            .map_err(|e| model_err(format!("selecting outputs {outputs:?}: {e:#}")))?;
     }
     // Measured with tract 0.21 on this model: a symbolic batch dimension ran 4-8x slower
     // per image than a plan fixed at batch 1 (tract picks its fast kernels only for concrete

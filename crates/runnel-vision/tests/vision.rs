@@ -280,6 +280,7 @@ fn embedded_model_classifies() {
     let options = ClassifierOptions {
         threads: 1,
         max_batch: 4,
+        ..ClassifierOptions::default()
     };
     let c = Classifier::from_bytes_with_options(onnx, labels, spec, &options).unwrap();
     let coffee = photo("coffee.png");
@@ -294,6 +295,7 @@ fn measure_latency_one_thread() {
     let options = ClassifierOptions {
         threads: 1,
         max_batch: 64,
+        ..ClassifierOptions::default()
     };
     let c = Classifier::load_with_options(&model_path(), &options).unwrap();
     let photos: Vec<Vec<u8>> = EXPECTED.iter().map(|(f, _)| photo(f)).collect();

@@ -38,6 +38,9 @@ pub struct BenchVisionArgs {
     /// An ONNX model with model.json and labels beside it (default: the bundled one for --task)
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// --task detect: the side the detector runs at (default: its model.json's, 416)
+    #[arg(long)]
+    pub size: Option<u32>,
 }
 
 /// Loads the model, classifies `iterations` batches and prints the report.
@@ -54,6 +57,10 @@ pub async fn bench_vision(args: BenchVisionArgs) -> anyhow::Result<()> {
         options.threads = t;
     }
     options.max_batch = options.max_batch.max(args.batch);
+    if args.size.is_some() && args.task != VisionTask::Detect {
+        bail!("--size applies to --task detect only");
+    }
+    options.detect_size = args.size;
     let threads = options.threads;
     let model = args.model.clone();
     let task = args.task;
