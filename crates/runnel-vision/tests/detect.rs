@@ -54,6 +54,17 @@ const EXPECTED: &[(&str, &[Object])] = &[
         "astronaut.png",
         &[("person", 0.87, [27.0, 0.0, 402.0, 468.0])],
     ),
+    (
+        "grace_hopper.jpg",
+        &[
+            ("person", 0.89, [0.0, 77.0, 512.0, 600.0]),
+            ("tie", 0.44, [230.0, 442.0, 290.0, 535.0]),
+        ],
+    ),
+    (
+        "camera.png",
+        &[("person", 0.72, [13.0, 49.0, 271.0, 474.0])],
+    ),
     ("china.jpg", &[]),
     ("flower.jpg", &[]),
     ("rocket.jpg", &[]),

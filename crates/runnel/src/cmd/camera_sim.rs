@@ -44,6 +44,14 @@ pub const BUNDLED: &[(&str, &[u8])] = &[
         "rocket.jpg",
         include_bytes!("../../../../assets/images/rocket.jpg"),
     ),
+    (
+        "grace_hopper.jpg",
+        include_bytes!("../../../../assets/images/grace_hopper.jpg"),
+    ),
+    (
+        "camera.png",
+        include_bytes!("../../../../assets/images/camera.png"),
+    ),
 ];
 
 /// Longest side of a simulated frame, in pixels (a typical snapshot size).
