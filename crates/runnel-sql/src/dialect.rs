@@ -49,6 +49,12 @@ impl Dialect for FlinkDialect {
         {
             return Some(parse_timestamp_fn(parser));
         }
+        if let sqlparser::tokenizer::Token::Word(w) = &parser.peek_token().token
+            && (w.value.eq_ignore_ascii_case("CAST") || w.value.eq_ignore_ascii_case("TRY_CAST"))
+            && parser.peek_nth_token(1).token == sqlparser::tokenizer::Token::LParen
+        {
+            return Some(parse_cast(parser));
+        }
         let is_table_arg = parser.peek_keyword(Keyword::TABLE)
             && matches!(
                 parser.peek_nth_token(1).token,
@@ -59,6 +65,97 @@ impl Dialect for FlinkDialect {
         }
         Some(parse_table_arg(parser))
     }
+}
+
+/// `CAST(e AS t)` / `TRY_CAST(e AS t)` where `t` may be Flink's nested `ROW<name t, …>`
+/// (or `ROW(name t, …)`) and `ARRAY<t>` to any depth, which sqlparser's type parser
+/// does not read for a dialect of its own (`ARRAY<ROW<label STRING>>` stopped at
+/// `ROW<`); other types go to sqlparser's.
+fn parse_cast(parser: &mut Parser) -> Result<Expr, ParserError> {
+    use sqlparser::ast::CastKind;
+    let word = parser.next_token().token.to_string();
+    let kind = if word.eq_ignore_ascii_case("TRY_CAST") {
+        CastKind::TryCast
+    } else {
+        CastKind::Cast
+    };
+    parser.expect_token(&sqlparser::tokenizer::Token::LParen)?;
+    let expr = parser.parse_expr()?;
+    parser.expect_keyword_is(Keyword::AS)?;
+    let mut pending = 0;
+    let data_type = flink_type(parser, &mut pending)?;
+    if pending > 0 {
+        return Err(ParserError::ParserError(
+            "unbalanced '>' in a CAST's type".to_string(),
+        ));
+    }
+    parser.expect_token(&sqlparser::tokenizer::Token::RParen)?;
+    Ok(Expr::Cast {
+        kind,
+        expr: Box::new(expr),
+        data_type,
+        array: false,
+        format: None,
+    })
+}
+
+/// A type, with `ARRAY<…>` and `ROW<…>` read here (see [`parse_cast`]); a `>>` closes
+/// two levels, the second counted in `pending` for the enclosing type.
+fn flink_type(
+    parser: &mut Parser,
+    pending: &mut u32,
+) -> Result<sqlparser::ast::DataType, ParserError> {
+    use sqlparser::ast::{ArrayElemTypeDef, DataType, StructBracketKind, StructField};
+    use sqlparser::tokenizer::Token;
+    let word = match &parser.peek_token().token {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let next = parser.peek_nth_token(1).token;
+    let close = |parser: &mut Parser, pending: &mut u32| -> Result<(), ParserError> {
+        if *pending > 0 {
+            *pending -= 1;
+        } else if parser.consume_token(&Token::ShiftRight) {
+            *pending += 1;
+        } else {
+            parser.expect_token(&Token::Gt)?;
+        }
+        Ok(())
+    };
+    if word == "ARRAY" && next == Token::Lt {
+        parser.next_token();
+        parser.next_token();
+        let element = flink_type(parser, pending)?;
+        close(parser, pending)?;
+        return Ok(DataType::Array(ArrayElemTypeDef::AngleBracket(Box::new(
+            element,
+        ))));
+    }
+    if word == "ROW" && (next == Token::Lt || next == Token::LParen) {
+        parser.next_token();
+        parser.next_token();
+        let angle = next == Token::Lt;
+        let mut fields = Vec::new();
+        loop {
+            let name = parser.parse_identifier()?;
+            let field_type = flink_type(parser, pending)?;
+            fields.push(StructField {
+                field_name: Some(name),
+                field_type,
+                options: None,
+            });
+            if *pending > 0 || !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        if angle {
+            close(parser, pending)?;
+        } else {
+            parser.expect_token(&Token::RParen)?;
+        }
+        return Ok(DataType::Struct(fields, StructBracketKind::AngleBrackets));
+    }
+    parser.parse_data_type()
 }
 
 /// Flink's `TIMESTAMPADD(unit, n, ts)` / `TIMESTAMPDIFF(unit, a, b)`: the bare unit word
