@@ -161,19 +161,23 @@ pub fn load_classifier(settings: &VisionSettings) -> Result<Classifier, String> 
 }
 
 /// Loads `vision.detect-model` (default: the bundled YOLOv4-tiny) with the
-/// `vision.threads` and `vision.batch` settings.
+/// `vision.threads`, `vision.batch` and `vision.detect-size` settings.
 ///
 /// # Errors
 /// The model cannot be read or is not a detector runnel can run.
 pub fn load_detector(settings: &VisionSettings) -> Result<Detector, String> {
     let options = options(settings);
     let started = std::time::Instant::now();
-    let detector = match &settings.detect_model {
+    let loaded = match &settings.detect_model {
         Some(path) => Detector::load(path, &options)
-            .map_err(|e| format!("SET 'vision.detect-model' = '{}': {e}", path.display()))?,
+            .map_err(|e| format!("SET 'vision.detect-model' = '{}': {e}", path.display())),
         None => Detector::load_default(&options)
-            .map_err(|e| format!("loading the bundled object detector: {e}"))?,
+            .map_err(|e| format!("loading the bundled object detector: {e}")),
     };
+    let detector = loaded.map_err(|e| match settings.detect_size {
+        Some(side) => format!("{e} (with SET 'vision.detect-size' = '{side}')"),
+        None => e,
+    })?;
     tracing::info!(
         model = detector.spec().name,
         classes = detector.labels().len(),

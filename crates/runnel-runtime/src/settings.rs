@@ -478,12 +478,10 @@ impl Settings {
             }
             "vision.model" => self.vision.model = Some(PathBuf::from(value)),
             "vision.detect-model" => self.vision.detect_model = Some(PathBuf::from(value)),
+            // Whether the model's heads tile this side is the detector's to say, when it loads.
             "vision.detect-size" => {
-                let side = count()?;
-                if !side.is_multiple_of(32) || side > 4096 {
-                    return Err(bad("a multiple of 32 up to 4096 (e.g. 320 or 416)"));
-                }
-                self.vision.detect_size = u32::try_from(side).ok();
+                self.vision.detect_size =
+                    Some(u32::try_from(count()?).map_err(|_| bad("a side in pixels, e.g. 320"))?);
             }
             "vision.threads" => self.vision.threads = Some(count()?),
             "vision.batch" => self.vision.batch = Some(count()?),
@@ -540,8 +538,6 @@ mod tests {
     fn every_listed_key_is_applied() {
         for d in SETTINGS {
             let value = match d.ty {
-                // A side the detector's heads tile (a multiple of 32).
-                SettingType::Count if d.key == "vision.detect-size" => "320",
                 SettingType::Count => "2",
                 SettingType::Duration | SettingType::DurationOrOff => "1 s",
                 SettingType::Bool => "true",

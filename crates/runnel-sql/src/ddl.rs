@@ -641,21 +641,6 @@ fn parse_type(parser: &mut Parser) -> Result<DataType, SqlError> {
     Ok(dt)
 }
 
-/// Consumes one closing `>` of a nested type; `>>` closes two, the second
-/// counted in `pending` for the enclosing type.
-fn close_angle(parser: &mut Parser, pending: &mut u32) -> Result<(), SqlError> {
-    if *pending > 0 {
-        *pending -= 1;
-        return Ok(());
-    }
-    if parser.consume_token(&Token::ShiftRight) {
-        *pending += 1;
-        return Ok(());
-    }
-    parser.expect_token(&Token::Gt)?;
-    Ok(())
-}
-
 fn parse_type_nested(parser: &mut Parser, pending: &mut u32) -> Result<DataType, SqlError> {
     let tok = parser.next_token();
     let word = match &tok.token {
@@ -678,12 +663,12 @@ fn parse_type_nested(parser: &mut Parser, pending: &mut u32) -> Result<DataType,
         }
         parser.expect_token(&Token::Comma)?;
         let value = parse_type_nested(parser, pending)?;
-        close_angle(parser, pending)?;
+        crate::dialect::close_angle(parser, pending)?;
         return Ok(types::map_type(key, value));
     }
     if name == "ARRAY" && parser.consume_token(&Token::Lt) {
         let element = parse_type_nested(parser, pending)?;
-        close_angle(parser, pending)?;
+        crate::dialect::close_angle(parser, pending)?;
         return Ok(types::array_type(element));
     }
     if name == "ROW" {
@@ -710,7 +695,7 @@ fn parse_type_nested(parser: &mut Parser, pending: &mut u32) -> Result<DataType,
             }
         }
         if angle {
-            close_angle(parser, pending)?;
+            crate::dialect::close_angle(parser, pending)?;
         } else {
             if *pending > 0 {
                 return Err(SqlError::located(

@@ -112,21 +112,11 @@ fn flink_type(
         _ => String::new(),
     };
     let next = parser.peek_nth_token(1).token;
-    let close = |parser: &mut Parser, pending: &mut u32| -> Result<(), ParserError> {
-        if *pending > 0 {
-            *pending -= 1;
-        } else if parser.consume_token(&Token::ShiftRight) {
-            *pending += 1;
-        } else {
-            parser.expect_token(&Token::Gt)?;
-        }
-        Ok(())
-    };
     if word == "ARRAY" && next == Token::Lt {
         parser.next_token();
         parser.next_token();
         let element = flink_type(parser, pending)?;
-        close(parser, pending)?;
+        close_angle(parser, pending)?;
         return Ok(DataType::Array(ArrayElemTypeDef::AngleBracket(Box::new(
             element,
         ))));
@@ -149,13 +139,27 @@ fn flink_type(
             }
         }
         if angle {
-            close(parser, pending)?;
+            close_angle(parser, pending)?;
         } else {
             parser.expect_token(&Token::RParen)?;
         }
         return Ok(DataType::Struct(fields, StructBracketKind::AngleBrackets));
     }
     parser.parse_data_type()
+}
+
+/// Consumes one closing `>` of a nested type; `>>` closes two, the second counted in
+/// `pending` for the enclosing type. Shared by the DDL's column types and [`flink_type`].
+pub(crate) fn close_angle(parser: &mut Parser, pending: &mut u32) -> Result<(), ParserError> {
+    use sqlparser::tokenizer::Token;
+    if *pending > 0 {
+        *pending -= 1;
+    } else if parser.consume_token(&Token::ShiftRight) {
+        *pending += 1;
+    } else {
+        parser.expect_token(&Token::Gt)?;
+    }
+    Ok(())
 }
 
 /// Flink's `TIMESTAMPADD(unit, n, ts)` / `TIMESTAMPDIFF(unit, a, b)`: the bare unit word

@@ -811,6 +811,7 @@ unsafe fn direct_avx2(
 
 /// How far apart consecutive pixels of a tile are: in the input (in floats) and in the
 /// output (in pixels).
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 struct Step {
     input: usize,

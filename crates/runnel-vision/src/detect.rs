@@ -371,7 +371,7 @@ impl Detector {
             options: ClassifierOptions {
                 threads: options.threads.max(1),
                 max_batch: options.max_batch.max(1),
-                detect_size: Some(side as u32),
+                detect_size: options.detect_size,
             },
             origin,
         })

@@ -129,3 +129,18 @@ fn detect_boxes_unnest_into_window_counts_and_rejects_bad_images() {
     );
     assert!(r.stderr.contains("function detect"), "{}", r.stderr);
 }
+
+/// `vision.detect-size` the model's heads cannot tile is refused before the pipeline
+/// runs, naming the setting and the reason.
+#[test]
+fn a_detect_size_the_heads_cannot_tile_is_refused() {
+    let t = TestDir::new();
+    t.write("frames.jsonl", "");
+    t.write(
+        "p.sql",
+        &format!("SET 'vision.detect-size' = '300';\n{PIPELINE}"),
+    );
+    t.runnel(&["run", "p.sql"])
+        .assert_err("must be a multiple of 32")
+        .assert_err("'vision.detect-size' = '300'");
+}
