@@ -175,10 +175,16 @@ pub struct SinkContext {
 }
 
 /// How a sink takes part in checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckpointMode {
     /// The checkpoint the run resumes from (`None`: a fresh start).
     pub restored: Option<u64>,
+    /// In a distributed task: this owner's attempt id ([`txn::attempt_of`] its owner
+    /// token), which names its staged and sealed files ([`txn::Staging::with_attempt`]).
+    pub attempt: Option<u64>,
+    /// The attempt that published the restored checkpoint: recovery applies its batches
+    /// only ([`txn::Resume`]).
+    pub restored_attempt: Option<u64>,
 }
 
 /// A sink subtask. The engine calls it from one task, never concurrently,

@@ -22,6 +22,13 @@
 //! uploads it before the sink acknowledges the barrier, so a complete checkpoint always
 //! has its batches there, and [`recover_with`] fetches the ones missing locally.
 //!
+//! A distributed task's staging directory can be seen by two members at once: its new
+//! owner, and the member that lost it and has not noticed yet (a zombie, until its next
+//! checkpoint fails to publish). Each owner's run is an *attempt* whose id is in its
+//! staged and sealed files' names ([`Resume`]): a commit applies only its own attempt's
+//! batches, and recovery only those of the attempt that published the restored
+//! checkpoint, so nothing a zombie stages or seals is ever applied.
+//!
 //! A sink therefore implements only [`Apply`]: "make this sealed batch visible, exactly
 //! once, even if called again after a crash part-way through". A crash can happen
 //! between any two steps; the `RUNNEL_FAIL_AT` phases `before-seal`, `after-seal`,
@@ -115,23 +122,79 @@ fn sync_dir(dir: &Path) -> Result<(), ConnectorError> {
         .map_err(io(format!("fsync directory '{}'", dir.display())))
 }
 
-/// Sealed batch file name: `<prefix><subtask>-<checkpoint, 20 digits>.sealed`.
-fn sealed_name(prefix: &str, subtask: usize, checkpoint: u64) -> String {
-    format!("{prefix}{subtask}-{checkpoint:020}.sealed")
+/// Where a run resumes: the checkpoint, and the attempt that published it.
+///
+/// An *attempt* is one owner's run of a distributed task (see
+/// [`crate::CheckpointMode::attempt`]): its staged and sealed files carry its id, so a
+/// member that lost the task (a zombie still finishing its last checkpoint) never stages
+/// into, seals over, or has applied for it, the files of the task's next owner. A
+/// single-process run has no attempt id, and its files' names have none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The checkpoint restored (`None`: from scratch).
+    pub checkpoint: Option<u64>,
+    /// The attempt that published it: only its sealed batches are applied.
+    pub attempt: Option<u64>,
 }
 
-/// The subtask and checkpoint of a sealed file's name.
-fn parse_sealed(prefix: &str, name: &str) -> Option<Txn> {
-    let rest = name.strip_prefix(prefix)?.strip_suffix(".sealed")?;
-    let (s, id) = rest.split_once('-')?;
-    Some(Txn {
-        subtask: s.parse().ok()?,
-        checkpoint: id.parse().ok()?,
+impl From<Option<u64>> for Resume {
+    fn from(checkpoint: Option<u64>) -> Self {
+        Resume {
+            checkpoint,
+            attempt: None,
+        }
+    }
+}
+
+impl From<crate::CheckpointMode> for Resume {
+    fn from(mode: crate::CheckpointMode) -> Self {
+        Resume {
+            checkpoint: mode.restored,
+            attempt: mode.restored_attempt,
+        }
+    }
+}
+
+/// The attempt id of an owner token (FNV-1a, the same on every machine).
+pub fn attempt_of(token: &str) -> u64 {
+    token.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
+/// Sealed batch file name: `<prefix><subtask>-<checkpoint, 20 digits>.sealed`, with
+/// `-<attempt, 16 hex digits>` before `.sealed` in a distributed task.
+fn sealed_name(prefix: &str, subtask: usize, checkpoint: u64, attempt: Option<u64>) -> String {
+    match attempt {
+        None => format!("{prefix}{subtask}-{checkpoint:020}.sealed"),
+        Some(a) => format!("{prefix}{subtask}-{checkpoint:020}-{a:016x}.sealed"),
+    }
+}
+
+/// The subtask, checkpoint and attempt of a sealed file's name.
+fn parse_sealed(prefix: &str, name: &str) -> Option<(Txn, Option<u64>)> {
+    let rest = name.strip_prefix(prefix)?.strip_suffix(".sealed")?;
+    let mut parts = rest.split('-');
+    let txn = Txn {
+        subtask: parts.next()?.parse().ok()?,
+        checkpoint: parts.next()?.parse().ok()?,
+    };
+    let attempt = match parts.next() {
+        None => None,
+        Some(a) => Some(u64::from_str_radix(a, 16).ok()?),
+    };
+    parts.next().is_none().then_some((txn, attempt))
+}
+
+/// A sealed batch found in a staging directory.
+struct Found {
+    txn: Txn,
+    attempt: Option<u64>,
+    path: PathBuf,
+}
+
 /// Sealed batches in `dir`, oldest checkpoint first.
-fn sealed_in(dir: &Path, prefix: &str) -> Result<Vec<(Txn, PathBuf)>, ConnectorError> {
+fn sealed_in(dir: &Path, prefix: &str) -> Result<Vec<Found>, ConnectorError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -146,18 +209,23 @@ fn sealed_in(dir: &Path, prefix: &str) -> Result<Vec<(Txn, PathBuf)>, ConnectorE
     for e in entries {
         let e = e.map_err(io(format!("reading '{}'", dir.display())))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(txn) = parse_sealed(prefix, &name) {
-            out.push((txn, e.path()));
+        if let Some((txn, attempt)) = parse_sealed(prefix, &name) {
+            out.push(Found {
+                txn,
+                attempt,
+                path: e.path(),
+            });
         }
     }
-    out.sort_by_key(|(t, _)| (t.checkpoint, t.subtask));
+    out.sort_by_key(|f| (f.txn.checkpoint, f.txn.subtask));
     Ok(out)
 }
 
 /// Restart after checkpoint `restored` (`None`: from scratch), for every subtask of the
 /// table staging in `dir` with `prefix`: applies sealed batches of checkpoints up to
-/// `restored`, deletes later ones and in-progress files, then lets the sink drop later
-/// output. Call once per table, before its subtasks start.
+/// `restored` (those of the attempt that published it), deletes later ones, other
+/// attempts' and in-progress files, then lets the sink drop later output. Call once per
+/// table, before its subtasks start.
 ///
 /// # Errors
 /// The directory cannot be read or changed, or an apply fails.
@@ -165,7 +233,7 @@ pub fn recover(
     dir: &Path,
     prefix: &str,
     apply: &dyn Apply,
-    restored: Option<u64>,
+    restored: impl Into<Resume>,
 ) -> Result<(), ConnectorError> {
     recover_with(dir, prefix, apply, restored, None)
 }
@@ -180,18 +248,28 @@ pub fn recover_with(
     dir: &Path,
     prefix: &str,
     apply: &dyn Apply,
-    restored: Option<u64>,
+    restored: impl Into<Resume>,
     mirror: Option<&dyn SealedStore>,
 ) -> Result<(), ConnectorError> {
+    let Resume {
+        checkpoint: restored,
+        attempt: publisher,
+    } = restored.into();
+    // A batch of the restored history: of a checkpoint up to the restored one, sealed by
+    // the attempt that published it. (The batches of earlier owners were applied when
+    // that attempt recovered; any other is a zombie's, never part of a checkpoint.)
+    let keep = |txn: &Txn, attempt: Option<u64>| {
+        restored.is_some_and(|r| txn.checkpoint <= r) && attempt == publisher
+    };
     std::fs::create_dir_all(dir).map_err(io(format!("creating '{}'", dir.display())))?;
     if let Some(mirror) = mirror {
         let mut fetched = 0;
         for name in mirror.list()? {
-            let Some(txn) = parse_sealed(prefix, &name) else {
+            let Some((txn, attempt)) = parse_sealed(prefix, &name) else {
                 continue;
             };
             let local = dir.join(&name);
-            if restored.is_none_or(|r| txn.checkpoint > r) {
+            if !keep(&txn, attempt) {
                 mirror.delete(&name)?;
             } else if !local.exists() {
                 mirror.get(&name, &local)?;
@@ -204,12 +282,12 @@ pub fn recover_with(
                 "fetched sealed batches of the restored checkpoint kept with the checkpoints");
         }
     }
-    for (txn, path) in sealed_in(dir, prefix)? {
-        if restored.is_some_and(|r| txn.checkpoint <= r) && !apply.applied(&txn)? {
-            apply.apply(&txn, &path)?;
+    for f in sealed_in(dir, prefix)? {
+        if keep(&f.txn, f.attempt) && !apply.applied(&f.txn)? {
+            apply.apply(&f.txn, &f.path)?;
         }
-        unmirror(mirror, &path)?;
-        remove_sealed(&path)?;
+        unmirror(mirror, &f.path)?;
+        remove_sealed(&f.path)?;
     }
     let entries = std::fs::read_dir(dir).map_err(io(format!("reading '{}'", dir.display())))?;
     for e in entries {
@@ -277,6 +355,8 @@ pub struct Staging {
     header: Vec<u8>,
     apply: Arc<dyn Apply>,
     mirror: Option<Arc<dyn SealedStore>>,
+    /// This run's attempt id (a distributed task's), in its files' names.
+    attempt: Option<u64>,
     current: Option<BufWriter<File>>,
 }
 
@@ -297,8 +377,17 @@ impl Staging {
             header,
             apply,
             mirror: None,
+            attempt: None,
             current: None,
         }
+    }
+
+    /// Names this run's files after its attempt (see [`Resume`]); `None` for a
+    /// single-process run.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: Option<u64>) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// Keeps a copy of every sealed batch in `mirror` until it is applied.
@@ -309,8 +398,15 @@ impl Staging {
     }
 
     fn inprogress(&self) -> PathBuf {
-        self.dir
-            .join(format!("{}{}.inprogress", self.prefix, self.subtask))
+        let name = match self.attempt {
+            None => format!("{}{}.inprogress", self.prefix, self.subtask),
+            Some(a) => format!("{}{}-{a:016x}.inprogress", self.prefix, self.subtask),
+        };
+        self.dir.join(name)
+    }
+
+    fn sealed(&self, checkpoint: u64) -> String {
+        sealed_name(&self.prefix, self.subtask, checkpoint, self.attempt)
     }
 
     /// Stage: appends encoded rows to the open batch (opened on first use).
@@ -351,14 +447,23 @@ impl Staging {
         w.flush()
             .and_then(|()| w.get_ref().sync_all())
             .map_err(io(format!("fsync '{}'", from.display())))?;
-        let to = self
-            .dir
-            .join(sealed_name(&self.prefix, self.subtask, checkpoint));
-        std::fs::rename(&from, &to).map_err(io(format!("sealing '{}'", from.display())))?;
+        let to = self.dir.join(self.sealed(checkpoint));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            // The task's next owner recovered the directory under this run.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.attempt.is_some() => {
+                return Err(ConnectorError::Other(format!(
+                    "sealing '{}': the staged batch is gone: another member took this task \
+                     over and recovered its sink (this run is fenced)",
+                    from.display()
+                )));
+            }
+            Err(e) => return Err(io(format!("sealing '{}'", from.display()))(e)),
+        }
         sync_dir(&self.dir)?;
         // The final batch is applied at once, and dropped by any recovery: no copy.
         if let Some(mirror) = self.mirror.as_ref().filter(|_| checkpoint != FINAL) {
-            mirror.put(&sealed_name(&self.prefix, self.subtask, checkpoint), &to)?;
+            mirror.put(&self.sealed(checkpoint), &to)?;
         }
         crash_point("after-seal", checkpoint);
         Ok(())
@@ -370,15 +475,21 @@ impl Staging {
     /// # Errors
     /// An apply fails; the batch stays sealed for the next attempt or start.
     pub fn commit(&mut self, upto: u64) -> Result<(), ConnectorError> {
-        let mine: Vec<(Txn, PathBuf)> = sealed_in(&self.dir, &self.prefix)?
+        // Only this run's batches: another attempt's are a zombie's (or were applied
+        // when this run recovered).
+        let mine: Vec<Found> = sealed_in(&self.dir, &self.prefix)?
             .into_iter()
-            .filter(|(t, _)| t.subtask == self.subtask && t.checkpoint <= upto)
+            .filter(|f| {
+                f.txn.subtask == self.subtask
+                    && f.txn.checkpoint <= upto
+                    && f.attempt == self.attempt
+            })
             .collect();
-        for (txn, path) in &mine {
-            self.apply.apply(txn, path)?;
-            crash_point("after-apply", txn.checkpoint);
-            unmirror(self.mirror.as_deref(), path)?;
-            remove_sealed(path)?;
+        for f in &mine {
+            self.apply.apply(&f.txn, &f.path)?;
+            crash_point("after-apply", f.txn.checkpoint);
+            unmirror(self.mirror.as_deref(), &f.path)?;
+            remove_sealed(&f.path)?;
         }
         if !mine.is_empty() {
             sync_dir(&self.dir)?;
@@ -495,8 +606,8 @@ mod tests {
                 Crash::AfterApply => {
                     s.seal(2).unwrap();
                     // Applied, but the sealed file was not deleted yet.
-                    let (txn, path) = sealed_in(dir.path(), ".p-").unwrap().remove(0);
-                    sink.apply(&txn, &path).unwrap();
+                    let f = sealed_in(dir.path(), ".p-").unwrap().remove(0);
+                    sink.apply(&f.txn, &f.path).unwrap();
                     2
                 }
             };
@@ -540,6 +651,67 @@ mod tests {
         recover(dir.path(), "", sink.as_ref(), None).unwrap();
         assert!(sink.lines().is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A distributed task moves from attempt A to attempt B while A still runs (a
+    /// zombie): B resumes from A's checkpoint 1; A then stages and seals its checkpoint 2
+    /// in the same directory, and B its own. Only B's batch of checkpoint 2 is applied,
+    /// by B's commit and by a later owner's recovery from B's checkpoint 2 alike.
+    #[test]
+    fn a_zombie_attempt_never_has_its_batches_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Lines::default());
+        let (a, b) = (attempt_of("a assignment 1"), attempt_of("b assignment 1"));
+        let stage = |attempt| {
+            Staging::new(dir.path().to_path_buf(), ".p-", 0, Vec::new(), sink.clone())
+                .with_attempt(Some(attempt))
+        };
+        recover(dir.path(), ".p-", sink.as_ref(), None).unwrap();
+        let mut zombie = stage(a);
+        zombie.write(b"a1\n").unwrap();
+        zombie.seal(1).unwrap();
+        zombie.write(b"a2-early\n").unwrap();
+        // B takes over from checkpoint 1 (A's): A's batch 1 is applied, A's staged rows go.
+        let from_a = Resume {
+            checkpoint: Some(1),
+            attempt: Some(a),
+        };
+        recover(dir.path(), ".p-", sink.as_ref(), from_a).unwrap();
+        assert_eq!(sink.lines(), ["a1"]);
+        let mut owner = stage(b);
+        owner.write(b"b2\n").unwrap();
+        // The zombie's staged file was removed under it: its seal says it is fenced.
+        let err = zombie.seal(2).unwrap_err().to_string();
+        assert!(err.contains("fenced"), "{err}");
+        // It stages again and seals (a zombie that has not noticed yet).
+        zombie.write(b"a2-late\n").unwrap();
+        zombie.seal(2).unwrap();
+        owner.seal(2).unwrap();
+        owner.commit(2).unwrap();
+        assert_eq!(sink.lines(), ["a1", "b2"]);
+        // B dies before applying its checkpoint 3; C restores B's checkpoint 3.
+        owner.write(b"b3\n").unwrap();
+        owner.seal(3).unwrap();
+        zombie.write(b"a3\n").unwrap();
+        zombie.seal(3).unwrap();
+        let from_b = Resume {
+            checkpoint: Some(3),
+            attempt: Some(b),
+        };
+        recover(dir.path(), ".p-", sink.as_ref(), from_b).unwrap();
+        assert_eq!(sink.lines(), ["a1", "b2", "b3"]);
+        assert!(sealed_in(dir.path(), ".p-").unwrap().is_empty());
+    }
+
+    #[test]
+    fn sealed_names_parse_with_and_without_an_attempt() {
+        for attempt in [None, Some(0xdead_beef_u64), Some(u64::MAX)] {
+            let name = sealed_name(".part-task-0-3-", 2, 17, attempt);
+            let (txn, got) = parse_sealed(".part-task-0-3-", &name).unwrap();
+            assert_eq!((txn.subtask, txn.checkpoint, got), (2, 17, attempt));
+        }
+        // Another task's files, under a shorter prefix, are not this table's.
+        assert!(parse_sealed(".part-", &sealed_name(".part-task-0-3-", 2, 17, None)).is_none());
     }
 
     /// A store of copies in a directory (the object store's role in these tests).

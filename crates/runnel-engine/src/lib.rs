@@ -369,6 +369,12 @@ fn checkpointing(
         restored: cc.restore.clone(),
         sink_mode: Some(runnel_connectors::CheckpointMode {
             restored: cc.restore.as_ref().map(|r| r.manifest.id),
+            attempt: cc.owner.as_deref().map(runnel_connectors::txn::attempt_of),
+            restored_attempt: cc
+                .restore
+                .as_ref()
+                .and_then(|r| r.manifest.owner.as_deref())
+                .map(runnel_connectors::txn::attempt_of),
         }),
     };
     (Some(c), parts)

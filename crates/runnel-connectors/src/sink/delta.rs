@@ -625,7 +625,7 @@ fn build(
         &stage_dir,
         "",
         apply.as_ref(),
-        restored,
+        first.checkpoint.unwrap_or_default(),
         first.sealed.as_deref(),
     )?;
     if restored.is_none() {
@@ -648,7 +648,8 @@ fn build(
                     Vec::new(),
                     apply.clone() as Arc<dyn Apply>,
                 )
-                .with_mirror(c.sealed.clone()),
+                .with_mirror(c.sealed.clone())
+                .with_attempt(c.checkpoint.and_then(|m| m.attempt)),
                 staged: 0,
                 file_size: apply.file_size as u64,
                 local_id: 0,

@@ -108,7 +108,7 @@ pub fn build(
             &path,
             format,
             &spec.schema,
-            mode.restored,
+            mode.into(),
             task,
             mirror.as_deref(),
             rolling,
@@ -126,7 +126,10 @@ pub fn build(
                     ctx.task,
                     rolling,
                 )
-                .map(|s| s.with_mirror(ctx.sealed.clone()))
+                .map(|s| {
+                    s.with_mirror(ctx.sealed.clone())
+                        .with_attempt(ctx.checkpoint.and_then(|m| m.attempt))
+                })
                 .map(|s| Box::new(s) as Box<dyn Sink>)
             })
             .collect();

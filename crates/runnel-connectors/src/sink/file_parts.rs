@@ -358,7 +358,7 @@ pub fn recover(
     dir: &Path,
     format: FileSinkFormat,
     schema: &arrow::datatypes::SchemaRef,
-    restored: Option<u64>,
+    restored: txn::Resume,
     task: Option<crate::TaskScope>,
     mirror: Option<&dyn txn::SealedStore>,
     rolling: Option<Rolling>,
@@ -479,6 +479,13 @@ impl PartFileSink {
     #[must_use]
     pub fn with_mirror(mut self, mirror: Option<Arc<dyn txn::SealedStore>>) -> Self {
         self.staging = self.staging.with_mirror(mirror);
+        self
+    }
+
+    /// Names this run's staged files after its attempt ([`Staging::with_attempt`]).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: Option<u64>) -> Self {
+        self.staging = self.staging.with_attempt(attempt);
         self
     }
 }

@@ -505,7 +505,13 @@ fn build(
         &config.path,
         &staging_prefix,
         apply.as_ref(),
-        restored.flatten(),
+        txn::Resume {
+            checkpoint: restored.flatten(),
+            attempt: contexts
+                .first()
+                .and_then(|c| c.checkpoint)
+                .and_then(|m| m.restored_attempt),
+        },
         contexts.first().and_then(|c| c.sealed.as_deref()),
     )?;
     let partition_cols = spec.partition_keys.clone();
@@ -563,7 +569,8 @@ fn build(
                     Vec::new(),
                     apply.clone(),
                 )
-                .with_mirror(c.sealed.clone()),
+                .with_mirror(c.sealed.clone())
+                .with_attempt(c.checkpoint.and_then(|m| m.attempt)),
                 partition_cols: partition_cols.clone(),
                 partition_names: partition_names.clone(),
                 data_cols: data_cols.clone(),
@@ -1716,7 +1723,7 @@ mod tests {
                 ("partition.time-extractor.timestamp-pattern", "$dt $hm:00"),
             ],
         );
-        let mode = crate::CheckpointMode { restored: None };
+        let mode = crate::CheckpointMode::default();
         let mut sink = build(&spec, vec![sink_context(Some(mode))])
             .expect("build")
             .remove(0);
@@ -1746,7 +1753,10 @@ mod tests {
         sink.pre_commit(2).await.expect("seal");
         sink.commit(2).await.expect("commit");
         // Restored from checkpoint 1: checkpoint 2's file goes, the rows come again.
-        let restored = crate::CheckpointMode { restored: Some(1) };
+        let restored = crate::CheckpointMode {
+            restored: Some(1),
+            ..Default::default()
+        };
         let mut again = build(&spec, vec![sink_context(Some(restored))])
             .expect("build")
             .remove(0);
@@ -1805,7 +1815,7 @@ mod tests {
                 ("sink.rolling-policy.file-size", "1b"),
             ],
         );
-        let mode = crate::CheckpointMode { restored: None };
+        let mode = crate::CheckpointMode::default();
         let mut sink = build(&spec, vec![sink_context(Some(mode))])
             .expect("build")
             .remove(0);
@@ -1940,7 +1950,10 @@ mod tests {
                 std::fs::write(d.join("_SUCCESS"), "").expect("success");
             }
         }
-        let restored = crate::CheckpointMode { restored: Some(1) };
+        let restored = crate::CheckpointMode {
+            restored: Some(1),
+            ..Default::default()
+        };
         let mut sink = build(&spec, vec![sink_context(Some(restored))])
             .expect("build")
             .remove(0);

@@ -163,7 +163,7 @@ pub(crate) fn build_with(
             &stage_dir,
             "",
             apply.as_ref(),
-            first.checkpoint.and_then(|m| m.restored),
+            first.checkpoint.unwrap_or_default(),
             first.sealed.as_deref(),
         )?;
         // Every subtask's transactional id starts now: a transaction an earlier run left
@@ -188,6 +188,7 @@ pub(crate) fn build_with(
                 a.clone(),
             )
             .with_mirror(ctx.sealed.clone())
+            .with_attempt(ctx.checkpoint.and_then(|m| m.attempt))
         });
         sinks.push(Box::new(KafkaSink {
             table: spec.name.clone(),

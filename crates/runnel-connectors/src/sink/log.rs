@@ -120,7 +120,7 @@ pub fn build(
     let apply = Arc::new(LogApply::new(log.clone(), topic.clone(), &safe));
     if let Some(mode) = first.checkpoint {
         let mirror = first.sealed.as_deref();
-        txn::recover_with(&stage_dir, "", apply.as_ref(), mode.restored, mirror)?;
+        txn::recover_with(&stage_dir, "", apply.as_ref(), mode, mirror)?;
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
@@ -133,6 +133,7 @@ pub fn build(
                 apply.clone(),
             )
             .with_mirror(ctx.sealed.clone())
+            .with_attempt(ctx.checkpoint.and_then(|m| m.attempt))
         });
         sinks.push(Box::new(LogSink {
             table: spec.name.clone(),

@@ -263,7 +263,7 @@ pub(crate) fn build(
                 &stage_dir,
                 "",
                 apply.as_ref(),
-                mode.restored,
+                mode,
                 first.sealed.as_deref(),
             )?;
             Some((stage_dir, apply))
@@ -286,6 +286,7 @@ pub(crate) fn build(
                         apply.clone() as Arc<dyn Apply>,
                     )
                     .with_mirror(ctx.sealed.clone())
+                    .with_attempt(ctx.checkpoint.and_then(|m| m.attempt))
                 }),
                 acks: Vec::new(),
                 metrics: ctx.metrics,

@@ -1503,7 +1503,7 @@ fn build(
                 &stage_dir,
                 "",
                 apply.as_ref(),
-                mode.restored,
+                mode,
                 first.sealed.as_deref(),
             )?;
             Some((stage_dir, apply))
@@ -1524,6 +1524,7 @@ fn build(
                         apply.clone() as Arc<dyn Apply>,
                     )
                     .with_mirror(ctx.sealed.clone())
+                    .with_attempt(ctx.checkpoint.and_then(|m| m.attempt))
                 }),
                 buffer: Vec::new(),
                 buffered_rows: 0,

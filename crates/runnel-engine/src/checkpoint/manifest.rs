@@ -63,6 +63,10 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// Every subtask.
     pub subtasks: Vec<SubtaskEntry>,
+    /// In a distributed run: the owner token of the member that published it (see
+    /// [`super::CheckpointConfig::owner`]); its sinks' sealed batches carry its attempt id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A checkpoint loaded for restore.

@@ -281,6 +281,7 @@ mod tests {
             duration_ms: 1,
             size_bytes: 0,
             subtasks: vec![],
+            owner: None,
         };
         write_manifest(dir.path(), &m(1)).unwrap();
         write_manifest(dir.path(), &m(2)).unwrap();

@@ -158,6 +158,7 @@ impl CheckpointDir {
             Some(dir) => {
                 let (dir, token) = (dir.clone(), token.to_string());
                 tokio::task::spawn_blocking(move || {
+                    let _lock = owner_lock(&dir)?;
                     write_durably(&dir, OWNER_FILE, token.as_bytes())
                 })
                 .await
@@ -247,13 +248,42 @@ impl CheckpointDir {
         Ok(ids)
     }
 
-    /// Makes checkpoint `id`'s state files durable, then publishes its manifest.
+    /// Makes checkpoint `id`'s state files durable, then publishes its manifest. A
+    /// manifest with an owner (a distributed task's) is published only while the owner
+    /// file still names it ([`CheckpointError::Fenced`] otherwise); in a local directory
+    /// the check and the publication hold the owner lock, which [`CheckpointDir::claim`]
+    /// takes too, so a new owner restores either this checkpoint or one before it that
+    /// this member can no longer follow with another. (An object store has no such lock:
+    /// there a claim can come between the check and the put, a window of one request.)
     pub(crate) async fn publish(&self, m: &Manifest) -> Result<(), CheckpointError> {
         let id = m.id;
+        let fenced = move |now: Option<&str>, token: &str, at: &str| {
+            CheckpointError::Fenced(format!(
+                "checkpoint {id} not published: {at} now belongs to {} (this member, {token}, \
+                 lost the task)",
+                now.unwrap_or("nobody")
+            ))
+        };
         match &self.local {
             Some(dir) => {
                 let (dir, m) = (dir.clone(), m.clone());
+                let shown = self.shown.clone();
                 tokio::task::spawn_blocking(move || {
+                    let _lock = match &m.owner {
+                        Some(token) => {
+                            let lock = owner_lock(&dir)?;
+                            let now = match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+                                Ok(t) => Some(t),
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                                Err(e) => return Err(CheckpointError::io(dir.display())(e)),
+                            };
+                            if now.as_deref() != Some(token.as_str()) {
+                                return Err(fenced(now.as_deref(), token, &shown));
+                            }
+                            Some(lock)
+                        }
+                        None => None,
+                    };
                     // object_store's local writes are not fsynced: make the state durable first.
                     let state_dir = dir.join(id.to_string());
                     if state_dir.exists() {
@@ -268,6 +298,12 @@ impl CheckpointDir {
                 .map_err(|e| CheckpointError::Internal(format!("manifest task: {e}")))?
             }
             None => {
+                if let Some(token) = &m.owner {
+                    let now = self.owner().await?;
+                    if now.as_deref() != Some(token.as_str()) {
+                        return Err(fenced(now.as_deref(), token, &self.shown));
+                    }
+                }
                 // Each put is durable and atomic once acknowledged: the state files are in
                 // place, and the manifest appears whole or not at all.
                 crash_point("after-state", id);
@@ -327,6 +363,8 @@ fn sync_dir_files(dir: &Path) -> Result<(), CheckpointError> {
 
 /// Who owns a distributed task's checkpoint directory.
 const OWNER_FILE: &str = "owner";
+/// Held while the owner file is written or checked for a publication.
+const OWNER_LOCK: &str = "owner.lock";
 
 /// Write, fsync, rename, fsync the directory.
 pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
@@ -337,6 +375,21 @@ pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointE
 
 /// `bytes` as `dir/name`, whole or not at all, durably: write, fsync, rename, fsync the
 /// directory.
+/// The owner lock of a local task directory, held until dropped (blocks while another
+/// process holds it: a claim or a publication, a few milliseconds).
+fn owner_lock(dir: &Path) -> Result<std::fs::File, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
+    let path = dir.join(OWNER_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(CheckpointError::io(path.display()))?;
+    file.lock().map_err(CheckpointError::io(path.display()))?;
+    Ok(file)
+}
+
 fn write_durably(dir: &Path, name: &str, json: &[u8]) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
     let fin = dir.join(name);
