@@ -52,6 +52,10 @@ pub const BUNDLED: &[(&str, &[u8])] = &[
         "camera.png",
         include_bytes!("../../../../assets/images/camera.png"),
     ),
+    (
+        "boats.jpg",
+        include_bytes!("../../../../assets/images/boats.jpg"),
+    ),
 ];
 
 /// Longest side of a simulated frame, in pixels (a typical snapshot size).
