@@ -128,6 +128,50 @@ impl PartFiles {
             .map_err(|e| ConnectorError::io(format!("fsync '{}'", self.dir.display()), e))
     }
 
+    /// Runs `f` holding the output directory's lock: in a distributed run the
+    /// member that lost a task may still be applying one of its published checkpoints
+    /// while the new owner recovers, and appends to an open part must not interleave. Not
+    /// reentrant (`flock` locks of two descriptors conflict even within one process): only
+    /// the entry points take it.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        // The directory itself is the lock (`flock` on its descriptor): no file is left
+        // among the parts.
+        let file = std::fs::File::open(&self.dir)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| ConnectorError::io(format!("locking '{}'", self.dir.display()), e))?;
+        let result = f();
+        drop(file);
+        result
+    }
+
+    /// Open parts: back to the restored checkpoint (from scratch: gone).
+    fn discard_open_after(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
+        for subtask in self.open_subtasks()? {
+            let mut open = self.load_open(subtask)?;
+            open.marks
+                .retain(|(c, _)| restored.is_some_and(|r| *c <= r));
+            match open.marks.last() {
+                None => {
+                    txn::remove_if_exists(&self.open_path(subtask))?;
+                    txn::remove_if_exists(&self.open_meta(subtask))?;
+                }
+                Some((_, len)) => {
+                    self.truncate_open(subtask, *len)?;
+                    self.save_open(subtask, &open)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PartFiles::roll`] under the lock.
+    fn roll_locked(&self, subtask: usize) -> Result<(), ConnectorError> {
+        self.locked(|| self.roll(subtask))
+    }
+
     /// Appends a committed batch to the subtask's open part, at most once.
     fn append(&self, txn: &Txn, sealed: &Path, rolling: Rolling) -> Result<(), ConnectorError> {
         use std::io::{Seek as _, SeekFrom};
@@ -233,12 +277,12 @@ impl Apply for PartFiles {
     fn apply(&self, txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
         if let Some(rolling) = self.rolling {
             if txn.checkpoint != txn::FINAL {
-                return self.append(txn, sealed, rolling);
+                return self.locked(|| self.append(txn, sealed, rolling));
             }
             // Rows after the last checkpoint get a part of their own, as without rolling:
             // a restart from that checkpoint (a crash before the process exits) must be
             // able to drop them, which it cannot inside a part that also holds older rows.
-            self.roll(txn.subtask)?;
+            self.roll_locked(txn.subtask)?;
         }
         let to = self.visible(txn);
         match std::fs::rename(sealed, &to) {
@@ -293,22 +337,7 @@ impl Apply for PartFiles {
     }
 
     fn discard_after(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
-        // Open parts: back to the restored checkpoint (from scratch: gone).
-        for subtask in self.open_subtasks()? {
-            let mut open = self.load_open(subtask)?;
-            open.marks
-                .retain(|(c, _)| restored.is_some_and(|r| *c <= r));
-            match open.marks.last() {
-                None => {
-                    txn::remove_if_exists(&self.open_path(subtask))?;
-                    txn::remove_if_exists(&self.open_meta(subtask))?;
-                }
-                Some((_, len)) => {
-                    self.truncate_open(subtask, *len)?;
-                    self.save_open(subtask, &open)?;
-                }
-            }
-        }
+        self.locked(|| self.discard_open_after(restored))?;
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| ConnectorError::io(format!("reading '{}'", self.dir.display()), e))?;
         for e in entries.flatten() {
@@ -412,7 +441,7 @@ pub fn roll_open_parts(dir: &Path, format: FileSinkFormat) -> Result<usize, Conn
             rolling: None,
             header_len: 0,
         };
-        parts.roll(subtask)?;
+        parts.roll_locked(subtask)?;
         rolled += 1;
     }
     Ok(rolled)
@@ -516,7 +545,7 @@ impl Sink for PartFileSink {
         // The input ended: everything written is final, and an open part is rolled.
         self.staging.finish()?;
         if self.parts.rolling.is_some() {
-            self.parts.roll(self.subtask)?;
+            self.parts.roll_locked(self.subtask)?;
         }
         Ok(())
     }
