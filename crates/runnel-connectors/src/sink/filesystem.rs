@@ -505,13 +505,10 @@ fn build(
         &config.path,
         &staging_prefix,
         apply.as_ref(),
-        txn::Resume {
-            checkpoint: restored.flatten(),
-            attempt: contexts
-                .first()
-                .and_then(|c| c.checkpoint)
-                .and_then(|m| m.restored_attempt),
-        },
+        contexts
+            .first()
+            .and_then(|c| c.checkpoint)
+            .unwrap_or_default(),
         contexts.first().and_then(|c| c.sealed.as_deref()),
     )?;
     let partition_cols = spec.partition_keys.clone();

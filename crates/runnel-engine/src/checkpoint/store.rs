@@ -373,8 +373,6 @@ pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointE
     write_durably(dir, &manifest_name(m.id), &json)
 }
 
-/// `bytes` as `dir/name`, whole or not at all, durably: write, fsync, rename, fsync the
-/// directory.
 /// The owner lock of a local task directory, held until dropped (blocks while another
 /// process holds it: a claim or a publication, a few milliseconds).
 fn owner_lock(dir: &Path) -> Result<std::fs::File, CheckpointError> {
@@ -390,6 +388,8 @@ fn owner_lock(dir: &Path) -> Result<std::fs::File, CheckpointError> {
     Ok(file)
 }
 
+/// `bytes` as `dir/name`, whole or not at all, durably: write, fsync, rename, fsync the
+/// directory.
 fn write_durably(dir: &Path, name: &str, json: &[u8]) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(CheckpointError::io(dir.display()))?;
     let fin = dir.join(name);
