@@ -75,6 +75,9 @@ pub struct TaskStatus {
     /// Records its sources are behind the end of their partitions (as of the last
     /// checkpoint).
     pub lag: i64,
+    /// The smallest watermark of its sources (ms since the epoch), once every source has
+    /// one.
+    pub watermark_ms: Option<i64>,
 }
 
 /// What a member shows: who it is, the group, its tasks.
@@ -157,6 +160,9 @@ struct Orphans {
 
 /// How often the task owners are read.
 const ORPHAN_LOOK: Duration = Duration::from_secs(3);
+
+/// How often a member prints a line on its tasks' progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// How long tasks stay without an owner present before a rebalance is asked for: longer
 /// than a new owner takes to claim a task it was given.
 const ORPHAN_GRACE: Duration = Duration::from_secs(6);
@@ -729,6 +735,7 @@ impl Member {
         tokio::pin!(stop);
         let mut assignment = self.membership.assignment.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut progress = Instant::now();
         let result = loop {
             tokio::select! {
                 () = &mut stop => break Ok(()),
@@ -746,6 +753,12 @@ impl Member {
                     self.restart_due().await;
                     self.adopt_orphans().await;
                     self.refresh_status();
+                    if progress.elapsed() >= PROGRESS_EVERY {
+                        progress = Instant::now();
+                        if let Some(line) = self.progress_line() {
+                            eprintln!("{line}");
+                        }
+                    }
                 }
             }
         };
@@ -1156,6 +1169,14 @@ impl Member {
                     .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
                     .map(|n| t.metrics.nodes[n.id].connector.lag.get())
                     .sum();
+                let watermark_ms = self.plans[t.scope.subplan as usize]
+                    .graph
+                    .nodes
+                    .iter()
+                    .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
+                    .map(|n| t.metrics.nodes[n.id].watermark.get())
+                    .min()
+                    .filter(|&w| w > i64::MIN);
                 let labels = [
                     ("pipeline", self.prepared.name.clone()),
                     ("task", t.scope.to_string()),
@@ -1172,6 +1193,7 @@ impl Member {
                     last_checkpoint: last.map(|c| c.id),
                     checkpoint_age_s: age,
                     rows_in,
+                    watermark_ms,
                 }
             })
             .collect();
@@ -1182,6 +1204,36 @@ impl Member {
             s.members = members;
             s.tasks = tasks;
         }
+    }
+
+    /// One line on the progress of this member's tasks (printed every
+    /// [`PROGRESS_EVERY`]): per task its newest checkpoint, rows read, watermark and lag.
+    fn progress_line(&self) -> Option<String> {
+        let s = self.status.lock().ok()?;
+        if s.tasks.is_empty() {
+            return None;
+        }
+        let tasks: Vec<String> = s
+            .tasks
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} checkpoint {} ({:.0} s ago), {} rows read, watermark {}, lag {}",
+                    t.task,
+                    t.last_checkpoint
+                        .map_or_else(|| "none".to_string(), |c| c.to_string()),
+                    t.checkpoint_age_s,
+                    t.rows_in,
+                    match t.watermark_ms {
+                        None => "none".to_string(),
+                        Some(i64::MAX) => "end".to_string(),
+                        Some(ms) => runnel_common::time::format_timestamp(ms),
+                    },
+                    t.lag
+                )
+            })
+            .collect();
+        Some(format!("runnel: worker {}: {}", s.worker, tasks.join("; ")))
     }
 
     /// A one-screen summary of this member's share.

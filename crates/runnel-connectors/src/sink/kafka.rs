@@ -210,6 +210,8 @@ pub(crate) fn build_with(
             // A writer (re)starting says it is active with its first rows, in case its
             // readers last saw it idle.
             idle_sent: watermark_writer.is_some(),
+            marked_at: std::time::Instant::now(),
+            last_mark: None,
         }));
     }
     Ok(sinks)
@@ -508,7 +510,19 @@ pub struct KafkaSink {
     watermark_sent: i64,
     /// The last mark written said the input is idle.
     idle_sent: bool,
+    /// When this writer last staged rows or a mark (see [`MARK_REFRESH`]).
+    marked_at: std::time::Instant,
+    /// The last mark it staged (`<ms>` or `idle`).
+    last_mark: Option<String>,
 }
+
+/// A repartition writer that staged nothing for this long writes its watermark again
+/// with its next checkpoint. Readers take the largest mark per writer, so the repeat
+/// changes nothing for them; it keeps transactions flowing on the topic, which some
+/// Kafka-protocol brokers need to settle the last transactions written (tansu 0.6 can
+/// leave a commit that overlapped another open transaction pending until a later commit
+/// settles it, and readers at read_committed wait behind it).
+const MARK_REFRESH: Duration = Duration::from_secs(1);
 
 impl KafkaSink {
     /// The producer and the partition count, made on first use.
@@ -569,6 +583,26 @@ impl KafkaSink {
         for p in 0..self.partitions.max(0) as u32 {
             log_txn::encode(p, &record, out);
         }
+    }
+
+    /// Stages the writer's last mark again when it staged nothing for [`MARK_REFRESH`].
+    fn refresh_mark(&mut self) -> Result<(), ConnectorError> {
+        if self.partitions == 0 || self.marked_at.elapsed() < MARK_REFRESH {
+            return Ok(());
+        }
+        let Some(mark) = self.last_mark.clone() else {
+            return Ok(());
+        };
+        self.marked_at = std::time::Instant::now();
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        self.stage_mark(&mark, &mut staged);
+        let result = match self.staging.as_mut() {
+            Some(s) => s.write(&staged),
+            None => Ok(()),
+        };
+        self.staged = staged;
+        result
     }
 
     /// Waits for every record sent so far to be acknowledged.
@@ -638,12 +672,15 @@ impl Sink for KafkaSink {
         self.metrics.rows.add(rows as u64);
         self.metrics.bytes.add(bytes);
         if self.staging.is_some() {
+            self.marked_at = std::time::Instant::now();
             let mut staged = std::mem::take(&mut self.staged);
             staged.clear();
             if self.idle_sent {
                 // Data again: the writer holds event time back again, from where it stood.
                 self.idle_sent = false;
-                self.stage_mark(&self.watermark_sent.to_string(), &mut staged);
+                let mark = self.watermark_sent.to_string();
+                self.stage_mark(&mark, &mut staged);
+                self.last_mark = Some(mark);
             }
             for r in &records {
                 let p = self.partition_for(r);
@@ -713,11 +750,13 @@ impl Sink for KafkaSink {
         }
         self.watermark_sent = watermark;
         self.idle_sent = false;
+        self.marked_at = std::time::Instant::now();
         // In order with the rows before it, to every partition: a reader never sees the
         // watermark before the rows it covers.
         let mut staged = std::mem::take(&mut self.staged);
         staged.clear();
         self.stage_mark(&watermark.to_string(), &mut staged);
+        self.last_mark = Some(watermark.to_string());
         let result = match self.staging.as_mut() {
             Some(s) => s.write(&staged),
             None => Ok(()),
@@ -734,9 +773,11 @@ impl Sink for KafkaSink {
             self.connect().await?;
         }
         self.idle_sent = true;
+        self.marked_at = std::time::Instant::now();
         let mut staged = std::mem::take(&mut self.staged);
         staged.clear();
         self.stage_mark("idle", &mut staged);
+        self.last_mark = Some("idle".to_string());
         let result = match self.staging.as_mut() {
             Some(s) => s.write(&staged),
             None => Ok(()),
@@ -746,6 +787,7 @@ impl Sink for KafkaSink {
     }
 
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        self.refresh_mark()?;
         match self.staging.as_mut() {
             Some(s) => s.seal(checkpoint),
             None => self.drain().await,

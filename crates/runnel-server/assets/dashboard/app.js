@@ -510,6 +510,7 @@ function renderDistributed(d) {
       [t.task],
       [fmtCount(t.rows_in), true],
       [fmtCount(t.lag), true],
+      [t.watermark_ms == null ? '—' : t.watermark_ms >= 8.64e15 ? 'end' : fmtTime(t.watermark_ms), true],
       [t.last_checkpoint == null ? '—' : `#${t.last_checkpoint}`, true],
       [fmtDuration((t.checkpoint_age_s || 0) * 1000), true],
       [t.restored_from == null ? '—' : `#${t.restored_from}`, true],
