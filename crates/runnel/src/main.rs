@@ -71,14 +71,64 @@ fn tune_malloc() {
     let _ = std::thread::Builder::new()
         .name("runnel-malloc-trim".into())
         .spawn(|| {
-            loop {
+            for tick in 1u64.. {
                 std::thread::sleep(std::time::Duration::from_secs(2));
                 // SAFETY: see above; malloc_trim is thread-safe.
                 unsafe {
                     libc::malloc_trim(0);
                 }
+                // From 20 s in (the pipeline planned, its models loaded), every 30 s:
+                // code that ran once since (a restore, a reconnect) goes too.
+                if tick >= 10 && tick % 15 == 10 {
+                    release_startup_code();
+                }
             }
         });
+}
+
+/// Much of the binary's code runs once, at start-up: SQL planning (DataFusion,
+/// sqlparser), loading and optimising a model (tract), connecting. Its pages stay mapped
+/// and count in the resident size (~50 MB of the camera demo's; BENCHMARKS.md, "Memory
+/// of the camera demo") although nothing uses them again. This drops the executable's
+/// code pages from the process's page tables; the code that keeps running is mapped
+/// again from the page cache at its next use (a minor fault per page, once).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_startup_code() {
+    let (Ok(maps), Ok(exe)) = (
+        std::fs::read_to_string("/proc/self/maps"),
+        std::fs::read_link("/proc/self/exe"),
+    ) else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut fields = line.splitn(6, ' ');
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).map(str::trim_start);
+        // Only code: read-only data includes relocated pages (RELRO) that must stay.
+        if perms != "r-xp" || path != Some(exe.as_ref()) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-').and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        }) else {
+            continue;
+        };
+        if end > start {
+            // SAFETY: [start, end) is the executable's own code, a read-only private file
+            // mapping that nothing writes; MADV_DONTNEED drops only page-table entries,
+            // and every page reads back unchanged from the file on its next use.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
