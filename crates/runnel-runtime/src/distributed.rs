@@ -1155,26 +1155,20 @@ impl Member {
                     Some(c) => (runnel_common::time::now_ms() - c.time_ms).max(0) as f64 / 1000.0,
                     None => t.started.elapsed().as_secs_f64(),
                 };
-                let rows_in = self.plans[t.scope.subplan as usize]
+                // The task's sources: what it read, how far behind it is, its event time.
+                let sources: Vec<&runnel_engine::NodeMetrics> = self.plans
+                    [t.scope.subplan as usize]
                     .graph
                     .nodes
                     .iter()
                     .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
-                    .map(|n| t.metrics.nodes[n.id].rows_out.get())
-                    .sum();
-                let lag = self.plans[t.scope.subplan as usize]
-                    .graph
-                    .nodes
+                    .map(|n| &t.metrics.nodes[n.id])
+                    .collect();
+                let rows_in = sources.iter().map(|m| m.rows_out.get()).sum();
+                let lag = sources.iter().map(|m| m.connector.lag.get()).sum();
+                let watermark_ms = sources
                     .iter()
-                    .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
-                    .map(|n| t.metrics.nodes[n.id].connector.lag.get())
-                    .sum();
-                let watermark_ms = self.plans[t.scope.subplan as usize]
-                    .graph
-                    .nodes
-                    .iter()
-                    .filter(|n| matches!(n.spec, NodeSpec::Source(..)))
-                    .map(|n| t.metrics.nodes[n.id].watermark.get())
+                    .map(|m| m.watermark.get())
                     .min()
                     .filter(|&w| w > i64::MIN);
                 let labels = [
