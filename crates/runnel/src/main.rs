@@ -91,7 +91,8 @@ fn tune_malloc() {
 /// and count in the resident size (~50 MB of the camera demo's; BENCHMARKS.md, "Memory
 /// of the camera demo") although nothing uses them again. This drops the executable's
 /// code pages from the process's page tables; the code that keeps running is mapped
-/// again from the page cache at its next use (a minor fault per page, once).
+/// again from the page cache at its next use (a minor fault per page, once). Breakpoints
+/// a debugger or uprobe wrote into the code go with the pages: `RUNNEL_MALLOC_TUNING=off`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_startup_code() {
     let (Ok(maps), Ok(exe)) = (
