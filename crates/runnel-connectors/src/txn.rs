@@ -264,15 +264,29 @@ pub fn recover_with(
     std::fs::create_dir_all(dir).map_err(io(format!("creating '{}'", dir.display())))?;
     if let Some(mirror) = mirror {
         let mut fetched = 0;
-        for name in mirror.list()? {
-            let Some((txn, attempt)) = parse_sealed(prefix, &name) else {
+        let names = mirror.list()?;
+        for name in &names {
+            if let Some(batch) = name.strip_suffix(".progress")
+                && parse_sealed(prefix, batch).is_some()
+                && !names.iter().any(|n| n == batch)
+            {
+                mirror.delete(name)?; // its batch was applied and deleted
+            }
+            let Some((txn, attempt)) = parse_sealed(prefix, name) else {
                 continue;
             };
-            let local = dir.join(&name);
+            let local = dir.join(name);
             if !keep(&txn, attempt) {
-                mirror.delete(&name)?;
+                mirror.delete(name)?;
+                if names.contains(&progress_copy(name)) {
+                    mirror.delete(&progress_copy(name))?;
+                }
             } else if !local.exists() {
-                mirror.get(&name, &local)?;
+                // The apply progress first: a batch here without it is a first attempt.
+                if names.contains(&progress_copy(name)) {
+                    mirror.get(&progress_copy(name), &progress_path(&local))?;
+                }
+                mirror.get(name, &local)?;
                 fetched += 1;
             }
         }
@@ -302,12 +316,29 @@ pub fn recover_with(
     sync_dir(dir)
 }
 
-/// Deletes the copy of the sealed batch at `path`, if there is a store.
+/// Deletes the copy of the sealed batch at `path`, and of its apply progress, if there
+/// is a store.
 fn unmirror(mirror: Option<&dyn SealedStore>, path: &Path) -> Result<(), ConnectorError> {
     match (mirror, path.file_name()) {
-        (Some(m), Some(name)) => m.delete(&name.to_string_lossy()),
+        (Some(m), Some(name)) => {
+            let name = name.to_string_lossy();
+            m.delete(&name)?;
+            // Only an apply that keeps progress has a copy of it (a crash between the two
+            // leaves an orphan, which the next recovery deletes).
+            if progress_path(path).exists() {
+                m.delete(&progress_copy(&name))?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// The name under which an [`Apply`] step keeps a copy of its progress on sealed batch
+/// `sealed` (a file name) in a [`SealedStore`]: the machine that takes the batch over
+/// needs it as much as the batch (see [`progress_path`]).
+pub fn progress_copy(sealed: &str) -> String {
+    format!("{sealed}.progress")
 }
 
 /// `<pipeline>/<table>/<task>/`: how a sink whose external system records what was
@@ -792,5 +823,61 @@ mod tests {
         s.finish().unwrap();
         assert_eq!(sink.lines(), ["a", "b", "c"]);
         assert!(store.list().unwrap().is_empty(), "copies left after commit");
+    }
+
+    /// An apply step that notes the progress it finds beside each batch.
+    #[derive(Default)]
+    struct SeesProgress(Mutex<Vec<Option<String>>>);
+
+    impl Apply for SeesProgress {
+        fn apply(&self, _txn: &Txn, sealed: &Path) -> Result<(), ConnectorError> {
+            let found = std::fs::read_to_string(progress_path(sealed)).ok();
+            self.0.lock().unwrap().push(found);
+            Ok(())
+        }
+    }
+
+    /// A batch whose first attempt began on the lost machine is applied again on another
+    /// one with that attempt's progress (a Kafka sink's noted partition ends); copies of
+    /// progress whose batch is gone are deleted.
+    #[test]
+    fn the_progress_of_a_first_attempt_travels_with_the_copy_of_its_batch() {
+        let (lost, other, copies) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let store: Arc<dyn SealedStore> = Arc::new(DirStore(copies.path().to_path_buf()));
+        let sink = Arc::new(SeesProgress::default());
+        let mut s = Staging::new(
+            lost.path().to_path_buf(),
+            ".p-",
+            0,
+            Vec::new(),
+            sink.clone(),
+        )
+        .with_mirror(Some(store.clone()));
+        s.write(b"a\n").unwrap();
+        s.seal(1).unwrap();
+        // The first attempt notes its progress, here and in the store, then the machine
+        // is lost.
+        let name = sealed_name(".p-", 0, 1, None);
+        let progress = progress_path(&lost.path().join(&name));
+        std::fs::write(&progress, "ends").unwrap();
+        store.put(&progress_copy(&name), &progress).unwrap();
+        let gone = sealed_name(".p-", 0, 0, None);
+        store.put(&progress_copy(&gone), &progress).unwrap();
+        drop(s);
+        drop(lost);
+        recover_with(
+            other.path(),
+            ".p-",
+            sink.as_ref(),
+            Some(1),
+            Some(store.as_ref()),
+        )
+        .unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), [Some("ends".to_string())]);
+        assert!(store.list().unwrap().is_empty(), "copies left");
     }
 }

@@ -24,11 +24,14 @@
 //!
 //!   Each record of such a transaction carries a header `runnel-txn` =
 //!   `<transactional id>/<checkpoint>/<n>`, and before its first attempt the apply notes
-//!   where the topic's partitions ended (in the batch's progress file). Applying a batch
-//!   again after a crash first reads from there as a `read_committed` reader: a broker
-//!   that honours aborts shows none of the aborted attempt's records and all are written
-//!   again; a Kafka-protocol broker that shows records of aborted transactions anyway
-//!   (tansu 0.6 does) shows some, and those are not written twice.
+//!   where the topic's partitions ended (in the batch's progress file, copied with the
+//!   sealed batch when checkpoints are in an object store). Applying a batch again after
+//!   a crash or on another member first waits until the brokers have settled every
+//!   earlier attempt (a broker may answer a commit before it settles it: tansu 0.6 does
+//!   while another transaction overlaps it), then reads from there as a `read_committed`
+//!   reader: a broker that honours aborts shows none of an aborted attempt's records and
+//!   all are written again; a Kafka-protocol broker that shows records of aborted
+//!   transactions anyway (tansu 0.6 does) shows some, and those are not written twice.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -60,6 +63,10 @@ use crate::{ConnectorError, Sink, SinkContext};
 
 /// How long a broker request of the sink may take before it fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long applying a batch again waits for the brokers to settle an earlier attempt
+/// at it (see [`KafkaApply::already_visible`]) before it fails (and is tried again).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Delivery guarantee of the sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +157,7 @@ pub(crate) fn build_with(
             topic: topic.clone(),
             prefix: prefix.clone(),
             producers: Mutex::new(HashMap::new()),
+            mirror: first.sealed.clone(),
         })
     });
     if let Some(apply) = &apply {
@@ -159,16 +167,11 @@ pub(crate) fn build_with(
                  written when the input ends (SET 'execution.checkpointing.interval' to write \
                  them as the pipeline runs)");
         }
-        txn::recover_with(
-            &stage_dir,
-            "",
-            apply.as_ref(),
-            first.checkpoint.unwrap_or_default(),
-            first.sealed.as_deref(),
-        )?;
         // Every subtask's transactional id starts now: a transaction an earlier run left
         // open is aborted at once, not when (or if) the broker times it out, so
-        // read_committed readers are not held behind it.
+        // read_committed readers are not held behind it. Before any batch is applied
+        // again: on a broker that settles a commit only once the transactions overlapping
+        // it have ended, one subtask's open transaction would hold up another's batch.
         // (A transaction is only ever begun after a checkpoint completed, so a run that
         // restores none has nothing to abort.)
         if first.checkpoint.and_then(|m| m.restored).is_some() {
@@ -176,6 +179,13 @@ pub(crate) fn build_with(
                 apply.producer(ctx.subtask)?;
             }
         }
+        txn::recover_with(
+            &stage_dir,
+            "",
+            apply.as_ref(),
+            first.checkpoint.unwrap_or_default(),
+            first.sealed.as_deref(),
+        )?;
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::with_capacity(contexts.len());
     for ctx in contexts {
@@ -590,13 +600,21 @@ impl KafkaSink {
         if self.partitions == 0 || self.marked_at.elapsed() < MARK_REFRESH {
             return Ok(());
         }
-        let Some(mark) = self.last_mark.clone() else {
-            return Ok(());
-        };
+        match self.last_mark.clone() {
+            Some(mark) => self.write_mark(mark),
+            None => Ok(()),
+        }
+    }
+
+    /// Stages `mark` (`<ms>` or `idle`) to every partition, in order with the rows
+    /// before it (a reader never sees a watermark before the rows it covers), and
+    /// remembers it as the last mark.
+    fn write_mark(&mut self, mark: String) -> Result<(), ConnectorError> {
         self.marked_at = std::time::Instant::now();
         let mut staged = std::mem::take(&mut self.staged);
         staged.clear();
         self.stage_mark(&mark, &mut staged);
+        self.last_mark = Some(mark);
         let result = match self.staging.as_mut() {
             Some(s) => s.write(&staged),
             None => Ok(()),
@@ -750,19 +768,7 @@ impl Sink for KafkaSink {
         }
         self.watermark_sent = watermark;
         self.idle_sent = false;
-        self.marked_at = std::time::Instant::now();
-        // In order with the rows before it, to every partition: a reader never sees the
-        // watermark before the rows it covers.
-        let mut staged = std::mem::take(&mut self.staged);
-        staged.clear();
-        self.stage_mark(&watermark.to_string(), &mut staged);
-        self.last_mark = Some(watermark.to_string());
-        let result = match self.staging.as_mut() {
-            Some(s) => s.write(&staged),
-            None => Ok(()),
-        };
-        self.staged = staged;
-        result
+        self.write_mark(watermark.to_string())
     }
 
     async fn idle(&mut self) -> Result<(), ConnectorError> {
@@ -773,17 +779,7 @@ impl Sink for KafkaSink {
             self.connect().await?;
         }
         self.idle_sent = true;
-        self.marked_at = std::time::Instant::now();
-        let mut staged = std::mem::take(&mut self.staged);
-        staged.clear();
-        self.stage_mark("idle", &mut staged);
-        self.last_mark = Some("idle".to_string());
-        let result = match self.staging.as_mut() {
-            Some(s) => s.write(&staged),
-            None => Ok(()),
-        };
-        self.staged = staged;
-        result
+        self.write_mark("idle".to_string())
     }
 
     async fn pre_commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
@@ -840,6 +836,9 @@ pub struct KafkaApply {
     prefix: String,
     /// Transactional producers by subtask, ready (transactions initialised).
     producers: Mutex<HashMap<usize, Arc<BaseProducer<Quiet>>>>,
+    /// Where sealed batches are kept with the checkpoints (an object store): the ends
+    /// noted before a first attempt go there too, for whoever applies the batch again.
+    mirror: Option<Arc<dyn txn::SealedStore>>,
 }
 
 impl KafkaApply {
@@ -904,43 +903,87 @@ impl KafkaApply {
     }
 
     /// The numbers of the records of transaction `tag` that a `read_committed` reader
-    /// sees after `from`: none on a broker that hides aborted transactions.
+    /// sees after `from` once every earlier attempt at it is settled: none on a broker
+    /// that hides aborted transactions.
+    ///
+    /// Earlier attempts are found first at `read_uncommitted` (every record, whatever
+    /// its transaction's fate); then the `read_committed` reader must have moved past
+    /// the last of them. A broker may answer an attempt's commit before it settles it
+    /// (tansu 0.6 leaves a commit that overlaps another open transaction pending, commit
+    /// markers included, until a later one settles both): read before, the attempt's
+    /// records would be missing from the answer, written again, and shown twice once the
+    /// broker settles it.
     fn already_visible(
         &self,
         from: &[(i32, i64)],
         tag: &str,
     ) -> Result<HashSet<u64>, ConnectorError> {
+        let (earlier, last) = self.read_tagged(from, tag, "read_uncommitted", None)?;
+        if earlier.is_empty() {
+            return Ok(earlier);
+        }
+        Ok(self
+            .read_tagged(from, tag, "read_committed", Some(&last))?
+            .0)
+    }
+
+    /// Reads the topic from `from` at `isolation` and returns the numbers of the records
+    /// of transaction `tag`, with the offset of the last such record per partition. It
+    /// reads to the end of each partition, or with `past`, until the reader's position
+    /// is beyond the given offset of each of those partitions (however long the broker
+    /// takes to settle the transactions before it, up to [`SETTLE_TIMEOUT`]).
+    fn read_tagged(
+        &self,
+        from: &[(i32, i64)],
+        tag: &str,
+        isolation: &str,
+        past: Option<&HashMap<i32, i64>>,
+    ) -> Result<(HashSet<u64>, HashMap<i32, i64>), ConnectorError> {
         let consumer: BaseConsumer<Quiet> = self
             .config
             .client()
             .set("group.id", format!("{}-read-back", self.prefix))
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .set("enable.partition.eof", "true")
             .create_with_context(Quiet::new(&self.config, &self.table))
             .map_err(|e| self.fail("creating a consumer to read back", e))?;
         let mut tpl = TopicPartitionList::new();
         for &(p, o) in from {
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
-                .map_err(|e| self.fail("reading back", e))?;
+            if past.is_none_or(|past| past.contains_key(&p)) {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                    .map_err(|e| self.fail("reading back", e))?;
+            }
         }
         consumer
             .assign(&tpl)
             .map_err(|e| self.fail("reading back", e))?;
-        let mut open: HashSet<i32> = from.iter().map(|&(p, _)| p).collect();
+        let mut open: HashSet<i32> = match past {
+            Some(past) => past.keys().copied().collect(),
+            None => from.iter().map(|&(p, _)| p).collect(),
+        };
         let ours = format!("{tag}/");
         let mut seen = HashSet::new();
-        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut last = HashMap::new();
+        let deadline = std::time::Instant::now()
+            + if past.is_some() {
+                SETTLE_TIMEOUT
+            } else {
+                TIMEOUT
+            };
         while !open.is_empty() {
             if std::time::Instant::now() > deadline {
-                return Err(self.fail(
-                    "reading back what an interrupted transaction left",
-                    "timed out",
-                ));
+                let what = if past.is_some() {
+                    "the Kafka brokers have not settled an earlier attempt at this transaction in 15 s \
+                     (another transaction that overlaps it is still open)"
+                } else {
+                    "timed out"
+                };
+                return Err(self.fail("reading back what an interrupted transaction left", what));
             }
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
+                Some(Err(KafkaError::PartitionEOF(p))) if past.is_none() => {
                     open.remove(&p);
                 }
                 Some(Err(_)) => {} // the client retries; the deadline bounds it
@@ -951,11 +994,28 @@ impl KafkaApply {
                             .and_then(|h| std::str::from_utf8(h.value?).ok())
                             .and_then(|v| v.strip_prefix(&ours)?.parse::<u64>().ok())
                     });
-                    seen.extend(number);
+                    if let Some(n) = number {
+                        seen.insert(n);
+                        last.insert(m.partition(), m.offset());
+                    }
+                }
+            }
+            if let Some(past) = past {
+                // The position moves past data and transaction markers alike (records of
+                // aborted transactions the client skips are followed by their marker).
+                let at = consumer
+                    .position()
+                    .map_err(|e| self.fail("reading back", e))?;
+                for e in at.elements() {
+                    if let (Offset::Offset(o), Some(&end)) = (e.offset(), past.get(&e.partition()))
+                        && o > end
+                    {
+                        open.remove(&e.partition());
+                    }
                 }
             }
         }
-        Ok(seen)
+        Ok((seen, last))
     }
 
     /// The marker group of a subtask's run.
@@ -1004,9 +1064,19 @@ impl Apply for KafkaApply {
         let tag = format!("{}-{}/{}", self.prefix, txn.subtask, txn.checkpoint);
         let progress = txn::progress_path(sealed);
         let shown = match read_ends(&progress) {
-            Some(from) => self.already_visible(&from, &tag)?,
+            Some(from) => {
+                let shown = self.already_visible(&from, &tag)?;
+                // Settled now: an earlier attempt whose commit was pending may have landed.
+                if !shown.is_empty() && self.committed(&group, mark)? {
+                    return Ok(());
+                }
+                shown
+            }
             None => {
                 self.note_ends(&producer, &progress)?;
+                if let (Some(m), Some(name)) = (&self.mirror, sealed.file_name()) {
+                    m.put(&txn::progress_copy(&name.to_string_lossy()), &progress)?;
+                }
                 HashSet::new()
             }
         };

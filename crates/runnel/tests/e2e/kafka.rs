@@ -565,6 +565,106 @@ fn kafka_exactly_once_survives_sigkills_and_a_crash_mid_transaction() {
     );
 }
 
+/// Applying a batch again after a crash must wait for the broker to settle the first
+/// attempt. tansu 0.6 answers a commit at once but leaves it pending while another
+/// producer's transaction that overlaps it is open (its records and its commit marker
+/// invisible to read_committed readers); read then, the batch would be written again
+/// and shown twice once the other transaction ends. Here a second pipeline crashed
+/// inside its transaction holds one open; the first pipeline commits two checkpoints
+/// behind it and crashes after applying; restarted, it waits until the open
+/// transaction's owner comes back and aborts it, then sees its commit landed.
+#[test]
+fn kafka_exactly_once_waits_for_a_pending_commit_before_applying_again() {
+    let _heavy = crate::harness::heavy();
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap.clone();
+    let dir = TestDir::new();
+    eo_input(&broker, &dir);
+    broker.create_topic("pend_out", 1);
+    let sql = |name: &str, select: &str| {
+        format!(
+            "SET 'execution.checkpointing.interval' = '100 ms';
+             SET 'execution.batch-size' = '500';
+             CREATE TABLE events (k STRING, seq BIGINT, ts BIGINT)
+               WITH ('connector' = 'kafka', 'topic' = 'eo_in', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'properties.group.id' = '{name}', 'scan.startup.mode' = 'earliest-offset',
+                     'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+             CREATE TABLE o (k STRING, seq BIGINT)
+               WITH ('connector' = 'kafka', 'topic' = 'pend_out', 'properties.bootstrap.servers' = '{bootstrap}',
+                     'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = '{name}',
+                     'format' = 'json');
+             INSERT INTO o {select};"
+        )
+    };
+    dir.write(
+        "hold.sql",
+        &sql("hold", "SELECT CONCAT('hold-', k), seq FROM events"),
+    );
+    dir.write("pend.sql", &sql("pend", "SELECT k, seq FROM events"));
+    let crash = |script: &str, phase: &str, checkpoint: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args([
+                "run",
+                script,
+                "--data-dir",
+                &format!("d-{script}"),
+                "-p",
+                "1",
+            ])
+            .current_dir(dir.path())
+            .env("RUNNEL_LOG", "error")
+            .env("RUNNEL_FAIL_AT", phase)
+            .env("RUNNEL_FAIL_AT_CHECKPOINT", checkpoint)
+            .output()
+            .expect("running runnel");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("injected crash"),
+            "{script}: {stderr}"
+        );
+    };
+    // An open transaction on the partition, left by a crash inside it.
+    crash("hold.sql", "mid-apply", "1");
+    // Two commits behind it (pending on tansu), then a crash before the batch is deleted.
+    crash("pend.sql", "after-apply", "2");
+    let pend = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["run", "pend.sql", "--data-dir", "d-pend.sql", "-p", "1"])
+        .current_dir(dir.path())
+        .env("RUNNEL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("restarting pend");
+    std::thread::sleep(Duration::from_secs(3));
+    // The open transaction's owner restarts: its producer aborts it, which settles all.
+    dir.runnel(&["run", "hold.sql", "--data-dir", "d-hold.sql", "-p", "1"])
+        .assert_ok();
+    let out = pend.wait_with_output().expect("waiting for pend");
+    assert!(
+        out.status.success(),
+        "pend: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_committed(&dir, &bootstrap, "pend_out", "k STRING, seq BIGINT");
+    let (hold, pend): (Vec<&String>, Vec<&String>) = got.iter().partition(|r| r.contains("hold-"));
+    let mut once = pend.clone();
+    once.dedup();
+    assert!(
+        pend.len() == EO_RECORDS && once.len() == pend.len(),
+        "{} rows of pend for {EO_RECORDS}, {} twice",
+        pend.len(),
+        pend.len() - once.len()
+    );
+    let mut hold_once = hold.clone();
+    hold_once.dedup();
+    assert!(
+        hold.len() == EO_RECORDS && hold_once.len() == hold.len(),
+        "{} rows of hold for {EO_RECORDS}, {} twice",
+        hold.len(),
+        hold.len() - hold_once.len()
+    );
+}
+
 /// Watermarks per partition (Flink's rule): a subtask reading two partitions emits the
 /// smaller of their watermarks, so the partition read second is never late; and a
 /// partition without data stops holding event time back after `source.idle-timeout`.
