@@ -771,52 +771,54 @@ mod tests {
         }
     }
 
+    /// Two machines' staging directories and a store of copies, with subtask 0's staging
+    /// (prefix `.p-`) on the first one, copying what it seals to the store.
+    struct TwoMachines {
+        lost: tempfile::TempDir,
+        other: tempfile::TempDir,
+        _copies: tempfile::TempDir,
+        store: Arc<dyn SealedStore>,
+    }
+
+    impl TwoMachines {
+        fn new() -> Self {
+            let copies = tempfile::tempdir().unwrap();
+            let store: Arc<dyn SealedStore> = Arc::new(DirStore(copies.path().to_path_buf()));
+            TwoMachines {
+                lost: tempfile::tempdir().unwrap(),
+                other: tempfile::tempdir().unwrap(),
+                _copies: copies,
+                store,
+            }
+        }
+
+        fn staging(&self, on: &Path, sink: Arc<dyn Apply>) -> Staging {
+            Staging::new(on.to_path_buf(), ".p-", 0, Vec::new(), sink)
+                .with_mirror(Some(self.store.clone()))
+        }
+    }
+
     /// Checkpoint 1 complete (sealed, not applied), checkpoint 2 sealed but not complete;
     /// then the machine is lost: a restart from checkpoint 1 on another one (an empty
     /// staging directory) applies checkpoint 1's batch from the copy and drops 2's.
     #[test]
     fn a_restart_on_another_machine_applies_the_copies_of_the_restored_checkpoint() {
-        let (lost, other, copies) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        );
-        let store: Arc<dyn SealedStore> = Arc::new(DirStore(copies.path().to_path_buf()));
+        let m = TwoMachines::new();
+        let (other, store) = (m.other.path(), &m.store);
         let sink = Arc::new(Lines::default());
-        let mut s = Staging::new(
-            lost.path().to_path_buf(),
-            ".p-",
-            0,
-            Vec::new(),
-            sink.clone(),
-        )
-        .with_mirror(Some(store.clone()));
+        let mut s = m.staging(m.lost.path(), sink.clone());
         s.write(b"a\nb\n").unwrap();
         s.seal(1).unwrap();
         s.write(b"c\n").unwrap();
         s.seal(2).unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
         drop(s);
-        drop(lost);
-        recover_with(
-            other.path(),
-            ".p-",
-            sink.as_ref(),
-            Some(1),
-            Some(store.as_ref()),
-        )
-        .unwrap();
+        std::fs::remove_dir_all(m.lost.path()).unwrap();
+        recover_with(other, ".p-", sink.as_ref(), Some(1), Some(store.as_ref())).unwrap();
         assert_eq!(sink.lines(), ["a", "b"]);
         assert!(store.list().unwrap().is_empty(), "copies left");
         // Applied batches' copies go with them.
-        let mut s = Staging::new(
-            other.path().to_path_buf(),
-            ".p-",
-            0,
-            Vec::new(),
-            sink.clone(),
-        )
-        .with_mirror(Some(store.clone()));
+        let mut s = m.staging(other, sink.clone());
         s.write(b"c\n").unwrap();
         s.seal(2).unwrap();
         s.commit(2).unwrap();
@@ -842,35 +844,24 @@ mod tests {
     /// progress whose batch is gone are deleted.
     #[test]
     fn the_progress_of_a_first_attempt_travels_with_the_copy_of_its_batch() {
-        let (lost, other, copies) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        );
-        let store: Arc<dyn SealedStore> = Arc::new(DirStore(copies.path().to_path_buf()));
+        let m = TwoMachines::new();
+        let (lost, store) = (m.lost.path(), &m.store);
         let sink = Arc::new(SeesProgress::default());
-        let mut s = Staging::new(
-            lost.path().to_path_buf(),
-            ".p-",
-            0,
-            Vec::new(),
-            sink.clone(),
-        )
-        .with_mirror(Some(store.clone()));
+        let mut s = m.staging(lost, sink.clone());
         s.write(b"a\n").unwrap();
         s.seal(1).unwrap();
         // The first attempt notes its progress, here and in the store, then the machine
         // is lost.
         let name = sealed_name(".p-", 0, 1, None);
-        let progress = progress_path(&lost.path().join(&name));
+        let progress = progress_path(&lost.join(&name));
         std::fs::write(&progress, "ends").unwrap();
         store.put(&progress_copy(&name), &progress).unwrap();
         let gone = sealed_name(".p-", 0, 0, None);
         store.put(&progress_copy(&gone), &progress).unwrap();
         drop(s);
-        drop(lost);
+        std::fs::remove_dir_all(lost).unwrap();
         recover_with(
-            other.path(),
+            m.other.path(),
             ".p-",
             sink.as_ref(),
             Some(1),
