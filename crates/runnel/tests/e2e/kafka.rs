@@ -647,22 +647,16 @@ fn kafka_exactly_once_waits_for_a_pending_commit_before_applying_again() {
     );
     let got = read_committed(&dir, &bootstrap, "pend_out", "k STRING, seq BIGINT");
     let (hold, pend): (Vec<&String>, Vec<&String>) = got.iter().partition(|r| r.contains("hold-"));
-    let mut once = pend.clone();
-    once.dedup();
-    assert!(
-        pend.len() == EO_RECORDS && once.len() == pend.len(),
-        "{} rows of pend for {EO_RECORDS}, {} twice",
-        pend.len(),
-        pend.len() - once.len()
-    );
-    let mut hold_once = hold.clone();
-    hold_once.dedup();
-    assert!(
-        hold.len() == EO_RECORDS && hold_once.len() == hold.len(),
-        "{} rows of hold for {EO_RECORDS}, {} twice",
-        hold.len(),
-        hold.len() - hold_once.len()
-    );
+    for (name, rows) in [("pend", pend), ("hold", hold)] {
+        let mut once = rows.clone();
+        once.dedup();
+        assert!(
+            rows.len() == EO_RECORDS && once.len() == rows.len(),
+            "{} rows of {name} for {EO_RECORDS}, {} twice",
+            rows.len(),
+            rows.len() - once.len()
+        );
+    }
 }
 
 /// Watermarks per partition (Flink's rule): a subtask reading two partitions emits the
